@@ -1,0 +1,21 @@
+# RetrieveGAN reproducibility workflow. Default: the embedded synthetic benchmark (config/config.yaml).
+# Paper scale: snakemake --configfile config/paper-coco.yaml --cores all
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        ALL_TARGETS,

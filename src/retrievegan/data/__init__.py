@@ -1,0 +1,1 @@
+"""Data: synthetic benchmark, COCO-Stuff and Visual Genome readers, canonical scene graphs, patch bank."""

@@ -1,0 +1,83 @@
+"""The Snakemake workflow: lint-clean, schema-validated, and the data stage runs then has nothing to do."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    proc = subprocess.run([SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=workdir)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def tiny_workdir(tmp_path: Path, **extra) -> Path:
+    """A working directory with the repo's config plus a tiny-benchmark override."""
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    raw = "results/tiny/raw"
+    override = {
+        "dataset": "tiny",
+        "synth": {"num_train": 40, "num_val": 24},
+        "coco_stuff": {
+            "instances_train": f"{raw}/coco/annotations/instances_train2017.json",
+            "stuff_train": f"{raw}/coco/annotations/stuff_train2017.json",
+            "image_dir_train": f"{raw}/coco/images/train2017",
+            "instances_val": f"{raw}/coco/annotations/instances_val2017.json",
+            "stuff_val": f"{raw}/coco/annotations/stuff_val2017.json",
+            "image_dir_val": f"{raw}/coco/images/val2017",
+            "num_val": 6, "num_test": 10,
+        },
+        "visual_genome": {key: f"{raw}/vg/{name}" for key, name in (
+            ("image_data", "image_data.json"), ("objects", "objects.json"),
+            ("relationships", "relationships.json"), ("attributes", "attributes.json"),
+            ("splits", "vg_splits.json"), ("object_aliases", "object_alias.txt"),
+            ("predicate_aliases", "predicate_alias.txt"), ("image_dir", "images"))}
+        | {"min_object_instances": 5, "min_attribute_instances": 5, "min_relationship_instances": 3},
+        "preprocess": {"image_size": 32},
+        "patches": {"crop_size": 16},
+    }
+    for key, value in extra.items():
+        override.setdefault(key, {}).update(value) if isinstance(value, dict) else override.update({key: value})
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(override))
+    return tmp_path
+
+
+def test_lint_is_clean():
+    proc = subprocess.run([SNAKEMAKE, "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}"))
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+def test_schema_rejects_unknown_keys(tmp_path):
+    work = tiny_workdir(tmp_path)
+    (work / "bad.yaml").write_text("patches: {crop_sise: 32}\n")
+    proc = snakemake(work, "--configfile", "bad.yaml", "-n", "--cores", "1", check=False)
+    assert proc.returncode != 0
+    assert "crop_sise" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_data_stage_runs_then_nothing_to_do(tmp_path):
+    work = tiny_workdir(tmp_path)
+    targets = ["results/tiny/data/dataset_table.csv", "results/tiny/data/patches/patches.npy"]
+    snakemake(work, "--configfile", "tiny.yaml", "--cores", "2", *targets)
+    table = (work / "results/tiny/data/dataset_table.csv").read_text().splitlines()
+    assert table[0].startswith("dataset,source,train,val,test,categories")
+    assert [line.split(",")[1] for line in table[1:]] == ["coco_stuff", "visual_genome"]
+    for run_dir in ("data/coco_stuff", "data/visual_genome", "data/patches"):
+        assert (work / "results/tiny" / run_dir / "run.json").is_file()
+    again = snakemake(work, "--configfile", "tiny.yaml", "--cores", "2", "-n", *targets)
+    assert "Nothing to be done" in again.stdout + again.stderr

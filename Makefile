@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CORES ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: reproduce test venv lint lock benchmarks clean-results
+.PHONY: reproduce test venv lint lock benchmarks clean-results dvc-pull dvc-push
 
 venv: $(STAMP)
 
@@ -30,6 +30,15 @@ lint: $(STAMP)
 
 benchmarks: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m benchmarks
+
+# DVC remote round trip (docs/scale.md). STAGES= limits to some dvc.yaml stages, e.g. STAGES=data.
+# dvc-pull: dvc pull, hash the outputs against dvc.lock, snakemake --touch in DAG order (no re-runs).
+dvc-pull: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m retrievegan.dvcsync pull $(STAGES)
+
+# dvc-push: hash the cache objects against dvc.lock, dvc push, check the remote (dvc status -c).
+dvc-push: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m retrievegan.dvcsync push $(STAGES)
 
 # Regenerate requirements.lock from the current .venv.
 lock: $(STAMP)

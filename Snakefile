@@ -13,6 +13,12 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/sample.smk"
+include: "workflow/rules/embed.smk"
+include: "workflow/rules/metrics.smk"
+include: "workflow/rules/report.smk"
+include: "workflow/rules/userstudy.smk"
 
 
 rule all:

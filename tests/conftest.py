@@ -79,3 +79,16 @@ def tiny_dataset(tmp_path_factory) -> TinyDataset:
     build_patch_bank(data_dir, PatchConfig(crop_size=16, num_workers=1), patches_dir, progress=False)
     return TinyDataset(root=root, raw_coco=raw_coco, raw_vg=raw_vg, data_dir=data_dir, vg_data_dir=vg_dir,
                        patches_dir=patches_dir, image_size=32, crop_size=16)
+
+
+@pytest.fixture(scope="session")
+def tiny_sg2im_run(tiny_dataset, tmp_path_factory):
+    """A tiny sg2im trained for 4 steps on `tiny_dataset` (checkpoint + snapshots), once per session."""
+    from train_support import TINY_SG2IM, TinyRun, train_config
+
+    from retrievegan.train.loop import train
+
+    out_dir = tmp_path_factory.mktemp("tiny_sg2im") / "sg2im"
+    result = train("sg2im", TINY_SG2IM, train_config(), tiny_dataset.data_dir, out_dir, progress=False)
+    return TinyRun(out_dir=out_dir, checkpoint=result.checkpoint, data_dir=tiny_dataset.data_dir,
+                   patches_csv=tiny_dataset.patches_dir / "patches.csv")

@@ -23,6 +23,32 @@ def section_json(name, drop=()):
     return json.dumps({k: v for k, v in config[name].items() if k not in drop}, sort_keys=True)
 
 
+def train_json(method):
+    """The common `train` section with the method section's own `train` overrides (e.g. batch_size,
+    steps), as JSON for `retrievegan train --train-params`; pass the method section itself with
+    `section_json(method, drop=("train",))`."""
+    return json.dumps({**config["train"], **config[method].get("train", {})}, sort_keys=True)
+
+
+def cluster_resources(resource_class):
+    """`resources: **cluster_resources("train")`: mem_mb, runtime, gpu (+ slurm_partition, slurm_account,
+    gpu_model, slurm_extra) of one class of the `cluster` config section, as the SLURM executor plugin
+    reads them (retrievegan.cluster). Classes: data, train, sample, metrics, report."""
+    from retrievegan.cluster import slurm_resources
+
+    return slurm_resources(config.get("cluster"), resource_class)
+
+
+def gpu_launcher(resource_class):
+    """Command prefix for a (multi-)GPU stage: `retrievegan` when the class has <= 1 GPU, else
+    `torchrun --standalone --nnodes=1 --nproc_per_node=<gpus> -m retrievegan.cli`. Use it as a param
+    (`params: launch=gpu_launcher("train")`, shell `"{params.launch} train ..."`): the GPU count is
+    the DDP world size, which changes the effective batch, so changing it reruns training."""
+    from retrievegan.cluster import launcher
+
+    return launcher(config.get("cluster"), resource_class)
+
+
 wildcard_constraints:
     source="coco_stuff|visual_genome",
     split="train|val|test",

@@ -36,6 +36,8 @@ if config["synth"]["enabled"]:
             out_coco=lambda wildcards, output: os.path.dirname(os.path.dirname(output.coco_train)),
             out_vg=lambda wildcards, output: os.path.dirname(output.vg_images),
         threads: 2
+        resources:
+            **cluster_resources("data"),
         log:
             f"{LOGS}/synth.log",
         benchmark:
@@ -62,6 +64,8 @@ rule preprocess:
         out_dir=lambda wildcards, output: os.path.dirname(output.vocab),
         dataset=DATASET,
     threads: config["preprocess"].get("num_workers", 4)
+    resources:
+        **cluster_resources("data"),
     log:
         f"{LOGS}/preprocess_{{source}}.log",
     benchmark:
@@ -70,6 +74,11 @@ rule preprocess:
         "retrievegan preprocess --no-progress --source {wildcards.source} --dataset {params.dataset}"
         " --params {params.cfg:q} --preprocess-params {params.preprocess:q}"
         " --out-dir {params.out_dir} > {log} 2>&1"
+
+
+# A few milliseconds of CSV merging: never worth a cluster job.
+localrules:
+    dataset_table,
 
 
 rule dataset_table:
@@ -100,6 +109,8 @@ rule patches:
         data_dir=lambda wildcards, input: os.path.dirname(input.vocab),
         out_dir=lambda wildcards, output: os.path.dirname(output.bank),
     threads: config["patches"].get("num_workers", 4)
+    resources:
+        **cluster_resources("data"),
     log:
         f"{LOGS}/patches.log",
     benchmark:

@@ -1,0 +1,102 @@
+"""Stages: synthnet, real-stats, real-metrics, metrics, compatibility."""
+
+from __future__ import annotations
+
+import argparse
+
+from retrievegan.config import from_json
+
+
+def configure(stage: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", default="{}", help="JSON of the stage's config section")
+    if stage == "synthnet":
+        parser.add_argument("--data-dir", required=True, help="canonical data folder (train/val images + graphs)")
+        parser.add_argument("--out", required=True, help="checkpoint to write (synthnet.pt)")
+        parser.add_argument("--quality", required=True, help="metric file with the held-out accuracy (for DVC)")
+        parser.add_argument("--record", default=None, help="full training record (config, per-epoch history)")
+        parser.add_argument("--threads", type=int, default=1)
+    elif stage == "real-stats":
+        parser.add_argument("--images", required=True, help="{split}_images.npy of the evaluated data")
+        parser.add_argument("--split", required=True, choices=["train", "val", "test"])
+        parser.add_argument("--synthnet", default=None, help="synthnet checkpoint (feature_extractor: synthnet)")
+        parser.add_argument("--out", required=True, help=".npz with mu, sigma, IS-layer features, meta")
+        parser.add_argument("--threads", type=int, default=1)
+    elif stage == "real-metrics":
+        parser.add_argument("--test-stats", required=True, help="reference statistics of the evaluated split")
+        parser.add_argument("--reference-stats", required=True, help="statistics of the other real split")
+        parser.add_argument("--synthnet", default=None)
+        parser.add_argument("--out", required=True)
+    elif stage == "metrics":
+        parser.add_argument("--run-dir", required=True, help="sample folder samples/<method>/<setting>")
+        parser.add_argument("--method", required=True)
+        parser.add_argument("--setting", required=True, choices=["pred_bbox", "gt_bbox"])
+        parser.add_argument("--split-json", required=True, help="canonical graphs of the evaluated split")
+        parser.add_argument("--reference-stats", required=True, help="real statistics of that split (.npz)")
+        parser.add_argument("--synthnet", default=None)
+        parser.add_argument("--out", required=True, help="metric file (lean, for DVC)")
+        parser.add_argument("--details", default=None, help="provenance file (weights, reference, manifest...)")
+        parser.add_argument("--threads", type=int, default=1)
+    elif stage == "compatibility":
+        parser.add_argument("--retrievals", required=True, help="retrievals.json of one run")
+        parser.add_argument("--patches-csv", required=True)
+        parser.add_argument("--split-json", default=None, help="graphs of the evaluated split (checks counts)")
+        parser.add_argument("--method", required=True)
+        parser.add_argument("--setting", required=True, choices=["pred_bbox", "gt_bbox"])
+        parser.add_argument("--out", required=True)
+    else:
+        raise ValueError(stage)
+
+
+def _threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, n))
+
+
+def run(stage: str, args: argparse.Namespace) -> None:
+    from retrievegan import io, runinfo
+    from retrievegan.eval.metrics import EvaluationConfig
+
+    if stage == "synthnet":
+        from pathlib import Path
+
+        from retrievegan.eval.synthnet import SynthNetConfig, train_synthnet
+
+        _threads(args.threads)
+        cfg = from_json(SynthNetConfig, args.params, "synthnet")
+        record = train_synthnet(args.data_dir, cfg, args.out, verbose=True)
+        io.write_json(args.quality, {k: record[k] for k in ("extractor", "num_train_images", "evaluated_on",
+                                                            f"{record['evaluated_on']}_quality", "train_seconds")})
+        if args.record:
+            io.write_json(args.record, record)
+        runinfo.write_run_json(Path(args.out).parent, "synthnet", cfg, cfg.seed, {"data_dir": args.data_dir})
+        return
+    cfg = from_json(EvaluationConfig, args.params, "evaluation")
+    if stage == "real-stats":
+        from retrievegan.eval.fidelity import compute_reference, resolve_extractor
+
+        _threads(args.threads)
+        extractor = resolve_extractor(cfg.feature_extractor, args.synthnet, cfg.inception_weights)
+        meta = compute_reference(args.images, args.split, extractor, cfg.batch_size, cfg.device, args.out,
+                                 verbose=not args.no_progress)
+        print(f"{args.split}: statistics of {meta['num_images']} real images with {extractor.key} -> {args.out}")
+    elif stage == "real-metrics":
+        from retrievegan.eval.metrics import real_data_metrics
+
+        record = real_data_metrics(args.test_stats, args.reference_stats, cfg, args.out, args.synthnet)
+        print(record["metrics"])
+    elif stage == "metrics":
+        from retrievegan.eval.metrics import evaluate_run
+
+        _threads(args.threads)
+        record = evaluate_run(args.run_dir, args.method, args.setting, args.split_json, args.reference_stats, cfg,
+                              args.out, args.synthnet, verbose=not args.no_progress, details_json=args.details)
+        print(f"{args.method}/{args.setting}: {record['metrics']}")
+    elif stage == "compatibility":
+        from retrievegan.eval.compatibility import compatibility_score
+
+        result = compatibility_score(args.retrievals, args.patches_csv, args.method, args.setting,
+                                     cfg.bootstrap_samples, cfg.confidence, cfg.seed, args.split_json, args.out)
+        print(f"{args.method}/{args.setting}: {result['metrics']}")
+    else:
+        raise ValueError(stage)

@@ -1,0 +1,96 @@
+"""Stages: tables, figure-qualitative, figure-compatibility, figure-losses, report."""
+
+from __future__ import annotations
+
+import argparse
+
+from retrievegan.config import from_json
+
+
+def _results_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--eval-params", default="{}", help="JSON of the `evaluation` config section")
+    parser.add_argument("--dataset", required=True, help="dataset name (results/<dataset>)")
+    parser.add_argument("--metrics", nargs="*", default=[], help="metric files metrics/<method>_<setting>.json")
+    parser.add_argument("--real", default=None, help="metrics/real_data.json")
+    parser.add_argument("--compatibility", nargs="*", default=[], help="metrics/compatibility/*.json")
+
+
+def configure(stage: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", default="{}", help="JSON of the `report` config section")
+    if stage == "tables":
+        _results_arguments(parser)
+        parser.add_argument("--dataset-table", required=True, help="data/dataset_table.csv")
+        parser.add_argument("--out-dir", required=True)
+    elif stage == "figure-qualitative":
+        parser.add_argument("--run-dir", required=True)
+        parser.add_argument("--method", required=True)
+        parser.add_argument("--setting", required=True, choices=["pred_bbox", "gt_bbox"])
+        parser.add_argument("--data-dir", required=True, help="canonical data folder of the evaluated source")
+        parser.add_argument("--split", default="test")
+        parser.add_argument("--patches-dir", default=None, help="patch bank folder (methods that retrieve)")
+        parser.add_argument("--out", required=True)
+    elif stage == "figure-compatibility":
+        parser.add_argument("--compatibility", nargs="+", required=True)
+        parser.add_argument("--out", required=True)
+    elif stage == "figure-losses":
+        parser.add_argument("--losses", required=True, help="models/<method>/losses.jsonl")
+        parser.add_argument("--method", required=True)
+        parser.add_argument("--out", required=True)
+    elif stage == "report":
+        _results_arguments(parser)
+        parser.add_argument("--tables", nargs="+", required=True)
+        parser.add_argument("--figures", nargs="*", default=[])
+        parser.add_argument("--synthnet-quality", default=None)
+        parser.add_argument("--out", required=True)
+    else:
+        raise ValueError(stage)
+
+
+def _results(args: argparse.Namespace):
+    from retrievegan.eval.metrics import EvaluationConfig
+    from retrievegan.eval.tables import load_results
+
+    evaluation = from_json(EvaluationConfig, args.eval_params, "evaluation")
+    results = load_results(args.dataset, args.metrics, args.real, args.compatibility, evaluation.methods,
+                           evaluation.settings, evaluation.compatibility)
+    return evaluation, results
+
+
+def run(stage: str, args: argparse.Namespace) -> None:
+    from retrievegan.eval.tables import ReportConfig
+
+    cfg = from_json(ReportConfig, args.params, "report")
+    if stage == "tables":
+        from retrievegan.eval.tables import write_tables
+
+        _, results = _results(args)
+        for path in write_tables(results, cfg, args.dataset_table, args.out_dir):
+            print(path)
+    elif stage == "figure-qualitative":
+        from retrievegan.eval.figures import qualitative_figure
+
+        qualitative_figure(args.run_dir, args.method, args.setting, args.data_dir, args.split, args.patches_dir,
+                           cfg.qualitative_images, cfg.qualitative_seed, args.out)
+    elif stage == "figure-compatibility":
+        from retrievegan.eval.figures import compatibility_figure
+
+        compatibility_figure(args.compatibility, args.out)
+    elif stage == "figure-losses":
+        from retrievegan.eval.figures import losses_figure
+
+        losses_figure(args.losses, args.method, args.out, cfg.loss_smoothing)
+    elif stage == "report":
+        import json
+        from pathlib import Path
+
+        from retrievegan.eval.report import write_report
+
+        evaluation, results = _results(args)
+        quality = json.loads(Path(args.synthnet_quality).read_text()) if args.synthnet_quality else None
+        sizes = {r["image_size"] for r in results.runs.values() if "image_size" in r}
+        files = list(args.metrics) + ([args.real] if args.real else []) + list(args.compatibility)
+        write_report(args.out, results, cfg, evaluation, args.tables, args.figures, files, quality,
+                     sizes.pop() if len(sizes) == 1 else None)
+        print(args.out)
+    else:
+        raise ValueError(stage)

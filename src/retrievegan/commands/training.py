@@ -1,0 +1,126 @@
+"""Stages: train, sample, gcn-features, box-l1, progress-figure."""
+
+from __future__ import annotations
+
+import argparse
+
+from retrievegan.config import from_json
+from retrievegan.errors import ConfigError
+
+
+def _inputs(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--input expects NAME=PATH, got {pair!r}")
+        out[name] = path
+    return out
+
+
+def _threads(args: argparse.Namespace) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def configure(stage: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    if stage == "train":
+        parser.add_argument("--method", required=True, help="registered method name (e.g. sg2im)")
+        parser.add_argument("--params", default="{}", help="JSON of the method's config section")
+        parser.add_argument("--train-params", default="{}", help="JSON of the `train` config section")
+        parser.add_argument("--data-dir", required=True, help="canonical data folder (preprocess output)")
+        parser.add_argument("--patches", default=None, help="patches.csv (methods that need patch ids)")
+        parser.add_argument("--input", action="append", default=[], metavar="NAME=PATH",
+                            help="extra input file a method declares (repeatable)")
+        parser.add_argument("--out-dir", required=True, help="run folder (checkpoint.pt, run.json, losses.jsonl)")
+        parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this config")
+    elif stage == "sample":
+        parser.add_argument("--checkpoint", required=True)
+        parser.add_argument("--data-dir", required=True)
+        parser.add_argument("--setting", required=True, choices=["pred_bbox", "gt_bbox"])
+        parser.add_argument("--params", default="{}", help="JSON of the `sample` config section")
+        parser.add_argument("--patches", default=None, help="patches.csv (methods that need patch ids)")
+        parser.add_argument("--input", action="append", default=[], metavar="NAME=PATH",
+                            help="override an extra input path recorded in the checkpoint")
+        parser.add_argument("--out-dir", required=True, help="samples/<method>/<setting> folder")
+    elif stage == "gcn-features":
+        parser.add_argument("--checkpoint", required=True, help="trained sg2im checkpoint")
+        parser.add_argument("--data-dir", required=True)
+        parser.add_argument("--patches", required=True, help="patches.csv: row order of the output")
+        parser.add_argument("--out", required=True, help="gcn_features.npy to write")
+        parser.add_argument("--batch-size", type=int, default=64)
+        parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    elif stage == "box-l1":
+        parser.add_argument("--checkpoint", required=True)
+        parser.add_argument("--data-dir", required=True)
+        parser.add_argument("--split", default="val", choices=["train", "val", "test"])
+        parser.add_argument("--out", required=True, help="JSON to write")
+        parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    elif stage == "progress-figure":
+        parser.add_argument("--checkpoint", required=True)
+        parser.add_argument("--snapshots", required=True, help="the run's snapshots/ folder")
+        parser.add_argument("--data-dir", required=True)
+        parser.add_argument("--split", default="val", choices=["train", "val", "test"])
+        parser.add_argument("--num-images", type=int, default=8)
+        parser.add_argument("--max-rows", type=int, default=5, help="snapshot rows (step 0 and the last included)")
+        parser.add_argument("--out", required=True, help="PNG to write")
+        parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    else:
+        raise ValueError(stage)
+
+
+def run(stage: str, args: argparse.Namespace) -> None:
+    import json
+    import os
+
+    # Before torch loads OpenMP: idle worker threads sleep instead of spinning. On a machine whose cores are
+    # shared (2 CPU cores, parallel Snakemake jobs) spinning threads made a 2-thread training step ~5x slower
+    # than a 1-thread one; passive waiting costs nothing measurable when the cores are free.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    progress = not args.no_progress
+    _threads(args)
+    if stage == "train":
+        from retrievegan.train.config import TrainConfig
+        from retrievegan.train.loop import train
+
+        cfg = from_json(TrainConfig, args.train_params, "train")
+        try:
+            params = json.loads(args.params) if args.params.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{args.method}: invalid JSON ({exc})") from exc
+        result = train(args.method, params, cfg, args.data_dir, args.out_dir, patches_csv=args.patches,
+                       inputs=_inputs(args.input), resume=args.resume, progress=progress)
+        resumed = "" if result.resumed_from is None else f" (resumed from step {result.resumed_from})"
+        print(f"{args.method}: {result.steps} steps{resumed}, {result.wall_seconds:.1f} s, "
+              f"{result.images_per_second:.1f} images/s -> {result.checkpoint}")
+    elif stage == "sample":
+        from retrievegan.eval.sampler import SampleConfig, sample
+
+        cfg = from_json(SampleConfig, args.params, "sample")
+        manifest = sample(args.checkpoint, args.data_dir, args.setting, args.out_dir, cfg, patches_csv=args.patches,
+                          inputs=_inputs(args.input), progress=progress)
+        print(f"{manifest['method']} {manifest['setting']}: {manifest['num_images']} scene graphs x 2 samples")
+    elif stage == "gcn-features":
+        from retrievegan.train.features import gcn_features
+
+        features = gcn_features(args.checkpoint, args.data_dir, args.patches, args.out, args.batch_size, args.device,
+                                progress=progress)
+        print(f"gcn features: {features.shape[0]} patches x {features.shape[1]} dims -> {args.out}")
+    elif stage == "box-l1":
+        from retrievegan.eval.box_l1 import box_l1
+
+        result = box_l1(args.checkpoint, args.data_dir, args.out, args.split, device_name=args.device)
+        base = result["baselines"]
+        print(f"{result['method']} box L1 on {args.split}: {result['box_l1']:.4f} (mean box "
+              f"{base['mean_box']['l1']:.4f}, category mean box {base['category_mean_box']['l1']:.4f})")
+    elif stage == "progress-figure":
+        from retrievegan.eval.progress import progress_figure
+
+        info = progress_figure(args.checkpoint, args.snapshots, args.data_dir, args.out, args.num_images,
+                               args.max_rows, args.split, device_name=args.device)
+        print(f"{info['method']}: steps {info['steps']} -> {args.out}")
+    else:
+        raise ValueError(stage)

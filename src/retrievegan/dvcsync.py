@@ -1,0 +1,431 @@
+"""DVC <-> Snakemake hand-over: push and pull cached artifacts so that Snakemake re-runs nothing it pulled.
+
+``python -m retrievegan.dvcsync pull [STAGE ...]`` (``make dvc-pull``)
+    ``dvc pull`` (with the stages' upstream stages), then, for each stage of ``dvc.lock`` in DAG order:
+    hash every pulled output against ``dvc.lock`` and run the stage's own ``snakemake`` command with
+    ``--touch``. DVC does not keep modification times, so after a pull the outputs of a fresh clone carry
+    checkout times in no particular order and Snakemake would re-run whatever looks older than its
+    inputs. ``--touch --forceall`` walks Snakemake's DAG and touches every output in dependency order; it
+    also records Snakemake's metadata (params, code, input), so later changes keep triggering re-runs.
+``python -m retrievegan.dvcsync touch [STAGE ...]``
+    the same without the ``dvc pull`` (after a ``dvc checkout`` or a manual ``dvc pull``).
+``python -m retrievegan.dvcsync verify [--cache] [STAGE ...]``
+    hash the workspace outputs (or, with ``--cache``, the cache objects) against ``dvc.lock``.
+``python -m retrievegan.dvcsync push [STAGE ...]`` (``make dvc-push``)
+    verify the cache objects, ``dvc push``, then check with ``dvc status -c`` that the remote has them.
+
+Why touching is safe: a stage is touched only when (1) every output file hashes to the md5 ``dvc.lock``
+records, so no corrupted or foreign byte is ever marked up to date (DVC itself trusts its cache and its
+state database: a corrupted cache object is checked out and pushed silently), (2) ``dvc status``
+reports no changed command, dependency file or output, and (3) its upstream stages were touched. A stage
+whose only change is a config value is touched *with the values recorded in dvc.lock* (an extra
+``--configfile``), so Snakemake's metadata describes what was pulled and its ``params`` trigger re-runs
+exactly the rules that the changed values feed. A stage with changed code or rule files is left alone
+and reported (``dvc repro <stage>`` re-runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import graphlib
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from retrievegan.config import merge
+
+DEFAULT_CONFIGFILE = "config/config.yaml"  # the Snakefile's `configfile:`, loaded before any --configfile
+CHUNK = 1 << 20
+
+
+class SyncError(Exception):
+    """A failed DVC command, a missing dvc.lock, or outputs that do not match dvc.lock."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    kind: str  # "missing" (not pulled), "corrupt" (bytes differ from dvc.lock), "extra", "legacy"
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclasses.dataclass(frozen=True)
+class LockedOut:
+    path: str
+    md5: str  # "<hex>" for a file, "<hex>.dir" for a directory (the manifest object's name)
+    hash_name: str | None  # "md5" for DVC 3 hashes; None for DVC 2 (md5-dos2unix) entries
+
+    @property
+    def is_dir(self) -> bool:
+        return self.md5.endswith(".dir")
+
+
+@dataclasses.dataclass(frozen=True)
+class LockedStage:
+    name: str
+    cmd: str
+    deps: tuple[str, ...]
+    params: Mapping[str, Mapping[str, Any]]  # params file -> {key: locked value}
+    outs: tuple[LockedOut, ...]
+
+
+# --- dvc.lock, DAG, dvc CLI ------------------------------------------------------------------------
+def load_lock(root: Path) -> dict[str, LockedStage]:
+    path = root / "dvc.lock"
+    if not path.is_file():
+        raise SyncError(f"{path}: missing; run `dvc repro` (and commit dvc.lock) before push/pull")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    stages = {}
+    for name, entry in (data.get("stages") or {}).items():
+        cmd = entry.get("cmd", "")
+        cmd = " && ".join(cmd) if isinstance(cmd, list) else str(cmd)
+        outs = tuple(LockedOut(o["path"], o.get("md5", ""), o.get("hash")) for o in entry.get("outs", []))
+        stages[name] = LockedStage(name, cmd, tuple(d["path"] for d in entry.get("deps", [])),
+                                   entry.get("params") or {}, outs)
+    return stages
+
+
+def _inside(path: str, folder: str) -> bool:
+    path, folder = os.path.normpath(path), os.path.normpath(folder)
+    return path == folder or path.startswith(folder + os.sep)
+
+
+def upstream(stages: Mapping[str, LockedStage]) -> dict[str, set[str]]:
+    """stage -> the stages whose outputs it depends on (directly)."""
+    return {name: {other.name for other in stages.values() if other.name != name
+                   for out in other.outs for dep in stage.deps if _inside(dep, out.path)}
+            for name, stage in stages.items()}
+
+
+def with_ancestors(names: Iterable[str], parents: Mapping[str, set[str]]) -> set[str]:
+    todo, seen = list(names), set()
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(parents.get(name, ()))
+    return seen
+
+
+def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    exe = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
+    proc = subprocess.run([exe, *args], cwd=root, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise SyncError(f"dvc {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}".rstrip())
+    return proc
+
+
+def _open_repo(root: Path):
+    from dvc.repo import Repo  # in-process: one DVC start-up instead of one per `dvc` command
+
+    return Repo(str(root))
+
+
+def cache_dir(root: Path) -> Path:
+    """The local cache folder (`dvc cache dir`); objects live under files/md5/ in it."""
+    with _open_repo(root) as repo:
+        return Path(repo.cache.local.path).parent.parent
+
+
+def status_and_cache(root: Path) -> tuple[dict[str, list], Path]:
+    """What `dvc status --json` prints (stage -> changes; absent when up to date) and the cache folder."""
+    with _open_repo(root) as repo:
+        return repo.status(), Path(repo.cache.local.path).parent.parent
+
+
+# --- hashing -------------------------------------------------------------------------------------
+def md5_file(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cache_object(cache: Path, md5: str) -> Path:
+    return cache / "files" / "md5" / md5[:2] / md5[2:]
+
+
+def _manifest(cache: Path, out: LockedOut, problems: list[Problem]) -> list[dict] | None:
+    obj = cache_object(cache, out.md5)
+    if not obj.is_file():
+        problems.append(Problem("missing", f"{out.path}: directory manifest {out.md5} is not in the cache ({obj})"))
+        return None
+    found = md5_file(obj)
+    if found + ".dir" != out.md5:
+        problems.append(Problem("corrupt", f"{out.path}: directory manifest {obj} is corrupted (md5 {found}.dir)"))
+        return None
+    return json.loads(obj.read_text(encoding="utf-8"))
+
+
+def verify(root: Path, stages: Iterable[LockedStage], cache: Path, where: str = "workspace",
+           jobs: int = 4) -> dict[str, list[Problem]]:
+    """Hash the outputs of ``stages`` against dvc.lock; stage -> problems (empty list: all match).
+
+    ``where="workspace"`` hashes the files Snakemake will read (and reports missing or unexpected
+    files); ``where="cache"`` hashes the cache objects that ``dvc push`` would upload.
+    """
+    checks: list[tuple[str, Path, str, str]] = []  # (stage, file, expected md5, label)
+    problems: dict[str, list[Problem]] = {}
+    for stage in stages:
+        found = problems.setdefault(stage.name, [])
+        for out in stage.outs:
+            if out.hash_name != "md5":
+                found.append(Problem("legacy", f"{out.path}: dvc.lock has no DVC 3 md5 (hash: {out.hash_name}); "
+                                               "run `dvc commit`"))
+                continue
+            if not out.is_dir:
+                target = root / out.path if where == "workspace" else cache_object(cache, out.md5)
+                checks.append((stage.name, target, out.md5, out.path))
+                continue
+            entries = _manifest(cache, out, found)
+            if entries is None:
+                continue
+            for entry in entries:
+                target = (root / out.path / entry["relpath"] if where == "workspace"
+                          else cache_object(cache, entry["md5"]))
+                checks.append((stage.name, target, entry["md5"], f"{out.path}/{entry['relpath']}"))
+            if where == "workspace" and (root / out.path).is_dir():
+                listed = {entry["relpath"] for entry in entries}
+                for path in sorted((root / out.path).rglob("*")):
+                    rel = path.relative_to(root / out.path).as_posix()
+                    if path.is_file() and rel not in listed:
+                        found.append(Problem("extra", f"{out.path}/{rel}: not in dvc.lock (a file the pulled "
+                                                      "stage did not write)"))
+
+    def check(item: tuple[str, Path, str, str]) -> tuple[str, Problem | None]:
+        stage, target, expected, label = item
+        if not target.is_file():
+            return stage, Problem("missing", f"{label}: missing ({target})")
+        actual = md5_file(target)
+        if actual == expected:
+            return stage, None
+        return stage, Problem("corrupt", f"{label}: md5 {actual} != {expected} in dvc.lock ({target})")
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for stage, problem in pool.map(check, checks):
+            if problem:
+                problems[stage].append(problem)
+    return problems
+
+
+# --- touching ------------------------------------------------------------------------------------
+def _params_only(changes: list) -> bool:
+    """True when every change dvc status reports for a stage is a changed config value."""
+    for change in changes:
+        if not isinstance(change, dict) or set(change) != {"changed deps"}:
+            return False
+        if not all(isinstance(value, dict) for value in change["changed deps"].values()):
+            return False
+    return True
+
+
+def snakemake_argv(cmd: str) -> tuple[list[str], list[str]]:
+    """The stage command as argv and its --configfile list.
+
+    As Snakemake's parser does, ``--configfile``/``--configfiles`` take every following word up to the
+    next option (the dvc.yaml convention: an option follows them); the last occurrence wins.
+    """
+    argv = shlex.split(cmd)
+    if not argv or Path(argv[0]).name != "snakemake" or any(tok in ("&&", "||", ";", "|") for tok in argv):
+        raise SyncError(f"stage command is not a single snakemake call: {cmd!r}")
+    configfiles: list[str] = []
+    i = 1
+    while i < len(argv):
+        option, _, inline = argv[i].partition("=")
+        if option in ("--configfile", "--configfiles"):
+            configfiles = [inline] if inline else []
+            i += 1
+            while not inline and i < len(argv) and not argv[i].startswith("-"):  # --configfile=x: one
+                configfiles.append(argv[i])
+                i += 1
+            continue
+        i += 1
+    return argv, configfiles
+
+
+def _is_snakemake_call(cmd: str) -> bool:
+    try:
+        snakemake_argv(cmd)
+    except SyncError:
+        return False
+    return True
+
+
+def locked_config(stage: LockedStage, configfiles: Sequence[str]) -> dict[str, Any]:
+    """The config values dvc.lock recorded, layered as Snakemake layers its config files."""
+    overlay: dict[str, Any] = {}
+    for name in [DEFAULT_CONFIGFILE, *configfiles]:
+        for params_file, values in stage.params.items():
+            if os.path.normpath(params_file) == os.path.normpath(name):
+                overlay = merge(overlay, values)
+    return overlay
+
+
+def touch_stage(root: Path, stage: LockedStage, ancestors: Sequence[LockedStage] = ()) -> subprocess.CompletedProcess:
+    """``<stage cmd> --touch --forceall --configfile ... <locked values>``.
+
+    ``--forceall``: every job of the stage's DAG is touched and gets metadata, also when the checkout
+    happened to leave consistent mtimes (plain ``--touch`` skips jobs that look up to date and records
+    nothing for them, so later config changes would go unnoticed). The DAG includes the upstream stages'
+    jobs, so the locked values of ``ancestors`` (DAG order) are layered under the stage's own: their
+    metadata is re-recorded with the same values, and their outputs are touched first again.
+    """
+    argv, configfiles = snakemake_argv(stage.cmd)
+    exe = shutil.which(argv[0]) or str(Path(sys.executable).with_name("snakemake"))
+    values: dict[str, Any] = {}
+    for item in [*ancestors, stage]:
+        values = merge(values, locked_config(item, configfiles))
+    with tempfile.TemporaryDirectory(prefix="dvcsync-") as tmp:
+        overlay = Path(tmp) / "locked-params.yaml"
+        overlay.write_text(yaml.safe_dump(values, sort_keys=True), encoding="utf-8")
+        # --configfile goes last (it takes every following word); repeating the stage's own files keeps them.
+        return subprocess.run([exe, *argv[1:], "--touch", "--forceall", "--configfile", *configfiles, str(overlay)],
+                              cwd=root, capture_output=True, text=True)
+
+
+@dataclasses.dataclass
+class Report:
+    touched: list[str] = dataclasses.field(default_factory=list)
+    rerun: dict[str, str] = dataclasses.field(default_factory=dict)  # touched, but config changed since
+    skipped: dict[str, str] = dataclasses.field(default_factory=dict)  # not touched: why
+    corrupted: dict[str, list[Problem]] = dataclasses.field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        out = [f"touched (up to date for Snakemake): {name}" for name in self.touched]
+        out += [f"config changed since the push: {name}: {why} (Snakemake re-runs what it feeds)"
+                for name, why in self.rerun.items()]
+        out += [f"not touched: {name}: {why}" for name, why in self.skipped.items()]
+        for name, problems in self.corrupted.items():
+            out.append(f"outputs of stage {name} do NOT match dvc.lock (not touched; `dvc checkout --force {name}` "
+                       "after fixing the cache/remote):")
+            out += [f"  {problem}" for problem in problems[:20]]
+            if len(problems) > 20:
+                out.append(f"  ... and {len(problems) - 20} more")
+        return out
+
+
+def touch(root: Path, names: Sequence[str] = (), jobs: int = 4) -> Report:
+    stages = load_lock(root)
+    unknown = sorted(set(names) - set(stages))
+    if unknown:
+        raise SyncError(f"stage(s) {unknown} not in dvc.lock (known: {sorted(stages)})")
+    parents = upstream(stages)
+    wanted = with_ancestors(names or stages, parents)
+    order = [n for n in graphlib.TopologicalSorter(parents).static_order() if n in wanted]
+    status, cache = status_and_cache(root)
+    problems = verify(root, [stages[n] for n in order], cache, "workspace", jobs)
+    report = Report()
+    for name in order:
+        changes = status.get(name, [])
+        blocked = sorted(p for p in parents[name] if p not in report.touched)
+        kinds = {p.kind for p in problems[name]}
+        if kinds & {"corrupt", "legacy"}:
+            report.corrupted[name] = [p for p in problems[name] if p.kind in ("corrupt", "legacy")]
+        elif kinds:
+            example = problems[name][0]
+            report.skipped[name] = (f"{len(problems[name])} output file(s) missing or not in dvc.lock "
+                                    f"(not pulled? modified?), e.g. {example}")
+        elif blocked:
+            report.skipped[name] = f"upstream stage(s) {blocked} not touched"
+        elif changes and not _params_only(changes):
+            report.skipped[name] = f"dvc status: {json.dumps(changes)}; `dvc repro {name}` re-runs it"
+        elif not _is_snakemake_call(stages[name].cmd):
+            report.skipped[name] = f"its command is not a single snakemake call: {stages[name].cmd!r}"
+        else:
+            ancestors = [stages[n] for n in order if n != name and n in with_ancestors([name], parents)]
+            proc = touch_stage(root, stages[name], ancestors)
+            if proc.returncode != 0:
+                raise SyncError(f"snakemake --touch for stage {name} failed ({proc.returncode}):\n"
+                                f"{(proc.stdout + proc.stderr)[-4000:]}")
+            report.touched.append(name)
+            if changes:
+                report.rerun[name] = json.dumps(changes)
+    return report
+
+
+# --- commands ------------------------------------------------------------------------------------
+def pull(root: Path, names: Sequence[str] = (), remote: str | None = None, jobs: int = 4) -> Report:
+    args = ["pull"] + (["-r", remote] if remote else []) + (["--with-deps", *names] if names else [])
+    proc = dvc(root, *args, check=False)
+    if proc.returncode != 0:
+        raise SyncError(
+            f"dvc {' '.join(args)} failed ({proc.returncode}); nothing was touched. A remote with "
+            f"`verify = true` fails here when a downloaded object does not match its md5:\n"
+            f"{(proc.stdout + proc.stderr).strip()}")
+    return touch(root, names, jobs)
+
+
+def push(root: Path, names: Sequence[str] = (), remote: str | None = None, jobs: int = 4) -> None:
+    stages = load_lock(root)
+    selected = [stages[n] for n in (names or stages) if n in stages]
+    if len(selected) != len(names or stages):
+        raise SyncError(f"stage(s) {sorted(set(names) - set(stages))} not in dvc.lock")
+    problems = {k: v for k, v in verify(root, selected, cache_dir(root), "cache", jobs).items() if v}
+    if problems:
+        raise SyncError("refusing to push: cache objects do not match dvc.lock:\n"
+                        + "\n".join(f"  {s}: {p}" for s, ps in problems.items() for p in ps[:20]))
+    remote_args = ["-r", remote] if remote else []
+    dvc(root, "push", *remote_args, *names)
+    status = dvc(root, "status", "-c", "--json", *remote_args, *names).stdout.strip()
+    if status and json.loads(status):
+        raise SyncError(f"after dvc push the remote still lacks objects (dvc status -c): {status}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m retrievegan.dvcsync", description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path.cwd(), help="project root (holds dvc.yaml)")
+    parser.add_argument("-j", "--jobs", type=int, default=4, help="hashing threads")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("pull", "dvc pull, verify against dvc.lock, snakemake --touch in DAG order"),
+                       ("touch", "verify against dvc.lock and snakemake --touch (no dvc pull)"),
+                       ("verify", "hash outputs (or cache objects) against dvc.lock"),
+                       ("push", "verify the cache, dvc push, check the remote with dvc status -c")):
+        cmd = sub.add_parser(name, help=text, description=text)
+        cmd.add_argument("stages", nargs="*", help="dvc.yaml stage names (default: all in dvc.lock)")
+        if name in ("pull", "push"):
+            cmd.add_argument("-r", "--remote", help="DVC remote name (default: the core.remote)")
+        if name == "verify":
+            cmd.add_argument("--cache", action="store_true", help="hash the cache objects, not the workspace")
+    args = parser.parse_args(argv)
+    root = args.root.resolve()
+    try:
+        if args.command == "push":
+            push(root, args.stages, args.remote, args.jobs)
+            print("pushed; the remote holds every object of dvc.lock's outputs")
+            return 0
+        if args.command == "verify":
+            stages = load_lock(root)
+            selected = [stages[n] for n in (args.stages or stages)]
+            where = "cache" if args.cache else "workspace"
+            problems = {k: v for k, v in verify(root, selected, cache_dir(root), where, args.jobs).items() if v}
+            for stage, found in problems.items():
+                print(f"stage {stage}: {len(found)} problem(s)", *(f"  {p}" for p in found), sep="\n")
+            if not problems:
+                print(f"{where}: every output of {', '.join(s.name for s in selected)} matches dvc.lock")
+            return 1 if problems else 0
+        report = (pull(root, args.stages, args.remote, args.jobs) if args.command == "pull"
+                  else touch(root, args.stages, args.jobs))
+        print("\n".join(report.lines()))
+        return 1 if report.corrupted else 0
+    except SyncError as exc:
+        print(f"dvcsync {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Evaluation: metrics (torch-fidelity FID/IS, LPIPS DS, compatibility), tables, figures, report."""

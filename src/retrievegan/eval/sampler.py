@@ -1,0 +1,134 @@
+"""`retrievegan sample`: images of a trained method for every scene graph of a split, in one setting.
+
+Writes ``<out_dir>/sample0/<image_id:012d>.png`` and ``sample1/...`` (two samples per scene graph with
+different seeds), ``retrievals.json`` for methods that retrieve patches, and ``manifest.json`` last (it
+marks a complete folder; see docs/architecture.md). Image ``i`` of sample ``k`` uses its own
+``torch.Generator`` seeded with ``derive_seed(SAMPLE_NOISE, seeds[k], image_id)``, so the output does not
+depend on the batch size or on which other graphs share its batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from retrievegan import io, runinfo
+from retrievegan.data.dataset import DataSpec, SceneGraphDataset, collate_scene_graphs, to_uint8
+from retrievegan.errors import ConfigError, InputError
+from retrievegan.seeds import SAMPLE_NOISE, image_generators
+
+SAMPLE_DIRS = ("sample0", "sample1")
+SEED_RULE = "torch.Generator per image seeded with retrievegan.seeds.derive_seed(3, seed, image_id)"
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleConfig:
+    seeds: tuple[int, int] = (0, 1)  # ours: base seeds of sample0 / sample1
+    batch_size: int = 32
+    num_workers: int = 0
+    split: Literal["train", "val", "test"] = "test"  # the paper evaluates on the test split
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.seeds[0] == self.seeds[1]:
+            raise ValueError("the two sample seeds must differ")
+        if self.batch_size < 1 or self.num_workers < 0:
+            raise ValueError("batch_size must be >= 1 and num_workers >= 0")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("device is cuda but no CUDA device is available")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def check_spec(trained: DataSpec, data: DataSpec, where: Path) -> None:
+    """The data must match what the model was trained on (vocab sizes, image and mask sizes)."""
+    for field in ("num_objects", "num_predicates", "image_size", "object_names", "predicate_names"):
+        if getattr(trained, field) != getattr(data, field):
+            raise InputError(where, f"{field} differs from the model's training data "
+                                    f"({getattr(data, field)!r} vs {getattr(trained, field)!r})")
+
+
+def sequential_loader(dataset: SceneGraphDataset, batch_size: int, num_workers: int) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                                       collate_fn=collate_scene_graphs)
+
+
+def write_png(path: Path, pixels: Any) -> None:
+    with io.atomic_path(path) as tmp:
+        Image.fromarray(pixels).save(tmp, format="PNG")
+
+
+def sample(checkpoint: str | Path, data_dir: str | Path, setting: str, out_dir: str | Path, cfg: SampleConfig,
+           patches_csv: str | Path | None = None, inputs: dict[str, str] | None = None,
+           progress: bool = True) -> dict[str, Any]:
+    """Sample every scene graph of ``cfg.split`` twice; returns the manifest."""
+    from retrievegan.train.checkpoint import sha256_file
+    from retrievegan.train.loop import load_trained
+
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    device = pick_device(cfg.device)
+    method, nets, payload = load_trained(checkpoint, device, inputs)
+    if setting not in method.settings:
+        raise ConfigError(f"{payload['method']} does not support setting {setting!r} (supports {method.settings})")
+    if method.needs_patch_ids and patches_csv is None:
+        raise ConfigError(f"{payload['method']} needs the patch table (--patches)")
+    dataset = SceneGraphDataset(data_dir, cfg.split, patches_csv if method.needs_patch_ids else None)
+    check_spec(method.spec, dataset.spec, dataset.graphs_path)
+
+    for name in (*SAMPLE_DIRS, "manifest.json", "retrievals.json"):
+        target = out_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    records: list[dict[str, Any]] = []
+    image_ids: list[int] = []
+    bar = tqdm(total=len(dataset), desc=f"sample {payload['method']} {setting}", unit="img", disable=not progress)
+    with torch.no_grad():
+        for batch in sequential_loader(dataset, cfg.batch_size, cfg.num_workers):
+            ids = batch.image_ids.tolist()
+            batch = batch.to(device)
+            for k, seed in enumerate(cfg.seeds):
+                gens = image_generators((SAMPLE_NOISE, seed), ids, device)
+                result = method.sample(nets, batch, setting, gens)
+                pixels = to_uint8(result.images)
+                for n, image_id in enumerate(ids):
+                    write_png(out_dir / SAMPLE_DIRS[k] / f"{image_id:012d}.png", pixels[n])
+                if result.patch_ids is not None:
+                    records += [{"image_id": i, "sample": k, "patch_ids": [int(p) for p in pids]}
+                                for i, pids in zip(ids, result.patch_ids)]
+            image_ids += ids
+            bar.update(len(ids))
+    bar.close()
+    if records:
+        io.write_json(out_dir / "retrievals.json", {"method": payload["method"], "setting": setting,
+                                                    "records": records})
+    manifest = {
+        "method": payload["method"],
+        "setting": setting,
+        "split": cfg.split,
+        "num_images": len(image_ids),
+        "image_size": dataset.image_size,
+        "image_ids": image_ids,
+        "samples": list(SAMPLE_DIRS),
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": sha256_file(checkpoint),
+        "checkpoint_step": int(payload["step"]),
+        "seeds": list(cfg.seeds),
+        "seed_rule": SEED_RULE,
+        "data_dir": str(data_dir),
+        "config": runinfo.to_jsonable(cfg),
+        "git_sha": runinfo.git_sha(),
+    }
+    io.write_json(out_dir / "manifest.json", manifest)
+    return manifest

@@ -1,0 +1,1 @@
+"""Networks: scene-graph encoder, layout, generators, discriminators, retrieval; baselines/."""

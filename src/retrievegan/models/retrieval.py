@@ -1,0 +1,368 @@
+"""Differentiable iterative patch retrieval (RetrieveGAN §3.3, Fig. 2b, eq. 1-5; supplement Alg. 1).
+
+Given, for each of the ``N`` objects of an image, ``K`` pre-filtered candidate patches (a *group*) and
+their embeddings ``e = E_p(p)`` (an MLP over frozen patch features: :class:`PatchEmbedder`), the module
+selects one patch per object, mutually compatible, in ``n`` iterations (``n`` = the image's number of
+objects that have a candidate):
+
+1. query ``q`` = the embedding of one randomly chosen valid candidate (or a given query, e.g. a
+   ground-truth patch for the GT-selection loss);
+2. iteration ``j``: scores ``pi_hat_i = -||q - e_i||_2 + g_i`` with fresh Gumbel noise ``g_i`` (eq. 1),
+   relaxed selection ``s^(j) = softmax(pi_hat / tau)`` over the candidates still allowed;
+3. group-wise update (eq. 4): the group of the selected patch is disabled (max pooling of the
+   selection over the group), so every object gets exactly one patch;
+4. greedy query update: ``q`` = mean of the features selected so far; the scores are recomputed;
+5. relaxed n-hot vector ``s = sum_j s^(j)``, which sums to ``n``.
+
+Modes (``mode``), an explicit choice:
+
+* ``hard`` (straight-through, the default): the forward pass selects ``argmax s^(j)`` (= exact
+  Gumbel-max sampling for any ``tau``), disables that group exactly (eq. 4 with a one-hot: the group's
+  max is 1, ``log(1 - 1) = -inf``), and uses the one-hot patch; gradients flow through ``s^(j)``
+  (``h + (s - stop_grad(s))``). ``weights`` is exactly n-hot in the forward pass.
+* ``soft``: the selection mass itself is used. The literal soft eq. 4 (add ``log(1 - max_group s)``
+  to the scores) does *not* keep ``s_i <= 1`` once the query and the scores change between
+  iterations: a group's remaining score is only damped, and it can win again (we measured entries up
+  to 3.5 on random inputs). We therefore give each group a capacity ``c_g = 1 - mass already given to
+  it`` and allocate each iteration's unit mass with the constrained softmax of Martins & Kreutzer
+  (2017), ``m_g = min(c_g, lambda * W_g)`` with ``W_g = sum_{i in g} exp(pi_hat_i / tau)`` and
+  ``lambda`` such that ``sum_g m_g = 1`` (within a group the mass is split by the softmax). This is
+  the group-wise disabling of eq. 4 for soft selections: identical to the hard rule when the
+  selection is one-hot, and it guarantees ``0 <= s_i <= 1``, every group's total = 1 and the total =
+  ``n``. As ``tau -> 0`` soft mode becomes hard mode.
+
+Noise: fresh Gumbel noise per iteration, from an explicit ``torch.Generator``. With a fixed query this
+is the same distribution as Alg. 1's once-drawn noise (Gumbel-top-k = sequential sampling without
+replacement, also over groups); with the greedy query update each step is an exact categorical
+sample given the current query, which one fixed draw of noise would not give.
+
+Everything is batched over images (``B``) with padding masks; the only Python loop is over the ``n``
+iterations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+Mode = Literal["hard", "soft"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrievalConfig:
+    tau: float = 1.0  # ours (the paper does not state it); the learnt E_p scale sets the effective sharpness
+    k: int = 32  # candidates per object used by the retrieval (<= prefilter.k); ours, PasteGAN: 10
+    mode: Mode = "hard"  # ours: straight-through (the generator composes real patches, as at test time)
+    greedy: bool = True  # paper: query = mean of the selected patch features
+    gumbel: bool = True  # paper: Gumbel-max sampling (eq. 1)
+    embed_dim: int = 128  # E_p output (ours)
+    embed_hidden: int = 256  # E_p hidden width (ours)
+    embed_layers: int = 2  # E_p: "a series of fully-connected layers" (supplement); ours: 2
+
+    def __post_init__(self) -> None:
+        if self.tau <= 0:
+            raise ValueError("tau must be > 0")
+        for name in ("k", "embed_dim", "embed_hidden", "embed_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+
+
+class PatchEmbedder(nn.Module):
+    """E_p: fully-connected layers over frozen patch features, ``(..., F) -> (..., embed_dim)``.
+
+    ``layers`` Linear layers with ReLU between them (none after the last). Build it with
+    ``retrievegan.models.init.build(lambda: PatchEmbedder(...), generator)``.
+    """
+
+    def __init__(self, in_dim: int, embed_dim: int = 128, hidden: int = 256, layers: int = 2):
+        super().__init__()
+        dims = [in_dim] + [hidden] * (layers - 1) + [embed_dim]
+        mods: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+            mods.append(nn.Linear(a, b))
+            if i < len(dims) - 2:
+                mods.append(nn.ReLU())
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def embed_candidates(embedder: nn.Module, features: torch.Tensor | np.ndarray, ids: torch.Tensor,
+                     mask: torch.Tensor | None = None) -> torch.Tensor:
+    """E_p of a batch's candidates, once per distinct patch and never on padding.
+
+    ``features`` ``(P, F)``: the frozen patch features (a tensor, or a numpy array / memmap read only at
+    the rows needed); ``ids`` ``(B, N, K)`` int64 bank rows, ``-1`` padding; ``mask`` ``(B, N, K)`` (default
+    ``ids >= 0``). Returns ``(B, N, K, D)`` with zeros at padding. Candidate lists of objects of one
+    category overlap, so embedding the distinct patches only saves E_p work.
+    """
+    mask = ids >= 0 if mask is None else mask.bool()
+    uniq, inverse = torch.unique(ids[mask], return_inverse=True)
+    if isinstance(features, np.ndarray):
+        rows = torch.from_numpy(np.array(features[uniq.cpu().numpy()], dtype=np.float32)).to(ids.device)
+    else:
+        rows = features[uniq]
+    emb = embedder(rows)  # (U, D)
+    out = emb.new_zeros(tuple(ids.shape) + (emb.shape[-1],))
+    out[mask] = emb[inverse]
+    return out
+
+
+@dataclasses.dataclass
+class RetrievalOutput:
+    """Result of :func:`iterative_retrieval` for ``B`` images, ``N`` object slots, ``K`` candidates.
+
+    * ``weights`` ``(B, N, K)``: what the generator uses. Hard: one-hot per selected object in the
+      forward pass (straight-through gradients); soft: the relaxed selection (each object's row sums
+      to 1). Rows of objects without candidates / padding are 0. Sums to ``num_selected`` per image.
+    * ``relaxed`` ``(B, N, K)``: the relaxed n-hot vector ``sum_j s^(j)`` (soft: = ``weights``, entries in
+      [0, 1]; hard: the straight-through surrogate, each ``s^(j)`` over the still-allowed candidates, sums
+      to ``n`` but an entry can exceed 1 when its group stays unselected for several iterations).
+    * ``probs`` ``(B, N, K)``: each object's selection distribution over its own candidates (hard: the
+      softmax of the iteration that selected it, renormalised over its group; soft: = ``weights``).
+      For the GT-selection loss.
+    * ``index`` ``(B, N)`` int64: the selected candidate column (soft: the row's argmax); -1 if none.
+    * ``step`` ``(B, N)`` int64: the iteration that selected the object (hard; soft: -1); -1 if none.
+    * ``selected`` ``(B, N, D)``: ``sum_k weights * features``, the selected patch embeddings.
+    * ``query`` ``(B, D)``: the initial query; ``num_selected`` ``(B,)``: objects with candidates.
+    """
+
+    weights: torch.Tensor
+    relaxed: torch.Tensor
+    probs: torch.Tensor
+    index: torch.Tensor
+    step: torch.Tensor
+    selected: torch.Tensor
+    query: torch.Tensor
+    num_selected: torch.Tensor
+
+    def select(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` ``(B, N, K, *rest)`` per candidate (pixels, co-occurrence embeddings...) ->
+        ``(B, N, *rest)`` weighted by ``weights`` (hard: exactly the selected candidate's values)."""
+        w = self.weights.reshape(self.weights.shape + (1,) * (values.dim() - 3)).to(values.dtype)
+        return (w * values).sum(dim=2)
+
+
+Generators = torch.Generator | Sequence[torch.Generator]
+
+
+def _gumbel(u: torch.Tensor) -> torch.Tensor:
+    """Standard Gumbel samples ``-log(-log u)`` from uniforms ``u`` in [0, 1)."""
+    finfo = torch.finfo(u.dtype)
+    return -torch.log(-torch.log(u.clamp(min=finfo.tiny, max=1.0 - finfo.eps)))
+
+
+def draw_randomness(generator: Generators, mask: torch.Tensor, dtype: torch.dtype
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The uniforms that pick the random initial query ``(B, N * K)`` and the Gumbel noise ``(N, B, N, K)``.
+
+    ``generator``: one ``torch.Generator`` for the batch, or one per image. Per-image generators make an
+    image's draws independent of the rest of the batch and of its padding: image ``b`` draws
+    ``n_b * K`` uniforms, then ``(n_b, n_b, K)`` for the noise, ``n_b`` = its last object slot with a
+    candidate + 1 (unused entries are 0).
+    """
+    b, n, k = mask.shape
+    device = mask.device
+    if isinstance(generator, torch.Generator):
+        pick = torch.rand((b, n * k), generator=generator, device=device)
+        noise = _gumbel(torch.rand((n, b, n, k), generator=generator, device=device, dtype=dtype))
+        return pick, noise
+    if len(generator) != b:
+        raise ValueError(f"{len(generator)} generators for {b} images")
+    pick = torch.zeros((b, n * k), device=device)
+    noise = torch.zeros((n, b, n, k), device=device, dtype=dtype)
+    slots = torch.arange(1, n + 1, device=device)
+    last = (mask.any(-1) * slots).amax(-1).tolist()  # n_b per image
+    for i, (gen, n_b) in enumerate(zip(generator, last)):  # random draws only; the compute is batched
+        pick[i, :n_b * k] = torch.rand(n_b * k, generator=gen, device=device)
+        noise[:n_b, i, :n_b] = _gumbel(torch.rand((n_b, n_b, k), generator=gen, device=device, dtype=dtype))
+    return pick, noise
+
+
+def random_query(features: torch.Tensor, mask: torch.Tensor, pick: torch.Tensor) -> torch.Tensor:
+    """``(B, D)``: the features of the valid candidate with the largest ``pick`` ``(B, N * K)`` uniform
+    (a uniformly random valid candidate); zeros for an image without candidates."""
+    b, n, k, d = features.shape
+    scores = pick.masked_fill(~mask.reshape(b, n * k), -1.0)
+    q = features.reshape(b, n * k, d)[torch.arange(b, device=features.device), scores.argmax(dim=1)]
+    return q * mask.reshape(b, -1).any(1, keepdim=True).to(q.dtype)
+
+
+def group_capped_softmax(z: torch.Tensor, capacity: torch.Tensor) -> torch.Tensor:
+    """Constrained softmax with group capacities (Martins & Kreutzer 2017, at the group level).
+
+    ``z`` ``(B, G, K)`` scores (``-inf``: not allowed), ``capacity`` ``(B, G)`` in [0, 1]. Returns ``s``
+    ``(B, G, K)`` with group masses ``m_g = min(c_g, lambda * W_g)``, ``W_g = sum_k exp(z_gk)``, ``lambda``
+    such that ``sum_g m_g = 1``, split inside a group by ``softmax(z_g)``. Groups that cannot hold mass
+    (no allowed entry or capacity 0) get 0. If the usable capacity totals less than 1, every usable group
+    is filled to its capacity. Differentiable almost everywhere (w.r.t. ``z`` and ``capacity``).
+    """
+    b, g, _ = z.shape
+    log_w = torch.logsumexp(z, dim=-1)  # (B, G), -inf for groups without allowed entries
+    usable = torch.isfinite(log_w) & (capacity > 0)
+    cap = torch.where(usable, capacity, torch.zeros_like(capacity))
+    log_w = torch.where(usable, log_w, torch.full_like(log_w, float("-inf")))
+    # saturation threshold of each group in log-lambda: log c_g - log W_g (unusable: -inf, "saturated at 0")
+    t = torch.where(usable, torch.log(cap.clamp(min=1e-30)) - torch.where(usable, log_w, torch.zeros_like(log_w)),
+                    torch.full_like(log_w, float("-inf")))
+    order = torch.argsort(t.detach(), dim=1)
+    t_s, cap_s, log_w_s = t.gather(1, order), cap.gather(1, order), log_w.gather(1, order)
+    zeros = torch.zeros((b, 1), dtype=z.dtype, device=z.device)
+    r = torch.cat([zeros, cap_s.cumsum(1)], dim=1)  # (B, G+1): capacity of the first m groups
+    tail = torch.flip(torch.logcumsumexp(torch.flip(log_w_s, [1]), dim=1), [1])  # log sum_{i >= m} W_(i)
+    log_s = torch.cat([tail, torch.full_like(zeros, float("-inf"))], dim=1)  # (B, G+1)
+    t_ext = torch.cat([t_s, torch.full_like(zeros, float("inf"))], dim=1)
+    with torch.no_grad():  # first m whose lambda does not saturate the (m+1)-th group: m saturated groups
+        reach = r + torch.exp(torch.clamp(t_ext + log_s, max=80.0))
+        ok = reach >= 1.0
+        ok[:, -1] = True
+        m_star = ok.to(torch.int8).argmax(dim=1, keepdim=True)  # (B, 1), first True
+    r_m = r.gather(1, m_star)
+    log_s_m = log_s.gather(1, m_star)
+    finite = torch.isfinite(log_s_m)
+    log_lam = torch.log((1.0 - r_m).clamp(min=1e-30)) - torch.where(finite, log_s_m, torch.zeros_like(log_s_m))
+    pos = torch.arange(g, device=z.device)[None, :]
+    free = torch.exp(torch.where(finite, log_lam, torch.zeros_like(log_lam)) + log_w_s)  # exp(-inf) = 0
+    mass_s = torch.where(pos < m_star, cap_s, torch.where(finite, free, torch.zeros_like(free)))
+    mass = torch.zeros_like(mass_s).scatter(1, order, mass_s)
+    mass = torch.minimum(mass, cap)  # float safety
+    inner = torch.softmax(torch.where(usable[..., None], z, torch.zeros_like(z)), dim=-1)
+    inner = torch.where(torch.isfinite(z) & usable[..., None], inner, torch.zeros_like(inner))
+    return mass[..., None] * inner
+
+
+def iterative_retrieval(features: torch.Tensor, mask: torch.Tensor, tau: float = 1.0, mode: Mode = "hard",
+                        generator: Generators | None = None, query: torch.Tensor | None = None,
+                        greedy: bool = True, gumbel: bool = True,
+                        noise: torch.Tensor | None = None) -> RetrievalOutput:
+    """Select one candidate per object for a batch of images (see the module docstring).
+
+    Args:
+        features: ``(B, N, K, D)`` candidate embeddings ``E_p(p)`` (padding entries: any values).
+        mask: ``(B, N, K)`` bool, a real candidate of a real object.
+        tau: softmax temperature (> 0).
+        mode: ``hard`` (straight-through) or ``soft``.
+        generator: ``torch.Generator`` on the features' device for the Gumbel noise and the random
+            initial query, or one generator per image (results independent of the batch, see
+            :func:`draw_randomness`); required unless ``noise`` / ``query`` are given or ``gumbel`` is False.
+        query: ``(B, D)`` initial query (e.g. a ground-truth patch embedding); None: a random candidate.
+        greedy: update the query to the mean of the selected features after every iteration.
+        gumbel: add Gumbel noise (False: deterministic, the most similar patches).
+        noise: ``(N, B, N, K)`` Gumbel noise per iteration, instead of drawing it (for tests/references).
+    """
+    if mode not in ("hard", "soft"):
+        raise ValueError(f"mode must be hard or soft, got {mode!r}")
+    if tau <= 0:
+        raise ValueError("tau must be > 0")
+    b, n, k, d = features.shape
+    if mask.shape != (b, n, k):
+        raise ValueError(f"mask must be {(b, n, k)}, got {tuple(mask.shape)}")
+    mask = mask.bool()
+    features = torch.where(mask[..., None], features, torch.zeros_like(features))  # padding: any values, even NaN
+    device, dtype = features.device, features.dtype
+    if (gumbel and noise is None) or query is None:
+        if generator is None:
+            raise ValueError("an explicit torch.Generator is required for the noise / the random query")
+    if generator is not None and (query is None or (gumbel and noise is None)):
+        pick, drawn = draw_randomness(generator, mask, dtype)
+        noise = drawn if noise is None else noise
+        if query is None:
+            query = random_query(features, mask, pick)
+    group_ok = mask.any(dim=-1)  # (B, N) objects that can be retrieved
+    num_sel = group_ok.sum(dim=1)  # (B,)
+    flat_mask = mask.reshape(b, n * k)
+    flat_feats = features.reshape(b, n * k, d)
+    neg_inf = torch.tensor(float("-inf"), dtype=dtype, device=device)
+
+    q = query
+    q_sum = torch.zeros_like(query)
+    nhot = features.new_zeros((b, n, k))
+    relaxed = features.new_zeros((b, n, k))
+    probs = features.new_zeros((b, n, k))
+    step = torch.full((b, n), -1, dtype=torch.long, device=device)
+    disabled = torch.zeros((b, n), dtype=torch.bool, device=device)  # hard mode
+    capacity = group_ok.to(dtype)  # soft mode
+    for j in range(n):
+        active = j < num_sel  # (B,)
+        if not bool(active.any()):
+            break
+        act = active.to(dtype)
+        # exact L2 (no matrix-product cancellation; zero gradient at distance 0), (B, N, K)
+        dist = torch.cdist(q[:, None, :], flat_feats, compute_mode="donot_use_mm_for_euclid_dist").reshape(b, n, k)
+        scores = -dist
+        if gumbel:
+            scores = scores + noise[j]
+        z = scores / tau
+        if mode == "hard":
+            allowed = flat_mask & ~disabled.repeat_interleave(k, dim=1)
+            zf = torch.where(allowed, z.reshape(b, n * k), neg_inf)
+            zf = torch.where(active[:, None], zf, torch.zeros_like(zf))  # inactive rows: finite, zeroed below
+            s = torch.softmax(zf, dim=1) * act[:, None]  # (B, N*K)
+            pick = zf.argmax(dim=1)  # (B,)
+            h = torch.zeros_like(s).scatter(1, pick[:, None], 1.0) * act[:, None]
+            st = h + (s - s.detach())  # forward: exactly h
+            h3, s3 = h.reshape(b, n, k), s.reshape(b, n, k)
+            newly = h3.amax(dim=-1) > 0  # eq. 4: max pooling of the selection over each group
+            disabled = disabled | newly
+            cond = s3 / s3.sum(-1, keepdim=True).clamp(min=1e-30)
+            probs = torch.where(newly[..., None], cond, probs)
+            step = torch.where(newly, torch.full_like(step, j), step)
+            sel_w = st.reshape(b, n, k)
+            nhot = nhot + sel_w
+            relaxed = relaxed + s3
+        else:
+            z3 = torch.where(mask, z, neg_inf)
+            s3 = group_capped_softmax(z3, capacity) * act[:, None, None]
+            capacity = (capacity - s3.sum(-1)).clamp(min=0.0)
+            sel_w = s3
+            nhot = nhot + s3
+            relaxed = relaxed + s3
+        f_sel = torch.bmm(sel_w.reshape(b, 1, n * k), flat_feats)[:, 0]  # (B, D)
+        if greedy:
+            q_sum = q_sum + f_sel * act[:, None]
+            q = torch.where(active[:, None], q_sum / (j + 1), q)
+    if mode == "hard":
+        weights = nhot
+        index = torch.where(group_ok, nhot.detach().argmax(-1), torch.full_like(step, -1))
+    else:
+        weights = relaxed
+        probs = relaxed
+        index = torch.where(group_ok, relaxed.detach().argmax(-1), torch.full_like(step, -1))
+    selected = torch.einsum("bnk,bnkd->bnd", weights, features)
+    return RetrievalOutput(weights=weights, relaxed=relaxed, probs=probs, index=index, step=step,
+                           selected=selected, query=query, num_selected=num_sel)
+
+
+def gt_selection_loss(out: RetrievalOutput, gt_position: torch.Tensor, include: torch.Tensor,
+                      eps: float = 1e-8) -> torch.Tensor:
+    """Ground-truth selection loss: ``-log probs[gt]`` averaged over the ``include`` objects.
+
+    ``gt_position`` ``(B, N)`` int64 column of each object's ground-truth patch among its candidates
+    (:func:`retrievegan.embed.prefilter.add_ground_truth`); ``include`` ``(B, N)`` bool: the objects to
+    score (the paper: every object except the one whose GT patch is the query). 0 if none.
+    """
+    include = include & (gt_position >= 0)
+    p = out.probs.gather(2, gt_position.clamp(min=0)[..., None]).squeeze(2)
+    nll = -torch.log(p.clamp(min=eps))
+    return (nll * include).sum() / include.sum().clamp(min=1)
+
+
+def cooccurrence_loss(embeddings: torch.Tensor, valid: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Eq. 5: mean pairwise L2 distance between the selected patches in the co-occurrence space.
+
+    ``embeddings`` ``(B, N, E)`` (e.g. ``out.select(cooccur_emb[candidate_ids])``), ``valid`` ``(B, N)``
+    bool. Averaged over the pairs of each image, then over images with >= 2 valid objects (0 if none).
+    """
+    diff = embeddings[:, :, None, :] - embeddings[:, None, :, :]
+    dist = torch.sqrt((diff ** 2).sum(-1) + eps)  # (B, N, N)
+    n = embeddings.shape[1]
+    pair = valid[:, :, None] & valid[:, None, :] & ~torch.eye(n, dtype=torch.bool, device=valid.device)
+    per_image = (dist * pair).sum((1, 2)) / pair.sum((1, 2)).clamp(min=1)
+    has = pair.any(2).any(1)
+    return (per_image * has).sum() / has.sum().clamp(min=1)

@@ -1,0 +1,109 @@
+"""Simulated participants for the embedded synthetic benchmark (never a substitute for people).
+
+A simulated participant judges a patch set by its *coherence*: the number of its patches that share
+the most common hidden theme (the synthetic benchmark paints every object of an image in one theme).
+On each trial it picks the more coherent set, except with probability ``noise`` (a lapse) or on a
+tie, when it answers at random, choosing the left set with probability ``0.5 + left_bias``. A share
+``inattentive`` of participants answer every trial at random; the catch trials are there to find them.
+
+They go through the same plan and storage code as people (``make_plan``, ``Store``), with
+``id_source = "simulated"``, ids ``sim<NNNN>`` and the app version ``SIMULATED_APP_VERSION``, and
+their responses are exported in the same CSV format. The expected preference of the attentive
+participants is computed exactly from their plans (``truth``), so the analysis can be checked
+against it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from retrievegan.data.patches import load_patch_table
+from retrievegan.errors import InputError
+from retrievegan.study.config import SimulationConfig
+from retrievegan.study.plan import Plan, Trial, make_plan
+from retrievegan.study.pool import Bundle
+from retrievegan.study.store import Store
+
+SIMULATED_APP_VERSION = "simulated"
+SIMULATED_CONSENT = "simulated"
+
+
+def patch_themes(patch_table: str | Path, bundle: Bundle) -> dict[int, int]:
+    """Bank patch id -> hidden theme, for every patch of the bundle (synthetic benchmark only)."""
+    table = load_patch_table(patch_table)
+    themes = table.set_index("patch_id")["theme"]
+    out = {}
+    for patch_id in bundle.patch_rows:
+        if patch_id not in themes.index or pd.isna(themes.loc[patch_id]):
+            raise InputError(patch_table, "patch has no theme: simulated participants need the synthetic "
+                             "benchmark", f"patch_id {patch_id}")
+        out[patch_id] = int(themes.loc[patch_id])
+    return out
+
+
+def coherence(patch_ids: tuple[int, ...], themes: dict[int, int]) -> int:
+    """How many patches of the set share its most common theme."""
+    _, counts = np.unique([themes[p] for p in patch_ids], return_counts=True)
+    return int(counts.max())
+
+
+def choice_probability_left(trial: Trial, themes: dict[int, int], cfg: SimulationConfig, attentive: bool) -> float:
+    """P(an attentive / inattentive simulated participant chooses the left set of ``trial``)."""
+    random_left = 0.5 + cfg.left_bias
+    if not attentive:
+        return random_left
+    left, right = coherence(trial.left_patches, themes), coherence(trial.right_patches, themes)
+    judged = 1.0 if left > right else 0.0 if right > left else random_left
+    return (1.0 - cfg.noise) * judged + cfg.noise * random_left
+
+
+def simulate(bundle: Bundle, themes: dict[int, int], cfg: SimulationConfig, store: Store) -> pd.DataFrame:
+    """Run ``cfg.participants`` simulated participants into ``store``; return who they were."""
+    rows = []
+    for index in range(cfg.participants):
+        rng = np.random.default_rng([cfg.seed, index])
+        participant_id = f"sim{index:04d}"
+        attentive = bool(rng.random() >= cfg.inattentive)
+        plan = store.save_plan(make_plan(bundle, participant_id), "simulated", SIMULATED_APP_VERSION)
+        store.record_consent(participant_id, SIMULATED_CONSENT)
+        for trial in plan.trials:
+            p_left = choice_probability_left(trial, themes, cfg, attentive)
+            side = "left" if rng.random() < p_left else "right"
+            response_ms = int(rng.lognormal(np.log(2500.0), 0.5))
+            store.record_response(plan, trial.trial_id, side, response_ms, SIMULATED_APP_VERSION, SIMULATED_CONSENT)
+        rows.append({"participant_id": participant_id, "attentive": attentive, "plan_seed": plan.seed})
+    return pd.DataFrame(rows)
+
+
+def truth(bundle: Bundle, themes: dict[int, int], cfg: SimulationConfig, plans: list[Plan],
+          attentive: dict[str, bool]) -> pd.DataFrame:
+    """Per simulated participant and pair: trials, and the expected number preferring the reference.
+
+    Summed over the participants an analysis includes (``truth_shares``), this is the exact expected
+    value of the preference share it estimates: exclusion looks only at catch trials, which are drawn
+    independently of the pair trials.
+    """
+    rows = []
+    for plan in plans:
+        for other in bundle.methods:
+            probs = []
+            for trial in plan.trials:
+                if trial.kind != "pair" or other not in (trial.left_method, trial.right_method):
+                    continue
+                p_left = choice_probability_left(trial, themes, cfg, attentive[plan.participant_id])
+                probs.append(p_left if trial.left_method == bundle.reference else 1.0 - p_left)
+            rows.append({"participant_id": plan.participant_id, "attentive": attentive[plan.participant_id],
+                         "reference": bundle.reference, "other": other, "n_trials": len(probs),
+                         "expected_prefer_reference": float(np.sum(probs))})
+    return pd.DataFrame(rows)
+
+
+def truth_shares(expected: pd.DataFrame, participants: list[str] | None = None) -> pd.Series:
+    """other method -> expected share preferring the reference over ``participants`` (default: all)."""
+    if participants is not None:
+        expected = expected[expected["participant_id"].isin(participants)]
+    sums = expected.groupby("other")[["expected_prefer_reference", "n_trials"]].sum()
+    return (sums["expected_prefer_reference"] / sums["n_trials"]).rename("true_share_simulated")

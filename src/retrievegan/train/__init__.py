@@ -1,0 +1,1 @@
+"""One training loop for every GAN method (checkpoint/resume, AMP, DDP), method registry, losses."""

@@ -1,0 +1,93 @@
+"""Losses shared by the GAN methods (sg2im's definitions unless noted).
+
+Adversarial losses take raw discriminator logits of any shape (patch maps are averaged):
+
+* ``gan``: the original (non-saturating) GAN loss with a numerically stable BCE on logits (sg2im default);
+* ``lsgan``: least squares on ``sigmoid(logits)`` (sg2im's variant);
+* ``hinge``: hinge loss (common for newer GANs; ours, not used by the paper's defaults).
+
+``LossSum`` collects weighted terms and their values for the log.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+GAN_LOSSES = ("gan", "lsgan", "hinge")
+BOX_LOSSES = ("l1", "mse")
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in GAN_LOSSES:
+        raise ValueError(f"unknown GAN loss {kind!r}; expected one of {GAN_LOSSES}")
+
+
+def generator_adversarial(scores_fake: torch.Tensor, kind: str = "gan") -> torch.Tensor:
+    """Generator's loss for discriminator logits on generated data (any shape) -> scalar."""
+    _check_kind(kind)
+    scores_fake = scores_fake.float()
+    if kind == "gan":
+        return F.binary_cross_entropy_with_logits(scores_fake, torch.ones_like(scores_fake))
+    if kind == "lsgan":
+        return F.mse_loss(scores_fake.sigmoid(), torch.ones_like(scores_fake))
+    return -scores_fake.mean()
+
+
+def discriminator_adversarial(scores_real: torch.Tensor, scores_fake: torch.Tensor, kind: str = "gan") -> torch.Tensor:
+    """Discriminator's loss for logits on real and generated data -> scalar (real + fake terms)."""
+    _check_kind(kind)
+    scores_real, scores_fake = scores_real.float(), scores_fake.float()
+    if kind == "gan":
+        return (F.binary_cross_entropy_with_logits(scores_real, torch.ones_like(scores_real))
+                + F.binary_cross_entropy_with_logits(scores_fake, torch.zeros_like(scores_fake)))
+    if kind == "lsgan":
+        return (F.mse_loss(scores_real.sigmoid(), torch.ones_like(scores_real))
+                + F.mse_loss(scores_fake.sigmoid(), torch.zeros_like(scores_fake)))
+    return F.relu(1.0 - scores_real).mean() + F.relu(1.0 + scores_fake).mean()
+
+
+def pixel_l1(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of two image batches (N, 3, S, S) -> scalar."""
+    return F.l1_loss(fake.float(), real.float())
+
+
+def box_regression(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> torch.Tensor:
+    """Box loss over (O, 4) boxes, mean over objects and coordinates: ``l1`` (sg2im paper, RetrieveGAN) or
+    ``mse`` (sg2im's code)."""
+    if kind == "l1":
+        return F.l1_loss(pred.float(), target.float())
+    if kind == "mse":
+        return F.mse_loss(pred.float(), target.float())
+    raise ValueError(f"unknown box loss {kind!r}; expected one of {BOX_LOSSES}")
+
+
+def mask_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Pixel-wise BCE of mask logits (O, M, M) against {0, 1} masks (O, M, M) -> scalar (autocast-safe)."""
+    return F.binary_cross_entropy_with_logits(logits.float(), target.float())
+
+
+def auxiliary_classification(class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the object discriminator's classifier (O, C) against categories (O,) -> scalar."""
+    return F.cross_entropy(class_logits.float(), labels)
+
+
+class LossSum:
+    """``add(name, value, weight)`` accumulates ``weight * value``; ``logs`` keeps the weighted terms."""
+
+    def __init__(self) -> None:
+        self.total: torch.Tensor | None = None
+        self.logs: dict[str, torch.Tensor] = {}
+
+    def add(self, name: str, value: torch.Tensor, weight: float = 1.0) -> None:
+        if weight == 0:
+            return
+        term = value * weight
+        self.logs[name] = term.detach()
+        self.total = term if self.total is None else self.total + term
+
+    def result(self) -> torch.Tensor:
+        if self.total is None:
+            raise ValueError("no loss term was added (every weight is zero?)")
+        self.logs["total"] = self.total.detach()
+        return self.total

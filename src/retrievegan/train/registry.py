@@ -1,0 +1,41 @@
+"""Method registry: method name -> ``"module:Class"``, imported only when used.
+
+To add a method, add one line to ``METHODS`` (the names are those of docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from retrievegan.config import from_mapping
+from retrievegan.data.dataset import DataSpec
+from retrievegan.errors import ConfigError
+from retrievegan.train.method import Method
+
+METHODS: Mapping[str, str] = MappingProxyType({
+    "sg2im": "retrievegan.models.baselines.sg2im:Sg2ImMethod",
+})
+
+
+def method_class(name: str) -> type[Method]:
+    try:
+        target = METHODS[name]
+    except KeyError:
+        raise ConfigError(f"unknown method {name!r}; registered: {sorted(METHODS)}") from None
+    module_name, _, attr = target.partition(":")
+    cls = getattr(importlib.import_module(module_name), attr)
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise TypeError(f"{target} is not a Method subclass")
+    return cls
+
+
+def create_method(name: str, params: Mapping[str, Any] | None, spec: DataSpec,
+                  inputs: Mapping[str, str | Path] | None = None) -> Method:
+    """Build method ``name`` from its config section (unknown keys are errors) and the data spec."""
+    cls = method_class(name)
+    cfg = from_mapping(cls.config_class, params, name)
+    return cls(cfg, spec, {k: Path(v) for k, v in (inputs or {}).items()})

@@ -1,0 +1,251 @@
+"""A throw-away single-node Slurm cluster on loopback, for tests (`tests/test_slurm.py`).
+
+Everything lives in one temporary folder: a fresh munge key and socket, `slurm.conf` (accounting
+disabled, ``MinJobAge=300`` so that ``squeue`` still sees finished jobs, which the Snakemake plugin's
+``status_command: squeue`` relies on), state, spool, logs and pid files. The three daemons
+(munged, slurmctld, slurmd) run in the foreground as children of this process and are stopped by
+their process ids; every client command must see ``SLURM_CONF`` (``SlurmCluster.env``).
+
+The Snakemake plugin's job step (snakemake-executor-plugin-slurm-jobstep) removes every ``SLURM_*``
+variable, ``SLURM_CONF`` included, before it calls ``srun`` inside the job, so ``srun`` there reads the
+compiled-in default ``/etc/slurm/slurm.conf``. ``start()`` therefore links that path to the temporary
+``slurm.conf`` when no such file exists (and removes the link in ``stop()``); it refuses to touch an
+existing one (``SystemConfigExists``), so a machine with a real Slurm configuration is left alone.
+
+Needs root (slurmd starts job steps as the submitting user) and Debian's ``slurm-wlm`` + ``munge``;
+``ensure_installed()`` installs them with apt-get when missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+DAEMONS = ("munged", "slurmctld", "slurmd")
+SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
+LINK_MARKER = "retrievegan-slurm-test"  # in the name of every cluster folder, to recognise our own links
+
+
+class SystemConfigExists(RuntimeError):
+    """/etc/slurm/slurm.conf exists and is not a link this module made."""
+CLIENTS = ("sbatch", "squeue", "sinfo", "scontrol", "scancel", "srun")
+
+
+def missing_binaries() -> list[str]:
+    return [name for name in DAEMONS + CLIENTS
+            if shutil.which(name) is None and not Path("/usr/sbin", name).exists()]
+
+
+def ensure_installed(timeout: float = 900) -> str | None:
+    """Install slurm-wlm and munge with apt-get if they are missing.
+
+    Returns None when everything is present, else the reason they could not be installed.
+    """
+    if not missing_binaries():
+        return None
+    if os.geteuid() != 0:
+        return f"slurm binaries missing ({', '.join(missing_binaries())}) and not root, cannot apt-get install"
+    if shutil.which("apt-get") is None:
+        return f"slurm binaries missing ({', '.join(missing_binaries())}) and no apt-get"
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "slurm-wlm", "munge"]):
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+        if proc.returncode != 0:
+            return f"{' '.join(cmd)} failed ({proc.returncode}): {(proc.stdout + proc.stderr)[-1500:]}"
+    still = missing_binaries()
+    return f"still missing after apt-get install: {', '.join(still)}" if still else None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _binary(name: str) -> str:
+    found = shutil.which(name) or str(Path("/usr/sbin", name))
+    if not Path(found).exists():
+        raise FileNotFoundError(f"{name} not found (install slurm-wlm and munge)")
+    return found
+
+
+def _node_resources() -> tuple[int, int]:
+    """(CPUs, RealMemory MB) as slurmd itself detects them (`slurmd -C`)."""
+    out = subprocess.run([_binary("slurmd"), "-C"], capture_output=True, text=True, timeout=60).stdout
+    fields = dict(item.split("=", 1) for item in out.split() if "=" in item)
+    return int(fields.get("CPUs", os.cpu_count() or 1)), int(fields.get("RealMemory", 1024))
+
+
+class SlurmCluster:
+    """munged + slurmctld + slurmd in ``root``; use as a context manager or call start()/stop()."""
+
+    partition = "debug"
+
+    def __init__(self, root: str | os.PathLike[str], link_system_conf: bool = True):
+        self.root = Path(root) / LINK_MARKER
+        self.link_system_conf = link_system_conf
+        self.linked = False
+        self.node = socket.gethostname().split(".")[0]
+        self.conf = self.root / "slurm.conf"
+        self.munge_socket = self.root / "munge" / "munge.socket"
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.env = dict(os.environ, SLURM_CONF=str(self.conf))
+
+    # -- configuration ---------------------------------------------------------------------------
+    def write_config(self) -> None:
+        for sub in ("munge", "state", "spool", "log", "run"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root / "munge", 0o700)
+        key = self.root / "munge" / "munge.key"
+        key.write_bytes(os.urandom(1024))
+        os.chmod(key, 0o400)
+        cpus, memory = _node_resources()
+        r = self.root
+        self.conf.write_text(f"""\
+# Generated by tests/slurmcluster.py: single node on loopback, no accounting.
+ClusterName=retrievegan-test
+SlurmctldHost={self.node}(127.0.0.1)
+SlurmctldPort={_free_port()}
+SlurmdPort={_free_port()}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={self.munge_socket}
+StateSaveLocation={r}/state
+SlurmdSpoolDir={r}/spool
+SlurmctldPidFile={r}/run/slurmctld.pid
+SlurmdPidFile={r}/run/slurmd.pid
+SlurmctldLogFile={r}/log/slurmctld.log
+SlurmdLogFile={r}/log/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=none
+SwitchType=switch/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SchedulerType=sched/backfill
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+JobCompType=jobcomp/none
+# The Snakemake slurm plugin (status_command: squeue) needs finished jobs to stay visible.
+MinJobAge=300
+ReturnToService=2
+SlurmctldTimeout=30
+SlurmdTimeout=30
+InactiveLimit=0
+KillWait=5
+Waittime=0
+NodeName={self.node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory} State=UNKNOWN
+PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
+""")
+
+    # -- daemons ---------------------------------------------------------------------------------
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log = open(self.root / "log" / f"{name}.out", "ab")
+        try:
+            self.procs[name] = subprocess.Popen([_binary(name), *args], stdout=log, stderr=subprocess.STDOUT,
+                                                env=self.env, start_new_session=True)
+        finally:
+            log.close()
+
+    def _wait(self, what: str, check, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode} while waiting for {what}:\n"
+                                       + self.logs())
+            if check():
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}:\n" + self.logs())
+
+    def _link_system_conf(self) -> None:
+        if os.path.lexists(SYSTEM_CONF):
+            target = os.readlink(SYSTEM_CONF) if SYSTEM_CONF.is_symlink() else ""
+            if LINK_MARKER in target and not Path(target).exists():
+                SYSTEM_CONF.unlink()  # left behind by a killed test run
+            else:
+                raise SystemConfigExists(f"{SYSTEM_CONF} exists ({target or 'a real file'}); not replacing it")
+        SYSTEM_CONF.parent.mkdir(parents=True, exist_ok=True)
+        SYSTEM_CONF.symlink_to(self.conf)
+        self.linked = True
+
+    def start(self, timeout: float = 60) -> SlurmCluster:
+        self.write_config()
+        if self.link_system_conf:
+            self._link_system_conf()
+        m = self.root / "munge"
+        self._spawn("munged", ["--foreground", "--force", f"--socket={self.munge_socket}",
+                               f"--key-file={m / 'munge.key'}", f"--pid-file={m / 'munged.pid'}",
+                               f"--log-file={m / 'munged.log'}", f"--seed-file={m / 'munged.seed'}"])
+        self._wait("munged socket", self.munge_socket.exists, timeout)
+        self._spawn("slurmctld", ["-D", "-i", "-f", str(self.conf)])
+        self._wait("slurmctld", lambda: self.run("scontrol", "ping", check=False).returncode == 0, timeout)
+        self._spawn("slurmd", ["-D", "-N", self.node, "-f", str(self.conf)])
+        self._wait("an idle node", lambda: "idle" in self.run("sinfo", "-h", "-o", "%T", check=False).stdout,
+                   timeout)
+        return self
+
+    def run(self, *cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        proc = subprocess.run(list(cmd), capture_output=True, text=True, env=self.env, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stdout}{proc.stderr}")
+        return proc
+
+    def job_ids(self) -> list[str]:
+        """Ids of every job slurmctld still knows (finished ones stay for MinJobAge seconds)."""
+        out = self.run("squeue", "-h", "-t", "all", "-o", "%i", check=False).stdout
+        return sorted(out.split(), key=int)
+
+    def job_table(self) -> str:
+        return self.run("squeue", "-t", "all", "-o", "%i %j %T %M %C %m %P %k", check=False).stdout
+
+    def logs(self, tail: int = 3000) -> str:
+        parts = []
+        for path in sorted((self.root / "log").glob("*")) + [self.root / "munge" / "munged.log"]:
+            if path.is_file():
+                parts.append(f"--- {path.name}\n{path.read_text(errors='replace')[-tail:]}")
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        """Cancel this cluster's jobs, then stop slurmd, slurmctld, munged (by their pids)."""
+        if self.procs.get("slurmctld") and self.procs["slurmctld"].poll() is None:
+            active = self.run("squeue", "-h", "-o", "%i", check=False).stdout.split()
+            if active:
+                self.run("scancel", *active, check=False)
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline and self.run("squeue", "-h", "-o", "%i",
+                                                               check=False).stdout.split():
+                    time.sleep(0.5)
+        for name in ("slurmd", "slurmctld", "munged"):
+            proc = self.procs.pop(name, None)
+            if proc is None or proc.poll() is not None:
+                continue
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        if self.linked and SYSTEM_CONF.is_symlink() and os.readlink(SYSTEM_CONF) == str(self.conf):
+            SYSTEM_CONF.unlink()
+        self.linked = False
+
+    def __enter__(self) -> SlurmCluster:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

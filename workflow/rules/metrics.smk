@@ -1,0 +1,156 @@
+# Evaluation: the embedded extractor (synthnet) -> real-image statistics (declared .npz files) ->
+# FID / IS / DS of every sample folder, the real-data row, the compatibility score of retrieved patches.
+# Which (method, setting) runs exist comes from config `evaluation` and retrievegan.eval.methods
+# (layout2im has no pred_bbox, AttnGAN no gt_bbox). Sample folders are read through their
+# manifest.json, which `retrievegan sample` writes last.
+from retrievegan.config import from_mapping
+from retrievegan.eval.methods import METHOD_NAMES, evaluation_runs, retrieval_runs
+from retrievegan.eval.metrics import EvaluationConfig
+
+EVAL = from_mapping(EvaluationConfig, config.get("evaluation"), "evaluation")
+METRICS = f"{RES}/metrics"
+SAMPLES = f"{RES}/samples"
+MODELS = f"{RES}/models"
+EVAL_RUNS = evaluation_runs(EVAL.methods, EVAL.settings)
+COMPAT_RUNS = retrieval_runs(EVAL.methods, EVAL.settings) if EVAL.compatibility else []
+USES_SYNTHNET = "synthnet" in (EVAL.feature_extractor, EVAL.ds_backbone)
+SYNTHNET = f"{MODELS}/synthnet/synthnet.pt"
+SYNTHNET_QUALITY = f"{METRICS}/synthnet_quality.json"
+RUN_CONSTRAINTS = {"method": "|".join(METHOD_NAMES), "setting": "pred_bbox|gt_bbox"}
+
+
+# Declared real-image statistics of a split, named by the extractor that made them.
+REFERENCE = f"{METRICS}/reference/{{split}}_{EVAL.feature_extractor}.npz"
+SYNTHNET_INPUT = [SYNTHNET] if USES_SYNTHNET else []
+SYNTHNET_ARG = f"--synthnet {SYNTHNET}" if USES_SYNTHNET else ""
+METRIC_FILES = [f"{METRICS}/{m}_{s}.json" for m, s in EVAL_RUNS]
+COMPAT_FILES = [f"{METRICS}/compatibility/{m}_{s}.json" for m, s in COMPAT_RUNS]
+
+
+if USES_SYNTHNET:
+
+    rule synthnet:
+        conda:
+            ENV
+        input:
+            vocab=f"{MODEL_DATA}/vocab.json",
+            graphs=[f"{MODEL_DATA}/{split}.json" for split in ("train", "val")],
+            images=[f"{MODEL_DATA}/{split}_images.npy" for split in ("train", "val")],
+        output:
+            model=SYNTHNET,
+            quality=SYNTHNET_QUALITY,
+            record=f"{MODELS}/synthnet/training.json",
+            run=f"{MODELS}/synthnet/run.json",
+        params:
+            cfg=section_json("synthnet"),
+            data_dir=lambda wildcards, input: os.path.dirname(input.vocab),
+        threads: 2
+        resources:
+            **cluster_resources("metrics"),
+        log:
+            f"{LOGS}/synthnet.log",
+        benchmark:
+            f"{BENCH}/synthnet.tsv"
+        shell:
+            "retrievegan synthnet --no-progress --params {params.cfg:q} --data-dir {params.data_dir}"
+            " --out {output.model} --quality {output.quality} --record {output.record} --threads {threads}"
+            " > {log} 2>&1"
+
+
+rule real_stats:
+    conda:
+        ENV
+    input:
+        synthnet=SYNTHNET_INPUT,
+        images=f"{MODEL_DATA}/{{split}}_images.npy",
+    output:
+        REFERENCE,
+    params:
+        cfg=section_json("evaluation"),
+        synthnet=SYNTHNET_ARG,
+    threads: 2
+    resources:
+        **cluster_resources("metrics"),
+    log:
+        f"{LOGS}/real_stats_{{split}}.log",
+    benchmark:
+        f"{BENCH}/real_stats_{{split}}.tsv"
+    shell:
+        "retrievegan real-stats --no-progress --params {params.cfg:q} --images {input.images}"
+        " --split {wildcards.split} {params.synthnet} --out {output} --threads {threads} > {log} 2>&1"
+
+
+rule real_metrics:
+    conda:
+        ENV
+    input:
+        synthnet=SYNTHNET_INPUT,
+        test=REFERENCE.format(split=EVAL.split),
+        other=REFERENCE.format(split=EVAL.real_reference_split),
+    output:
+        f"{METRICS}/real_data.json",
+    params:
+        cfg=section_json("evaluation"),
+        synthnet=SYNTHNET_ARG,
+    resources:
+        **cluster_resources("metrics"),
+    log:
+        f"{LOGS}/real_metrics.log",
+    shell:
+        "retrievegan real-metrics --no-progress --params {params.cfg:q} --test-stats {input.test}"
+        " --reference-stats {input.other} {params.synthnet} --out {output} > {log} 2>&1"
+
+
+rule eval_metrics:
+    conda:
+        ENV
+    input:
+        synthnet=SYNTHNET_INPUT,
+        manifest=f"{SAMPLES}/{{method}}/{{setting}}/manifest.json",
+        graphs=f"{MODEL_DATA}/{EVAL.split}.json",
+        reference=REFERENCE.format(split=EVAL.split),
+    output:
+        metrics=f"{METRICS}/{{method}}_{{setting}}.json",
+        details=f"{METRICS}/details/{{method}}_{{setting}}.json",
+    wildcard_constraints:
+        **RUN_CONSTRAINTS,
+    params:
+        cfg=section_json("evaluation"),
+        synthnet=SYNTHNET_ARG,
+        run_dir=lambda wildcards, input: os.path.dirname(input.manifest),
+    threads: 2
+    resources:
+        **cluster_resources("metrics"),
+    log:
+        f"{LOGS}/metrics_{{method}}_{{setting}}.log",
+    benchmark:
+        f"{BENCH}/metrics_{{method}}_{{setting}}.tsv"
+    shell:
+        "retrievegan metrics --no-progress --params {params.cfg:q} --run-dir {params.run_dir}"
+        " --method {wildcards.method} --setting {wildcards.setting} --split-json {input.graphs}"
+        " --reference-stats {input.reference} {params.synthnet} --out {output.metrics}"
+        " --details {output.details} --threads {threads} > {log} 2>&1"
+
+
+rule compatibility:
+    conda:
+        ENV
+    input:
+        manifest=f"{SAMPLES}/{{method}}/{{setting}}/manifest.json",  # written last: retrievals.json is there
+        patches=f"{DATA}/patches/patches.csv",
+        graphs=f"{MODEL_DATA}/{EVAL.split}.json",
+    output:
+        f"{METRICS}/compatibility/{{method}}_{{setting}}.json",
+    wildcard_constraints:
+        **RUN_CONSTRAINTS,
+    params:
+        cfg=section_json("evaluation"),
+        retrievals=lambda wildcards, input: os.path.join(os.path.dirname(input.manifest), "retrievals.json"),
+    resources:
+        **cluster_resources("report"),
+    log:
+        f"{LOGS}/compatibility_{{method}}_{{setting}}.log",
+    shell:
+        "retrievegan compatibility --no-progress --params {params.cfg:q} --retrievals {params.retrievals}"
+        " --patches-csv {input.patches} --split-json {input.graphs} --method {wildcards.method}"
+        " --setting {wildcards.setting} --out {output} > {log} 2>&1"

@@ -1,0 +1,36 @@
+# Sampling stage: for each trained method and each setting it supports, two samples per test scene graph
+# (`retrievegan sample`, src/retrievegan/eval/sampler.py) into results/<ds>/samples/<method>/<setting>/.
+# The declared output is manifest.json, written last: the sample0/ and sample1/ PNGs beside it are
+# complete whenever it exists (docs/architecture.md, "Methods, settings, samples").
+
+SAMPLES = f"{RES}/samples"
+
+
+rule sample_sg2im:
+    conda:
+        ENV
+    input:
+        checkpoint=f"{RES}/models/sg2im/checkpoint.pt",
+        vocab=f"{MODEL_DATA}/vocab.json",
+        graphs=f"{MODEL_DATA}/{config['sample']['split']}.json",
+        images=f"{MODEL_DATA}/{config['sample']['split']}_images.npy",
+    output:
+        manifest=f"{SAMPLES}/sg2im/{{setting}}/manifest.json",
+    wildcard_constraints:
+        setting="pred_bbox|gt_bbox",
+    params:
+        cfg=section_json("sample"),
+        data_dir=lambda wildcards, input: os.path.dirname(input.vocab),
+        out_dir=lambda wildcards, output: os.path.dirname(output.manifest),
+    threads: 2
+    resources:
+        **cluster_resources("sample"),
+    log:
+        f"{LOGS}/sample_sg2im_{{setting}}.log",
+    shell:
+        "retrievegan sample --no-progress --checkpoint {input.checkpoint} --data-dir {params.data_dir}"
+        " --setting {wildcards.setting} --params {params.cfg:q} --out-dir {params.out_dir}"
+        " --threads {threads} > {log} 2>&1"
+
+
+ALL_TARGETS += [f"{SAMPLES}/sg2im/{setting}/manifest.json" for setting in ("pred_bbox", "gt_bbox")]

@@ -139,6 +139,7 @@ rule compatibility:
         manifest=f"{SAMPLES}/{{method}}/{{setting}}/manifest.json",  # written last: retrievals.json is there
         patches=f"{DATA}/patches/patches.csv",
         graphs=f"{MODEL_DATA}/{EVAL.split}.json",
+        candidates=f"{FEATURES}/prefilter/candidates.npy",  # random-among-the-same-candidates baseline
     output:
         f"{METRICS}/compatibility/{{method}}_{{setting}}.json",
     wildcard_constraints:
@@ -146,6 +147,7 @@ rule compatibility:
     params:
         cfg=section_json("evaluation"),
         retrievals=lambda wildcards, input: os.path.join(os.path.dirname(input.manifest), "retrievals.json"),
+        k=config["retrieval"]["k"],  # the candidates RetrieveGAN retrieves among
     resources:
         **cluster_resources("report"),
     log:
@@ -153,4 +155,22 @@ rule compatibility:
     shell:
         "retrievegan compatibility --no-progress --params {params.cfg:q} --retrievals {params.retrievals}"
         " --patches-csv {input.patches} --split-json {input.graphs} --method {wildcards.method}"
-        " --setting {wildcards.setting} --out {output} > {log} 2>&1"
+        " --setting {wildcards.setting} --candidates {input.candidates} --candidates-k {params.k}"
+        " --out {output} > {log} 2>&1"
+
+
+if COMPAT_FILES:
+
+    rule compatibility_summary:
+        conda:
+            ENV
+        input:
+            COMPAT_FILES,
+        output:
+            f"{METRICS}/compatibility_summary.md",
+        resources:
+            **cluster_resources("report"),
+        log:
+            f"{LOGS}/compatibility_summary.log",
+        shell:
+            "retrievegan compat-summary --compatibility {input} --out {output} > {log} 2>&1"

@@ -1,4 +1,4 @@
-"""Stages: synthnet, real-stats, real-metrics, metrics, compatibility."""
+"""Stages: synthnet, real-stats, real-metrics, metrics, compatibility, compat-summary."""
 
 from __future__ import annotations
 
@@ -43,6 +43,13 @@ def configure(stage: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--method", required=True)
         parser.add_argument("--setting", required=True, choices=["pred_bbox", "gt_bbox"])
         parser.add_argument("--out", required=True)
+        parser.add_argument("--candidates", default=None,
+                            help="pre-filter candidates.npy: add the random-among-the-same-candidates baseline")
+        parser.add_argument("--candidates-k", type=int, default=None,
+                            help="candidates per object the baseline draws from (default: all columns)")
+    elif stage == "compat-summary":
+        parser.add_argument("--compatibility", nargs="+", required=True, help="metrics/compatibility/*.json")
+        parser.add_argument("--out", default=None, help="also write the table (.md or .csv)")
     else:
         raise ValueError(stage)
 
@@ -57,6 +64,12 @@ def run(stage: str, args: argparse.Namespace) -> None:
     from retrievegan import io, runinfo
     from retrievegan.eval.metrics import EvaluationConfig
 
+    if stage == "compat-summary":
+        from retrievegan.eval.compatibility import summary_table
+
+        text = summary_table(args.compatibility, args.out)
+        print(text)
+        return
     if stage == "synthnet":
         from pathlib import Path
 
@@ -96,7 +109,8 @@ def run(stage: str, args: argparse.Namespace) -> None:
         from retrievegan.eval.compatibility import compatibility_score
 
         result = compatibility_score(args.retrievals, args.patches_csv, args.method, args.setting,
-                                     cfg.bootstrap_samples, cfg.confidence, cfg.seed, args.split_json, args.out)
+                                     cfg.bootstrap_samples, cfg.confidence, cfg.seed, args.split_json, args.out,
+                                     args.candidates, args.candidates_k)
         print(f"{args.method}/{args.setting}: {result['metrics']}")
     else:
         raise ValueError(stage)

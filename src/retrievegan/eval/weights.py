@@ -23,6 +23,7 @@ INCEPTION_URL = (
     "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 )
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
+VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"  # perceptual loss (RetrieveGAN, PasteGAN)
 
 
 class MissingWeightsError(InputError):
@@ -68,6 +69,11 @@ def resolve_inception_weights(configured: str | os.PathLike[str] | None) -> Path
 def resolve_alexnet_weights(configured: str | os.PathLike[str] | None) -> Path:
     return _resolve(configured, ALEXNET_URL, "AlexNet (ImageNet, torchvision; the LPIPS alex trunk)",
                     "evaluation.lpips_alex_weights")
+
+
+def resolve_vgg19_weights(configured: str | os.PathLike[str] | None, config_key: str) -> Path:
+    """ImageNet VGG-19 (torchvision) for the training-time perceptual loss; ``config_key`` names the option."""
+    return _resolve(configured, VGG19_URL, "VGG-19 (ImageNet, torchvision; the perceptual loss)", config_key)
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

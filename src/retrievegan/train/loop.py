@@ -395,6 +395,7 @@ def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: Train
             os.replace(state_dir / "snapshots", snapshots)
             runinfo.write_run_json(out_dir, "train", resolved, cfg.seed, {
                 "config_hash": chash, "steps": step, "resumed_from": resumed_from, "world_size": dist_info.world_size,
+                "method_notes": dict(method.notes()),
                 "device": str(device), "wall_seconds_this_invocation": round(wall, 3),
                 "images_per_second_this_invocation": round(throughput, 3),
                 "checkpoint_sha256": ckpt.sha256_file(final)})

@@ -123,3 +123,8 @@ class Method(abc.ABC):
     def object_features(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch) -> torch.Tensor:
         """(O, D) per-object features of the scene-graph encoder (methods that have one)."""
         raise NotImplementedError(f"{self.name} has no scene-graph encoder features")
+
+    def notes(self) -> Mapping[str, str]:
+        """Facts about the run the config alone does not show (e.g. a loss left out and why); the loop
+        writes them into run.json as ``method_notes``."""
+        return {}

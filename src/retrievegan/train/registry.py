@@ -18,6 +18,13 @@ from retrievegan.train.method import Method
 
 METHODS: Mapping[str, str] = MappingProxyType({
     "sg2im": "retrievegan.models.baselines.sg2im:Sg2ImMethod",
+    "layout2im": "retrievegan.models.baselines.layout2im:Layout2ImMethod",
+    "attngan": "retrievegan.models.baselines.attngan:AttnGanMethod",
+    "pastegan": "retrievegan.models.baselines.pastegan:PasteGan",
+    "retrievegan": "retrievegan.models.retrievegan:RetrieveGan",
+    "retrievegan_no_gt_no_occur": "retrievegan.models.retrievegan:RetrieveGanNoGtNoOccur",
+    "retrievegan_gt_only": "retrievegan.models.retrievegan:RetrieveGanGtOnly",
+    "retrievegan_occur_only": "retrievegan.models.retrievegan:RetrieveGanOccurOnly",
 })
 
 

@@ -1,0 +1,544 @@
+"""layout2im (Zhao et al., CVPR 2019): image generation from a layout of ground-truth boxes.
+
+layout2im takes the ground-truth boxes and categories as input (no relationships, no box prediction); the
+RetrieveGAN paper evaluates it in the ground-truth-box setting only (``settings = ("gt_bbox",)``).
+
+Architecture and losses (facts of zhaobozb/layout2im: ``models/generator.py``, ``models/discriminator.py``,
+``train.py``; re-implemented):
+
+* per object a latent code: training encodes the real object crop (``crop_size`` px) with the variational
+  crop encoder (7x7 conv, strided 4x4 convs with class-conditional BatchNorm, average pooling, FC to mu and
+  log-variance; ``z = mu + sigma * eps``); a second pass uses ``z ~ N(0, I)``; sampling uses only the latter;
+* the layout encoder spreads ``[category embedding, z]`` over the object's box (a binary box mask at the
+  image size, layout2im's rasterisation), downsamples it per object (1x1 conv, strided 4x4 convs,
+  class-conditional BatchNorm), then a convolutional LSTM runs over the objects of each image (in a random
+  order, as layout2im's data loader shuffles them) and its last hidden state goes through residual blocks;
+* the decoder (3x3 conv, transposed 4x4 convs, 7x7 conv) renders the image;
+* discriminators with spectral normalisation: an image discriminator (a residual CNN, ReLU, sum pooling,
+  linear) and an object discriminator on the object crops (same trunk, real/fake and category heads);
+* G loss: ``lambda_img_rec`` L1(reconstruction, real) + ``lambda_z_rec`` L1(z, encoder(crop of the z-image))
+  + KL + ``lambda_img_adv`` and ``lambda_obj_adv`` (mean of the reconstruction and random-z terms) +
+  ``lambda_obj_cls`` (object classification of both); D loss: image and object real/fake, object
+  classification of the real crops. Adam lr 1e-4, betas (0.5, 0.999), batch 8, 300k iterations.
+
+Deviations (ours, recorded in the config comments): the loop updates G before D (layout2im: D first);
+``kl_weight`` multiplies the KL summed over an image's objects and latent dimensions and averaged over
+images (layout2im: 0.01 x the sum over its batch of 8, i.e. 0.08 per image at its batch size; a per-image
+mean keeps DDP and batch splits exact); the layout encoder's first 1x1 conv has no padding (layout2im pads it
+by one pixel, which makes the layout 2 px larger than the image); objects of an image are the real ones
+(layout2im has no ``__image__`` object).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from retrievegan.data.dataset import DataSpec, SceneGraphBatch
+from retrievegan.errors import ConfigError
+from retrievegan.models.init import build
+from retrievegan.models.layout import crop_boxes, positions_in_image
+from retrievegan.train import losses
+from retrievegan.train.config import AdamConfig
+from retrievegan.train.method import Method, Role, SampleOutput, StepContext, StepOutput
+
+LAYOUT2IM_ADAM = AdamConfig(lr=1e-4, betas=(0.5, 0.999))  # layout2im train.py
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout2ImConfig:
+    """The ``layout2im`` config section. Defaults: layout2im's public code (train.py, models/*.py)."""
+
+    embedding_dim: int = 64  # layout2im --embedding_dim
+    z_dim: int = 64  # layout2im --z_dim
+    crop_size: int = 32  # layout2im --object_size
+    crop_encoder_dims: tuple[int, ...] = (64, 128, 256, 512, 1024)  # CropEncoder (conv_dim 64): 7x7, then 4x4/2
+    layout_encoder_dims: tuple[int, ...] = (64, 128, 256, 512)  # LayoutEncoder c1 (1x1), then 4x4/2 convs
+    clstm_dims: tuple[int, ...] = (128, 64, 64)  # layout2im --clstm_layers 3: LayoutConvLSTM hidden dims
+    clstm_kernel: int = 5  # layout2im (5, 5)
+    res_blocks: int = 6  # layout2im --resi_num
+    decoder_dims: tuple[int, ...] = (256, 256, 128, 64)  # Decoder: 3x3 conv, then transposed 4x4/2 convs
+    shuffle_objects: bool = True  # layout2im's loader shuffles the objects (the conv-LSTM order)
+    d_img_dims: tuple[int, ...] = (64, 128, 256, 512, 1024)  # ImageDiscriminator (conv_dim 64)
+    d_obj_dims: tuple[int, ...] = (64, 128, 256, 512, 1024)  # ObjectDiscriminator
+    spectral_norm: bool = True  # layout2im add_sn on both discriminators
+    lambda_img_rec: float = 1.0  # layout2im --lambda_img_rec (L1)
+    lambda_z_rec: float = 10.0  # layout2im --lambda_z_rec
+    lambda_img_adv: float = 1.0  # layout2im --lambda_img_adv
+    lambda_obj_adv: float = 1.0  # layout2im --lambda_obj_adv
+    lambda_obj_cls: float = 1.0  # layout2im --lambda_obj_cls
+    kl_weight: float = 0.08  # layout2im: --lambda_kl 0.01 x KL summed over its batch of 8 (ours: per image)
+    optim_generator: AdamConfig = LAYOUT2IM_ADAM
+    optim_d_img: AdamConfig = LAYOUT2IM_ADAM
+    optim_d_obj: AdamConfig = LAYOUT2IM_ADAM
+
+    def __post_init__(self) -> None:
+        if len(self.crop_encoder_dims) < 1 or len(self.layout_encoder_dims) < 1 or not self.clstm_dims:
+            raise ValueError("encoder and conv-LSTM dims must not be empty")
+        if len(self.decoder_dims) != len(self.layout_encoder_dims):
+            raise ValueError("decoder_dims must have as many entries as layout_encoder_dims (same number of "
+                             "upsamplings as downsamplings)")
+        if self.clstm_kernel % 2 == 0 or self.clstm_kernel < 1:
+            raise ValueError("clstm_kernel must be odd")
+        if min(self.embedding_dim, self.z_dim, self.crop_size) < 1 or self.res_blocks < 0:
+            raise ValueError("embedding_dim, z_dim, crop_size must be >= 1 and res_blocks >= 0")
+        if len(self.d_img_dims) < 1 or len(self.d_obj_dims) < 1:
+            raise ValueError("discriminator dims must not be empty")
+        weights = (self.lambda_img_rec, self.lambda_z_rec, self.lambda_img_adv, self.lambda_obj_adv,
+                   self.lambda_obj_cls, self.kl_weight)
+        if min(weights) < 0:
+            raise ValueError("loss weights must be >= 0")
+
+
+# --- spectral normalisation (explicit-generator initialisation, no global RNG) ----------------------
+class _SpectralNorm:
+    """Mixin: weight / sigma_max(weight), sigma from one power iteration per training forward (as
+    ``torch.nn.utils.spectral_norm``); the vectors u, v are buffers initialised from the generator."""
+
+    spectral: bool
+
+    def _setup_spectral(self, enabled: bool) -> None:
+        self.spectral = enabled
+        if enabled:
+            rows = self.weight.shape[0]
+            cols = self.weight[0].numel()
+            self.register_buffer("sn_u", torch.empty(rows))
+            self.register_buffer("sn_v", torch.empty(cols))
+
+    @torch.no_grad()
+    def init_parameters(self, generator: torch.Generator) -> None:
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5), generator=generator)  # PyTorch's default scheme
+        if self.bias is not None:
+            bound = 1.0 / math.sqrt(self.weight[0].numel())
+            self.bias.uniform_(-bound, bound, generator=generator)
+        if self.spectral:
+            self.sn_u.copy_(F.normalize(torch.randn(self.sn_u.shape, generator=generator), dim=0, eps=1e-12))
+            self.sn_v.copy_(F.normalize(torch.randn(self.sn_v.shape, generator=generator), dim=0, eps=1e-12))
+
+    def normalized_weight(self) -> torch.Tensor:
+        if not self.spectral:
+            return self.weight
+        matrix = self.weight.reshape(self.weight.shape[0], -1)
+        if self.training:
+            with torch.no_grad():
+                v = F.normalize(matrix.t() @ self.sn_u, dim=0, eps=1e-12)
+                u = F.normalize(matrix @ v, dim=0, eps=1e-12)
+                self.sn_v.copy_(v)
+                self.sn_u.copy_(u)
+        u, v = self.sn_u.clone(), self.sn_v.clone()
+        sigma = torch.dot(u, matrix @ v)
+        return self.weight / sigma
+
+
+class SNConv2d(_SpectralNorm, nn.Conv2d):
+    """``nn.Conv2d`` with optional spectral normalisation of its weight."""
+
+    def __init__(self, *args: Any, spectral: bool = True, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._setup_spectral(spectral)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.normalized_weight(), self.bias)
+
+
+class SNLinear(_SpectralNorm, nn.Linear):
+    """``nn.Linear`` with optional spectral normalisation of its weight."""
+
+    def __init__(self, *args: Any, spectral: bool = True, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._setup_spectral(spectral)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.normalized_weight(), self.bias)
+
+
+# --- generator -------------------------------------------------------------------------------------
+class ConditionalBatchNorm2d(nn.Module):
+    """x (O, C, H, W), categories (O,) -> BatchNorm without affine, then per-category scale and shift."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.channels = channels
+        self.norm = nn.BatchNorm2d(channels, affine=False)
+        self.embed = nn.Embedding(num_classes, channels * 2)
+
+    @torch.no_grad()
+    def init_parameters(self, generator: torch.Generator) -> None:
+        self.norm.reset_running_stats()
+        self.embed.weight[:, :self.channels].normal_(1.0, 0.02, generator=generator)  # layout2im
+        self.embed.weight[:, self.channels:].zero_()
+
+    def forward(self, x: torch.Tensor, categories: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.embed(categories).chunk(2, dim=1)
+        return self.norm(x) * gamma[:, :, None, None] + beta[:, :, None, None]
+
+
+class CropEncoder(nn.Module):
+    """crops (O, 3, c, c) ImageNet-normalised, categories (O,) -> mu (O, Z), logvar (O, Z)."""
+
+    def __init__(self, dims: Sequence[int], z_dim: int, num_classes: int):
+        super().__init__()
+        convs = [nn.Conv2d(3, dims[0], 7, padding=3, bias=False)]
+        convs += [nn.Conv2d(a, b, 4, stride=2, padding=1, bias=False) for a, b in zip(dims[:-1], dims[1:])]
+        self.convs = nn.ModuleList(convs)
+        self.norms = nn.ModuleList([ConditionalBatchNorm2d(d, num_classes) for d in dims])
+        self.fc_mu = nn.Linear(dims[-1], z_dim)
+        self.fc_logvar = nn.Linear(dims[-1], z_dim)
+
+    def forward(self, crops: torch.Tensor, categories: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = crops
+        for conv, norm in zip(self.convs, self.norms):
+            x = F.relu(norm(conv(x), categories))
+        x = x.mean(dim=(2, 3))
+        return self.fc_mu(x), self.fc_logvar(x)
+
+
+class ConvLSTMCell(nn.Module):
+    """x (N, I, H, W), state (h, c) each (N, Hd, H, W) -> new (h, c)."""
+
+    def __init__(self, in_channels: int, hidden: int, kernel: int):
+        super().__init__()
+        self.hidden = hidden
+        self.conv = nn.Conv2d(in_channels + hidden, 4 * hidden, kernel, padding=kernel // 2)
+
+    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        h, c = state
+        i, f, o, g = self.conv(torch.cat([x, h], dim=1)).split(self.hidden, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+
+class ResidualBlock(nn.Module):
+    """x (N, C, H, W) -> x + [3x3 conv, BN, ReLU, 3x3 conv, BN](x)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
+                                  nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def box_masks(boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """boxes (O, 4) normalised (x0, y0, x1, y1) -> (O, 1, S, S) binary masks, layout2im's rasterisation:
+    rows ``[round(y0 S), max(round(y0 S) + 1, round(y1 S)))``, columns likewise (at least one pixel)."""
+    scaled = torch.round(boxes.float() * size)
+    x0, y0, x1, y1 = scaled.unbind(1)
+    x1, y1 = torch.maximum(x1, x0 + 1), torch.maximum(y1, y0 + 1)
+    grid = torch.arange(size, device=boxes.device, dtype=torch.float32)
+    rows = (grid.view(1, -1) >= y0.view(-1, 1)) & (grid.view(1, -1) < y1.view(-1, 1))  # (O, S)
+    cols = (grid.view(1, -1) >= x0.view(-1, 1)) & (grid.view(1, -1) < x1.view(-1, 1))
+    return (rows.unsqueeze(2) & cols.unsqueeze(1)).unsqueeze(1).to(boxes.dtype)
+
+
+class LayoutEncoder(nn.Module):
+    """Objects of N images -> fused layout features (N, C, S / 2^k, S / 2^k).
+
+    forward(categories (O,), boxes (O, 4), z (O, Z), obj_to_img (O,), positions (O,) = order of each object
+    in its image's conv-LSTM sequence, num_images N).
+    """
+
+    def __init__(self, cfg: Layout2ImConfig, num_classes: int, image_size: int):
+        super().__init__()
+        self.image_size = image_size
+        dims = cfg.layout_encoder_dims
+        self.embedding = nn.Embedding(num_classes, cfg.embedding_dim)
+        convs = [nn.Conv2d(cfg.embedding_dim + cfg.z_dim, dims[0], 1, bias=False)]
+        convs += [nn.Conv2d(a, b, 4, stride=2, padding=1, bias=False) for a, b in zip(dims[:-1], dims[1:])]
+        self.convs = nn.ModuleList(convs)
+        self.norms = nn.ModuleList([ConditionalBatchNorm2d(d, num_classes) for d in dims])
+        inputs = (dims[-1], *cfg.clstm_dims[:-1])
+        self.cells = nn.ModuleList([ConvLSTMCell(i, h, cfg.clstm_kernel) for i, h in zip(inputs, cfg.clstm_dims)])
+        self.residual = nn.Sequential(*[ResidualBlock(cfg.clstm_dims[-1]) for _ in range(cfg.res_blocks)])
+
+    def forward(self, categories: torch.Tensor, boxes: torch.Tensor, z: torch.Tensor, obj_to_img: torch.Tensor,
+                positions: torch.Tensor, num_images: int) -> torch.Tensor:
+        vec = torch.cat([self.embedding(categories), z], dim=1)
+        # the first 1x1 conv (no bias) of the vector spread over its box mask, computed as
+        # (W vec) * mask: the same numbers without convolving the (O, E + Z, S, S) map
+        first = self.convs[0]
+        x = F.linear(vec, first.weight.flatten(1))[:, :, None, None] * box_masks(boxes, self.image_size)
+        last = len(self.convs) - 1
+        for k, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            x = norm(x if k == 0 else conv(x), categories)
+            if k < last:  # layout2im: no activation after the last conv before the conv-LSTM
+                x = F.relu(x)
+        counts = torch.bincount(obj_to_img, minlength=num_images)
+        steps = int(counts.max()) if counts.numel() and len(categories) else 0
+        _, channels, height, width = x.shape
+        sequence = x.new_zeros(num_images, max(steps, 1), channels, height, width)
+        sequence[obj_to_img, positions] = x
+        states = [(x.new_zeros(num_images, cell.hidden, height, width),
+                   x.new_zeros(num_images, cell.hidden, height, width)) for cell in self.cells]
+        for t in range(steps):
+            valid = (counts > t).view(-1, 1, 1, 1)  # images whose sequence is shorter keep their state
+            inp = sequence[:, t]
+            for layer, cell in enumerate(self.cells):
+                h, c = cell(inp, states[layer])
+                h = torch.where(valid, h, states[layer][0])
+                c = torch.where(valid, c, states[layer][1])
+                states[layer] = (h, c)
+                inp = h
+        return self.residual(states[-1][0])
+
+
+class Decoder(nn.Module):
+    """features (N, C, h, w) -> images (N, 3, h 2^k, w 2^k) (ImageNet-normalised space, no output activation)."""
+
+    def __init__(self, in_channels: int, dims: Sequence[int]):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, dims[0], 3, padding=1, bias=False),
+                                   nn.BatchNorm2d(dims[0]), nn.ReLU()]
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.ConvTranspose2d(a, b, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU()]
+        layers.append(nn.Conv2d(dims[-1], 3, 7, padding=3))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Layout2ImOutput(NamedTuple):
+    image_rand: torch.Tensor  # (N, 3, S, S) from z ~ N(0, I)
+    image_rec: torch.Tensor | None  # (N, 3, S, S) from the encoded real crops (training only)
+    crops_real: torch.Tensor | None  # (O, 3, c, c)
+    crops_rec: torch.Tensor | None  # (O, 3, c, c) crops of image_rec
+    crops_rand: torch.Tensor | None  # (O, 3, c, c) crops of image_rand
+    mu: torch.Tensor | None  # (O, Z)
+    logvar: torch.Tensor | None  # (O, Z)
+    z_rand_rec: torch.Tensor | None  # (O, Z) crop-encoder mean of the crops of image_rand
+
+
+class Layout2ImGenerator(nn.Module):
+    """Real objects of N images -> images.
+
+    forward(categories (O,), boxes (O, 4), obj_to_img (O,), positions (O,), num_images N, z_rand (O, Z),
+    images (N, 3, S, S) | None, eps (O, Z) | None): with ``images`` (training), also the variational
+    reconstruction path; without, only ``image_rand`` (sampling).
+    """
+
+    def __init__(self, cfg: Layout2ImConfig, spec: DataSpec):
+        super().__init__()
+        self.crop_size = cfg.crop_size
+        self.crop_encoder = CropEncoder(cfg.crop_encoder_dims, cfg.z_dim, spec.num_objects)
+        self.layout_encoder = LayoutEncoder(cfg, spec.num_objects, spec.image_size)
+        self.decoder = Decoder(cfg.clstm_dims[-1], cfg.decoder_dims)
+
+    def render(self, categories: torch.Tensor, boxes: torch.Tensor, obj_to_img: torch.Tensor, positions: torch.Tensor,
+               num_images: int, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.layout_encoder(categories, boxes, z, obj_to_img, positions, num_images))
+
+    def forward(self, categories: torch.Tensor, boxes: torch.Tensor, obj_to_img: torch.Tensor, positions: torch.Tensor,
+                num_images: int, z_rand: torch.Tensor, images: torch.Tensor | None = None,
+                eps: torch.Tensor | None = None) -> Layout2ImOutput:
+        image_rand = self.render(categories, boxes, obj_to_img, positions, num_images, z_rand)
+        if images is None:
+            return Layout2ImOutput(image_rand, None, None, None, None, None, None, None)
+        if eps is None:
+            raise ValueError("training needs eps (O, Z) for the reparameterisation")
+        crops_real = crop_boxes(images, boxes, obj_to_img, self.crop_size)
+        mu, logvar = self.crop_encoder(crops_real, categories)
+        z_rec = mu + torch.exp(0.5 * logvar) * eps
+        image_rec = self.render(categories, boxes, obj_to_img, positions, num_images, z_rec)
+        crops_rand = crop_boxes(image_rand, boxes, obj_to_img, self.crop_size)
+        z_rand_rec, _ = self.crop_encoder(crops_rand, categories)
+        crops_rec = crop_boxes(image_rec, boxes, obj_to_img, self.crop_size)
+        return Layout2ImOutput(image_rand, image_rec, crops_real, crops_rec, crops_rand, mu, logvar, z_rand_rec)
+
+
+# --- discriminators (layout2im's spectral-norm residual CNNs) ----------------------------------------
+class DBlock(nn.Module):
+    """Residual discriminator block: x (N, A, H, W) -> (N, B, H / 2, W / 2) (or same size).
+
+    ``first``: conv, ReLU, conv (layout2im's OptimizedBlock); else ReLU, conv, ReLU, conv. Shortcut: 1x1 conv
+    when the channels change or it downsamples (2x2 average pooling after the convs)."""
+
+    def __init__(self, in_channels: int, out_channels: int, downsample: bool, first: bool, spectral: bool):
+        super().__init__()
+        self.first, self.downsample = first, downsample
+        hidden = out_channels if first else in_channels
+        self.conv1 = SNConv2d(in_channels, hidden, 3, padding=1, spectral=spectral)
+        self.conv2 = SNConv2d(hidden, out_channels, 3, padding=1, spectral=spectral)
+        self.shortcut = (SNConv2d(in_channels, out_channels, 1, spectral=spectral)
+                         if first or downsample or in_channels != out_channels else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x if self.first else F.relu(x)
+        h = self.conv2(F.relu(self.conv1(h)))
+        if self.downsample:
+            h = F.avg_pool2d(h, 2)
+        s = x
+        if self.first:  # OptimizedBlock: pool, then 1x1 conv
+            s = self.shortcut(F.avg_pool2d(x, 2) if self.downsample else x)
+        elif self.shortcut is not None:  # ResidualBlock: 1x1 conv, then pool
+            s = self.shortcut(x)
+            s = F.avg_pool2d(s, 2) if self.downsample else s
+        return h + s
+
+
+def _trunk(dims: Sequence[int], spectral: bool, downsample_first: bool) -> nn.Sequential:
+    blocks = [DBlock(3, dims[0], downsample_first, True, spectral)]
+    blocks += [DBlock(a, b, True, False, spectral) for a, b in zip(dims[:-1], dims[1:])]
+    return nn.Sequential(*blocks)
+
+
+class ImageDiscriminator(nn.Module):
+    """images (N, 3, S, S) -> real/fake logits (N,): residual trunk (every block halves), ReLU, sum pool, linear."""
+
+    def __init__(self, dims: Sequence[int], spectral: bool):
+        super().__init__()
+        self.trunk = _trunk(dims, spectral, downsample_first=True)
+        self.classifier = SNLinear(dims[-1], 1, bias=False, spectral=spectral)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(F.relu(self.trunk(images)).sum(dim=(2, 3))).view(-1)
+
+
+class ObjectDiscriminator(nn.Module):
+    """crops (O, 3, c, c) -> real/fake logits (O,), category logits (O, C) (first block keeps the size)."""
+
+    def __init__(self, dims: Sequence[int], num_classes: int, spectral: bool):
+        super().__init__()
+        self.trunk = _trunk(dims, spectral, downsample_first=False)
+        self.real_head = SNLinear(dims[-1], 1, spectral=spectral)
+        self.class_head = SNLinear(dims[-1], num_classes, spectral=spectral)
+
+    def forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = F.relu(self.trunk(crops)).sum(dim=(2, 3))
+        return self.real_head(h).view(-1), self.class_head(h)
+
+
+def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    logits = logits.float()
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+class Layout2ImMethod(Method):
+    name = "layout2im"
+    config_class = Layout2ImConfig
+    settings = ("gt_bbox",)  # takes ground-truth boxes; the paper evaluates it with GT boxes only
+
+    def __init__(self, config: Layout2ImConfig, spec: DataSpec, inputs: Mapping[str, Any] | None = None):
+        super().__init__(config, spec, inputs)
+        scale = 2 ** (len(config.layout_encoder_dims) - 1)
+        if spec.image_size % scale:
+            raise ConfigError(f"layout2im: image size {spec.image_size} is not divisible by 2^"
+                              f"{len(config.layout_encoder_dims) - 1} (layout encoder downsamplings)")
+        if config.crop_size < 2 ** (max(len(config.d_obj_dims), len(config.crop_encoder_dims)) - 1):
+            raise ConfigError(f"layout2im: crop_size {config.crop_size} is too small for the crop encoder / "
+                              "object discriminator downsamplings")
+
+    def notes(self) -> Mapping[str, str]:
+        return {"update_order": "generator, then discriminators (the shared loop; layout2im updates D first)",
+                "kl": f"weight {self.config.kl_weight} x KL summed over an image's objects and latent dims, averaged "
+                      "over images (layout2im: 0.01 x the sum over its batch of 8)"}
+
+    # --- networks ---
+    def build_networks(self, generator: torch.Generator) -> dict[str, nn.Module]:
+        cfg, spec = self.config, self.spec
+        return {
+            "generator": build(lambda: Layout2ImGenerator(cfg, spec), generator),
+            "d_img": build(lambda: ImageDiscriminator(cfg.d_img_dims, cfg.spectral_norm), generator),
+            "d_obj": build(lambda: ObjectDiscriminator(cfg.d_obj_dims, spec.num_objects, cfg.spectral_norm), generator),
+        }
+
+    def roles(self) -> Mapping[str, Role]:
+        return {"generator": "generator", "d_img": "discriminator", "d_obj": "discriminator"}
+
+    def optimizer(self, network: str) -> AdamConfig:
+        return {"generator": self.config.optim_generator, "d_img": self.config.optim_d_img,
+                "d_obj": self.config.optim_d_obj}[network]
+
+    # --- helpers ---
+    def objects(self, batch: SceneGraphBatch, generators: Sequence[torch.Generator],
+                with_eps: bool) -> dict[str, torch.Tensor]:
+        """The real objects of the batch, their conv-LSTM positions and per-object noise.
+
+        Per image n, from ``generators[n]``: the object order (a random permutation when
+        ``shuffle_objects``), then ``z_rand`` (O_n, Z), then (training) ``eps`` (O_n, Z).
+        Returns categories (O,), boxes (O, 4), obj_to_img (O,), positions (O,), z_rand (O, Z), eps (O, Z) | None.
+        """
+        if len(generators) != batch.num_images:
+            raise ValueError(f"{len(generators)} generators for {batch.num_images} images")
+        keep = batch.real_objects
+        obj_to_img = batch.obj_to_img[keep]
+        device, z_dim = batch.images.device, self.config.z_dim
+        positions, _ = positions_in_image(obj_to_img, batch.num_images)
+        counts = torch.bincount(obj_to_img, minlength=batch.num_images).tolist()
+        z_rand, eps, order = [], [], []
+        for n, (count, gen) in enumerate(zip(counts, generators)):
+            if self.config.shuffle_objects:
+                order.append(torch.randperm(count, generator=gen, device=device))
+            else:
+                order.append(torch.arange(count, device=device))
+            z_rand.append(torch.randn(count, z_dim, generator=gen, device=device))
+            if with_eps:
+                eps.append(torch.randn(count, z_dim, generator=gen, device=device))
+        # object j of image n (in batch order) takes sequence slot inverse(order_n)[j]
+        slots = torch.cat([torch.argsort(o) for o in order]) if order else positions
+        index = torch.argsort(obj_to_img, stable=True)
+        shuffled = torch.empty_like(positions)
+        shuffled[index] = slots
+        return {"categories": batch.objs[keep], "boxes": batch.boxes[keep], "obj_to_img": obj_to_img,
+                "positions": shuffled, "z_rand": torch.cat(z_rand)[torch.argsort(index)] if z_rand else None,
+                "eps": torch.cat(eps)[torch.argsort(index)] if with_eps else None}
+
+    # --- losses ---
+    def generator_step(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, ctx: StepContext) -> StepOutput:
+        cfg = self.config
+        o = self.objects(batch, ctx.generators, with_eps=True)
+        out = nets["generator"](o["categories"], o["boxes"], o["obj_to_img"], o["positions"], batch.num_images,
+                                o["z_rand"], batch.images, o["eps"])
+        terms = losses.LossSum()
+        terms.add("img_rec", losses.pixel_l1(out.image_rec, batch.images), cfg.lambda_img_rec)
+        terms.add("z_rec", F.l1_loss(out.z_rand_rec.float(), o["z_rand"].float()), cfg.lambda_z_rec)
+        kl = -0.5 * (1 + out.logvar - out.mu.pow(2) - out.logvar.exp()).float().sum() / batch.num_images
+        terms.add("kl", kl, cfg.kl_weight)
+        img_adv = 0.5 * (_bce(nets["d_img"](out.image_rec), 1.0) + _bce(nets["d_img"](out.image_rand), 1.0))
+        terms.add("img_adv", img_adv, cfg.lambda_img_adv)
+        real_rec, cls_rec = nets["d_obj"](out.crops_rec)
+        real_rand, cls_rand = nets["d_obj"](out.crops_rand)
+        terms.add("obj_adv", 0.5 * (_bce(real_rec, 1.0) + _bce(real_rand, 1.0)), cfg.lambda_obj_adv)
+        terms.add("obj_cls", 0.5 * (losses.auxiliary_classification(cls_rec, o["categories"])
+                                    + losses.auxiliary_classification(cls_rand, o["categories"])), cfg.lambda_obj_cls)
+        cache = {"image_rec": out.image_rec.detach(), "image_rand": out.image_rand.detach(),
+                 "crops_rec": out.crops_rec.detach(), "crops_rand": out.crops_rand.detach(),
+                 "crops_real": out.crops_real.detach(), "categories": o["categories"]}
+        return StepOutput(terms.result(), terms.logs, cache=cache)
+
+    def discriminator_step(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, cache: Any,
+                           ctx: StepContext) -> StepOutput | None:
+        cfg = self.config
+        terms = losses.LossSum()
+        d_img = nets["d_img"]
+        img_fake = 0.5 * (_bce(d_img(cache["image_rec"]), 0.0) + _bce(d_img(cache["image_rand"]), 0.0))
+        terms.add("img_adv_real", _bce(d_img(batch.images), 1.0), cfg.lambda_img_adv)
+        terms.add("img_adv_fake", img_fake, cfg.lambda_img_adv)
+        d_obj = nets["d_obj"]
+        fake_rec, _ = d_obj(cache["crops_rec"])
+        fake_rand, _ = d_obj(cache["crops_rand"])
+        real, real_cls = d_obj(cache["crops_real"])
+        terms.add("obj_adv_real", _bce(real, 1.0), cfg.lambda_obj_adv)
+        terms.add("obj_adv_fake", 0.5 * (_bce(fake_rec, 0.0) + _bce(fake_rand, 0.0)), cfg.lambda_obj_adv)
+        terms.add("obj_cls_real", losses.auxiliary_classification(real_cls, cache["categories"]), cfg.lambda_obj_cls)
+        if not terms.logs:  # every discriminator weight is zero
+            return None
+        return StepOutput(terms.result(), terms.logs)
+
+    # --- inference ---
+    def sample(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, setting: str,
+               generators: Sequence[torch.Generator]) -> SampleOutput:
+        if setting not in self.settings:
+            raise ValueError(f"layout2im has no setting {setting!r} (it needs ground-truth boxes)")
+        o = self.objects(batch, generators, with_eps=False)
+        out = nets["generator"](o["categories"], o["boxes"], o["obj_to_img"], o["positions"], batch.num_images,
+                                o["z_rand"])
+        return SampleOutput(images=out.image_rand)

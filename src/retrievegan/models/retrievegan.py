@@ -1,0 +1,222 @@
+"""RetrieveGAN (Tseng et al., ECCV 2020): scene graph -> differentiable patch retrieval -> image.
+
+Per training step (``generator_step``), for a batch of ``B`` images with at most ``N`` real objects:
+
+1. candidates: the ``k`` pre-filtered bank patches of every object (``features/prefilter/candidates.npy``,
+   sg2im GCN features, never the object's own image) -> ``ids (B, N, k)``; the object's own patch is
+   appended as column ``k`` for the ground-truth selection loss (:func:`~retrievegan.embed.prefilter.
+   add_ground_truth`);
+2. the patch embedding E_p (network ``retriever``: an MLP over the frozen patch features) embeds every
+   distinct candidate once -> ``(B, N, k + 1, D)``;
+3. iterative differentiable retrieval (:func:`~retrievegan.models.retrieval.iterative_retrieval`) over the
+   ``k`` pre-filtered candidates, query = a random candidate, Gumbel noise and the random query drawn from
+   each image's own ``torch.Generator``; the straight-through selection weights pick the patch pixels, so
+   the generator's losses reach E_p;
+4. the shared generator (:mod:`retrievegan.models.patch_gan`) renders the retrieved patches (``fake``)
+   and the ground-truth patches (``recon``), both at the ground-truth boxes;
+5. losses (eq. 5 + supplement): ``gt_sel`` (a random object's ground-truth patch as query, the other
+   objects' ground-truth patches as targets), ``occur_sel`` (pairwise distance of the retrieved patches in
+   the pre-trained co-occurrence space F_occur), adversarial image / object + auxiliary classification on
+   ``fake``, L1 reconstruction + perceptual on ``recon``, box L1.
+
+The ablations of the paper's Table 2 are the switches ``gt_selection`` and ``cooccurrence``; each
+registered name (``retrievegan``, ``retrievegan_no_gt_no_occur``, ``retrievegan_gt_only``,
+``retrievegan_occur_only``) requires the switch values of ``retrievegan.eval.methods.METHODS``.
+
+Sampling: the same retrieval in hard mode on the test objects' candidates, query = a random candidate,
+Gumbel noise on (``sample_gumbel``), everything drawn from the image's generator (the two samples of a
+scene graph differ by their retrieval seed); the retrieved bank ids go to ``retrievals.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from retrievegan.data.dataset import DataSpec, SceneGraphBatch
+from retrievegan.embed.prefilter import add_ground_truth, gather_candidates, load_candidates
+from retrievegan.errors import ConfigError
+from retrievegan.models.init import build
+from retrievegan.models.patch_gan import (PatchGanConfig, PatchGanMethod, check_settings, gather_rows, load_rows,
+                                          per_image_uniform, slot_lists, slot_rows, slots_to_objects)
+from retrievegan.models.retrieval import (PatchEmbedder, RetrievalConfig, RetrievalOutput, cooccurrence_loss,
+                                          gt_selection_loss, iterative_retrieval)
+from retrievegan.train import losses
+from retrievegan.train.method import SampleOutput, StepContext, StepOutput
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrieveGanConfig(PatchGanConfig):
+    """The ``retrievegan`` config section (the rules add ``retrieval`` from the top-level section and the
+    ablation switches from ``retrievegan.eval.methods``)."""
+
+    retrieval: RetrievalConfig = RetrievalConfig()  # tau, k, mode, greedy, gumbel, E_p sizes
+    gt_selection: bool = True  # ablation switch: L_gt^sel
+    cooccurrence: bool = True  # ablation switch: L_occur^sel
+    gt_sel_weight: float = 0.1  # lambda_gt^sel (supplement)
+    occur_sel_weight: float = 0.001  # lambda_occur^sel (supplement)
+    gt_query: Literal["random", "first"] = "random"  # ours: whose GT patch is the L_gt query (per image)
+    sample_gumbel: bool = True  # ours: Gumbel noise at test time (the two samples differ by their retrieval seed)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.gt_sel_weight < 0 or self.occur_sel_weight < 0:
+            raise ValueError("retrieval loss weights must be >= 0")
+
+
+class PatchRetriever(nn.Module):
+    """The trainable part of the retrieval: E_p over frozen patch features.
+
+    forward(rows (U, F) features of U distinct patches, index (B, N, K) int64 into rows, -1 padding)
+    -> embeddings (B, N, K, D), zeros at padding.
+    """
+
+    def __init__(self, feature_dim: int, cfg: RetrievalConfig):
+        super().__init__()
+        self.embed = PatchEmbedder(feature_dim, cfg.embed_dim, cfg.embed_hidden, cfg.embed_layers)
+
+    def forward(self, rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        emb = self.embed(rows)  # (U, D)
+        valid = index >= 0
+        out = emb.new_zeros(tuple(index.shape) + (emb.shape[-1],))
+        out[valid] = emb[index[valid]]
+        return out
+
+
+def unique_rows(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ids (...) int64 with -1 padding -> (distinct ids (U,), index (...) into them, -1 at padding)."""
+    valid = ids >= 0
+    uniq, inverse = torch.unique(ids[valid], return_inverse=True)
+    index = torch.full_like(ids, -1)
+    index[valid] = inverse
+    return uniq, index
+
+
+class RetrieveGan(PatchGanMethod):
+    name = "retrievegan"
+    config_class = RetrieveGanConfig
+    settings = ("pred_bbox", "gt_bbox")
+    required_inputs = ("patches", "patch_features", "cooccur_embeddings", "candidates")
+
+    def __init__(self, config: RetrieveGanConfig, spec: DataSpec, inputs: Mapping[str, Any] | None = None):
+        super().__init__(config, spec, inputs)
+        from retrievegan.eval.methods import method_info
+
+        expected = method_info(self.name).ablation
+        if (config.gt_selection, config.cooccurrence) != expected:
+            raise ConfigError(f"{self.name} trains with gt_selection={expected[0]}, cooccurrence={expected[1]} "
+                              f"(paper Table 2); the config has {config.gt_selection}, {config.cooccurrence}")
+        num = len(self.bank)
+        self.candidates = torch.from_numpy(np.array(
+            load_candidates(self.inputs["candidates"], config.retrieval.k, num)))  # (P, k)
+        self.features = load_rows(self.inputs["patch_features"], num, "patch features")  # (P, F)
+        self.cooccur = load_rows(self.inputs["cooccur_embeddings"], num, "co-occurrence embeddings")  # (P, E)
+
+    # --- networks ---
+    def extra_network_names(self) -> tuple[str, ...]:
+        return ("retriever",)
+
+    def extra_networks(self, generator: torch.Generator) -> dict[str, nn.Module]:
+        dim, cfg = int(self.features.shape[1]), self.config.retrieval
+        return {"retriever": build(lambda: PatchRetriever(dim, cfg), generator)}
+
+    # --- retrieval ---
+    def embed(self, retriever: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+        """E_p of candidate ids (B, N, K) (-1 padding) -> (B, N, K, D); each distinct patch embedded once."""
+        uniq, index = unique_rows(ids)
+        rows = gather_rows(self.features, uniq[None])[0]
+        return retriever(rows, index)
+
+    def retrieve(self, emb: torch.Tensor, mask: torch.Tensor, generators: Sequence[torch.Generator],
+                 mode: str, gumbel: bool, query: torch.Tensor | None = None) -> RetrievalOutput:
+        r = self.config.retrieval
+        return iterative_retrieval(emb, mask, tau=r.tau, mode=mode, generator=list(generators), query=query,
+                                   greedy=r.greedy, gumbel=gumbel)
+
+    def select_pixels(self, out: RetrievalOutput, ids: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3, C, C): the selected patches, weighted by the (straight-through) selection weights."""
+        return self.bank.select(out.weights, ids)
+
+    @staticmethod
+    def chosen_ids(out: RetrievalOutput, ids: torch.Tensor) -> torch.Tensor:
+        """(B, N) bank id of the selected candidate of each slot (-1: none)."""
+        chosen = ids.gather(2, out.index.clamp(min=0)[..., None]).squeeze(2)
+        return torch.where(out.index >= 0, chosen, torch.full_like(chosen, -1))
+
+    def gt_query_slots(self, rows: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+        """(B,) slot of the object whose ground-truth patch is the L_gt query (random: from each image's generator)."""
+        counts = (rows >= 0).sum(1)
+        if self.config.gt_query == "first":
+            return torch.zeros_like(counts)
+        u = per_image_uniform(generators, [1] * len(generators), 1, rows.device)[:, 0]
+        return (u * counts).long().clamp(max=(counts - 1).clamp(min=0))
+
+    # --- losses ---
+    def generator_step(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, ctx: StepContext) -> StepOutput:
+        cfg = self.config
+        rows = slot_rows(batch)  # (B, N)
+        ids, mask = gather_candidates(self.candidates.to(rows.device), rows)  # (B, N, k)
+        ids_gt, gt_pos = add_ground_truth(ids, rows)  # (B, N, k + 1)
+        k = ids.shape[2]
+        # one E_p pass over the candidates and the ground-truth patches (the retrieval uses the first k columns)
+        emb_all = self.embed(nets["retriever"], ids_gt if cfg.gt_selection else ids)
+        out = self.retrieve(emb_all[:, :, :k], mask, ctx.generators, cfg.retrieval.mode, cfg.retrieval.gumbel)
+        selected = slots_to_objects(self.select_pixels(out, ids), batch)  # (O, 3, C, C)
+        gt_crops = self.bank.crops(batch.patch_ids)  # (O, 3, C, C), zeros for image nodes
+        gen = nets["generator"](batch.objs, batch.triples, batch.obj_to_img, batch.num_images, batch.boxes,
+                                [selected, gt_crops])
+        fake, recon = gen["images"]
+        terms = losses.LossSum()
+        self.box_term(terms, batch, gen["boxes"])
+        self.reconstruction_terms(terms, batch, recon, gt_crops)
+        self.adversarial_terms(terms, nets, batch, fake)
+        if cfg.adversarial_on_reconstruction:
+            self.adversarial_terms(terms, nets, batch, recon, "_rec")
+        if cfg.cooccurrence:
+            cooc = gather_rows(self.cooccur, ids)  # (B, N, k, E)
+            terms.add("occur_sel", cooccurrence_loss(out.select(cooc), mask.any(-1)), cfg.occur_sel_weight)
+        if cfg.gt_selection:  # drawn last from each image's generator: the other terms do not depend on it
+            slots = self.gt_query_slots(rows, ctx.generators)
+            arange = torch.arange(rows.shape[0], device=rows.device)
+            query = emb_all[arange, slots, gt_pos[arange, slots].clamp(min=0)]
+            out_gt = self.retrieve(emb_all, ids_gt >= 0, ctx.generators, cfg.retrieval.mode, cfg.retrieval.gumbel,
+                                   query=query)
+            include = (rows >= 0) & (torch.arange(rows.shape[1], device=rows.device)[None] != slots[:, None])
+            terms.add("gt_sel", gt_selection_loss(out_gt, gt_pos, include), cfg.gt_sel_weight)
+        recon_cache = recon.detach() if cfg.adversarial_on_reconstruction else None
+        return StepOutput(terms.result(), terms.logs, cache={"fake": fake.detach(), "recon": recon_cache})
+
+    # --- inference ---
+    def sample(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, setting: str,
+               generators: Sequence[torch.Generator]) -> SampleOutput:
+        check_settings(self, setting)
+        rows = slot_rows(batch)
+        ids, mask = gather_candidates(self.candidates.to(rows.device), rows)
+        out = self.retrieve(self.embed(nets["retriever"], ids), mask, generators, "hard", self.config.sample_gumbel)
+        chosen = self.chosen_ids(out, ids)  # (B, N)
+        crops = slots_to_objects(self.bank.crops(chosen), batch)
+        images = self.render(nets["generator"], batch, crops, setting)
+        return SampleOutput(images=images, patch_ids=slot_lists(chosen, batch))
+
+
+class RetrieveGanNoGtNoOccur(RetrieveGan):
+    """Table 2: without L_gt^sel and L_occur^sel."""
+
+    name = "retrievegan_no_gt_no_occur"
+
+
+class RetrieveGanGtOnly(RetrieveGan):
+    """Table 2: with L_gt^sel only."""
+
+    name = "retrievegan_gt_only"
+
+
+class RetrieveGanOccurOnly(RetrieveGan):
+    """Table 2: with L_occur^sel only."""
+
+    name = "retrievegan_occur_only"

@@ -1,0 +1,119 @@
+# RetrieveGAN (+ its three Table 2 ablations) and the PasteGAN baseline: `train_<method>` and
+# `sample_<method>` rules, one per method (src/retrievegan/models/{retrievegan,patch_gan}.py,
+# models/baselines/pastegan.py; docs/architecture.md "RetrieveGAN and PasteGAN").
+#
+# Inputs: the canonical training data, the patch bank (patches.csv for each object's patch id,
+# patches.npy for the pixels), the pre-filter's candidates and, for RetrieveGAN, the frozen patch
+# features (E_p's input) and the co-occurrence embeddings (L_occur), all passed as --input NAME=PATH.
+# The four RetrieveGAN variants share the `retrievegan` section (+ the top-level `retrieval` section);
+# their ablation switches come from retrievegan.eval.methods (the one place that defines Table 2).
+# One thread per job: with --cores 2 two of these run side by side (see embed.smk on OpenMP threads).
+from retrievegan.eval.methods import method_info
+
+RETRIEVEGAN_VARIANTS = ("retrievegan", "retrievegan_no_gt_no_occur", "retrievegan_gt_only", "retrievegan_occur_only")
+PATCH_METHODS = RETRIEVEGAN_VARIANTS + ("pastegan",)
+
+
+def patch_method_section(method):
+    """The config section a patch method reads (the ablations read `retrievegan`)."""
+    return "retrievegan" if method in RETRIEVEGAN_VARIANTS else method
+
+
+def patch_method_json(method):
+    """--params JSON: the method section (without `train`), for RetrieveGAN plus `retrieval` and the switches."""
+    section = patch_method_section(method)
+    params = {k: v for k, v in config[section].items() if k != "train"}
+    if section == "retrievegan":
+        gt_selection, cooccurrence = method_info(method).ablation
+        params.update(retrieval=config["retrieval"], gt_selection=gt_selection, cooccurrence=cooccurrence)
+    return json.dumps(params, sort_keys=True)
+
+
+def patch_method_inputs(method):
+    """The files a patch method reads besides the canonical data (name -> path); the names are the
+    method's `--input` names (plus `table`, passed as --patches)."""
+    files = {
+        "table": f"{DATA}/patches/patches.csv",
+        "patches": f"{DATA}/patches/patches.npy",
+        "candidates": f"{FEATURES}/prefilter/candidates.npy",
+    }
+    if method in RETRIEVEGAN_VARIANTS:
+        files["patch_features"] = f"{FEATURES}/patch_features.npy"
+        files["cooccur_embeddings"] = f"{FEATURES}/cooccur_embeddings.npy"
+    return files
+
+
+def input_options(input):
+    """`--input NAME=PATH` for every named input except the canonical data and the patch table."""
+    skip = {"vocab", "graphs", "images", "table", "checkpoint"}
+    return " ".join(f"--input {name}={path}" for name, path in input.items() if name not in skip)
+
+
+for _method in PATCH_METHODS:
+
+    rule:
+        name:
+            f"train_{_method}"
+        conda:
+            ENV
+        input:
+            vocab=f"{MODEL_DATA}/vocab.json",
+            graphs=f"{MODEL_DATA}/train.json",
+            images=f"{MODEL_DATA}/train_images.npy",
+            **patch_method_inputs(_method),
+        output:
+            checkpoint=f"{RES}/models/{_method}/checkpoint.pt",
+            run=f"{RES}/models/{_method}/run.json",
+            losses=f"{RES}/models/{_method}/losses.jsonl",
+            snapshots=directory(f"{RES}/models/{_method}/snapshots"),
+        params:
+            launch=gpu_launcher("train"),
+            method=_method,
+            cfg=patch_method_json(_method),
+            train=train_json(patch_method_section(_method)),
+            inputs=lambda wildcards, input: input_options(input),
+            data_dir=lambda wildcards, input: os.path.dirname(input.vocab),
+            out_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),
+        threads: 1
+        resources:
+            **cluster_resources("train"),
+        log:
+            f"{LOGS}/train_{_method}.log",
+        benchmark:
+            f"{BENCH}/train_{_method}.tsv"
+        shell:
+            "{params.launch} train --no-progress --method {params.method} --params {params.cfg:q}"
+            " --train-params {params.train:q} --data-dir {params.data_dir} --patches {input.table} {params.inputs}"
+            " --out-dir {params.out_dir} --resume --threads {threads} > {log} 2>&1"
+
+    rule:
+        name:
+            f"sample_{_method}"
+        conda:
+            ENV
+        input:
+            checkpoint=f"{RES}/models/{_method}/checkpoint.pt",
+            vocab=f"{MODEL_DATA}/vocab.json",
+            graphs=f"{MODEL_DATA}/{config['sample']['split']}.json",
+            images=f"{MODEL_DATA}/{config['sample']['split']}_images.npy",
+            **patch_method_inputs(_method),
+        output:
+            manifest=f"{SAMPLES}/{_method}/{{setting}}/manifest.json",
+        wildcard_constraints:
+            setting="pred_bbox|gt_bbox",
+        params:
+            cfg=section_json("sample"),
+            inputs=lambda wildcards, input: input_options(input),
+            data_dir=lambda wildcards, input: os.path.dirname(input.vocab),
+            out_dir=lambda wildcards, output: os.path.dirname(output.manifest),
+        threads: 1
+        resources:
+            **cluster_resources("sample"),
+        log:
+            f"{LOGS}/sample_{_method}_{{setting}}.log",
+        benchmark:
+            f"{BENCH}/sample_{_method}_{{setting}}.tsv"
+        shell:
+            "retrievegan sample --no-progress --checkpoint {input.checkpoint} --data-dir {params.data_dir}"
+            " --patches {input.table} {params.inputs} --setting {wildcards.setting} --params {params.cfg:q}"
+            " --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"

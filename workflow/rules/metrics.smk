@@ -174,3 +174,6 @@ if COMPAT_FILES:
             f"{LOGS}/compatibility_summary.log",
         shell:
             "retrievegan compat-summary --compatibility {input} --out {output} > {log} 2>&1"
+
+
+ALL_TARGETS += [f"{METRICS}/compatibility_summary.md"] if COMPAT_FILES else []

@@ -137,3 +137,6 @@ rule report_md:
         " --dataset {params.dataset} --metrics {input.metrics} --real {input.real}"
         " --compatibility {input.compatibility} --tables {input.tables} --figures {input.figures}"
         " {params.quality} --out {output} > {log} 2>&1"
+
+
+ALL_TARGETS += EVAL_TARGETS

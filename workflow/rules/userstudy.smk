@@ -138,3 +138,6 @@ rule userstudy_report:
 
 
 USERSTUDY_TARGETS = list(STUDY_REPORT["simulated"].values()) if STUDY_SIMULATE else []
+
+
+ALL_TARGETS += USERSTUDY_TARGETS

@@ -19,8 +19,8 @@ include: "workflow/rules/embed.smk"
 include: "workflow/rules/retrievegan.smk"
 include: "workflow/rules/baselines.smk"
 include: "workflow/rules/metrics.smk"
-include: "workflow/rules/report.smk"
 include: "workflow/rules/userstudy.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -14,6 +14,17 @@ COMPAT_FIGURES = [f"{FIGURES}/compatibility.png"] if COMPAT_FILES else []
 FIGURE_FILES = QUALITATIVE_FIGURES + COMPAT_FIGURES + LOSS_FIGURES
 REPORT_MD = f"{RES}/REPORT.md"
 EVAL_TARGETS = [REPORT_MD]
+# Further results shown in REPORT.md's "Other results" (title -> file).
+REPORT_EXTRAS = {
+    "sg2im training progress (step 0 to last)": f"{FIGURES}/sg2im_progress.png",
+    "sg2im box L1 on val vs mean-box baselines": f"{METRICS}/sg2im_box_l1.json",
+    "Co-occurrence embedding: same-image recall@k on val": f"{RES}/metrics/cooccur_recall.json",
+}
+if COMPAT_FILES:
+    REPORT_EXTRAS["Compatibility vs random choice among the same candidates"] = f"{METRICS}/compatibility_summary.md"
+if STUDY_SIMULATE:
+    REPORT_EXTRAS["User study, SIMULATED participants (not people)"] = STUDY_REPORT["simulated"]["figure"]
+    REPORT_EXTRAS["User study, SIMULATED participants: aggregates"] = STUDY_REPORT["simulated"]["summary"]
 DVC_METRICS = METRIC_FILES + [f"{METRICS}/real_data.json"] + COMPAT_FILES + (
     [SYNTHNET_QUALITY] if USES_SYNTHNET else []
 )
@@ -121,6 +132,7 @@ rule report_md:
         real=f"{METRICS}/real_data.json",
         compatibility=COMPAT_FILES,
         quality=[SYNTHNET_QUALITY] if USES_SYNTHNET else [],
+        extras=list(REPORT_EXTRAS.values()),
     output:
         REPORT_MD,
     params:
@@ -128,6 +140,7 @@ rule report_md:
         eval_cfg=section_json("evaluation"),
         dataset=DATASET,
         quality=f"--synthnet-quality {SYNTHNET_QUALITY}" if USES_SYNTHNET else "",
+        extras=[f"{title}={path}" for title, path in REPORT_EXTRAS.items()],
     resources:
         **cluster_resources("report"),
     log:
@@ -136,7 +149,7 @@ rule report_md:
         "retrievegan report --no-progress --params {params.cfg:q} --eval-params {params.eval_cfg:q}"
         " --dataset {params.dataset} --metrics {input.metrics} --real {input.real}"
         " --compatibility {input.compatibility} --tables {input.tables} --figures {input.figures}"
-        " {params.quality} --out {output} > {log} 2>&1"
+        " {params.quality} --extra {params.extras:q} --out {output} > {log} 2>&1"
 
 
 ALL_TARGETS += EVAL_TARGETS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from retrievegan.errors import ConfigError
 from retrievegan.config import from_json
 
 
@@ -41,6 +42,8 @@ def configure(stage: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--tables", nargs="+", required=True)
         parser.add_argument("--figures", nargs="*", default=[])
         parser.add_argument("--synthnet-quality", default=None)
+        parser.add_argument("--extra", nargs="*", default=[], metavar="TITLE=PATH",
+                            help="further result files for the 'Other results' section")
         parser.add_argument("--out", required=True)
     else:
         raise ValueError(stage)
@@ -89,8 +92,14 @@ def run(stage: str, args: argparse.Namespace) -> None:
         quality = json.loads(Path(args.synthnet_quality).read_text()) if args.synthnet_quality else None
         sizes = {r["image_size"] for r in results.runs.values() if "image_size" in r}
         files = list(args.metrics) + ([args.real] if args.real else []) + list(args.compatibility)
+        extras = []
+        for item in args.extra:
+            title, sep, path = item.partition("=")
+            if not sep or not title or not path:
+                raise ConfigError(f"--extra expects TITLE=PATH, got {item!r}")
+            extras.append((title, path))
         write_report(args.out, results, cfg, evaluation, args.tables, args.figures, files, quality,
-                     sizes.pop() if len(sizes) == 1 else None)
+                     sizes.pop() if len(sizes) == 1 else None, extras)
         print(args.out)
     else:
         raise ValueError(stage)

@@ -65,7 +65,10 @@ def comparability(results: Results, cfg: ReportConfig, evaluation: Any, image_si
 def write_report(out_md: str | os.PathLike[str], results: Results, cfg: ReportConfig, evaluation: Any,
                  table_files: Sequence[str | os.PathLike[str]], figure_files: Sequence[str | os.PathLike[str]],
                  metric_files: Sequence[str | os.PathLike[str]], synthnet_quality: dict[str, Any] | None = None,
-                 image_size: int | None = None) -> Path:
+                 image_size: int | None = None,
+                 extras: Sequence[tuple[str, str | os.PathLike[str]]] = ()) -> Path:
+    """Write REPORT.md. ``extras``: (title, path) of further results shown in "Other results": Markdown
+    is inlined, PNG embedded, JSON shown verbatim (pretty-printed), anything else linked."""
     out_md = Path(out_md)
     base = out_md.parent
     lines = [f"# RetrieveGAN reproduction: `{results.dataset}`", "",
@@ -89,6 +92,19 @@ def write_report(out_md: str | os.PathLike[str], results: Results, cfg: ReportCo
     lines += ["## Figures", ""]
     for path in figure_files:
         lines += [f"### {Path(path).stem}", "", f"![{Path(path).stem}]({_rel(path, base)})", ""]
+    if extras:
+        lines += ["## Other results", ""]
+        for title, path in extras:
+            path = Path(path)
+            lines += [f"### {title}", "", f"[{path.name}]({_rel(path, base)})", ""]
+            if path.suffix == ".png":
+                lines += [f"![{title}]({_rel(path, base)})", ""]
+            elif path.suffix == ".md":
+                text = path.read_text(encoding="utf-8").strip()
+                lines += ["#" * 3 + line if line.startswith("#") else line for line in text.splitlines()] + [""]
+            elif path.suffix == ".json":
+                data = json.loads(path.read_text(encoding="utf-8"))
+                lines += ["```json", json.dumps(data, indent=1, sort_keys=True), "```", ""]
     if synthnet_quality:
         key = next((k for k in synthnet_quality if k.endswith("_quality")), None)
         if key:

@@ -29,33 +29,13 @@ class TinyDataset:
 def coco_config_for(raw_coco: Path, **overrides):
     from retrievegan.data.coco import CocoStuffConfig
 
-    base = dict(
-        instances_train=str(raw_coco / "annotations/instances_train2017.json"),
-        stuff_train=str(raw_coco / "annotations/stuff_train2017.json"),
-        image_dir_train=str(raw_coco / "images/train2017"),
-        instances_val=str(raw_coco / "annotations/instances_val2017.json"),
-        stuff_val=str(raw_coco / "annotations/stuff_val2017.json"),
-        image_dir_val=str(raw_coco / "images/val2017"),
-    )
-    base.update(overrides)
-    return CocoStuffConfig(**base)
+    return CocoStuffConfig.from_root(raw_coco, **overrides)
 
 
 def vg_config_for(raw_vg: Path, **overrides):
     from retrievegan.data.vg import VisualGenomeConfig
 
-    base = dict(
-        image_data=str(raw_vg / "image_data.json"),
-        objects=str(raw_vg / "objects.json"),
-        relationships=str(raw_vg / "relationships.json"),
-        attributes=str(raw_vg / "attributes.json"),
-        splits=str(raw_vg / "vg_splits.json"),
-        object_aliases=str(raw_vg / "object_alias.txt"),
-        predicate_aliases=str(raw_vg / "predicate_alias.txt"),
-        image_dir=str(raw_vg / "images"),
-    )
-    base.update(overrides)
-    return VisualGenomeConfig(**base)
+    return VisualGenomeConfig.from_root(raw_vg, **overrides)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 
 from conftest import vg_config_for
 from rawfixtures import vg_files

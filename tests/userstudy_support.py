@@ -40,15 +40,7 @@ def tiny_dataset(root: Path) -> tuple[Path, Path]:
     raw = root / "raw"
     generate(SynthConfig(seed=3, num_train=80, num_val=70, min_side=128, max_side=160), raw / "coco", raw / "vg",
              progress=False)
-    coco = raw / "coco"
-    cfg = CocoStuffConfig(
-        instances_train=str(coco / "annotations/instances_train2017.json"),
-        stuff_train=str(coco / "annotations/stuff_train2017.json"),
-        image_dir_train=str(coco / "images/train2017"),
-        instances_val=str(coco / "annotations/instances_val2017.json"),
-        stuff_val=str(coco / "annotations/stuff_val2017.json"),
-        image_dir_val=str(coco / "images/val2017"),
-        num_val=10, num_test=50)
+    cfg = CocoStuffConfig.from_root(raw / "coco", num_val=10, num_test=50)
     preprocess("coco_stuff", cfg, PreprocessConfig(image_size=32, num_workers=1), data_dir, "tiny", progress=False)
     build_patch_bank(data_dir, PatchConfig(crop_size=16, num_workers=1), patch_dir, progress=False)
     return data_dir, patch_dir

@@ -15,6 +15,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from retrievegan.errors import InputError
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -87,3 +89,18 @@ def atomic_memmap(
             array.flush()
         finally:
             del array
+
+
+def read_json(path: str | os.PathLike[str], missing: str = "file not found") -> Any:
+    """Parse a JSON file; a missing, non-UTF-8 or malformed file is an InputError naming it
+    (``missing`` is the message for an absent file, e.g. which stage writes it)."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError as exc:
+        raise InputError(path, missing) from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"not UTF-8 text: {exc}") from exc

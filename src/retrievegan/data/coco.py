@@ -52,6 +52,16 @@ class CocoStuffConfig:
     box_tolerance_px: float = 1.0  # how far a box may leave its image before it is an error
     invalid_boxes: Literal["error", "skip"] = "error"  # zero-area / outside boxes: stop, or drop the object
 
+    @classmethod
+    def from_root(cls, root: str | Path, **overrides: object) -> CocoStuffConfig:
+        """The standard layout under ``root`` (what `retrievegan synth` writes and the README asks for):
+        ``annotations/{instances,stuff}_{train,val}2017.json`` and ``images/{train,val}2017/``."""
+        root = Path(root)
+        paths = {f"{kind}_{split}": str(root / f"annotations/{kind}_{split}2017.json")
+                 for kind in ("instances", "stuff") for split in ("train", "val")}
+        paths |= {f"image_dir_{split}": str(root / f"images/{split}2017") for split in ("train", "val")}
+        return cls(**(paths | overrides))  # type: ignore[arg-type]
+
 
 @dataclasses.dataclass(frozen=True)
 class RawImage:

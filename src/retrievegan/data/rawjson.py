@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
+from retrievegan import io
 from retrievegan.errors import InputError
 
 
 def load_json(path: str | Path) -> Any:
-    path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError as exc:
-        raise InputError(path, "file not found") from exc
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(path, f"not UTF-8 text: {exc}") from exc
+    return io.read_json(path)
 
 
 def require(record: Any, key: str, path: str | Path, where: str) -> Any:

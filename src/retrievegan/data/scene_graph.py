@@ -194,13 +194,8 @@ def write_split(path: str | Path, split: Split) -> None:
 
 def read_split(path: str | Path) -> Split:
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise InputError(path, "canonical scene-graph file not found (run `retrievegan preprocess`)") from exc
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
-    if data.get("format_version") != FORMAT_VERSION:
+    data = io.read_json(path, "canonical scene-graph file not found (run `retrievegan preprocess`)")
+    if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
         raise InputError(path, f"unsupported format_version {data.get('format_version')!r}")
     return Split(
         source=data["source"],

@@ -48,6 +48,16 @@ class VisualGenomeConfig:
     use_orphaned_objects: bool = True
     box_tolerance_px: float = 1.0
 
+    @classmethod
+    def from_root(cls, root: str | Path, **overrides: object) -> VisualGenomeConfig:
+        """The standard layout under ``root`` (what `retrievegan synth` writes): the json files, sg2im's
+        ``vg_splits.json`` and alias files, and ``images/VG_100K*/``."""
+        root = Path(root)
+        paths = {"image_data": "image_data.json", "objects": "objects.json", "relationships": "relationships.json",
+                 "attributes": "attributes.json", "splits": "vg_splits.json", "object_aliases": "object_alias.txt",
+                 "predicate_aliases": "predicate_alias.txt", "image_dir": "images"}
+        return cls(**({key: str(root / name) for key, name in paths.items()} | overrides))  # type: ignore[arg-type]
+
 
 def load_aliases(path: str | Path) -> dict[str, str]:
     """sg2im alias files: each line ``canonical,alias,alias...``; every name maps to the first."""

@@ -180,28 +180,10 @@ def resnet_weights_url(arch: str) -> str:
 
 def resolve_resnet_weights(arch: str, configured: str | None) -> Path:
     """The weights file of ``arch``: ``configured`` or the torch hub cache; else MissingWeightsError."""
-    from retrievegan.eval.weights import MissingWeightsError, torch_hub_checkpoints
+    from retrievegan.eval.weights import resolve_weights
 
-    url = resnet_weights_url(arch)
-    file_name = url.rsplit("/", 1)[1]
-    if configured is not None:
-        path = Path(configured)
-        if path.is_file():
-            return path
-        raise MissingWeightsError(
-            path, f"ImageNet {arch} weights not found at the configured path (features.resnet_weights). Put "
-                  f"the file {file_name} there (download it on a machine with network access from {url}), or set "
-                  f"features.resnet_weights: null to use the torch hub cache "
-                  f"({torch_hub_checkpoints() / file_name}), or use features.backbone: category_cnn. "
-                  f"Nothing is downloaded automatically.")
-    path = torch_hub_checkpoints() / file_name
-    if path.is_file():
-        return path
-    raise MissingWeightsError(
-        path, f"ImageNet {arch} weights not found in the torch hub cache. Put the file {file_name} at {path} "
-              f"($TORCH_HOME/hub/checkpoints) or set features.resnet_weights to its path; download it on a "
-              f"machine with network access from {url}. Or use features.backbone: category_cnn. Nothing is "
-              f"downloaded automatically and no other network is substituted.")
+    return resolve_weights(configured, resnet_weights_url(arch), f"ImageNet {arch}", "features.resnet_weights",
+                           "Or use features.backbone: category_cnn.")
 
 
 def load_resnet(arch: str, weights_path: str | Path) -> nn.Module:

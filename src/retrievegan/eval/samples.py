@@ -12,7 +12,7 @@ and the image datasets torch-fidelity / LPIPS read: each item is a (3, H, W) uin
 from __future__ import annotations
 
 import dataclasses
-import json
+from retrievegan import io
 import os
 import re
 from collections.abc import Sequence
@@ -53,13 +53,7 @@ class SampleRun:
 
 
 def read_json_object(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise InputError(path, f"{what} not found") from exc
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    data = io.read_json(path, f"{what} not found")
     if not isinstance(data, dict):
         raise InputError(path, f"{what} must be a JSON object")
     return data

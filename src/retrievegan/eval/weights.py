@@ -37,8 +37,15 @@ def torch_hub_checkpoints() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def _resolve(configured: str | os.PathLike[str] | None, url: str, what: str, config_key: str) -> Path:
+def resolve_weights(configured: str | os.PathLike[str] | None, url: str, what: str, config_key: str,
+                    alternative: str = "") -> Path:
+    """The weights file ``configured``, else ``<torch hub dir>/checkpoints/<file name of url>``.
+
+    A missing file raises :class:`MissingWeightsError` naming the file, where to put it, its URL, the
+    config key that points elsewhere and ``alternative`` (e.g. "or use features.backbone: category_cnn").
+    """
     file_name = url.rsplit("/", 1)[1]
+    tail = f" {alternative}" if alternative else ""
     if configured is not None:
         path = Path(configured)
         if path.is_file():
@@ -47,7 +54,8 @@ def _resolve(configured: str | os.PathLike[str] | None, url: str, what: str, con
             path,
             f"{what} weights not found at the configured path ({config_key}). Put the file {file_name} there "
             f"(download it on a machine with network access from {url}), or set {config_key}: null to use "
-            f"the torch hub cache ({torch_hub_checkpoints() / file_name}). Nothing is downloaded automatically.",
+            f"the torch hub cache ({torch_hub_checkpoints() / file_name}).{tail} Nothing is downloaded "
+            f"automatically.",
         )
     path = torch_hub_checkpoints() / file_name
     if path.is_file():
@@ -56,24 +64,24 @@ def _resolve(configured: str | os.PathLike[str] | None, url: str, what: str, con
         path,
         f"{what} weights not found in the torch hub cache. Put the file {file_name} at {path} "
         f"(the torch hub cache: $TORCH_HOME/hub/checkpoints) or set {config_key} to its path; "
-        f"download it on a machine with network access from {url}. Nothing is downloaded automatically "
+        f"download it on a machine with network access from {url}.{tail} Nothing is downloaded automatically "
         f"and no other network is substituted.",
     )
 
 
 def resolve_inception_weights(configured: str | os.PathLike[str] | None) -> Path:
-    return _resolve(configured, INCEPTION_URL, "Inception-v3 (torch-fidelity inception-v3-compat)",
+    return resolve_weights(configured, INCEPTION_URL, "Inception-v3 (torch-fidelity inception-v3-compat)",
                     "evaluation.inception_weights")
 
 
 def resolve_alexnet_weights(configured: str | os.PathLike[str] | None) -> Path:
-    return _resolve(configured, ALEXNET_URL, "AlexNet (ImageNet, torchvision; the LPIPS alex trunk)",
+    return resolve_weights(configured, ALEXNET_URL, "AlexNet (ImageNet, torchvision; the LPIPS alex trunk)",
                     "evaluation.lpips_alex_weights")
 
 
 def resolve_vgg19_weights(configured: str | os.PathLike[str] | None, config_key: str) -> Path:
     """ImageNet VGG-19 (torchvision) for the training-time perceptual loss; ``config_key`` names the option."""
-    return _resolve(configured, VGG19_URL, "VGG-19 (ImageNet, torchvision; the perceptual loss)", config_key)
+    return resolve_weights(configured, VGG19_URL, "VGG-19 (ImageNet, torchvision; the perceptual loss)", config_key)
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

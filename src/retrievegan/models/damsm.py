@@ -171,18 +171,10 @@ class InceptionImageEncoder(nn.Module):
 
 def resolve_inception_weights(configured: str | None) -> Path:
     """The ImageNet Inception-v3 file: ``configured`` or the torch hub cache; else MissingWeightsError."""
-    from retrievegan.eval.weights import MissingWeightsError, torch_hub_checkpoints
+    from retrievegan.eval.weights import resolve_weights
 
-    file_name = INCEPTION_URL.rsplit("/", 1)[1]
-    path = Path(configured) if configured is not None else torch_hub_checkpoints() / file_name
-    if path.is_file():
-        return path
-    where = "at the configured path (damsm.inception_weights)" if configured is not None else "in the torch hub cache"
-    raise MissingWeightsError(
-        path, f"ImageNet Inception-v3 weights for AttnGAN's DAMSM image encoder not found {where}. Put "
-              f"{file_name} at {path} (download it on a machine with network access from {INCEPTION_URL}), set "
-              "damsm.inception_weights to its path, or use damsm.image_encoder: cnn (trained from scratch here). "
-              "Nothing is downloaded automatically.")
+    return resolve_weights(configured, INCEPTION_URL, "ImageNet Inception-v3 (AttnGAN's DAMSM image encoder)",
+                           "damsm.inception_weights", "Or use damsm.image_encoder: cnn (trained from scratch here).")
 
 
 def to_imagenet_normalized(images: torch.Tensor) -> torch.Tensor:

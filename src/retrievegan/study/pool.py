@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -114,12 +113,7 @@ def read_retrievals(path: str | Path, method: str, setting: str, graphs: Mapping
     record must belong to a test scene graph and give one patch per real object.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise InputError(path, f"retrievals of method {method!r} not found (run its sampling stage)") from exc
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    data = io.read_json(path, f"retrievals of method {method!r} not found (run its sampling stage)")
     if not isinstance(data, dict) or not isinstance(data.get("records"), list):
         raise InputError(path, 'expected an object with a "records" list')
     if data.get("method") != method:
@@ -275,13 +269,8 @@ def build_bundle(retrievals: Mapping[str, str | Path], data_dir: str | Path, pat
 def load_bundle(study_dir: str | Path) -> Bundle:
     study_dir = Path(study_dir)
     path = study_dir / "trials.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise InputError(path, "study bundle not found (run `retrievegan study-trials`)") from exc
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
-    if data.get("format_version") != FORMAT_VERSION:
+    data = io.read_json(path, "study bundle not found (run `retrievegan study-trials`)")
+    if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
         raise InputError(path, f"unsupported format_version {data.get('format_version')!r}")
     try:
         patches = np.load(study_dir / "patches.npy", mmap_mode="r")

@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: reproduce test venv lint lock benchmarks clean-results dvc-pull dvc-push
+.PHONY: reproduce test venv lint lock benchmarks clean-results dvc-pull dvc-push dvc-commit
 
 venv: $(STAMP)
 
@@ -28,8 +29,9 @@ test: $(STAMP)
 lint: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
 
+# BENCH_ARGS: e.g. --reference-run ../fresh-clone (where `make reproduce` ran; benchmarks/README.md).
 benchmarks: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m benchmarks
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 # DVC remote round trip (docs/scale.md). STAGES= limits to some dvc.yaml stages, e.g. STAGES=data.
 # dvc-pull: dvc pull, hash the outputs against dvc.lock, snakemake --touch in DAG order (no re-runs).
@@ -39,6 +41,10 @@ dvc-pull: $(STAMP)
 # dvc-push: hash the cache objects against dvc.lock, dvc push, check the remote (dvc status -c).
 dvc-push: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m retrievegan.dvcsync push $(STAGES)
+
+# dvc-commit: record what Snakemake already produced in dvc.lock + cache (runs nothing, keeps mtimes).
+dvc-commit: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m retrievegan.dvcsync commit $(STAGES)
 
 # Regenerate requirements.lock from the current .venv.
 lock: $(STAMP)

@@ -8,7 +8,12 @@ Then, for the workflow of ``--configfile`` (default config/config.yaml):
 * end to end: the wall time and peak memory of every job from Snakemake's ``benchmark:`` files
   (``results/<dataset>/benchmarks/*.tsv``) and their sum;
 * no-op re-run: ``snakemake -n`` on the finished workflow and, only if that reports nothing to do, a
-  real second ``snakemake`` run (it has nothing to run, so it is safe).
+  real second ``snakemake`` run (it has nothing to run, so it is safe);
+* the complete run: with ``--reference-run DIR`` (a clone in which ``make reproduce`` ran; default: this
+  repository), the elapsed time of its last Snakemake run that built every job of the workflow (Snakemake's
+  own "Elapsed time" in ``DIR/.snakemake/log``) and, when ``DIR/.venv`` was installed right before it, the
+  install time (``.venv/pyvenv.cfg`` to make's ``.venv/.installed`` stamp) and the total of both; the
+  job times above then come from ``DIR``'s benchmark files too.
 
 Everything lands in one table, ``results/benchmarks/benchmarks.md`` and ``.csv`` (written atomically),
 with this machine's description. Exit status 1 if a benchmark failed (its error is in the table).
@@ -104,6 +109,60 @@ def snakemake_benchmarks(results: Path, label: str) -> list[dict[str, Any]]:
     return rows
 
 
+def workflow_jobs(configfile: str | None) -> int | None:
+    """Number of jobs of the whole workflow (``snakemake -n --forceall``), None if it cannot be planned."""
+    extra = ["--configfile", configfile] if configfile else []
+    proc = subprocess.run([_snakemake(), "-n", "--forceall", "--cores", "1", *extra], cwd=REPO, capture_output=True,
+                          text=True, env=dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}"))
+    found = re.search(r"^total\s+(\d+)", proc.stdout + proc.stderr, re.M)
+    return int(found.group(1)) if proc.returncode == 0 and found else None
+
+
+_ELAPSED = re.compile(r"^Elapsed time: (?:(\d+) days?, )?(\d+):(\d\d):(\d\d(?:\.\d+)?)$", re.M)
+_STEPS = re.compile(r"^(\d+) of (\d+) steps \(100%\) done$", re.M)
+
+
+def complete_run(run_dir: Path, jobs: int | None) -> tuple[Path, float, float] | None:
+    """(log, start epoch, elapsed s) of the newest Snakemake log in ``run_dir`` that finished all ``jobs`` jobs."""
+    from datetime import datetime
+
+    for log in sorted((run_dir / ".snakemake/log").glob("*.snakemake.log"), reverse=True):
+        text = log.read_text(errors="replace")
+        steps, elapsed = _STEPS.findall(text), _ELAPSED.search(text)
+        if not steps or not elapsed or (jobs is not None and int(steps[-1][1]) != jobs):
+            continue
+        days, hours, minutes, seconds = elapsed.groups()
+        total = int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        start = datetime.strptime(log.name.split(".snakemake.log")[0], "%Y-%m-%dT%H%M%S.%f").timestamp()
+        return log, start, total
+    return None
+
+
+def reference_run_rows(run_dir: Path, label: str, configfile: str | None) -> list[dict[str, Any]]:
+    """Elapsed time of the complete workflow run in ``run_dir`` and, if it was a fresh ``make reproduce``,
+    the ``.venv`` install before it and the total."""
+    jobs = workflow_jobs(configfile)
+    found = complete_run(run_dir, jobs)
+    if found is None:
+        return [row(label, "complete workflow runs found", 0, "runs",
+                    note=f"no Snakemake log in {run_dir}/.snakemake/log finished all {jobs} jobs (run `make "
+                         "reproduce` in a fresh clone and pass it with --reference-run)")]
+    log, start, elapsed = found
+    rows = [row(label, f"workflow elapsed ({jobs} jobs, --cores as run)", elapsed, "s", better="lower",
+                note=f"Snakemake's 'Elapsed time' in {log}")]
+    stamp, venv_cfg = run_dir / ".venv/.installed", run_dir / ".venv/pyvenv.cfg"
+    if stamp.is_file() and venv_cfg.is_file():
+        installed, created = stamp.stat().st_mtime, venv_cfg.stat().st_mtime
+        if created <= installed <= start and start - installed < 60:  # `make reproduce`: install, then run
+            rows.append(row(label, "make venv (fresh .venv, requirements.lock)", installed - created, "s",
+                            better="lower", note=f"{venv_cfg} to make's stamp {stamp} (mtimes)"))
+            rows.append(row(label, "make reproduce on a fresh clone (venv + workflow)",
+                            start + elapsed - created, "s", better="lower",
+                            note="from .venv/pyvenv.cfg to the end of the Snakemake run; excludes `git clone` "
+                                 "and the second or so of `python -m venv` before pyvenv.cfg is written"))
+    return rows
+
+
 def noop_rerun(label: str, configfile: str | None, cores: int) -> list[dict[str, Any]]:
     extra = ["--configfile", configfile] if configfile else []
     start = time.perf_counter()
@@ -154,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configfile", help="workflow config layered on config/config.yaml (paper configs)")
     parser.add_argument("--cores", type=int, default=2, help="cores for the no-op snakemake run")
     parser.add_argument("--no-workflow", action="store_true", help="skip the Snakemake figures")
+    parser.add_argument("--reference-run", type=Path, default=REPO,
+                        help="clone in which `make reproduce` ran: its Snakemake log, .venv and benchmark "
+                             "files give the end-to-end figures (default: this repository)")
     args = parser.parse_args(argv)
 
     rows: list[dict[str, Any]] = []
@@ -170,8 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_workflow:
         config = workflow_config(args.configfile)
         label = f"workflow {config['dataset']}"
-        wf_rows = snakemake_benchmarks(REPO / config["results"] / config["dataset"] / "benchmarks", label)
-        print(f"== workflow ({len(wf_rows)} rows from benchmark files); no-op re-run", flush=True)
+        run_dir = args.reference_run.resolve()
+        wf_rows = snakemake_benchmarks(run_dir / config["results"] / config["dataset"] / "benchmarks", label)
+        wf_rows += reference_run_rows(run_dir, label, args.configfile)
+        print(f"== workflow ({len(wf_rows)} rows from {run_dir}); no-op re-run", flush=True)
         wf_rows += noop_rerun(label, args.configfile, args.cores)
         rows += [{**r, "module": "__main__", "seconds": None} for r in wf_rows]
     machine = machine_info()

@@ -46,6 +46,7 @@ STAGES: dict[str, str] = {
     "figure-compatibility": "retrievegan.commands.report",
     "figure-losses": "retrievegan.commands.report",
     "report": "retrievegan.commands.report",
+    "paper-estimate": "retrievegan.commands.estimate",
 }
 
 HELP: dict[str, str] = {
@@ -79,6 +80,7 @@ HELP: dict[str, str] = {
     "figure-compatibility": "bar chart of the compatibility score with bootstrap intervals",
     "figure-losses": "training-loss curves of one method from its losses.jsonl",
     "report": "REPORT.md linking tables and figures and stating what is comparable to the paper",
+    "paper-estimate": "projected GPU-hours of the paper's Tables 1 and 2 from FLOPs and timed CPU steps at paper scale",
 }
 
 

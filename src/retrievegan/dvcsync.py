@@ -5,14 +5,22 @@
     hash every pulled output against ``dvc.lock`` and run the stage's own ``snakemake`` command with
     ``--touch``. DVC does not keep modification times, so after a pull the outputs of a fresh clone carry
     checkout times in no particular order and Snakemake would re-run whatever looks older than its
-    inputs. ``--touch --forceall`` walks Snakemake's DAG and touches every output in dependency order; it
-    also records Snakemake's metadata (params, code, input), so later changes keep triggering re-runs.
+    inputs. ``--touch --forcerun <the stage's rules>`` touches every job of the stage in dependency order
+    (after its upstream stages, so every output ends up newer than its inputs) and records Snakemake's
+    metadata (params, code, input), so later changes keep triggering re-runs. The stage's rules are those
+    whose outputs lie in its ``dvc.lock`` outs (``snakemake --summary``); upstream jobs are not
+    re-touched, so stages beside it (pulled earlier or produced locally) stay up to date; a stage that
+    Snakemake already has up to date (nothing pending, metadata present) is verified but not touched.
 ``python -m retrievegan.dvcsync touch [STAGE ...]``
     the same without the ``dvc pull`` (after a ``dvc checkout`` or a manual ``dvc pull``).
 ``python -m retrievegan.dvcsync verify [--cache] [STAGE ...]``
     hash the workspace outputs (or, with ``--cache``, the cache objects) against ``dvc.lock``.
 ``python -m retrievegan.dvcsync push [STAGE ...]`` (``make dvc-push``)
     verify the cache objects, ``dvc push``, then check with ``dvc status -c`` that the remote has them.
+``python -m retrievegan.dvcsync commit [STAGE ...]`` (``make dvc-commit``)
+    record outputs Snakemake already produced in ``dvc.lock`` and the cache without running anything:
+    ``dvc commit -f``, keeping the outputs' modification times (DVC 3 resets those of single-file outputs,
+    in no particular order, after which Snakemake would re-run whatever now looks older than its inputs).
 
 Why touching is safe: a stage is touched only when (1) every output file hashes to the md5 ``dvc.lock``
 records, so no corrupted or foreign byte is ever marked up to date (DVC itself trusts its cache and its
@@ -105,9 +113,14 @@ def _inside(path: str, folder: str) -> bool:
 
 
 def upstream(stages: Mapping[str, LockedStage]) -> dict[str, set[str]]:
-    """stage -> the stages whose outputs it depends on (directly)."""
+    """stage -> the stages whose outputs it depends on (directly).
+
+    As in DVC's own graph, a dependency inside an output (``data/patches`` of ``data``) and a dependency
+    holding outputs (the ``metrics`` folder that several stages write into) both make an edge.
+    """
     return {name: {other.name for other in stages.values() if other.name != name
-                   for out in other.outs for dep in stage.deps if _inside(dep, out.path)}
+                   for out in other.outs for dep in stage.deps
+                   if _inside(dep, out.path) or _inside(out.path, dep)}
             for name, stage in stages.items()}
 
 
@@ -266,24 +279,75 @@ def _is_snakemake_call(cmd: str) -> bool:
     return True
 
 
+def _nested(values: Mapping[str, Any]) -> dict[str, Any]:
+    """dvc.lock's params with dotted keys (``cluster.resources.train.gpus: 1``, a single value DVC tracks)
+    turned into the nested mapping a config file holds."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        *parents, last = str(key).split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = merge(node[last], value) if isinstance(node.get(last), dict) and isinstance(value, dict) \
+            else value
+    return out
+
+
 def locked_config(stage: LockedStage, configfiles: Sequence[str]) -> dict[str, Any]:
     """The config values dvc.lock recorded, layered as Snakemake layers its config files."""
     overlay: dict[str, Any] = {}
     for name in [DEFAULT_CONFIGFILE, *configfiles]:
         for params_file, values in stage.params.items():
             if os.path.normpath(params_file) == os.path.normpath(name):
-                overlay = merge(overlay, values)
+                overlay = merge(overlay, _nested(values))
     return overlay
 
 
-def touch_stage(root: Path, stage: LockedStage, ancestors: Sequence[LockedStage] = ()) -> subprocess.CompletedProcess:
-    """``<stage cmd> --touch --forceall --configfile ... <locked values>``.
+@dataclasses.dataclass(frozen=True)
+class SummaryRow:
+    """One output file of ``snakemake --summary``."""
+    rule: str
+    metadata: bool  # Snakemake holds metadata for it (its log column is "-" without)
+    pending: bool  # plan "update pending": Snakemake would (re)create it
 
-    ``--forceall``: every job of the stage's DAG is touched and gets metadata, also when the checkout
-    happened to leave consistent mtimes (plain ``--touch`` skips jobs that look up to date and records
-    nothing for them, so later config changes would go unnoticed). The DAG includes the upstream stages'
-    jobs, so the locked values of ``ancestors`` (DAG order) are layered under the stage's own: their
-    metadata is re-recorded with the same values, and their outputs are touched first again.
+
+def parse_summary(text: str) -> dict[str, SummaryRow]:
+    """output file -> (rule, metadata?, pending?), from ``snakemake --summary`` (tab-separated:
+    output_file, date, rule, log-file(s), status, plan, after its header line)."""
+    files: dict[str, SummaryRow] = {}
+    header = False
+    for line in text.splitlines():
+        fields = line.split("\t")
+        if fields[:3] == ["output_file", "date", "rule"]:
+            header = True
+        elif header and len(fields) >= 6:
+            files[os.path.normpath(fields[0])] = SummaryRow(fields[2], fields[3] != "-", fields[5] != "no update")
+    return files
+
+
+def stage_rows(stage: LockedStage, summary: Mapping[str, SummaryRow]) -> dict[str, SummaryRow]:
+    """The summary rows of the files that lie in the stage's dvc.lock outs (its own jobs, not upstream ones)."""
+    return {path: item for path, item in summary.items() if any(_inside(path, out.path) for out in stage.outs)}
+
+
+def stage_rules(stage: LockedStage, summary: Mapping[str, SummaryRow]) -> list[str]:
+    """The Snakemake rules whose outputs lie in the stage's dvc.lock outs."""
+    return sorted({item.rule for item in stage_rows(stage, summary).values()})
+
+
+def touch_stage(root: Path, stage: LockedStage, ancestors: Sequence[LockedStage] = ()) -> subprocess.CompletedProcess | None:
+    """``<stage cmd> --touch --forcerun <its rules> --configfile ... <locked values>``; None when Snakemake
+    already has the stage up to date (nothing pending, metadata for every output): nothing is touched.
+
+    ``--forcerun`` on the rules whose outputs the stage holds (``snakemake --summary`` of the stage's
+    targets): every job of the stage is touched in dependency order and gets metadata, also when the
+    checkout happened to leave consistent mtimes (plain ``--touch`` skips jobs that look up to date and
+    records nothing for them, so later config changes would go unnoticed). Upstream jobs are not touched
+    here: they were handed over before (DAG order), and touching them again would make every other stage
+    that reads them (pulled before, or produced locally) look out of date. For the same reason a stage
+    that is already up to date for Snakemake (a re-pull of unchanged outputs, whose files DVC leaves alone)
+    is left as it is. The locked values of ``ancestors`` are layered under the stage's own so that
+    Snakemake sees the upstream jobs with the params they were touched with.
     """
     argv, configfiles = snakemake_argv(stage.cmd)
     exe = shutil.which(argv[0]) or str(Path(sys.executable).with_name("snakemake"))
@@ -294,19 +358,33 @@ def touch_stage(root: Path, stage: LockedStage, ancestors: Sequence[LockedStage]
         overlay = Path(tmp) / "locked-params.yaml"
         overlay.write_text(yaml.safe_dump(values, sort_keys=True), encoding="utf-8")
         # --configfile goes last (it takes every following word); repeating the stage's own files keeps them.
-        return subprocess.run([exe, *argv[1:], "--touch", "--forceall", "--configfile", *configfiles, str(overlay)],
+        config_args = ["--configfile", *configfiles, str(overlay)]
+        summary = subprocess.run([exe, *argv[1:], "--summary", *config_args], cwd=root, capture_output=True,
+                                 text=True)
+        rows = stage_rows(stage, parse_summary(summary.stdout)) if summary.returncode == 0 else {}
+        if not rows:
+            detail = (summary.stdout + summary.stderr)[-3000:] if summary.returncode else \
+                "no Snakemake output lies in the stage's outs"
+            return subprocess.CompletedProcess(summary.args, summary.returncode or 1, summary.stdout,
+                                               f"snakemake --summary: {detail}")
+        if all(item.metadata and not item.pending for item in rows.values()):
+            return None
+        rules = sorted({item.rule for item in rows.values()})
+        return subprocess.run([exe, *argv[1:], "--touch", "--forcerun", *rules, *config_args],
                               cwd=root, capture_output=True, text=True)
 
 
 @dataclasses.dataclass
 class Report:
     touched: list[str] = dataclasses.field(default_factory=list)
+    current: list[str] = dataclasses.field(default_factory=list)  # verified, already up to date for Snakemake
     rerun: dict[str, str] = dataclasses.field(default_factory=dict)  # touched, but config changed since
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)  # not touched: why
     corrupted: dict[str, list[Problem]] = dataclasses.field(default_factory=dict)
 
     def lines(self) -> list[str]:
         out = [f"touched (up to date for Snakemake): {name}" for name in self.touched]
+        out += [f"verified, already up to date for Snakemake (not touched): {name}" for name in self.current]
         out += [f"config changed since the push: {name}: {why} (Snakemake re-runs what it feeds)"
                 for name, why in self.rerun.items()]
         out += [f"not touched: {name}: {why}" for name, why in self.skipped.items()]
@@ -332,7 +410,7 @@ def touch(root: Path, names: Sequence[str] = (), jobs: int = 4) -> Report:
     report = Report()
     for name in order:
         changes = status.get(name, [])
-        blocked = sorted(p for p in parents[name] if p not in report.touched)
+        blocked = sorted(p for p in parents[name] if p not in report.touched + report.current)
         kinds = {p.kind for p in problems[name]}
         if kinds & {"corrupt", "legacy"}:
             report.corrupted[name] = [p for p in problems[name] if p.kind in ("corrupt", "legacy")]
@@ -349,6 +427,11 @@ def touch(root: Path, names: Sequence[str] = (), jobs: int = 4) -> Report:
         else:
             ancestors = [stages[n] for n in order if n != name and n in with_ancestors([name], parents)]
             proc = touch_stage(root, stages[name], ancestors)
+            if proc is None:
+                report.current.append(name)
+                if changes:
+                    report.rerun[name] = json.dumps(changes)
+                continue
             if proc.returncode != 0:
                 raise SyncError(f"snakemake --touch for stage {name} failed ({proc.returncode}):\n"
                                 f"{(proc.stdout + proc.stderr)[-4000:]}")
@@ -386,6 +469,63 @@ def push(root: Path, names: Sequence[str] = (), remote: str | None = None, jobs:
         raise SyncError(f"after dvc push the remote still lacks objects (dvc status -c): {status}")
 
 
+def _stage_out_paths(root: Path, names: Sequence[str]) -> list[Path]:
+    """The outputs of the dvc.yaml stages ``names`` (all when empty; a foreach group name selects its
+    members), also of stages that are not in dvc.lock yet."""
+    with _open_repo(root) as repo:
+        stages = list(repo.index.stages)
+    known = {s.addressing for s in stages} | {s.addressing.split("@")[0] for s in stages}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise SyncError(f"stage(s) {unknown} not in dvc.yaml")
+    selected = [s for s in stages if not names or s.addressing in names or s.addressing.split("@")[0] in names]
+    return [Path(out.fs_path) for stage in selected for out in stage.outs]
+
+
+def mtimes(paths: Iterable[Path]) -> dict[str, tuple[int, int]]:
+    """path -> (atime_ns, mtime_ns) of every file and folder under ``paths``."""
+    found: dict[str, tuple[int, int]] = {}
+
+    def record(path: str) -> None:
+        st = os.stat(path, follow_symlinks=False)
+        found[path] = (st.st_atime_ns, st.st_mtime_ns)
+
+    for top in paths:
+        if not top.exists():
+            continue
+        record(str(top))
+        if top.is_dir():
+            for folder, dirs, files in os.walk(top):
+                for name in dirs + files:
+                    record(os.path.join(folder, name))
+    return found
+
+
+def restore_mtimes(recorded: Mapping[str, tuple[int, int]]) -> int:
+    """Put the recorded modification times back (deepest paths first, so folders keep theirs); returns the
+    number of paths that had changed."""
+    changed = 0
+    for path in sorted(recorded, key=lambda p: p.count(os.sep), reverse=True):
+        atime, mtime = recorded[path]
+        try:
+            if os.stat(path, follow_symlinks=False).st_mtime_ns != mtime:
+                os.utime(path, ns=(atime, mtime), follow_symlinks=False)
+                changed += 1
+        except FileNotFoundError:
+            pass
+    return changed
+
+
+def commit(root: Path, names: Sequence[str] = ()) -> int:
+    """``dvc commit -f [names]`` keeping the outputs' modification times; returns how many were restored."""
+    recorded = mtimes(_stage_out_paths(root, names))
+    try:
+        dvc(root, "commit", "-f", *names)
+    finally:
+        restored = restore_mtimes(recorded)
+    return restored
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m retrievegan.dvcsync", description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="project root (holds dvc.yaml)")
@@ -394,7 +534,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, text in (("pull", "dvc pull, verify against dvc.lock, snakemake --touch in DAG order"),
                        ("touch", "verify against dvc.lock and snakemake --touch (no dvc pull)"),
                        ("verify", "hash outputs (or cache objects) against dvc.lock"),
-                       ("push", "verify the cache, dvc push, check the remote with dvc status -c")):
+                       ("push", "verify the cache, dvc push, check the remote with dvc status -c"),
+                       ("commit", "dvc commit -f (outputs Snakemake produced), keeping their modification times")):
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("stages", nargs="*", help="dvc.yaml stage names (default: all in dvc.lock)")
         if name in ("pull", "push"):
@@ -407,6 +548,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "push":
             push(root, args.stages, args.remote, args.jobs)
             print("pushed; the remote holds every object of dvc.lock's outputs")
+            return 0
+        if args.command == "commit":
+            restored = commit(root, args.stages)
+            print(f"committed {', '.join(args.stages) or 'every stage'} to dvc.lock and the cache; "
+                  f"modification times kept ({restored} path(s) DVC had changed were put back)")
             return 0
         if args.command == "verify":
             stages = load_lock(root)

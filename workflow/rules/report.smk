@@ -25,6 +25,8 @@ if COMPAT_FILES:
 if STUDY_SIMULATE:
     REPORT_EXTRAS["User study, SIMULATED participants (not people)"] = STUDY_REPORT["simulated"]["figure"]
     REPORT_EXTRAS["User study, SIMULATED participants: aggregates"] = STUDY_REPORT["simulated"]["summary"]
+if config.get("estimate", {}).get("in_report"):  # opt-in: the estimate takes ~10 min on 2 cores
+    REPORT_EXTRAS["Paper-scale compute estimate (projection)"] = f"{RES}/estimate/paper_estimate.md"
 DVC_METRICS = METRIC_FILES + [f"{METRICS}/real_data.json"] + COMPAT_FILES + (
     [SYNTHNET_QUALITY] if USES_SYNTHNET else []
 )

@@ -1,0 +1,297 @@
+"""dvc.yaml against the workflow (fast, no results needed): every Snakemake output belongs to exactly one
+DVC stage, the stages' targets cover `rule all`, each stage lists the rule files, CLI modules and library
+modules its rules run, every metric JSON is a DVC metric, and retrievegan.dvcsync orders the stages as
+DVC does. The DVC round trip itself: tests/test_dvc_roundtrip.py (tiny data stage) and docs/scale.md.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from retrievegan import dvcsync
+from retrievegan.cli import STAGES as CLI_STAGES
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:dvc.*")
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SRC = REPO / "src"
+# Modules that parse arguments and configs, define errors or write provenance: not stage dependencies
+# (editing them does not re-run trained stages; docs/scale.md says what to do when such an edit matters).
+INFRASTRUCTURE = {"cli.py", "config.py", "errors.py", "runinfo.py"}
+# The library entry points each stage's commands call (besides the CLI module of its `retrievegan <cmd>`;
+# `retrievegan train` picks the method module from train/registry.py at run time, so it is named here).
+ENTRY = {
+    "data": ["retrievegan.data.synth", "retrievegan.data.preprocess", "retrievegan.data.patches"],
+    "features": ["retrievegan.embed.features", "retrievegan.embed.cooccur", "retrievegan.embed.bank"],
+    "sg2im": ["retrievegan.train.loop", "retrievegan.train.registry", "retrievegan.models.baselines.sg2im",
+              "retrievegan.train.features", "retrievegan.eval.box_l1", "retrievegan.eval.progress"],
+    "prefilter": ["retrievegan.embed.prefilter"],
+    "retrievegan": ["retrievegan.train.loop", "retrievegan.train.registry", "retrievegan.models.retrievegan",
+                    "retrievegan.eval.methods"],
+    "pastegan": ["retrievegan.train.loop", "retrievegan.train.registry", "retrievegan.models.baselines.pastegan"],
+    "layout2im": ["retrievegan.train.loop", "retrievegan.train.registry", "retrievegan.models.baselines.layout2im"],
+    "attngan": ["retrievegan.train.loop", "retrievegan.train.registry", "retrievegan.models.baselines.attngan",
+                "retrievegan.train.damsm"],
+    "synthnet": ["retrievegan.eval.synthnet"],
+    "sample": ["retrievegan.eval.sampler"],
+    "metrics": ["retrievegan.eval.fidelity", "retrievegan.eval.metrics", "retrievegan.eval.compatibility"],
+    "report": ["retrievegan.eval.tables", "retrievegan.eval.figures", "retrievegan.eval.report"],
+    "userstudy": ["retrievegan.study.pool", "retrievegan.study.simulate", "retrievegan.study.analysis",
+                  "retrievegan.study.store"],
+}
+
+
+def module_file(name: str) -> Path | None:
+    path = SRC / name.replace(".", "/")
+    if (path / "__init__.py").is_file():
+        return path / "__init__.py"
+    return path.with_suffix(".py") if path.with_suffix(".py").is_file() else None
+
+
+def imported(name: str) -> set[str]:
+    """retrievegan modules imported anywhere in module ``name`` (also inside functions)."""
+    file = module_file(name)
+    package = name if file.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("retrievegan")}
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([module] if module else []))
+            if module.startswith("retrievegan"):
+                found.add(module)
+                found |= {f"{module}.{alias.name}" for alias in node.names if module_file(f"{module}.{alias.name}")}
+    return {m for m in found if module_file(m)}
+
+
+def closure(names: list[str]) -> set[str]:
+    """Source files (relative to the repository) of the static import closure of ``names``."""
+    seen, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(imported(name))
+    files = {module_file(m).relative_to(REPO).as_posix() for m in seen}
+    infrastructure = {f"src/retrievegan/{name}" for name in INFRASTRUCTURE}
+    return {f for f in files if not f.endswith("__init__.py") and f not in infrastructure}
+
+
+def covered(path: str, deps: list[str]) -> bool:
+    return any(dvcsync._inside(path, dep) for dep in deps)
+
+
+@pytest.fixture(scope="module")
+def stages() -> dict[str, dict]:
+    """dvc.yaml resolved by DVC itself (vars, foreach): name -> cmd, deps, params, outs, metrics."""
+    from dvc.repo import Repo
+
+    with Repo(str(REPO)) as repo:
+        out = {}
+        for stage in repo.index.stages:
+            params = {}
+            for dep in stage.deps:
+                if hasattr(dep, "params"):
+                    params[dep.def_path] = list(dep.params)
+            out[stage.addressing] = {
+                "cmd": stage.cmd,
+                "deps": [d.def_path for d in stage.deps if not hasattr(d, "params")],
+                "params": params,
+                "outs": [o.def_path for o in stage.outs],
+                "metrics": [o.def_path for o in stage.outs if o.metric],
+                "cached": all(o.use_cache for o in stage.outs),
+            }
+        edges = {(a.addressing, b.addressing) for a, b in repo.index.graph.edges}
+    out["__edges__"] = edges
+    return out
+
+
+@pytest.fixture(scope="module")
+def workflow(tmp_path_factory) -> Path:
+    """The workflow files in a scratch folder (Snakemake writes .snakemake/ where it runs)."""
+    root = tmp_path_factory.mktemp("dvc-stages")
+    for name in ("Snakefile", "workflow", "config"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / name)
+    return root
+
+
+def summary(root: Path, *targets: str) -> list[dict[str, str]]:
+    """`snakemake --detailed-summary` rows (output_file, rule, shellcmd, ...) for ``targets`` (default: all)."""
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
+    proc = subprocess.run([str(BIN / "snakemake"), "--cores", "1", "--detailed-summary", *targets], cwd=root,
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("output_file\t"))
+    header = lines[start].split("\t")
+    return [dict(zip(header, line.split("\t"))) for line in lines[start + 1:] if line.count("\t") >= 2]
+
+
+@pytest.fixture(scope="module")
+def dag(workflow) -> list[dict[str, str]]:
+    return summary(workflow)
+
+
+@pytest.fixture(scope="module")
+def commands(workflow) -> dict[str, set[str]]:
+    """rule -> the `retrievegan <command>`s its jobs run (from `snakemake -n -p --forceall`; the summary
+    only knows the shell commands of jobs that already ran)."""
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
+    proc = subprocess.run([str(BIN / "snakemake"), "--cores", "1", "-n", "-p", "--forceall"], cwd=workflow,
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found: dict[str, set[str]] = {}
+    rule = None
+    for line in (proc.stdout + proc.stderr).splitlines():
+        header = re.match(r"^(?:local)?rule (\w+):$", line)
+        if header:
+            rule = header.group(1)
+        elif rule and line.startswith("Shell command: ") and line != "Shell command: None":  # rule all
+            cli = re.match(r"Shell command: (?:retrievegan|torchrun .* -m retrievegan\.cli) ([a-z0-9-]+)", line)
+            assert cli, f"rule {rule}: shell command is not a `retrievegan <command>` call: {line[:200]}"
+            found.setdefault(rule, set()).add(cli.group(1))
+            rule = None
+    return found
+
+
+def pipeline(stages: dict) -> dict[str, dict]:
+    return {k: v for k, v in stages.items() if not k.startswith("__")}
+
+
+def owner(path: str, stages: dict) -> list[str]:
+    return [name for name, st in pipeline(stages).items() if any(dvcsync._inside(path, o) for o in st["outs"])]
+
+
+def test_every_stage_is_one_snakemake_call(stages):
+    for name, stage in pipeline(stages).items():
+        argv, _ = dvcsync.snakemake_argv(stage["cmd"])
+        assert argv[1:5] == ["--profile", "workflow/profiles/default", "--cores", "2"], (name, stage["cmd"])
+        assert stage["cached"], f"{name}: every output (metrics too) must be in the DVC cache (results/ is git-ignored)"
+        for out in stage["outs"]:
+            assert not re.search(r"/(logs|benchmarks|\.snakemake)(/|$)", out), (name, out)
+
+
+def test_every_output_in_exactly_one_stage_and_rules_do_not_straddle(stages, dag):
+    rule_stages: dict[str, set[str]] = {}
+    for row in dag:
+        path = row["output_file"]
+        found = owner(path, stages)
+        assert len(found) == 1, f"{path} (rule {row['rule']}) is in the outs of {found or 'no stage'}"
+        rule_stages.setdefault(row["rule"], set()).update(found)
+    straddling = {rule: sorted(names) for rule, names in rule_stages.items() if len(names) > 1}
+    # dvcsync touches a stage's jobs with --forcerun <its rules>: a rule must belong to one stage only
+    # (the foreach stages retrievegan@<method> each own their method's rules).
+    assert not straddling, straddling
+
+
+def test_stage_targets_cover_rule_all(stages, dag, workflow):
+    targets = [t for st in pipeline(stages).values() for t in dvcsync.snakemake_argv(st["cmd"])[0][5:]]
+    assert all(not t.startswith("-") for t in targets), targets
+    from_stages = {row["output_file"] for row in summary(workflow, *targets)}
+    assert from_stages == {row["output_file"] for row in dag}
+
+
+def test_stages_list_their_rule_files_cli_modules_and_library_code(stages, dag, commands):
+    smk = {path.relative_to(REPO).as_posix(): path.read_text(encoding="utf-8")
+           for path in (REPO / "workflow/rules").glob("*.smk")}
+
+    def rule_file(rule: str) -> str:
+        for path, text in smk.items():
+            if re.search(rf"^\s*rule {re.escape(rule)}:", text, re.M):
+                return path
+            for prefix in re.findall(r'^\s*f"(\w+)_\{', text, re.M):  # rule: / name: f"train_{_method}"
+                if rule.startswith(prefix + "_"):
+                    return path
+        raise AssertionError(f"rule {rule} not found in workflow/rules/*.smk")
+
+    needed: dict[str, set[str]] = {}
+    for row in dag:
+        (name,) = owner(row["output_file"], stages)
+        files = needed.setdefault(name, set())
+        files.add(rule_file(row["rule"]))
+        files |= {f"src/{CLI_STAGES[cli].replace('.', '/')}.py" for cli in commands.get(row["rule"], ())}
+    assert {rule for rule, cli in commands.items() if cli} >= {row["rule"] for row in dag}  # every job runs the CLI
+    for name, stage in pipeline(stages).items():
+        family = name.split("@")[0]
+        files = needed[name] | closure(ENTRY[family])
+        missing = sorted(f for f in files if not covered(f, stage["deps"]))
+        assert not missing, f"dvc.yaml stage {name} misses deps {missing}"
+        code = [d for d in stage["deps"] if d.startswith(("src/", "workflow/"))]
+        assert all((REPO / d).exists() for d in code), (name, [d for d in code if not (REPO / d).exists()])
+
+
+def test_metric_jsons_are_dvc_metrics(stages, dag):
+    metrics = {m for st in pipeline(stages).values() for m in st["metrics"]}
+    wanted = {row["output_file"] for row in dag
+              if re.search(r"/metrics/([^/]+|compatibility/[^/]+)\.json$", row["output_file"])}
+    assert wanted == metrics
+
+
+def test_dvcsync_orders_stages_as_dvc_does(stages):
+    locked = {name: dvcsync.LockedStage(name, st["cmd"], tuple(st["deps"]), {},
+                                        tuple(dvcsync.LockedOut(o, "x", "md5") for o in st["outs"]))
+              for name, st in pipeline(stages).items()}
+    parents = dvcsync.upstream(locked)
+    assert {(child, parent) for child, ps in parents.items() for parent in ps} == stages["__edges__"]
+    assert dvcsync.with_ancestors(["report"], parents) == set(locked)  # the report reads everything
+
+
+# --- dvcsync helpers for these stages (no DVC, no Snakemake) ----------------------------------------------
+def test_upstream_both_directions():
+    out = lambda *paths: tuple(dvcsync.LockedOut(p, "x", "md5") for p in paths)  # noqa: E731
+    stages = {
+        "data": dvcsync.LockedStage("data", "snakemake a", (), {}, out("r/data")),
+        "feat": dvcsync.LockedStage("feat", "snakemake b", ("r/data/patches",), {}, out("r/metrics/recall.json")),
+        "eval": dvcsync.LockedStage("eval", "snakemake c", (), {}, out("r/metrics/fid.json")),
+        "report": dvcsync.LockedStage("report", "snakemake d", ("r/metrics",), {}, out("r/REPORT.md")),
+    }
+    parents = dvcsync.upstream(stages)
+    assert parents == {"data": set(), "feat": {"data"}, "eval": set(), "report": {"feat", "eval"}}
+
+
+def test_locked_config_expands_dotted_keys():
+    stage = dvcsync.LockedStage("t", "snakemake x", (), {"config/config.yaml": {
+        "train": {"steps": 3}, "cluster.resources.train.gpus": 2, "retrieval.k": 8}}, ())
+    assert dvcsync.locked_config(stage, []) == {"train": {"steps": 3}, "retrieval": {"k": 8},
+                                                "cluster": {"resources": {"train": {"gpus": 2}}}}
+
+
+def test_stage_rules_from_summary():
+    text = ("Building DAG of jobs...\noutput_file\tdate\trule\tlog-file(s)\tstatus\tplan\n"
+            "r/models/a/checkpoint.pt\tSun Nov 22 03:28:25 2026\ttrain_a\tr/logs/a.log\tok\tno update\n"
+            "r/models/a/snapshots\tSun Nov 22 03:28:25 2026\ttrain_a\t-\tok\tno update\n"
+            "r/data/patches/patches.npy\t-\tpatches\tr/logs/p.log\tmissing\tupdate pending\n")
+    summary_map = dvcsync.parse_summary(text)
+    assert summary_map["r/models/a/snapshots"] == dvcsync.SummaryRow("train_a", metadata=False, pending=False)
+    assert summary_map["r/data/patches/patches.npy"] == dvcsync.SummaryRow("patches", metadata=True, pending=True)
+    stage = dvcsync.LockedStage("a", "snakemake x", (), {}, (dvcsync.LockedOut("r/models/a", "x.dir", "md5"),))
+    assert dvcsync.stage_rules(stage, summary_map) == ["train_a"]
+    assert set(dvcsync.stage_rows(stage, summary_map)) == {"r/models/a/checkpoint.pt", "r/models/a/snapshots"}
+
+
+def test_commit_keeps_modification_times(tmp_path):
+    """`dvcsync commit` records mtimes before `dvc commit` and puts back what DVC changed."""
+    (tmp_path / "out/sub").mkdir(parents=True)
+    files = [tmp_path / "out/sub/a.npy", tmp_path / "out/b.json", tmp_path / "single.png"]
+    for i, path in enumerate(files):
+        path.write_text(str(i))
+        os.utime(path, ns=(1_600_000_000_000_000_000 + i, 1_600_000_000_000_000_000 + i))
+    recorded = dvcsync.mtimes([tmp_path / "out", tmp_path / "single.png", tmp_path / "absent"])
+    assert set(recorded) == {str(tmp_path / "out"), str(tmp_path / "out/sub"), *map(str, files)}
+    os.utime(files[2])  # what DVC 3 does to a single-file output on commit
+    os.utime(files[0])
+    assert dvcsync.restore_mtimes(recorded) == 2
+    assert [p.stat().st_mtime_ns for p in files] == [1_600_000_000_000_000_000 + i for i in range(3)]

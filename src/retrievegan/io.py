@@ -104,3 +104,18 @@ def read_json(path: str | os.PathLike[str], missing: str = "file not found") -> 
         raise InputError(path, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
     except UnicodeDecodeError as exc:
         raise InputError(path, f"not UTF-8 text: {exc}") from exc
+
+
+def load_table_array(path: str | os.PathLike[str], dtype: np.dtype | str, num_rows: int | None = None,
+                     missing: str = "file not found") -> np.ndarray:
+    """A 2-D ``.npy`` array row-aligned with the patch table, memory-mapped: ``(P, D)`` of ``dtype``;
+    a missing file, another shape or dtype, or a row count other than ``num_rows`` is an InputError."""
+    try:
+        array = np.load(path, mmap_mode="r")
+    except FileNotFoundError as exc:
+        raise InputError(path, missing) from exc
+    if array.ndim != 2 or array.dtype != np.dtype(dtype):
+        raise InputError(path, f"expected a 2-D {np.dtype(dtype)} array, got {array.shape} {array.dtype}")
+    if num_rows is not None and len(array) != num_rows:
+        raise InputError(path, f"{len(array)} rows but the patch table has {num_rows}")
+    return array

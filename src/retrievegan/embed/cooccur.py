@@ -292,12 +292,5 @@ def load_cooccur(path: str | Path) -> CooccurNet:
 
 def load_cooccur_embeddings(path: str | Path, num_patches: int | None = None) -> np.ndarray:
     """``(P, E)`` float32 memmap of ``cooccur_embeddings.npy`` (unit vectors, one per bank row)."""
-    try:
-        emb = np.load(path, mmap_mode="r")
-    except FileNotFoundError as exc:
-        raise InputError(path, "co-occurrence embeddings not found (run `retrievegan cooccur`)") from exc
-    if emb.ndim != 2 or emb.dtype != np.float32:
-        raise InputError(path, f"expected a (P, E) float32 array, got {emb.shape} {emb.dtype}")
-    if num_patches is not None and len(emb) != num_patches:
-        raise InputError(path, f"{len(emb)} rows but the patch table has {num_patches}")
-    return emb
+    return io.load_table_array(path, np.float32, num_patches,
+                               "co-occurrence embeddings not found (run `retrievegan cooccur`)")

@@ -347,13 +347,6 @@ def extract_patch_features(patches_dir: str | Path, cfg: FeaturesConfig, out_dir
 
 def load_patch_features(path: str | Path, num_patches: int | None = None) -> np.ndarray:
     """``(P, F)`` float32 memmap of ``patch_features.npy``; checks the row count when given."""
-    try:
-        feats = np.load(path, mmap_mode="r")
-    except FileNotFoundError as exc:
-        raise InputError(path, "patch features not found (run `retrievegan patch-features`)") from exc
-    if feats.ndim != 2 or feats.dtype != np.float32:
-        raise InputError(path, f"expected a (P, F) float32 array, got {feats.shape} {feats.dtype}")
-    if num_patches is not None and len(feats) != num_patches:
-        raise InputError(path, f"{len(feats)} rows but the patch table has {num_patches}")
-    return feats
+    return io.load_table_array(path, np.float32, num_patches,
+                               "patch features not found (run `retrievegan patch-features`)")
 

@@ -249,14 +249,7 @@ def run_prefilter(features_path: str | Path, patches_csv: str | Path, cfg: Prefi
 
 def load_candidates(path: str | Path, k: int | None = None, num_rows: int | None = None) -> np.ndarray:
     """``(P, k)`` int64 candidates (the first ``k`` columns: the k nearest); ``k`` larger than stored -> error."""
-    try:
-        cand = np.load(path, mmap_mode="r")
-    except FileNotFoundError as exc:
-        raise InputError(path, "candidates not found (run `retrievegan prefilter`)") from exc
-    if cand.ndim != 2 or cand.dtype != np.int64:
-        raise InputError(path, f"expected a (P, k) int64 array, got {cand.shape} {cand.dtype}")
-    if num_rows is not None and len(cand) != num_rows:
-        raise InputError(path, f"{len(cand)} rows but the patch table has {num_rows}")
+    cand = io.load_table_array(path, np.int64, num_rows, "candidates not found (run `retrievegan prefilter`)")
     if k is not None:
         if k > cand.shape[1]:
             raise ConfigError(f"retrieval k = {k} but {path} holds only {cand.shape[1]} candidates per object "

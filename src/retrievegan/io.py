@@ -106,6 +106,20 @@ def read_json(path: str | os.PathLike[str], missing: str = "file not found") -> 
         raise InputError(path, f"not UTF-8 text: {exc}") from exc
 
 
+def read_torch(path: str | os.PathLike[str], missing: str = "file not found", map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` (no arbitrary unpickling); a missing or unreadable file is an
+    InputError naming it (``missing``: the message for an absent file, e.g. which stage writes it)."""
+    import torch
+
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError as exc:
+        raise InputError(path, missing) from exc
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:  # torch's errors for a corrupt archive
+        raise InputError(path, f"cannot read the file: {exc}") from exc
+
+
 def load_table_array(path: str | os.PathLike[str], dtype: np.dtype | str, num_rows: int | None = None,
                      missing: str = "file not found") -> np.ndarray:
     """A 2-D ``.npy`` array row-aligned with the patch table, memory-mapped: ``(P, D)`` of ``dtype``;

@@ -277,10 +277,7 @@ def train_cooccur(patches_dir: str | Path, cfg: CooccurConfig, model_dir: str | 
 
 def load_cooccur(path: str | Path) -> CooccurNet:
     """The trained F_occur of ``retrievegan cooccur`` (eval mode, CPU)."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as exc:
-        raise InputError(path, "co-occurrence checkpoint not found (run `retrievegan cooccur`)") from exc
+    ckpt = io.read_torch(path, "co-occurrence checkpoint not found (run `retrievegan cooccur`)")
     try:
         with torch.device("meta"):
             model = CooccurNet(ckpt["channels"], ckpt["embed_dim"])

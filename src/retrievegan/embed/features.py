@@ -152,10 +152,7 @@ def save_category_cnn(path: str | Path, model: CategoryCNN, cfg: FeaturesConfig,
 
 def load_category_cnn(path: str | Path) -> CategoryCNN:
     """The trained ``CategoryCNN`` of ``retrievegan category-cnn`` (eval mode, CPU)."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as exc:
-        raise InputError(path, "category CNN checkpoint not found (run `retrievegan category-cnn`)") from exc
+    ckpt = io.read_torch(path, "category CNN checkpoint not found (run `retrievegan category-cnn`)")
     try:
         with torch.device("meta"):
             model = CategoryCNN(ckpt["channels"], len(ckpt["classes"]))

@@ -133,12 +133,7 @@ def save_synthnet(path: str | os.PathLike[str], model: SynthNet, extra: dict[str
 
 def load_synthnet(path: str | os.PathLike[str]) -> SynthNet:
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "synthnet checkpoint not found (the workflow trains it: `retrievegan synthnet`)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a corrupt file
-        raise InputError(path, f"cannot read synthnet checkpoint: {exc}") from exc
+    payload = io.read_torch(path, "synthnet checkpoint not found (the workflow trains it: `retrievegan synthnet`)")
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise InputError(path, f"not a synthnet checkpoint (expected format {CHECKPOINT_FORMAT!r})")
     with torch.device("meta"):

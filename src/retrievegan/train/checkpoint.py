@@ -72,12 +72,7 @@ def save(path: str | Path, payload: dict[str, Any]) -> None:
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by ``save`` (``weights_only``: no arbitrary unpickling)."""
     path = Path(path)
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError as exc:
-        raise InputError(path, "checkpoint not found (run `retrievegan train`)") from exc
-    except (RuntimeError, EOFError, OSError) as exc:  # torch raises RuntimeError on corrupt archives
-        raise InputError(path, f"cannot read checkpoint: {exc}") from exc
+    payload = io.read_torch(path, "checkpoint not found (run `retrievegan train`)", map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(path, f"not a {FORMAT} file")
     if payload.get("version") != VERSION:

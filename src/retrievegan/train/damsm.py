@@ -144,12 +144,7 @@ def new_damsm(cfg: DamsmConfig, spec: DataSpec, generator: torch.Generator) -> D
 def load_damsm(path: str | Path, spec: DataSpec | None = None) -> Damsm:
     """Rebuild a pre-trained DAMSM (eval mode, CPU). With ``spec``, its vocabularies must match the data's."""
     path = Path(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as exc:
-        raise InputError(path, "DAMSM checkpoint not found (run `retrievegan pretrain-damsm`)") from exc
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise InputError(path, f"cannot read the DAMSM checkpoint: {exc}") from exc
+    payload = io.read_torch(path, "DAMSM checkpoint not found (run `retrievegan pretrain-damsm`)")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or payload.get("version") != VERSION:
         raise InputError(path, f"not a {FORMAT} version {VERSION} file")
     cfg = from_mapping(DamsmConfig, payload["config"], f"{path} config")

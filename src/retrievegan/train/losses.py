@@ -62,6 +62,12 @@ def box_regression(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1") -
     raise ValueError(f"unknown box loss {kind!r}; expected one of {BOX_LOSSES}")
 
 
+def bce_to(logits: torch.Tensor, target: float) -> torch.Tensor:
+    """Binary cross-entropy of ``logits`` against the constant label ``target`` (1: real, 0: fake), in fp32."""
+    logits = logits.float()
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
 def mask_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Pixel-wise BCE of mask logits (O, M, M) against {0, 1} masks (O, M, M) -> scalar (autocast-safe)."""
     return F.binary_cross_entropy_with_logits(logits.float(), target.float())

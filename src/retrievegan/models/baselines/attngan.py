@@ -254,11 +254,6 @@ class StageDiscriminator(nn.Module):
         return uncond, self._cond(features, sentence), mismatched
 
 
-def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
-    logits = logits.float()
-    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
-
-
 class AttnGanMethod(Method):
     name = "attngan"
     config_class = AttnGanConfig
@@ -359,8 +354,8 @@ class AttnGanMethod(Method):
         for k, (name, fake) in enumerate(zip(self.d_names(), out.images), start=1):
             uncond, cond, _ = nets[name](fake, sentence)
             if uncond is not None:
-                terms.add(f"adv{k}_uncond", _bce(uncond, 1.0))
-            terms.add(f"adv{k}_cond", _bce(cond, 1.0))
+                terms.add(f"adv{k}_uncond", losses.bce_to(uncond, 1.0))
+            terms.add(f"adv{k}_cond", losses.bce_to(cond, 1.0))
         if cfg.lambda_damsm > 0:
             regions, code = nets["image_encoder"](to_imagenet_normalized(out.images[-1]))
             match = damsm_losses(regions, code, words, sentence, lengths, damsm_cfg.gamma1, damsm_cfg.gamma2,
@@ -381,18 +376,18 @@ class AttnGanMethod(Method):
             fake_uncond, fake_cond, _ = nets[name](fake, sentence)
             if real_uncond is not None and fake_uncond is not None:
                 fake_parts = 3 if wrong is not None else 2
-                terms.add(f"stage{k}_real_uncond", _bce(real_uncond, 1.0), 0.5)
-                terms.add(f"stage{k}_real_cond", _bce(real_cond, 1.0), 0.5)
-                terms.add(f"stage{k}_fake_uncond", _bce(fake_uncond, 0.0), 1.0 / fake_parts)
-                terms.add(f"stage{k}_fake_cond", _bce(fake_cond, 0.0), 1.0 / fake_parts)
+                terms.add(f"stage{k}_real_uncond", losses.bce_to(real_uncond, 1.0), 0.5)
+                terms.add(f"stage{k}_real_cond", losses.bce_to(real_cond, 1.0), 0.5)
+                terms.add(f"stage{k}_fake_uncond", losses.bce_to(fake_uncond, 0.0), 1.0 / fake_parts)
+                terms.add(f"stage{k}_fake_cond", losses.bce_to(fake_cond, 0.0), 1.0 / fake_parts)
                 if wrong is not None:
-                    terms.add(f"stage{k}_wrong_cond", _bce(wrong, 0.0), 1.0 / 3)
+                    terms.add(f"stage{k}_wrong_cond", losses.bce_to(wrong, 0.0), 1.0 / 3)
             else:
                 fake_parts = 2 if wrong is not None else 1
-                terms.add(f"stage{k}_real_cond", _bce(real_cond, 1.0))
-                terms.add(f"stage{k}_fake_cond", _bce(fake_cond, 0.0), 1.0 / fake_parts)
+                terms.add(f"stage{k}_real_cond", losses.bce_to(real_cond, 1.0))
+                terms.add(f"stage{k}_fake_cond", losses.bce_to(fake_cond, 0.0), 1.0 / fake_parts)
                 if wrong is not None:
-                    terms.add(f"stage{k}_wrong_cond", _bce(wrong, 0.0), 0.5)
+                    terms.add(f"stage{k}_wrong_cond", losses.bce_to(wrong, 0.0), 0.5)
         return StepOutput(terms.result(), terms.logs)
 
     # --- inference ---

@@ -416,11 +416,6 @@ class ObjectDiscriminator(nn.Module):
         return self.real_head(h).view(-1), self.class_head(h)
 
 
-def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
-    logits = logits.float()
-    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
-
-
 class Layout2ImMethod(Method):
     name = "layout2im"
     config_class = Layout2ImConfig
@@ -502,11 +497,11 @@ class Layout2ImMethod(Method):
         terms.add("z_rec", F.l1_loss(out.z_rand_rec.float(), o["z_rand"].float()), cfg.lambda_z_rec)
         kl = -0.5 * (1 + out.logvar - out.mu.pow(2) - out.logvar.exp()).float().sum() / batch.num_images
         terms.add("kl", kl, cfg.kl_weight)
-        img_adv = 0.5 * (_bce(nets["d_img"](out.image_rec), 1.0) + _bce(nets["d_img"](out.image_rand), 1.0))
+        img_adv = 0.5 * (losses.bce_to(nets["d_img"](out.image_rec), 1.0) + losses.bce_to(nets["d_img"](out.image_rand), 1.0))
         terms.add("img_adv", img_adv, cfg.lambda_img_adv)
         real_rec, cls_rec = nets["d_obj"](out.crops_rec)
         real_rand, cls_rand = nets["d_obj"](out.crops_rand)
-        terms.add("obj_adv", 0.5 * (_bce(real_rec, 1.0) + _bce(real_rand, 1.0)), cfg.lambda_obj_adv)
+        terms.add("obj_adv", 0.5 * (losses.bce_to(real_rec, 1.0) + losses.bce_to(real_rand, 1.0)), cfg.lambda_obj_adv)
         terms.add("obj_cls", 0.5 * (losses.auxiliary_classification(cls_rec, o["categories"])
                                     + losses.auxiliary_classification(cls_rand, o["categories"])), cfg.lambda_obj_cls)
         cache = {"image_rec": out.image_rec.detach(), "image_rand": out.image_rand.detach(),
@@ -519,15 +514,15 @@ class Layout2ImMethod(Method):
         cfg = self.config
         terms = losses.LossSum()
         d_img = nets["d_img"]
-        img_fake = 0.5 * (_bce(d_img(cache["image_rec"]), 0.0) + _bce(d_img(cache["image_rand"]), 0.0))
-        terms.add("img_adv_real", _bce(d_img(batch.images), 1.0), cfg.lambda_img_adv)
+        img_fake = 0.5 * (losses.bce_to(d_img(cache["image_rec"]), 0.0) + losses.bce_to(d_img(cache["image_rand"]), 0.0))
+        terms.add("img_adv_real", losses.bce_to(d_img(batch.images), 1.0), cfg.lambda_img_adv)
         terms.add("img_adv_fake", img_fake, cfg.lambda_img_adv)
         d_obj = nets["d_obj"]
         fake_rec, _ = d_obj(cache["crops_rec"])
         fake_rand, _ = d_obj(cache["crops_rand"])
         real, real_cls = d_obj(cache["crops_real"])
-        terms.add("obj_adv_real", _bce(real, 1.0), cfg.lambda_obj_adv)
-        terms.add("obj_adv_fake", 0.5 * (_bce(fake_rec, 0.0) + _bce(fake_rand, 0.0)), cfg.lambda_obj_adv)
+        terms.add("obj_adv_real", losses.bce_to(real, 1.0), cfg.lambda_obj_adv)
+        terms.add("obj_adv_fake", 0.5 * (losses.bce_to(fake_rec, 0.0) + losses.bce_to(fake_rand, 0.0)), cfg.lambda_obj_adv)
         terms.add("obj_cls_real", losses.auxiliary_classification(real_cls, cache["categories"]), cfg.lambda_obj_cls)
         if not terms.logs:  # every discriminator weight is zero
             return None

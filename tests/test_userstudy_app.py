@@ -53,8 +53,12 @@ def page_text(at: AppTest) -> str:
 
 
 def no_html(at: AppTest) -> bool:
+    """No markdown may carry HTML, and the only HTML element is the app's fixed style sheet (ui.STYLE)."""
+    from retrievegan.study.ui import STYLE
+
     markdown = [n for n in walk(at._tree) if getattr(n, "type", None) == "markdown"]
-    return all(not n.proto.allow_html for n in markdown) and len(at.get("html")) == 0
+    html = [n for n in walk(at._tree) if getattr(n, "type", None) == "html"]
+    return all(not n.proto.allow_html for n in markdown) and all(n.proto.body == STYLE for n in html)
 
 
 def choice_buttons(at: AppTest) -> dict[str, object]:

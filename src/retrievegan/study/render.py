@@ -23,7 +23,7 @@ def graph_markdown(objects: Sequence[str], relations: Sequence[str]) -> str:
     lines = [f"**Objects (in the order of the patches):** {numbered}"]
     if relations:
         lines.append("**Relations:** " + "; ".join(escape_markdown(r) for r in relations))
-    return "\n\n".join(lines)
+    return "  \n".join(lines)
 
 
 def patch_set_alt(name: str, objects: Sequence[str]) -> str:

@@ -49,7 +49,14 @@ from retrievegan.study.store import Store, StoreError
 
 TITLE = "Patch compatibility study"
 LOG = logging.getLogger("retrievegan.study")
-SET_WIDTH_PX = 232  # one set: 2 tiles of 104 px a row (desktop); scaled to half the screen on a phone
+PAIR_WIDTH_PX = 480  # both sets: ~236 px each on a desktop (tiles >= 96 px), half the screen each on a phone
+# A fixed style sheet (no participant data in it): less empty space above the trial and a smaller question
+# on a phone, so that the question, both sets and both buttons fit one 390 x 844 screen.
+STYLE = """<style>
+[data-testid="stMainBlockContainer"] { padding-top: 3.5rem; padding-bottom: 2rem; }
+h3#trial-question { font-size: 1.2rem; line-height: 1.35; padding-top: 0.25rem; padding-bottom: 0.25rem; }
+h3#trial-question:focus { outline: none; }
+</style>"""
 UNAVAILABLE = ("The study is not available at the moment. Please try again later; if this persists, contact the "
                "researchers and quote reference {ref}.")
 
@@ -153,6 +160,7 @@ def _guarded(callback: Callable[..., None]) -> Callable[..., None]:
 def main(app_file: str | Path) -> None:
     """The whole app; nothing it raises reaches the browser (Streamlit's rerun / stop signals pass through)."""
     st.set_page_config(page_title=TITLE, layout="centered")
+    st.html(STYLE)
     failed = st.session_state.pop("failure_ref", None)
     if failed is not None:  # a callback failed before this run
         _unavailable(failed)
@@ -300,17 +308,17 @@ def participant_page(store: Store, bundle: Bundle, consent: Consent, secret_valu
         st.warning("That click came too quickly to count. Please look at both sets, then choose.")
     st.subheader(escape_markdown(bundle.question), anchor="trial-question")
     objects, relations = bundle.graphs[trial.image_id]
-    st.markdown(graph_markdown(objects, relations))
+    st.caption(graph_markdown(objects, relations))
     shown_key = f"shown:{pid}:{trial.trial_id}"
     if shown_key not in st.session_state:
         st.session_state[shown_key] = time.monotonic()
         store.record_display(pid, trial.trial_id)  # the first display time survives reloads
-    columns = st.columns(2, gap="small", wrap=False)  # side by side on a phone too
+    columns = st.columns(2, gap="small", wrap=False, width=PAIR_WIDTH_PX)  # side by side on a phone too
     for column, side, patches, key in ((columns[0], "left", trial.left_patches, "Left"),
                                        (columns[1], "right", trial.right_patches, "Right")):
         with column:
             st.image(patch_grid(bundle.patch_images(patches), labels=objects), caption=f"{side.capitalize()} set",
-                     width=SET_WIDTH_PX, alt=patch_set_alt(f"{side.capitalize()} set", objects))
+                     width="stretch", alt=patch_set_alt(f"{side.capitalize()} set", objects))
             st.button(f"{side.capitalize()} set", key=f"choose:{trial.trial_id}:{side}", type="primary",
                       width="stretch", shortcut=key, help=f"The {side} set is more compatible (key: {key} arrow)",
                       on_click=_on_choose, args=(store, plan, trial.trial_id, side, shown_key, consent.version,

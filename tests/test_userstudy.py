@@ -605,3 +605,32 @@ def test_study_links_cli(tmp_path: Path) -> None:
     ids.write_text("alice_01\n<bad id>\n")
     assert cli.main(["study-links", "--ids", str(ids), "--base-url", "https://x/", "--out", str(out),
                      "--app", str(app)]) == 2
+
+
+def test_default_database_is_outside_results_and_ignored() -> None:
+    import shlex
+    import subprocess
+
+    from retrievegan.study import dburl
+
+    repo = Path(__file__).resolve().parents[1]
+    url = dburl.default_url(repo / "userstudy", "synth")
+    path = dburl.sqlite_path(url)
+    assert path == repo / "userstudy" / "data" / "responses-synth.sqlite" and path.is_absolute()
+    # make clean-results deletes nothing above or at the database
+    recipe = subprocess.run(["make", "-n", "clean-results"], cwd=repo, capture_output=True, text=True, check=True)
+    deleted = [repo / word for line in recipe.stdout.splitlines() if line.startswith("rm ")
+               for word in shlex.split(line)[1:] if not word.startswith("-")]
+    assert deleted and not any(path.is_relative_to(d) for d in deleted)
+    # git and DVC ignore it (people's answers are never committed or pushed)
+    assert subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=repo).returncode == 0
+    assert "userstudy/data/" in (repo / ".dvcignore").read_text().splitlines()
+
+
+def test_secrets_file_of_the_app_is_git_ignored() -> None:
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    for path in ("userstudy/.streamlit/secrets.toml", ".streamlit/secrets.toml"):
+        assert subprocess.run(["git", "check-ignore", "-q", path], cwd=repo).returncode == 0, path
+    assert subprocess.run(["git", "check-ignore", "-q", "userstudy/.streamlit/config.toml"], cwd=repo).returncode == 1

@@ -383,22 +383,23 @@ def test_first_display_time_survives_a_reload(db_url: str) -> None:
 LINK_SECRET = "Lk8-2vQx_9mTzR4pWc7NbY3sHd6FgJ1aE5uK"
 
 
-@pytest.fixture
-def strict_bundle(bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def serve_with_access(bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **access: bool) -> None:
+    """Serve a copy of the bundle with other ``access`` settings (they are not part of the study id)."""
     import json
     import shutil
 
-    study = tmp_path / "strict"
+    study = tmp_path / "access-study"
     shutil.copytree(bundle_dir, study)
     data = json.loads((study / "trials.json").read_text())
-    data["access"] = {"signed_links": True, "prolific_only": False}
+    data["access"] = {"signed_links": False, "prolific_only": False, **access}
     (study / "trials.json").write_text(json.dumps(data))
     monkeypatch.setenv("RETRIEVEGAN_STUDY_DIR", str(study))
 
 
-def test_signed_links_only(db_url: str, strict_bundle: None) -> None:
+def test_signed_links_only(db_url: str, bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from retrievegan.study.access import sign_participant
 
+    serve_with_access(bundle_dir, tmp_path, monkeypatch, signed_links=True)
     secrets = {"link_secret": LINK_SECRET}
     assert app({}, secrets).error  # no minted ids
     assert app({"pid": "alice_01"}, secrets).error  # unsigned
@@ -408,15 +409,7 @@ def test_signed_links_only(db_url: str, strict_bundle: None) -> None:
 
 
 def test_prolific_ids_only(db_url: str, bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import json
-    import shutil
-
-    study = tmp_path / "prolific"
-    shutil.copytree(bundle_dir, study)
-    data = json.loads((study / "trials.json").read_text())
-    data["access"] = {"signed_links": False, "prolific_only": True}
-    (study / "trials.json").write_text(json.dumps(data))
-    monkeypatch.setenv("RETRIEVEGAN_STUDY_DIR", str(study))
+    serve_with_access(bundle_dir, tmp_path, monkeypatch, prolific_only=True)
     assert app().error and "pid" not in app().query_params
     assert app({"pid": "5f0c0ffee0ddba11deadbeef"}).error
     assert app({"PROLIFIC_PID": "not_a_prolific_id"}).error

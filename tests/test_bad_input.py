@@ -120,3 +120,95 @@ def test_cli_reports_error_and_exit_code(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "stuff_val2017.json" in err and "malformed JSON" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_val_filter_error_says_which_filter_emptied_it(tmp_path):
+    # val images listed in the stuff file but without stuff annotations: stuff_only drops every one of them
+    no_stuff = [dict(standard_image(i, 3), stuff=[]) for i in range(10, 14)]
+    msg = run_coco(tmp_path, coco_dataset(tmp_path, val_images=no_stuff))
+    assert "only 0 val2017 images pass the filters" in msg
+    assert "of 4 val2017 images, 4 have no stuff annotations (stuff_only = True)" in msg
+
+
+def test_train_split_error_says_why(tmp_path):
+    # one person box each: with the two stuff regions 3 objects, but min_objects_per_image = 4 drops them all
+    cfg = coco_dataset(tmp_path, train_images=[standard_image(i, 1) for i in range(1, 4)])
+    cfg = type(cfg)(**{**cfg.__dict__, "min_objects_per_image": 4})
+    msg = run_coco(tmp_path, cfg)
+    assert "the train split is empty after filtering" in msg and "instances_train2017.json" in msg
+    assert "of 3 train2017 images, 0 have no stuff annotations" in msg
+    assert "3 keep fewer than min_objects_per_image = 4" in msg
+
+
+def test_vg_empty_vocabulary_is_named_as_the_cause(tmp_path):
+    img = {"id": 1, "w": 300, "h": 300, "objects": [(k, "person", 0, 0, 50, 50) for k in range(1, 4)],
+           "relationships": [(1, "on", 1, 2)]}
+    vg_files(tmp_path / "v", [img], {"train": [1], "val": [1], "test": [1]})
+    cfg = vg_config_for(tmp_path / "v", min_object_instances=10, min_relationship_instances=1,
+                        min_attribute_instances=1)
+    with pytest.raises(InputError) as info:
+        preprocess("visual_genome", cfg, PP, tmp_path / "out", "t", progress=False)
+    msg = str(info.value)
+    assert "vg_splits.json (train): the train split is empty after filtering" in msg
+    assert ("the object vocabulary is empty: no object name occurs min_object_instances = 10 times in the train "
+            "split (the most frequent, 'person', occurs 3 times)") in msg
+    assert "keep fewer than min_objects_per_image = 3" in msg
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "pickle", "folder"])
+def test_one_array_loader_names_the_file(tmp_path, damage):
+    import numpy as np
+
+    from retrievegan import io
+
+    path = tmp_path / "a.npy"
+    io.save_npy(path, np.zeros((64, 4, 4, 3), np.uint8))
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:-100])
+    elif damage == "garbage":
+        path.write_bytes(b"not an array at all" * 10)
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "pickle":
+        np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    else:
+        path.unlink()
+        path.mkdir()
+    for mmap in (True, False):
+        with pytest.raises(InputError, match=r"a\.npy: not a readable \.npy array"):
+            io.load_array(path, mmap=mmap)
+
+
+def test_array_loader_checks_shape_and_type(tmp_path):
+    import numpy as np
+
+    from retrievegan import io
+
+    path = tmp_path / "b.npy"
+    io.save_npy(path, np.zeros((5, 4, 4, 3), np.uint8))
+    assert io.load_array(path, shape=(5, None, None, 3), dtype=np.uint8).shape == (5, 4, 4, 3)
+    with pytest.raises(InputError, match=r"b\.npy: expected a shape \(6, \*, \*, 3\) array, got shape"):
+        io.load_array(path, shape=(6, None, None, 3))
+    with pytest.raises(InputError, match=r"expected a float32 array"):
+        io.load_array(path, dtype=np.float32)
+    with pytest.raises(InputError, match=r"c\.npy: run the patches stage"):
+        io.load_array(tmp_path / "c.npy", "run the patches stage")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_torch_file_call_sites_raise_input_error(tmp_path, damage):
+    import torch
+
+    from retrievegan import io
+    from retrievegan.train.loop import load_snapshot
+
+    path = tmp_path / "w.pt"
+    torch.save({"format": "x", "networks": {}}, path)
+    data = path.read_bytes()
+    path.write_bytes({"truncated": data[: len(data) // 2], "garbage": b"\x00junk" * 50, "empty": b""}[damage])
+    with pytest.raises(InputError, match=r"w\.pt: cannot read the torch file"):
+        io.read_torch(path)
+    with pytest.raises(InputError, match=r"w\.pt: cannot read the torch file"):
+        load_snapshot(path, {})
+    with pytest.raises(InputError, match=r"nope\.pt: generator snapshot not found"):
+        load_snapshot(tmp_path / "nope.pt", {})

@@ -17,9 +17,9 @@ from retrievegan.study.analysis import analyze, check_responses, holm, load_resp
 from retrievegan.study.config import AnalysisConfig, SimulationConfig
 from retrievegan.study.plan import make_plan, plan_seed, validate_participant_id
 from retrievegan.study.pool import build_bundle, load_bundle
-from retrievegan.study.render import escape_markdown, graph_markdown, patch_grid
+from retrievegan.study.render import escape_markdown, graph_markdown, patch_grid, patch_set_alt
 from retrievegan.study.simulate import coherence, patch_themes, simulate, truth, truth_shares
-from retrievegan.study.store import Store, StoreError
+from retrievegan.study.store import DatabaseMissing, Store, StoreError
 from userstudy_support import SETTING, fake_retrievals, shared_root, study_config, tiny_dataset, tiny_study
 
 CFG = study_config(trials_per_pair=4, catch_trials=2)
@@ -166,8 +166,23 @@ def test_plan_design(bundle) -> None:  # noqa: ANN001
 
 # --- storage ---------------------------------------------------------------------------------------
 
+def test_store_opens_only_an_existing_database(bundle, tmp_path: Path) -> None:  # noqa: ANN001
+    url = f"sqlite:///{tmp_path / 'sub' / 's.sqlite'}"
+    with pytest.raises(DatabaseMissing, match=r"no study database at .*s\.sqlite \(create it once with"):
+        Store(url)
+    assert not (tmp_path / "sub").exists()  # refusing created nothing
+    (tmp_path / "other.sqlite").write_bytes(b"")
+    with pytest.raises(DatabaseMissing, match="no 'plans' table"):
+        Store(f"sqlite:///{tmp_path / 'other.sqlite'}")
+    Store(url, create=True).dispose()
+    store = Store(url)  # now it exists
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    store.dispose()
+
+
 def test_store_append_only_and_unique(bundle, tmp_path: Path) -> None:  # noqa: ANN001
-    store = Store(f"sqlite:///{tmp_path / 's.sqlite'}")
+    store = Store(f"sqlite:///{tmp_path / 's.sqlite'}", create=True)
     plan = make_plan(bundle, "p1")
     stored = store.save_plan(plan, "pid", "v1")
     assert stored == plan
@@ -176,7 +191,8 @@ def test_store_append_only_and_unique(bundle, tmp_path: Path) -> None:  # noqa: 
     assert store.record_consent("p1", "c1") and not store.record_consent("p1", "c1")
     assert store.has_consent("p1", "c1") and not store.has_consent("p1", "c2")
     t0, t1 = plan.trials[0].trial_id, plan.trials[1].trial_id
-    assert store.record_response(plan, t0, "left", 1200, "v1", "c1") is True
+    store.record_display("p1", t0)
+    assert store.record_response(plan, t0, "left", 1200, "v1", "c1", "b" * 32) is True
     assert store.record_response(plan, t0, "right", 50, "v1", "c1") is False
     assert store.complete(plan) is None
     with pytest.raises(StoreError):
@@ -188,6 +204,9 @@ def test_store_append_only_and_unique(bundle, tmp_path: Path) -> None:  # noqa: 
     rows = store.export_responses()
     assert len(rows) == 1 and rows["chosen_side"].iloc[0] == "left" and rows["response_time_ms"].iloc[0] == 1200
     assert rows["chosen_method"].iloc[0] == plan.trials[0].left_method
+    assert pd.notna(rows["first_shown_at"].iloc[0])  # the first display time is kept with the answer
+    assert store.answered_in_browser("p1", "b" * 32) and not store.answered_in_browser("p1", "c" * 32)
+    assert not store.answered_in_browser("p1", "")
     with store.engine.begin() as conn, pytest.raises(sa.exc.DatabaseError, match="append-only"):
         conn.execute(sa.text("UPDATE responses SET chosen_side = 'right'"))
     with store.engine.begin() as conn, pytest.raises(sa.exc.DatabaseError, match="append-only"):
@@ -210,7 +229,7 @@ def test_store_append_only_and_unique(bundle, tmp_path: Path) -> None:  # noqa: 
 
 def _simulate(bundle, themes, tmp_path: Path, **kw):  # noqa: ANN001, ANN202
     cfg = SimulationConfig(enabled=True, **kw)
-    store = Store(f"sqlite:///{tmp_path / 'sim.sqlite'}")
+    store = Store(f"sqlite:///{tmp_path / 'sim.sqlite'}", create=True)
     people = simulate(bundle, themes, cfg, store)
     responses = store.export_responses()
     plans = [store.get_plan(p) for p in people["participant_id"]]
@@ -276,7 +295,7 @@ def test_left_bias_and_exclusion(bundle, themes: dict[int, int], tmp_path: Path)
 
 
 def test_exclusion_on_a_hand_made_table(bundle, tmp_path: Path) -> None:  # noqa: ANN001
-    store = Store(f"sqlite:///{tmp_path / 'h.sqlite'}")
+    store = Store(f"sqlite:///{tmp_path / 'h.sqlite'}", create=True)
     for pid, fail_catch, stop_after in (("good", False, None), ("careless", True, None), ("quitter", False, 3)):
         plan = store.save_plan(make_plan(bundle, pid), "pid", "v")
         for i, trial in enumerate(plan.trials):
@@ -300,7 +319,7 @@ def test_exclusion_on_a_hand_made_table(bundle, tmp_path: Path) -> None:  # noqa
 
 
 def test_responses_are_checked(tmp_path: Path, bundle) -> None:  # noqa: ANN001
-    store = Store(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    store = Store(f"sqlite:///{tmp_path / 'c.sqlite'}", create=True)
     plan = store.save_plan(make_plan(bundle, "p"), "pid", "v")
     for trial in plan.trials:
         store.record_response(plan, trial.trial_id, "left", 10, "v", "c")
@@ -334,7 +353,8 @@ def test_rendering() -> None:
     text = graph_markdown(["circle", "sky"], ["circle above sky"])
     assert "1\\. circle" in text and "circle above sky" in text
     grid = patch_grid(np.zeros((5, 16, 16, 3), np.uint8), labels=list("abcde"), tile=32, gap=4)
-    assert grid.dtype == np.uint8 and grid.shape == (2 * (32 + 18) + 3 * 4, 4 * 32 + 5 * 4, 3)
+    assert grid.dtype == np.uint8 and grid.shape == (3 * (32 + 20) + 4 * 4, 2 * 32 + 3 * 4, 3)  # 2 a row
+    assert patch_set_alt("Left set", ["circle", "sky"]) == "Left set: 1. circle, 2. sky"
 
 
 # --- CLI -------------------------------------------------------------------------------------------
@@ -348,8 +368,7 @@ def test_cli_trials_simulate_report(root: Path, tmp_path: Path, capsys: pytest.C
     study = tmp_path / "userstudy" / "study"
     retrievals = [f"{m}={p}" for m, p in _retrievals(root).items()]
     assert cli.main(["study-trials", "--params", params, "--retrievals", *retrievals, "--data-dir", str(data_dir),
-                     "--patch-dir", str(patch_dir), "--out-dir", str(study), "--dataset", "tiny",
-                     "--database-url", f"sqlite:///{tmp_path / 'db.sqlite'}"]) == 0
+                     "--patch-dir", str(patch_dir), "--out-dir", str(study), "--dataset", "tiny"]) == 0
     assert json.loads((study / "run.json").read_text())["stage"] == "study-trials"
     out = tmp_path / "userstudy"
     assert cli.main(["study-simulate", "--params", params, "--study-dir", str(study),
@@ -372,7 +391,10 @@ def test_cli_trials_simulate_report(root: Path, tmp_path: Path, capsys: pytest.C
     assert "population column says ['simulated']" in capsys.readouterr().err
     assert not (out / "preference_participants.csv").exists()
     # export from a database
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    assert cli.main(["study-export", "--database-url", f"sqlite:///{tmp_path / 'db.sqlite'}",
+                     "--out", str(out / "responses_participants.csv")]) == 2
+    assert "study database not found" in capsys.readouterr().err
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}", create=True)
     plan = store.save_plan(make_plan(load_bundle(study), "p1"), "pid", "v")
     store.record_response(plan, plan.trials[0].trial_id, "left", 5, "v", "c")
     store.dispose()
@@ -418,3 +440,197 @@ def test_config_yaml_section_matches_the_dataclass() -> None:
     assert (cfg.reference, cfg.methods, cfg.setting) == (UserStudyConfig().reference, UserStudyConfig().methods,
                                                         UserStudyConfig().setting)
     assert cfg.simulate.enabled
+
+
+# --- secrets and the bundle's checks -----------------------------------------------------------------
+
+PASSWORD_URL = "postgresql+psycopg://study_app:s3cret-pw-123@db.example.org/study"
+
+
+def test_config_with_a_password_in_database_url_is_refused() -> None:
+    from retrievegan.config import from_mapping
+    from retrievegan.errors import ConfigError
+    from retrievegan.study.config import UserStudyConfig
+
+    with pytest.raises(ConfigError, match="userstudy.database_url: the database URL contains a password") as err:
+        from_mapping(UserStudyConfig, {"database_url": PASSWORD_URL}, "userstudy")
+    assert "s3cret-pw-123" not in str(err.value) and "RETRIEVEGAN_STUDY_DB_URL" in str(err.value)
+    assert from_mapping(UserStudyConfig, {"database_url": "postgresql+psycopg://study_app@db.example.org/study"})
+
+
+def test_cli_with_a_password_in_the_config_writes_nothing(root: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    data_dir, patch_dir = tiny_dataset(root)
+    study = tmp_path / "userstudy" / "study"
+    retrievals = [f"{m}={p}" for m, p in _retrievals(root).items()]
+    params = json.dumps({"methods": list(CFG.methods), "database_url": PASSWORD_URL})
+    assert cli.main(["study-trials", "--params", params, "--retrievals", *retrievals, "--data-dir", str(data_dir),
+                     "--patch-dir", str(patch_dir), "--out-dir", str(study)]) == 2
+    err = capsys.readouterr().err
+    assert "contains a password" in err and "s3cret-pw-123" not in err
+    assert not (tmp_path / "userstudy").exists()
+    # nor on the command line of the export or the server
+    assert cli.main(["study-export", "--database-url", PASSWORD_URL, "--out", str(tmp_path / "x.csv")]) == 2
+    assert cli.main(["study-serve", "--check", "--db-url", PASSWORD_URL]) == 2
+    err = capsys.readouterr().err
+    assert err.count("contains a password") == 2 and "s3cret-pw-123" not in err
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_workflow_with_a_password_in_the_config_is_refused_before_any_file(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
+    config["userstudy"]["database_url"] = PASSWORD_URL
+    config["results"] = str(tmp_path / "results")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake = Path(sys.executable).with_name("snakemake")
+    proc = subprocess.run([str(snakemake), "--cores", "1", "--dry-run", "--configfile", str(tmp_path / "config.yaml"),
+                           "--directory", str(repo), "--snakefile", str(repo / "Snakefile")],
+                          capture_output=True, text=True, timeout=300)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "userstudy.database_url: the database URL contains a password" in output
+    assert "s3cret-pw-123" not in output
+    assert not (tmp_path / "results").exists()
+
+
+def _break(study: Path, how: str) -> None:
+    data = json.loads((study / "trials.json").read_text())
+    if how == "top-level list":
+        data = [data]
+    elif how == "empty graphs":
+        data["graphs"] = {}
+    elif how == "unknown patch id":
+        data["pairs"]["pastegan"][0]["other"][0] = 999999
+    elif how == "methods not a list":
+        data["methods"] = "pastegan"
+    elif how == "old format":
+        data["format_version"] = 1
+    elif how == "password in database_url":
+        data["database_url"] = PASSWORD_URL
+    elif how == "too few catch items":
+        data["catch"] = data["catch"][:1]
+    if how == "truncated patches.npy":
+        raw = (study / "patches.npy").read_bytes()
+        (study / "patches.npy").write_bytes(raw[: len(raw) // 2])
+    elif how == "missing patches.npy":
+        (study / "patches.npy").unlink()
+    elif how == "malformed JSON":
+        (study / "trials.json").write_text("{\"format_version\": 2,")
+    else:
+        (study / "trials.json").write_text(json.dumps(data))
+
+
+BROKEN_BUNDLES = {
+    "top-level list": r"trials\.json \(top level\): expected an object, got list",
+    "empty graphs": r"trials\.json \(pairs\['pastegan'\]\[0\]\.image_id\): scene graph \d+ is not in graphs",
+    "unknown patch id": r"trials\.json \(pairs\['pastegan'\]\[0\]\.other\[0\]\): patch id 999999 is not in patch_ids",
+    "methods not a list": r"trials\.json \(methods\): expected a list, got str",
+    "old format": r"trials\.json \(format_version\): unsupported format_version 1",
+    "password in database_url": r"trials\.json \(database_url\): the database URL contains a password",
+    "too few catch items": r"trials\.json \(catch\): 1 catch items, fewer than plan\.catch_trials = 2",
+    "truncated patches.npy": r"patches\.npy: not a readable \.npy array",
+    "missing patches.npy": r"patches\.npy: bundle patches not found",
+    "malformed JSON": r"trials\.json: malformed JSON",
+}
+
+
+@pytest.mark.parametrize("how", list(BROKEN_BUNDLES))
+def test_broken_bundle_is_refused_naming_file_and_record(bundle_dir: Path, tmp_path: Path, how: str) -> None:
+    import shutil
+
+    study = tmp_path / "study"
+    shutil.copytree(bundle_dir, study)
+    _break(study, how)
+    with pytest.raises(InputError, match=BROKEN_BUNDLES[how]) as err:
+        load_bundle(study)
+    assert "s3cret-pw-123" not in str(err.value)
+
+
+def test_bundle_keeps_access_settings_outside_the_study_id(root: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    from retrievegan.study.config import AccessConfig
+
+    data_dir, patch_dir = tiny_dataset(root)
+    plain = build_bundle(_retrievals(root), data_dir, patch_dir, CFG, tmp_path / "a")
+    strict = build_bundle(_retrievals(root), data_dir, patch_dir,
+                          dataclasses.replace(CFG, access=AccessConfig(signed_links=True, prolific_only=True)),
+                          tmp_path / "b")
+    assert plain["study_id"] == strict["study_id"]
+    loaded = load_bundle(tmp_path / "b")
+    assert loaded.signed_links and loaded.prolific_only
+
+
+def test_access_rules() -> None:
+    from retrievegan.study import access
+
+    assert access.secret_problem("a long random string") == "admin_secret is the documentation's placeholder; generate one"
+    assert "fewer than 24" in access.secret_problem("x1y2z3w4v5u6t7s8")
+    assert "distinct" in access.secret_problem("ab" * 20)
+    assert access.secret_problem("Zq3-hT9_pLw2xVb7Kc4NmR8sYd") is None
+    assert [access.backoff_seconds(n) for n in range(5)] == [0.0, 1.0, 2.0, 4.0, 8.0]
+    assert access.backoff_seconds(40) == access.BACKOFF_CAP_S
+    sig = access.sign_participant("k" * 8 + "0123456789abcdefghijklmnopqrstuv", "p1")
+    assert len(sig) == 32 and access.signature_ok("k" * 8 + "0123456789abcdefghijklmnopqrstuv", "p1", sig)
+    assert not access.signature_ok("k" * 8 + "0123456789abcdefghijklmnopqrstuv", "p2", sig)
+    assert not access.signature_ok("another-secret-another-secret-another", "p1", sig)
+    assert access.is_prolific_id("5f0c0ffee0ddba11deadbeef") and not access.is_prolific_id("someone_else")
+    assert access.token_hash("t") != "t" and len(access.token_hash("t")) == 32
+
+
+def test_study_links_cli(tmp_path: Path) -> None:
+    from retrievegan.study import access
+
+    app = tmp_path / "userstudy" / "app.py"
+    (app.parent / ".streamlit").mkdir(parents=True)
+    app.write_text("")
+    link_secret = "Lk8-2vQx_9mTzR4pWc7NbY3sHd6FgJ1aE5uK"
+    (app.parent / ".streamlit" / "secrets.toml").write_text(f'link_secret = "{link_secret}"\n')
+    ids = tmp_path / "ids.txt"
+    ids.write_text("alice_01\n5f0c0ffee0ddba11deadbeef\n\n")
+    out = tmp_path / "links.csv"
+    assert cli.main(["study-links", "--ids", str(ids), "--base-url", "https://study.example.org/", "--out", str(out),
+                     "--app", str(app)]) == 0
+    links = pd.read_csv(out)
+    assert links["link"].tolist() == [
+        f"https://study.example.org/?pid=alice_01&sig={access.sign_participant(link_secret, 'alice_01')}",
+        "https://study.example.org/?PROLIFIC_PID=5f0c0ffee0ddba11deadbeef"
+        f"&sig={access.sign_participant(link_secret, '5f0c0ffee0ddba11deadbeef')}"]
+    ids.write_text("alice_01\n<bad id>\n")
+    assert cli.main(["study-links", "--ids", str(ids), "--base-url", "https://x/", "--out", str(out),
+                     "--app", str(app)]) == 2
+
+
+def test_default_database_is_outside_results_and_ignored() -> None:
+    import shlex
+    import subprocess
+
+    from retrievegan.study import dburl
+
+    repo = Path(__file__).resolve().parents[1]
+    url = dburl.default_url(repo / "userstudy", "synth")
+    path = dburl.sqlite_path(url)
+    assert path == repo / "userstudy" / "data" / "responses-synth.sqlite" and path.is_absolute()
+    # make clean-results deletes nothing above or at the database
+    recipe = subprocess.run(["make", "-n", "clean-results"], cwd=repo, capture_output=True, text=True, check=True)
+    deleted = [repo / word for line in recipe.stdout.splitlines() if line.startswith("rm ")
+               for word in shlex.split(line)[1:] if not word.startswith("-")]
+    assert deleted and not any(path.is_relative_to(d) for d in deleted)
+    # git and DVC ignore it (people's answers are never committed or pushed)
+    assert subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=repo).returncode == 0
+    assert "userstudy/data/" in (repo / ".dvcignore").read_text().splitlines()
+
+
+def test_secrets_file_of_the_app_is_git_ignored() -> None:
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    for path in ("userstudy/.streamlit/secrets.toml", ".streamlit/secrets.toml"):
+        assert subprocess.run(["git", "check-ignore", "-q", path], cwd=repo).returncode == 0, path
+    assert subprocess.run(["git", "check-ignore", "-q", "userstudy/.streamlit/config.toml"], cwd=repo).returncode == 1

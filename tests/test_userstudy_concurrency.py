@@ -1,4 +1,9 @@
-"""Many participants answering at once against one SQLite study database lose and duplicate nothing."""
+"""Many participants answering at once against one SQLite study database lose and duplicate nothing.
+
+With the defaults a study runs with: the database created once (``Store(url, create=True)``, what
+``retrievegan study-serve --init`` does), every server opening the existing file (``Store(url)``), WAL,
+``synchronous = FULL``.
+"""
 
 from __future__ import annotations
 
@@ -49,6 +54,9 @@ def _check(url: str, bundle, pids: list[str]) -> None:  # noqa: ANN001
         progress = store.progress()
         assert len(progress) == len(pids) and progress["completed_at"].notna().all()
         assert store.integrity_check() == "ok"
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     finally:
         store.dispose()
 
@@ -56,6 +64,7 @@ def _check(url: str, bundle, pids: list[str]) -> None:  # noqa: ANN001
 def test_sixty_participants_in_threads(bundle_dir: Path, tmp_path: Path) -> None:
     bundle = load_bundle(bundle_dir)
     url = f"sqlite:///{tmp_path / 'study.sqlite'}"
+    Store(url, create=True).dispose()  # --init, once
     store = Store(url)  # one shared handle, as the Streamlit server shares one per process
     pids = [f"thread_{i:03d}" for i in range(60)]
     barrier = threading.Barrier(len(pids))
@@ -80,6 +89,7 @@ def _process_worker(args: tuple[str, str, list[str]]) -> int:
 
 def test_participants_in_several_processes(bundle_dir: Path, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'study.sqlite'}"
+    Store(url, create=True).dispose()  # --init, once
     pids = [f"proc_{i:03d}" for i in range(52)]
     chunks = [pids[i::2] for i in range(2)]
     with multiprocessing.get_context("spawn").Pool(2) as pool:

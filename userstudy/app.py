@@ -1,8 +1,10 @@
 """Pairwise patch-compatibility user study (RetrieveGAN paper, Fig. 3).
 
-    streamlit run userstudy/app.py -- --study-dir results/synth/userstudy/study
+    retrievegan study-serve --study-dir results/synth/userstudy/study [--init]
 
-Everything happens in ``retrievegan.study.ui``; see docs/userstudy.md for deployment.
+checks the bundle, consent, secrets and database, then runs ``streamlit run`` on this file from this
+folder, so that ``.streamlit/config.toml`` here applies. Everything happens in ``retrievegan.study.ui``;
+see docs/userstudy.md for deployment.
 """
 
 from retrievegan.study.ui import main

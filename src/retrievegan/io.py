@@ -107,8 +107,11 @@ def read_json(path: str | os.PathLike[str], missing: str = "file not found") -> 
 
 
 def read_torch(path: str | os.PathLike[str], missing: str = "file not found", map_location: Any = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)`` (no arbitrary unpickling); a missing or unreadable file is an
-    InputError naming it (``missing``: the message for an absent file, e.g. which stage writes it)."""
+    """The one reader of torch files: ``torch.load(path, weights_only=True)`` (no arbitrary unpickling); a
+    missing, truncated or otherwise unreadable file is an InputError naming it (``missing``: the message for
+    an absent file, e.g. which stage writes it or where the weights come from)."""
+    import pickle
+
     import torch
 
     path = Path(path)
@@ -116,20 +119,51 @@ def read_torch(path: str | os.PathLike[str], missing: str = "file not found", ma
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError as exc:
         raise InputError(path, missing) from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:  # torch's errors for a corrupt archive
-        raise InputError(path, f"cannot read the file: {exc}") from exc
+    # torch's errors for a corrupt or truncated archive, a non-weights pickle, a folder or a permission problem
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as exc:
+        raise InputError(path, f"cannot read the torch file: {exc}") from exc
+
+
+def load_array(path: str | os.PathLike[str], missing: str = "file not found", *, mmap: bool = True,
+               ndim: int | None = None, dtype: np.dtype | str | None = None, kind: str | None = None,
+               shape: tuple[int | None, ...] | None = None) -> np.ndarray:
+    """The one loader of ``.npy`` arrays (memory-mapped unless ``mmap`` is False), checked on the way in.
+
+    ``ndim``, ``dtype``, ``kind`` (numpy dtype kind letters, e.g. ``"f"`` or ``"iu"``) and ``shape`` (None
+    entries match any size) are what the caller expects. A missing file (message ``missing``), a truncated
+    or corrupt file, a pickled object or an array of another shape or type is an InputError naming the file.
+    """
+    path = Path(path)
+    try:
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError as exc:
+        raise InputError(path, missing) from exc
+    # numpy's errors for a bad header, a truncated body ("mmap length is greater than file size"), an empty
+    # file, a pickle, a folder or a permission problem
+    except (ValueError, EOFError, OSError) as exc:
+        raise InputError(path, f"not a readable .npy array: {exc}") from exc
+    expected = []
+    if shape is not None:
+        ndim = len(shape)
+    if ndim is not None and array.ndim != ndim:
+        expected.append(f"{ndim}-D")
+    if shape is not None and array.ndim == len(shape) and any(
+            want is not None and got != want for got, want in zip(array.shape, shape)):
+        expected.append("shape (" + ", ".join("*" if w is None else str(w) for w in shape) + ")")
+    if dtype is not None and array.dtype != np.dtype(dtype):
+        expected.append(str(np.dtype(dtype)))
+    if kind is not None and array.dtype.kind not in kind:
+        expected.append(f"dtype kind {kind!r}")
+    if expected:
+        raise InputError(path, f"expected a {' '.join(expected)} array, got shape {array.shape} {array.dtype}")
+    return array
 
 
 def load_table_array(path: str | os.PathLike[str], dtype: np.dtype | str, num_rows: int | None = None,
                      missing: str = "file not found") -> np.ndarray:
     """A 2-D ``.npy`` array row-aligned with the patch table, memory-mapped: ``(P, D)`` of ``dtype``;
-    a missing file, another shape or dtype, or a row count other than ``num_rows`` is an InputError."""
-    try:
-        array = np.load(path, mmap_mode="r")
-    except FileNotFoundError as exc:
-        raise InputError(path, missing) from exc
-    if array.ndim != 2 or array.dtype != np.dtype(dtype):
-        raise InputError(path, f"expected a 2-D {np.dtype(dtype)} array, got {array.shape} {array.dtype}")
+    a missing or unreadable file, another shape or dtype, or a row count other than ``num_rows`` is an InputError."""
+    array = load_array(path, missing, ndim=2, dtype=dtype)
     if num_rows is not None and len(array) != num_rows:
         raise InputError(path, f"{len(array)} rows but the patch table has {num_rows}")
     return array

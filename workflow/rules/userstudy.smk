@@ -6,12 +6,15 @@
 # samples/<method>/<setting>/retrievals.json (beside manifest.json, which `retrievegan sample` writes last).
 from retrievegan.config import from_mapping
 from retrievegan.study.config import UserStudyConfig
+from retrievegan.study.dburl import default_url
 
 STUDY_CFG = from_mapping(UserStudyConfig, config.get("userstudy"), "userstudy")
 USERSTUDY = f"{RES}/userstudy"
 STUDY_DIR = f"{USERSTUDY}/study"
 STUDY_METHODS = (STUDY_CFG.reference, *STUDY_CFG.methods)
-STUDY_DB_URL = STUDY_CFG.database_url or f"sqlite:///{USERSTUDY}/responses.sqlite"
+# People's answers: never under results/ (make clean-results, DVC); UserStudyConfig refused a password in
+# the URL when the config was read, so it can go on command lines. Default: userstudy/data/ (git-ignored).
+STUDY_DB_URL = STUDY_CFG.database_url or default_url(os.path.join(workflow.basedir, "userstudy"), DATASET)
 # simulated participants judge by the hidden themes, which only the synthetic benchmark has
 STUDY_SIMULATE = STUDY_CFG.simulate.enabled and config["synth"]["enabled"]
 # what `retrievegan study-report --population <p>` writes (src/retrievegan/study/analysis.py)
@@ -48,7 +51,6 @@ rule userstudy_trials:
         patch_dir=lambda wildcards, input: os.path.dirname(input.bank),
         out_dir=lambda wildcards, output: os.path.dirname(output.trials),
         dataset=DATASET,
-        db_url=STUDY_DB_URL,
     resources:
         **cluster_resources("report"),
     log:
@@ -56,7 +58,7 @@ rule userstudy_trials:
     shell:
         "retrievegan study-trials --no-progress --params {params.cfg:q} --retrievals {params.retrievals}"
         " --data-dir {params.data_dir} --patch-dir {params.patch_dir} --out-dir {params.out_dir}"
-        " --dataset {params.dataset} --database-url {params.db_url:q} > {log} 2>&1"
+        " --dataset {params.dataset} > {log} 2>&1"
 
 
 if STUDY_SIMULATE:
@@ -103,8 +105,9 @@ if STUDY_SIMULATE:
 
 
 # People: `snakemake userstudy_report` exports the database once (rerun the export for newer answers:
-# `--forcerun userstudy_export`), then reports. A database URL with a password belongs in
-# .streamlit/secrets.toml, not in the config: export it by hand with `retrievegan study-export` instead.
+# `--forcerun userstudy_export`), then reports. A database that needs a password: leave it out of
+# userstudy.database_url and let the driver read it (PGPASSWORD, ~/.pgpass), or export by hand with
+# RETRIEVEGAN_STUDY_DB_URL set and `retrievegan study-export --out ...`.
 rule userstudy_export:
     conda:
         ENV

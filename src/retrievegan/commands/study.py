@@ -1,4 +1,9 @@
-"""Stages: study-trials, study-simulate, study-export, study-report (the user study, paper Fig. 3)."""
+"""Stages: study-trials, study-simulate, study-export, study-report (the user study, paper Fig. 3), and the
+operator commands study-serve (check everything, then run the app) and study-links (signed links).
+
+No command takes a database password on its command line: ``--database-url`` / ``--db-url`` refuse one;
+the full URL goes in the environment (``RETRIEVEGAN_STUDY_DB_URL``) or the Streamlit secrets file.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +29,6 @@ def configure(stage: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--patch-dir", required=True, help="patch bank folder (patches.npy, patches.csv)")
         parser.add_argument("--out-dir", required=True, help="study bundle folder to write")
         parser.add_argument("--dataset", default="", help="dataset name recorded in the bundle")
-        parser.add_argument("--database-url", default=None, help="default SQLAlchemy URL the app stores responses in")
     elif stage == "study-simulate":
         parser.add_argument("--study-dir", required=True, help="study bundle folder")
         parser.add_argument("--patch-table", required=True, help="patches.csv (with themes: synthetic benchmark)")
@@ -32,8 +36,30 @@ def configure(stage: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--truth-out", required=True,
                             help="CSV: per simulated participant and pair, the expected number preferring the reference")
     elif stage == "study-export":
-        parser.add_argument("--database-url", required=True, help="SQLAlchemy URL of the study database")
+        parser.add_argument("--database-url", default=None,
+                            help="SQLAlchemy URL of the study database, without a password (default: "
+                                 "$RETRIEVEGAN_STUDY_DB_URL, which may hold one)")
         parser.add_argument("--out", required=True, help="responses CSV to write")
+    elif stage == "study-serve":
+        parser.add_argument("--study-dir", default=None, help="study bundle folder (default: $RETRIEVEGAN_STUDY_DIR, "
+                                                              "else results/synth/userstudy/study)")
+        parser.add_argument("--consent", default=None, help="consent text (default: userstudy/consent.md)")
+        parser.add_argument("--db-url", default=None, help="database URL without a password (default: "
+                                                           "$RETRIEVEGAN_STUDY_DB_URL, the secret database_url, "
+                                                           "userstudy.database_url, userstudy/data/...)")
+        parser.add_argument("--init", action="store_true", help="create the database if it does not exist "
+                                                                "(once, before the study); without it a missing "
+                                                                "database refuses the start")
+        parser.add_argument("--address", default="127.0.0.1", help="address to listen on (0.0.0.0: every "
+                                                                   "interface; put HTTPS in front)")
+        parser.add_argument("--port", type=int, default=8501)
+        parser.add_argument("--app", default=None, help="the app script (default: userstudy/app.py of this checkout)")
+        parser.add_argument("--check", action="store_true", help="only run the start-up checks, do not serve")
+    elif stage == "study-links":
+        parser.add_argument("--ids", required=True, help="text file, one participant id a line")
+        parser.add_argument("--base-url", required=True, help="the study's public URL, e.g. https://study.example.org/")
+        parser.add_argument("--out", required=True, help="CSV of participant_id, link")
+        parser.add_argument("--app", default=None, help="the app script whose .streamlit/secrets.toml holds link_secret")
     elif stage == "study-report":
         parser.add_argument("--responses", required=True, help="exported responses CSV")
         parser.add_argument("--population", required=True, choices=["participants", "simulated"])
@@ -55,7 +81,7 @@ def run(stage: str, args: argparse.Namespace) -> None:
         if len(retrievals) != len(args.retrievals):
             raise ConfigError("--retrievals names a method twice")
         content = build_bundle(retrievals, args.data_dir, args.patch_dir, cfg, args.out_dir, args.dataset,
-                               args.database_url)
+                               cfg.database_url)
         runinfo.write_run_json(args.out_dir, "study-trials", cfg, cfg.plan.seed, {"study_id": content["study_id"]})
         counts = ", ".join(f"{m}: {len(v)}" for m, v in content["pairs"].items())
         print(f"study {content['study_id']}: pair items {counts}; {len(content['catch'])} catch items; "
@@ -73,7 +99,7 @@ def run(stage: str, args: argparse.Namespace) -> None:
         themes = patch_themes(args.patch_table, bundle)
         sim_cfg = cfg.simulate
         with tempfile.TemporaryDirectory(prefix="study-sim-") as tmp:
-            store = Store(f"sqlite:///{Path(tmp) / 'simulated.sqlite'}")
+            store = Store(f"sqlite:///{Path(tmp) / 'simulated.sqlite'}", create=True)  # throwaway, never people's
             try:
                 people = simulate(bundle, themes, sim_cfg, store)
                 responses = store.export_responses()
@@ -90,18 +116,28 @@ def run(stage: str, args: argparse.Namespace) -> None:
     elif stage == "study-export":
         from pathlib import Path
 
+        import os
+
         import sqlalchemy as sa
 
         from retrievegan import io
         from retrievegan.errors import InputError
-        from retrievegan.study.store import Store
+        from retrievegan.study import dburl
+        from retrievegan.study.store import DatabaseMissing, Store
 
-        url = sa.engine.make_url(args.database_url)
-        shown = url.render_as_string(hide_password=True)
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
-                and not Path(url.database).exists():
+        dburl.refuse_password(args.database_url, "--database-url")
+        raw = args.database_url or os.environ.get(dburl.ENV_DB_URL)
+        if not raw:
+            raise ConfigError(f"no database: give --database-url or set {dburl.ENV_DB_URL}")
+        url = dburl.absolute(raw)
+        shown = dburl.shown(url)
+        path = dburl.sqlite_path(url)
+        if path is not None and not path.exists():
             raise InputError(shown, "study database not found (has the app run with this URL?)")
-        store = Store(args.database_url, create=False)
+        try:
+            store = Store(url)
+        except DatabaseMissing as exc:
+            raise InputError(shown, str(exc).split(": ", 1)[-1]) from exc
         try:
             responses = store.export_responses()
         except sa.exc.DBAPIError as exc:
@@ -110,6 +146,29 @@ def run(stage: str, args: argparse.Namespace) -> None:
             store.dispose()
         io.write_text(args.out, responses.to_csv(index=False))
         print(f"exported {len(responses)} responses of {responses['participant_id'].nunique()} participants")
+    elif stage == "study-serve":
+        import os
+        from pathlib import Path
+
+        from retrievegan.study import server
+
+        app_file = Path(args.app) if args.app else server.default_app_file()
+        secrets = server.read_secrets_files(server.app_dir_of(app_file))
+        prepared = server.prepare(app_file, args.study_dir, args.consent, args.db_url, args.init, os.environ, secrets)
+        print(prepared.summary, flush=True)
+        if not args.check:
+            print(f"serving http://{args.address}:{args.port}/ (Streamlit in {server.app_dir_of(app_file)})", flush=True)
+            server.exec_streamlit(app_file, prepared, args.address, args.port)
+    elif stage == "study-links":
+        from pathlib import Path
+
+        from retrievegan import io
+        from retrievegan.study import server
+
+        app_file = Path(args.app) if args.app else server.default_app_file()
+        links = server.signed_links(Path(args.ids), args.base_url, server.read_secrets_files(server.app_dir_of(app_file)))
+        io.write_text(args.out, links.to_csv(index=False))
+        print(f"wrote {len(links)} signed links to {args.out}")
     elif stage == "study-report":
         import pandas as pd
 

@@ -246,6 +246,18 @@ def read_split_pair(cfg: CocoStuffConfig, instances_path: str, stuff_path: str, 
     return kept, vocab, counts
 
 
+def filter_summary(cfg: CocoStuffConfig, counts: dict[str, int], file_label: str) -> str:
+    """Why images of one file were dropped, with the counts of ``read_split_pair`` (for error messages)."""
+    dropped_objects = (f"objects dropped: {counts['objects_dropped_small']} with a box of at most min_object_size = "
+                       f"{cfg.min_object_size} of the image, {counts['objects_dropped_other']} of category "
+                       f"{OTHER_NAME!r}, {counts['objects_dropped_category']} of a category outside the whitelists, "
+                       f"{counts['objects_dropped_invalid_box']} with an invalid box")
+    return (f"of {counts['images_in_file']} {file_label} images, {counts['images_dropped_no_stuff']} have no stuff "
+            f"annotations (stuff_only = {cfg.stuff_only}) and {counts['images_dropped_object_count']} keep fewer than "
+            f"min_objects_per_image = {cfg.min_objects_per_image} or more than max_objects_per_image = "
+            f"{cfg.max_objects_per_image} objects ({dropped_objects})")
+
+
 def read_coco_stuff(cfg: CocoStuffConfig, predicate_seed: int) -> tuple[dict[str, list[RawImage]], Vocab, dict]:
     """All three splits: train from train2017, val and test from the filtered val2017 images."""
     train, vocab, train_counts = read_split_pair(cfg, cfg.instances_train, cfg.stuff_train, cfg.image_dir_train,
@@ -253,12 +265,17 @@ def read_coco_stuff(cfg: CocoStuffConfig, predicate_seed: int) -> tuple[dict[str
     val_all, _, val_counts = read_split_pair(cfg, cfg.instances_val, cfg.stuff_val, cfg.image_dir_val, vocab,
                                              predicate_seed)
     needed = cfg.num_val + cfg.num_test
+    if len(vocab.object_names) == 1:
+        raise InputError(cfg.instances_train, "no object category is left: every category is 'other' or outside "
+                                              "instance_whitelist / stuff_whitelist")
+    if not train:
+        raise InputError(cfg.instances_train, "the train split is empty after filtering: "
+                                              + filter_summary(cfg, train_counts, "train2017"))
     if len(val_all) < needed:
         raise InputError(cfg.instances_val, f"only {len(val_all)} val2017 images pass the filters, but num_val + "
-                                            f"num_test = {needed}")
+                                            f"num_test = {needed}: " + filter_summary(cfg, val_counts, "val2017"))
     splits = {"train": train, "val": val_all[:cfg.num_val], "test": val_all[cfg.num_val:needed]}
     for name, images in splits.items():
-        if not images:
-            path = cfg.instances_train if name == "train" else cfg.instances_val
-            raise InputError(path, f"the {name} split is empty after filtering")
+        if not images:  # only with num_val or num_test = 0: every filtered image is accounted for above
+            raise InputError(cfg.instances_val, f"the {name} split is empty: num_{name} = 0")
     return splits, vocab, {"train2017": train_counts, "val2017": val_counts}

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from retrievegan.data.scene_graph import IMAGE_OBJECT, decode_mask, read_split, read_vocab
+from retrievegan import io
 from retrievegan.errors import InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -162,12 +163,7 @@ class SceneGraphDataset(torch.utils.data.Dataset):
 
     # --- checks ---------------------------------------------------------------------------------
     def _check_images(self, num_graphs: int) -> None:
-        try:
-            images = np.load(self.images_path, mmap_mode="r")
-        except FileNotFoundError as exc:
-            raise InputError(self.images_path, "image array not found (run `retrievegan preprocess`)") from exc
-        except ValueError as exc:
-            raise InputError(self.images_path, f"not a .npy array: {exc}") from exc
+        images = io.load_array(self.images_path, "image array not found (run `retrievegan preprocess`)")
         shape = images.shape
         if images.dtype != np.uint8 or len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2]:
             raise InputError(self.images_path, f"expected (N, S, S, 3) uint8, got {shape} {images.dtype}")
@@ -241,7 +237,7 @@ class SceneGraphDataset(torch.utils.data.Dataset):
 
     def _pixels(self, index: int) -> np.ndarray:
         if self._images is None:
-            self._images = np.load(self.images_path, mmap_mode="r")
+            self._images = io.load_array(self.images_path)
         return np.array(self._images[index])
 
     def __getitem__(self, index: int) -> SceneGraphItem:

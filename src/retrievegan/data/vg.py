@@ -82,6 +82,34 @@ def _ranked(counter: Counter, minimum: int) -> list[str]:
     return [name for name, count in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])) if count >= minimum]
 
 
+def _most_common(counter: Counter) -> str:
+    if not counter:
+        return "none occurs at all"
+    name, count = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+    return f"the most frequent, {name!r}, occurs {count} times"
+
+
+def _filter_summary(cfg: VisualGenomeConfig, stats: dict[str, int], vocab: Vocab,
+                    name_counter: Counter, pred_counter: Counter) -> str:
+    """Why every image of ``split`` was dropped: the empty vocabulary, else the per-filter image counts."""
+    causes = []
+    if len(vocab.object_names) == 1:
+        causes.append(f"the object vocabulary is empty: no object name occurs min_object_instances = "
+                      f"{cfg.min_object_instances} times in the train split ({_most_common(name_counter)})")
+    if len(vocab.predicate_names) == 1 and cfg.min_relationships_per_image > 0:
+        causes.append(f"the predicate vocabulary is empty: no predicate occurs min_relationship_instances = "
+                      f"{cfg.min_relationship_instances} times between kept train objects "
+                      f"({_most_common(pred_counter)})")
+    causes.append(
+        f"of {stats['images_in_split']} images, {stats['images_dropped_small']} are smaller than min_image_size = "
+        f"{cfg.min_image_size} px, {stats['images_dropped_object_count']} keep fewer than min_objects_per_image = "
+        f"{cfg.min_objects_per_image} or more than max_objects_per_image = {cfg.max_objects_per_image} objects, "
+        f"{stats['images_dropped_relationship_count']} keep fewer than min_relationships_per_image = "
+        f"{cfg.min_relationships_per_image} or more than max_relationships_per_image = "
+        f"{cfg.max_relationships_per_image} relationships")
+    return "; ".join(causes)
+
+
 def _by_image(path: str, records: object, field: str) -> dict[int, list]:
     out: dict[int, list] = {}
     for i, rec in enumerate(require_list(records, path, "top level")):
@@ -216,7 +244,8 @@ def read_visual_genome(cfg: VisualGenomeConfig, seed: int) -> tuple[dict[str, li
                                height=height, objects=objs, triples=trips, theme=img.get("synth_theme"))
             kept.append(RawImage(graph=graph, path=Path(cfg.image_dir) / graph.file_name))
         if not kept:
-            raise InputError(cfg.splits, f"the {name} split is empty after filtering")
+            raise InputError(cfg.splits, f"the {name} split is empty after filtering: "
+                             + _filter_summary(cfg, stats, vocab, name_counter, pred_counter), name)
         stats["images_kept"] = len(kept)
         out[name] = kept
     counts["objects_dropped_small"] = dropped_small

@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from retrievegan.data.patches import load_patch_table
+from retrievegan import io
 from retrievegan.errors import InputError
 
 
@@ -27,10 +28,7 @@ def load_bank(patches_dir: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
     table = load_patch_table(patches_dir / "patches.csv")
     check_patch_ids(table, patches_dir / "patches.csv")
     path = patches_dir / "patches.npy"
-    try:
-        bank = np.load(path, mmap_mode="r")
-    except FileNotFoundError as exc:
-        raise InputError(path, "patch bank not found (run `retrievegan patches`)") from exc
+    bank = io.load_array(path, "patch bank not found (run `retrievegan patches`)")
     if bank.ndim != 4 or bank.shape[3] != 3 or bank.dtype != np.uint8:
         raise InputError(path, f"expected a (P, C, C, 3) uint8 array, got {bank.shape} {bank.dtype}")
     if len(bank) != len(table):

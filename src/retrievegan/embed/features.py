@@ -187,10 +187,7 @@ def load_resnet(arch: str, weights_path: str | Path) -> nn.Module:
     """torchvision ResNet ``arch`` with the ImageNet weights in ``weights_path`` (eval mode, CPU)."""
     from torchvision import models
 
-    try:
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
-        raise InputError(weights_path, f"cannot read ResNet weights: {exc}") from exc
+    state = io.read_torch(weights_path, "ResNet weights not found")
     with torch.device("meta"):  # no random initialisation: every tensor comes from the file
         model = getattr(models, arch)(weights=None)
     try:

@@ -194,10 +194,7 @@ def brute_force_candidates(features: np.ndarray, table: pd.DataFrame, k: int, ex
 
 
 def load_gcn_features(path: str | Path, num_rows: int) -> np.ndarray:
-    try:
-        feats = np.load(path, mmap_mode="r")
-    except FileNotFoundError as exc:
-        raise InputError(path, "GCN features not found (run `retrievegan gcn-features`)") from exc
+    feats = io.load_array(path, "GCN features not found (run `retrievegan gcn-features`)")
     if not np.issubdtype(feats.dtype, np.floating):
         raise InputError(path, f"expected floating-point features, got {feats.dtype}")
     _check_features(feats, path, num_rows)

@@ -223,7 +223,7 @@ def compatibility_score(retrievals_path: str | os.PathLike[str], patches_csv: st
     if candidates is not None:
         if split is None:
             raise InputError(retrievals_path, "the random-among-candidates baseline needs the split's scene graphs")
-        cand = np.load(candidates, mmap_mode="r")
+        cand = io.load_array(candidates, "candidates not found (run `retrievegan prefilter`)", ndim=2, kind="iu")
         k = int(candidates_k if candidates_k is not None else cand.shape[1])
         baseline = random_candidate_records(records, patch_table, cand, k, split, seed, candidates)
         base = score_records(baseline, patch_table, candidates, graphs)

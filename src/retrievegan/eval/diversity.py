@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from retrievegan import io
 from retrievegan.errors import ConfigError, InputError
 from retrievegan.eval import weights as weights_mod
 
@@ -56,7 +57,7 @@ class LpipsAlex(nn.Module):
         with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)
             model = lpips.LPIPS(pretrained=False, net="alex", version="0.1", pnet_rand=True, verbose=False)
-        trunk = torch.load(alexnet_weights, map_location="cpu", weights_only=True)
+        trunk = io.read_torch(alexnet_weights, "AlexNet weights not found")
         mapped = {}
         for key in model.net.state_dict():
             _, index, param = key.split(".")  # slice<k>.<features index>.<weight|bias>
@@ -65,7 +66,7 @@ class LpipsAlex(nn.Module):
                 raise InputError(alexnet_weights, f"not a torchvision AlexNet state dict (missing {source!r})")
             mapped[key] = trunk[source]
         model.net.load_state_dict(mapped, strict=True)
-        lin = torch.load(lin_path, map_location="cpu", weights_only=True)
+        lin = io.read_torch(lin_path, "LPIPS linear-layer weights not found")
         lin_keys = {k for k in model.state_dict() if re.match(r"lin\d+\.", k)}  # (lins.<i> aliases lin<i>)
         if set(lin) != lin_keys:
             raise InputError(lin_path, f"unexpected LPIPS linear-layer keys {sorted(set(lin) ^ lin_keys)}")

@@ -86,7 +86,8 @@ def qualitative_figure(run_dir: str | os.PathLike[str], method: str, setting: st
             if rec["sample"] == 0:
                 retrieved[rec["image_id"]] = rec["patch_ids"]
         table = load_patch_table(Path(patches_dir) / "patches.csv").set_index("patch_id")
-        bank = np.load(Path(patches_dir) / "patches.npy", mmap_mode="r")
+        bank = io.load_array(Path(patches_dir) / "patches.npy", "patch bank not found (run `retrievegan patches`)",
+                             shape=(None, None, None, 3), dtype=np.uint8)
         sources = {s: load_image_array(data_dir / f"{s}_images.npy") for s in sorted(set(table["split"]))}
     max_patches = max([len(retrieved.get(i, [])) for i in ids] + [0])
     ncols = 4 + max_patches

@@ -177,12 +177,7 @@ class PairDataset(Dataset):
 def load_image_array(path: str | os.PathLike[str]) -> np.ndarray:
     """``{split}_images.npy`` memory-mapped, checked to be (N, S, S, 3) uint8."""
     path = Path(path)
-    try:
-        images = np.load(path, mmap_mode="r")
-    except FileNotFoundError as exc:
-        raise InputError(path, "image array not found (run `retrievegan preprocess`)") from exc
-    except ValueError as exc:
-        raise InputError(path, f"not a .npy array: {exc}") from exc
+    images = io.load_array(path, "image array not found (run `retrievegan preprocess`)")
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise InputError(path, f"expected (N, S, S, 3) uint8, got {images.shape} {images.dtype}")
     return images

@@ -224,10 +224,7 @@ def _labels(split, num_categories: int, path: Path) -> tuple[np.ndarray, np.ndar
 
 
 def _load_images(path: Path, expected: int) -> torch.Tensor:
-    try:
-        images = np.load(path, mmap_mode="r")
-    except FileNotFoundError as exc:
-        raise InputError(path, "image array not found (run `retrievegan preprocess`)") from exc
+    images = io.load_array(path, "image array not found (run `retrievegan preprocess`)")
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or len(images) != expected:
         raise InputError(path, f"expected ({expected}, S, S, 3) uint8, got {images.shape} {images.dtype}")
     return torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).contiguous()

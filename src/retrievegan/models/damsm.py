@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from retrievegan import io
 from retrievegan.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 
 INCEPTION_URL = "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth"  # torchvision IMAGENET1K_V1
@@ -137,10 +138,7 @@ class InceptionImageEncoder(nn.Module):
 
         from retrievegan.errors import InputError
 
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
-            raise InputError(path, f"cannot read the Inception-v3 weights: {exc}") from exc
+        state = io.read_torch(path, "Inception-v3 weights not found")
         with torch.device("meta"):  # no allocation, no global-RNG initialisation
             reference = inception_v3(weights=None, aux_logits=True, init_weights=False)
         reference = reference.to_empty(device="cpu")

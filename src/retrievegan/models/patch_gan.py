@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from retrievegan.data.dataset import IMAGENET_MEAN, IMAGENET_STD, DataSpec, SceneGraphBatch
+from retrievegan import io
 from retrievegan.errors import ConfigError, InputError
 from retrievegan.models.discriminators import AcCropDiscriminator, PatchDiscriminator
 from retrievegan.models.generation import (CropEncoder, CropRefiner, Decoder, ObjectImageFuser,
@@ -125,12 +126,7 @@ class PatchBank:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        try:
-            self.pixels = np.load(self.path, mmap_mode="r")
-        except FileNotFoundError as exc:
-            raise InputError(self.path, "patch bank not found (run `retrievegan patches`)") from exc
-        except ValueError as exc:
-            raise InputError(self.path, f"not a .npy array: {exc}") from exc
+        self.pixels = io.load_array(self.path, "patch bank not found (run `retrievegan patches`)")
         if self.pixels.ndim != 4 or self.pixels.shape[3] != 3 or self.pixels.dtype != np.uint8 \
                 or self.pixels.shape[1] != self.pixels.shape[2]:
             raise InputError(self.path, f"expected (P, C, C, 3) uint8 patches, got {self.pixels.shape} "
@@ -225,12 +221,7 @@ class WeightedRows(torch.autograd.Function):
 
 def load_rows(path: str | Path, num_rows: int, what: str, dtype_kind: str = "f") -> np.ndarray:
     """A memory-mapped ``(P, D)`` array aligned with the patch bank (``num_rows`` rows)."""
-    try:
-        array = np.load(path, mmap_mode="r")
-    except FileNotFoundError as exc:
-        raise InputError(path, f"{what} not found") from exc
-    except ValueError as exc:
-        raise InputError(path, f"not a .npy array: {exc}") from exc
+    array = io.load_array(path, f"{what} not found")
     if array.ndim != 2 or array.dtype.kind != dtype_kind:
         raise InputError(path, f"expected a (P, D) {what} array, got {array.shape} {array.dtype}")
     if len(array) != num_rows:

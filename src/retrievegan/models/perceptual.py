@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from retrievegan import io
+
 LAYER_SLICES = ((0, 2), (2, 7), (7, 12), (12, 21), (21, 30))
 LAYER_WEIGHTS = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)
 
@@ -64,6 +66,6 @@ def load_vgg_perceptual(configured: str | os.PathLike[str] | None, config_key: s
 
     path = resolve_vgg19_weights(configured, config_key)
     net = vgg19(weights=None)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = io.read_torch(path, "VGG-19 weights not found")
     net.load_state_dict(state)
     return VggPerceptualLoss(net.features).to(device)

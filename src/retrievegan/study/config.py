@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from retrievegan.errors import ConfigError
+from retrievegan.study import dburl
 
 # Method names of docs/architecture.md; the figure labels follow the paper's wording.
 METHOD_LABELS = {
@@ -91,13 +92,23 @@ class AnalysisConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class AccessConfig:
+    """Who may take part (ours): see ``retrievegan.study.access``. Not part of the study id."""
+
+    signed_links: bool = False  # links must carry sig = HMAC(link_secret, participant id) (`retrievegan study-links`)
+    prolific_only: bool = False  # only PROLIFIC_PID of 24 hex digits; no pid links, no minted ids
+
+
+@dataclasses.dataclass(frozen=True)
 class UserStudyConfig:
     reference: str = "retrievegan"
     methods: tuple[str, ...] = ("pastegan", "retrievegan_occur_only", "retrievegan_gt_only",
                                 "retrievegan_no_gt_no_occur")
     setting: str = "pred_bbox"
-    database_url: str | None = None  # None: sqlite:///<results>/<dataset>/userstudy/responses.sqlite
+    # None: sqlite:///<repo>/userstudy/data/responses-<dataset>.sqlite; never with a password (study.dburl)
+    database_url: str | None = None
     plan: PlanConfig = PlanConfig()
+    access: AccessConfig = AccessConfig()
     simulate: SimulationConfig = SimulationConfig()
     analysis: AnalysisConfig = AnalysisConfig()
 
@@ -111,3 +122,5 @@ class UserStudyConfig:
         for name in (self.reference, *self.methods):
             if name.startswith("catch_"):
                 raise ConfigError(f"method name {name!r}: the prefix catch_ is reserved for catch trials")
+        # refused when the config is read: before the workflow or a command writes any file
+        dburl.refuse_password(self.database_url, "userstudy.database_url")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,13 +32,16 @@ import pandas as pd
 from retrievegan import io
 from retrievegan.data.patches import load_patch_table
 from retrievegan.data.scene_graph import IN_IMAGE, SceneGraph, Vocab, read_split, read_vocab
-from retrievegan.errors import InputError
+from retrievegan.errors import ConfigError, InputError
+from retrievegan.study import dburl
 from retrievegan.study.config import UserStudyConfig
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: access settings; the bundle is validated completely when loaded
 QUESTION = "Which set of patches are more mutually compatible and more likely to coexist in the same image?"
 CATCH_REAL = "catch_real"
 CATCH_FOIL = "catch_foil"
+UNHASHED = ("database_url", "access")  # trials.json keys outside the study id
+STUDY_ID_RE = re.compile(r"[0-9a-f]{16}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +69,9 @@ class Bundle:
     methods: tuple[str, ...]
     setting: str
     dataset: str
-    database_url: str | None
+    database_url: str | None  # never with a password (refused when built and when loaded)
+    signed_links: bool
+    prolific_only: bool
     plan_seed: int
     trials_per_pair: int
     catch_trials: int
@@ -74,7 +80,7 @@ class Bundle:
     pairs: Mapping[str, tuple[PairItem, ...]]
     catch: tuple[CatchItem, ...]
     patch_rows: Mapping[int, int]  # bank patch id -> row of ``patches``
-    patches: np.ndarray  # (K, C, C, 3) uint8
+    patches: np.ndarray  # (K, C, C, 3) uint8, in memory (a file replaced under a running server cannot break it)
 
     def patch_images(self, patch_ids: tuple[int, ...] | list[int]) -> np.ndarray:
         return np.stack([self.patches[self.patch_rows[int(p)]] for p in patch_ids])
@@ -202,6 +208,7 @@ def build_bundle(retrievals: Mapping[str, str | Path], data_dir: str | Path, pat
                  database_url: str | None = None) -> dict[str, Any]:
     """Write ``trials.json`` and ``patches.npy`` to ``out_dir``; return the trials.json content."""
     data_dir, patch_dir, out_dir = Path(data_dir), Path(patch_dir), Path(out_dir)
+    dburl.refuse_password(database_url, "study bundle database_url")
     needed = (cfg.reference, *cfg.methods)
     missing = [m for m in needed if m not in retrievals]
     if missing:
@@ -234,9 +241,8 @@ def build_bundle(retrievals: Mapping[str, str | Path], data_dir: str | Path, pat
     used_images = sorted({it["image_id"] for items in pairs.values() for it in items} | {c.image_id for c in catch})
     patch_ids = sorted({p for items in pairs.values() for it in items for p in (*it["reference"], *it["other"])}
                        | {p for c in catch for p in (*c.real, *c.foil)})
-    bank = np.load(patch_dir / "patches.npy", mmap_mode="r")
-    if bank.ndim != 4 or bank.shape[0] != len(table) or bank.shape[3] != 3:
-        raise InputError(patch_dir / "patches.npy", f"shape {bank.shape} does not match {len(table)} patches x C x C x 3")
+    bank = io.load_array(patch_dir / "patches.npy", "patch bank not found (run `retrievegan patches`)",
+                         shape=(len(table), None, None, 3), dtype=np.uint8)
     graph_texts = {}
     for i in used_images:
         names, relations = graph_text(graphs[i], vocab)
@@ -249,6 +255,7 @@ def build_bundle(retrievals: Mapping[str, str | Path], data_dir: str | Path, pat
         "reference": cfg.reference,
         "methods": list(cfg.methods),
         "database_url": database_url,
+        "access": dataclasses.asdict(cfg.access),
         "plan": dataclasses.asdict(cfg.plan),
         "graphs": graph_texts,
         "pairs": pairs,
@@ -258,46 +265,174 @@ def build_bundle(retrievals: Mapping[str, str | Path], data_dir: str | Path, pat
         "sources": {m: {"path": str(retrievals[m]), "sha256": _sha256(Path(retrievals[m]))} for m in needed},
         "patch_bank_sha256": _sha256(patch_dir / "patches.npy"),
     }
-    # The id names the trials shown, not where responses go: the database URL is left out of it.
-    hashed = {k: v for k, v in content.items() if k != "database_url"}
+    # The id names the trials shown, not where responses go or who may answer: those are left out of it.
+    hashed = {k: v for k, v in content.items() if k not in UNHASHED}
     content["study_id"] = hashlib.sha256(io.dumps_json(hashed).encode("utf-8")).hexdigest()[:16]
     io.save_npy(out_dir / "patches.npy", np.asarray(bank[patch_ids]))
     io.write_json(out_dir / "trials.json", content)
     return content
 
 
+class _Checker:
+    """Type checks of trials.json values; each failure is an InputError naming the file and the record."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, record: str, message: str) -> InputError:
+        return InputError(self.path, message, record)
+
+    def get(self, mapping: Mapping[str, Any], key: str, where: str) -> Any:
+        if key not in mapping:
+            raise self.fail(where, f"missing key {key!r}")
+        return mapping[key]
+
+    def mapping(self, value: Any, where: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(where, f"expected an object, got {type(value).__name__}")
+        return value
+
+    def items(self, value: Any, where: str, non_empty: bool = False) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.fail(where, f"expected a list, got {type(value).__name__}")
+        if non_empty and not value:
+            raise self.fail(where, "empty list")
+        return value
+
+    def text(self, value: Any, where: str, pattern: re.Pattern[str] | None = None) -> str:
+        if not isinstance(value, str) or not value or (pattern is not None and not pattern.fullmatch(value)):
+            raise self.fail(where, f"expected a non-empty string{' of the right form' if pattern else ''}")
+        return value
+
+    def integer(self, value: Any, where: str, minimum: int | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+            raise self.fail(where, f"expected an integer{f' >= {minimum}' if minimum is not None else ''}, "
+                                   f"got {type(value).__name__}")
+        return value
+
+    def flag(self, value: Any, where: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(where, f"expected true or false, got {type(value).__name__}")
+        return value
+
+    def ids(self, value: Any, where: str, known: Mapping[int, int], count: int) -> tuple[int, ...]:
+        """A list of ``count`` bundle patch ids, each one of ``patch_ids``."""
+        out = tuple(self.integer(p, f"{where}[{k}]") for k, p in enumerate(self.items(value, where)))
+        if len(out) != count:
+            raise self.fail(where, f"{len(out)} patches for a scene graph of {count} objects")
+        for k, patch_id in enumerate(out):
+            if patch_id not in known:
+                raise self.fail(f"{where}[{k}]", f"patch id {patch_id} is not in patch_ids")
+        return out
+
+
 def load_bundle(study_dir: str | Path) -> Bundle:
+    """Load and check a study bundle completely: every field's type, every scene graph and patch a trial
+    refers to, enough items for a plan, and ``patches.npy`` (read into memory) against ``patch_ids``.
+
+    Anything wrong is an InputError naming the file and the record, raised here (at server start), never
+    while a participant is on a trial.
+    """
     study_dir = Path(study_dir)
     path = study_dir / "trials.json"
-    data = io.read_json(path, "study bundle not found (run `retrievegan study-trials`)")
-    if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
-        raise InputError(path, f"unsupported format_version {data.get('format_version')!r}")
-    try:
-        patches = np.load(study_dir / "patches.npy", mmap_mode="r")
-    except FileNotFoundError as exc:
-        raise InputError(study_dir / "patches.npy", "bundle patches not found") from exc
-    if patches.shape[0] != len(data["patch_ids"]):
-        raise InputError(study_dir / "patches.npy", f"{patches.shape[0]} rows for {len(data['patch_ids'])} patch ids")
-    try:
-        return Bundle(
-            study_id=str(data["study_id"]),
-            question=str(data["question"]),
-            reference=str(data["reference"]),
-            methods=tuple(data["methods"]),
-            setting=str(data["setting"]),
-            dataset=str(data.get("dataset", "")),
-            database_url=data.get("database_url"),
-            plan_seed=int(data["plan"]["seed"]),
-            trials_per_pair=int(data["plan"]["trials_per_pair"]),
-            catch_trials=int(data["plan"]["catch_trials"]),
-            min_response_ms=int(data["plan"]["min_response_ms"]),
-            graphs={int(k): (tuple(v["objects"]), tuple(v["relations"])) for k, v in data["graphs"].items()},
-            pairs={m: tuple(PairItem(int(it["image_id"]), tuple(it["reference"]), tuple(it["other"]))
-                            for it in data["pairs"][m]) for m in data["methods"]},
-            catch=tuple(CatchItem(int(c["image_id"]), tuple(c["real"]), tuple(c["foil"]), tuple(c["foil_image_ids"]))
-                        for c in data["catch"]),
-            patch_rows={int(p): row for row, p in enumerate(data["patch_ids"])},
-            patches=patches,
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(path, f"invalid study bundle: {exc!r}") from exc
+    check = _Checker(path)
+    data = check.mapping(io.read_json(path, "study bundle not found (run `retrievegan study-trials`)"), "top level")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise check.fail("format_version", f"unsupported format_version {version!r}, expected {FORMAT_VERSION} "
+                                           "(rebuild the bundle with `retrievegan study-trials`)")
+    methods = tuple(check.text(m, f"methods[{i}]")
+                    for i, m in enumerate(check.items(check.get(data, "methods", "top level"), "methods", True)))
+    reference = check.text(check.get(data, "reference", "top level"), "reference")
+    if reference in methods or len(set(methods)) != len(methods):
+        raise check.fail("methods", "the reference and the compared methods must be distinct")
+    database_url = data.get("database_url")
+    if database_url is not None:
+        check.text(database_url, "database_url")
+        try:
+            dburl.refuse_password(database_url, f"{path} (database_url)")
+        except ConfigError as exc:
+            raise check.fail("database_url", str(exc).split(": ", 1)[1]) from exc
+    access = check.mapping(data.get("access", {}), "access")
+    plan = check.mapping(check.get(data, "plan", "top level"), "plan")
+    plan_ints = {k: check.integer(check.get(plan, k, "plan"), f"plan.{k}", 0)
+                 for k in ("seed", "trials_per_pair", "catch_trials", "min_response_ms")}
+    if plan_ints["trials_per_pair"] < 1:
+        raise check.fail("plan.trials_per_pair", "must be >= 1")
+
+    patch_ids = [check.integer(p, f"patch_ids[{i}]", 0)
+                 for i, p in enumerate(check.items(check.get(data, "patch_ids", "top level"), "patch_ids", True))]
+    patch_rows = {p: row for row, p in enumerate(patch_ids)}
+    if len(patch_rows) != len(patch_ids):
+        raise check.fail("patch_ids", "duplicate patch ids")
+
+    graphs: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+    for key, value in check.mapping(check.get(data, "graphs", "top level"), "graphs").items():
+        where = f"graphs[{key!r}]"
+        if not key.isdigit():
+            raise check.fail(where, "scene graph keys must be image ids")
+        value = check.mapping(value, where)
+        objects = tuple(check.text(o, f"{where}.objects[{i}]")
+                        for i, o in enumerate(check.items(check.get(value, "objects", where), f"{where}.objects", True)))
+        relations = tuple(check.text(r, f"{where}.relations[{i}]")
+                          for i, r in enumerate(check.items(check.get(value, "relations", where), f"{where}.relations")))
+        graphs[int(key)] = (objects, relations)
+
+    def graph_objects(image_id: Any, where: str) -> int:
+        image_id = check.integer(image_id, f"{where}.image_id")
+        if image_id not in graphs:
+            raise check.fail(f"{where}.image_id", f"scene graph {image_id} is not in graphs")
+        return len(graphs[image_id][0])
+
+    raw_pairs = check.mapping(check.get(data, "pairs", "top level"), "pairs")
+    pairs: dict[str, tuple[PairItem, ...]] = {}
+    for method in methods:
+        where = f"pairs[{method!r}]"
+        items = []
+        for i, item in enumerate(check.items(check.get(raw_pairs, method, "pairs"), where)):
+            at = f"{where}[{i}]"
+            item = check.mapping(item, at)
+            n = graph_objects(check.get(item, "image_id", at), at)
+            items.append(PairItem(int(item["image_id"]), check.ids(check.get(item, "reference", at), f"{at}.reference",
+                                                                   patch_rows, n),
+                                  check.ids(check.get(item, "other", at), f"{at}.other", patch_rows, n)))
+        if len(items) < plan_ints["trials_per_pair"]:
+            raise check.fail(where, f"{len(items)} items, fewer than plan.trials_per_pair = "
+                                    f"{plan_ints['trials_per_pair']}")
+        pairs[method] = tuple(items)
+    catch = []
+    for i, item in enumerate(check.items(check.get(data, "catch", "top level"), "catch")):
+        at = f"catch[{i}]"
+        item = check.mapping(item, at)
+        n = graph_objects(check.get(item, "image_id", at), at)
+        foil_images = tuple(check.integer(x, f"{at}.foil_image_ids[{k}]") for k, x in
+                            enumerate(check.items(check.get(item, "foil_image_ids", at), f"{at}.foil_image_ids")))
+        catch.append(CatchItem(int(item["image_id"]), check.ids(check.get(item, "real", at), f"{at}.real", patch_rows, n),
+                               check.ids(check.get(item, "foil", at), f"{at}.foil", patch_rows, n), foil_images))
+    if len(catch) < plan_ints["catch_trials"]:
+        raise check.fail("catch", f"{len(catch)} catch items, fewer than plan.catch_trials = {plan_ints['catch_trials']}")
+
+    patches = io.load_array(study_dir / "patches.npy", "bundle patches not found (copy the whole study folder)",
+                            mmap=False, shape=(len(patch_ids), None, None, 3), dtype=np.uint8)
+    if patches.shape[1] != patches.shape[2] or patches.shape[1] < 1:
+        raise InputError(study_dir / "patches.npy", f"expected square patches, got shape {patches.shape}")
+    return Bundle(
+        study_id=check.text(check.get(data, "study_id", "top level"), "study_id", STUDY_ID_RE),
+        question=check.text(check.get(data, "question", "top level"), "question"),
+        reference=reference,
+        methods=methods,
+        setting=check.text(check.get(data, "setting", "top level"), "setting"),
+        dataset=str(data.get("dataset") or ""),
+        database_url=database_url,
+        signed_links=check.flag(access.get("signed_links", False), "access.signed_links"),
+        prolific_only=check.flag(access.get("prolific_only", False), "access.prolific_only"),
+        plan_seed=plan_ints["seed"],
+        trials_per_pair=plan_ints["trials_per_pair"],
+        catch_trials=plan_ints["catch_trials"],
+        min_response_ms=plan_ints["min_response_ms"],
+        graphs=graphs,
+        pairs=pairs,
+        catch=tuple(catch),
+        patch_rows=patch_rows,
+        patches=patches,
+    )

@@ -23,24 +23,33 @@ def graph_markdown(objects: Sequence[str], relations: Sequence[str]) -> str:
     lines = [f"**Objects (in the order of the patches):** {numbered}"]
     if relations:
         lines.append("**Relations:** " + "; ".join(escape_markdown(r) for r in relations))
-    return "\n\n".join(lines)
+    return "  \n".join(lines)
 
 
-def patch_grid(patches: np.ndarray, labels: Sequence[str] | None = None, tile: int = 96, gap: int = 8,
-               per_row: int = 4) -> np.ndarray:
-    """(K, C, C, 3) uint8 patches -> one (H, W, 3) uint8 image: up to ``per_row`` tiles a row, numbered labels."""
+def patch_set_alt(name: str, objects: Sequence[str]) -> str:
+    """Alt text of one patch-set image: its name and its objects in patch order."""
+    return f"{name}: " + ", ".join(f"{i + 1}. {o}" for i, o in enumerate(objects))
+
+
+def patch_grid(patches: np.ndarray, labels: Sequence[str] | None = None, tile: int = 104, gap: int = 8,
+               per_row: int = 2) -> np.ndarray:
+    """(K, C, C, 3) uint8 patches -> one (H, W, 3) uint8 image: up to ``per_row`` tiles a row, numbered labels.
+
+    Two ``tile``-pixel tiles a row keep a set narrow enough to show two sets side by side on a phone
+    (each set at about 75 px a tile there) while a desktop shows the tiles at full size.
+    """
     patches = np.asarray(patches)
     if patches.ndim != 4 or patches.shape[-1] != 3 or patches.dtype != np.uint8:
         raise ValueError(f"expected (K, C, C, 3) uint8 patches, got {patches.shape} {patches.dtype}")
     count = len(patches)
     cols = max(1, min(per_row, count))
     rows = max(1, math.ceil(count / cols))
-    label_h = 18 if labels is not None else 0
+    label_h = 20 if labels is not None else 0
     width = cols * tile + (cols + 1) * gap
     height = rows * (tile + label_h) + (rows + 1) * gap
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default(size=13)
+    font = ImageFont.load_default(size=14)
     for i, patch in enumerate(patches):
         r, c = divmod(i, cols)
         x, y = gap + c * (tile + gap), gap + r * (tile + label_h + gap)
@@ -48,5 +57,7 @@ def patch_grid(patches: np.ndarray, labels: Sequence[str] | None = None, tile: i
         draw.rectangle((x - 1, y - 1, x + tile, y + tile), outline=(160, 160, 160))
         if labels is not None:
             text = f"{i + 1}. {labels[i]}"
-            draw.text((x + tile / 2, y + tile + 2), text, fill=(40, 40, 40), font=font, anchor="ma")
+            while len(text) > 4 and draw.textlength(text, font=font) > tile + gap:
+                text = text[:-2] + "…"
+            draw.text((x + tile / 2, y + tile + 3), text, fill=(30, 30, 30), font=font, anchor="ma")
     return np.asarray(canvas)

@@ -1,4 +1,9 @@
-"""Response storage: SQLAlchemy, SQLite by default (WAL, busy timeout), PostgreSQL by URL.
+"""Response storage: SQLAlchemy, SQLite by default (WAL, synchronous FULL, busy timeout), PostgreSQL by URL.
+
+``Store(url)`` opens an existing study database and refuses a missing one (a mistyped or relative path
+must not silently start an empty database); only ``Store(url, create=True)`` (``retrievegan study-serve
+--init``) creates the file and the tables. SQLite commits with ``synchronous = FULL``, so an answer the
+app has acknowledged survives a power loss.
 
 Every table is append-only: the code only INSERTs (with ON CONFLICT DO NOTHING on the unique keys)
 and SELECTs, and on SQLite triggers refuse UPDATE and DELETE. On PostgreSQL grant the app's role
@@ -10,7 +15,12 @@ only ``SELECT, INSERT`` (docs/userstudy.md).
     responses   (participant, trial) unique: a double click, a rerun or a second tab never writes
                 twice, the first answer stands; each row carries the methods left/right, the chosen
                 side and method, the response time, the plan seed and the app version
+    displays    (participant, trial) unique: when the trial was first shown to the participant (a reload
+                does not restart it); copied into the response as ``first_shown_at``
     completions one row per participant, written only once every planned trial has a response
+
+A response also keeps the hash of the browser token that answered (``browser_token``; see
+``retrievegan.study.access``): the completion code is shown only to a browser that answered.
 """
 
 from __future__ import annotations
@@ -20,7 +30,6 @@ import json
 import secrets
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pandas as pd
@@ -28,13 +37,14 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from retrievegan.errors import ConfigError
+from retrievegan.study import dburl
 from retrievegan.study.plan import SIDES, Plan, Trial, validate_participant_id
 
 T = TypeVar("T")
 
 EXPORT_COLUMNS = ("participant_id", "id_source", "study_id", "n_trials", "trial_index", "trial_id", "kind",
                   "image_id", "method_left", "method_right", "chosen_side", "chosen_method",
-                  "response_time_ms", "plan_seed", "app_version", "consent_version", "created_at")
+                  "response_time_ms", "plan_seed", "app_version", "consent_version", "first_shown_at", "created_at")
 
 _METADATA = sa.MetaData()
 PLANS = sa.Table(
@@ -71,8 +81,16 @@ RESPONSES = sa.Table(
     sa.Column("study_id", sa.String(32), nullable=False),
     sa.Column("app_version", sa.String(64), nullable=False),
     sa.Column("consent_version", sa.String(80), nullable=False),
+    sa.Column("first_shown_at", sa.DateTime(timezone=True), nullable=True),  # None: never recorded as shown
+    sa.Column("browser_token", sa.String(32), nullable=False),  # access.token_hash of the answering browser
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("participant_id", "trial_id", name="uq_responses_participant_trial"),
+)
+DISPLAYS = sa.Table(
+    "displays", _METADATA,
+    sa.Column("participant_id", sa.String(64), primary_key=True),
+    sa.Column("trial_id", sa.String(160), primary_key=True),
+    sa.Column("shown_at", sa.DateTime(timezone=True), nullable=False),
 )
 COMPLETIONS = sa.Table(
     "completions", _METADATA,
@@ -80,7 +98,7 @@ COMPLETIONS = sa.Table(
     sa.Column("completion_code", sa.String(64), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
-_TABLES = (PLANS, CONSENTS, RESPONSES, COMPLETIONS)
+_TABLES = (PLANS, CONSENTS, RESPONSES, DISPLAYS, COMPLETIONS)
 
 
 def _now() -> _dt.datetime:
@@ -91,39 +109,68 @@ class StoreError(RuntimeError):
     """A request the store refuses (unknown participant, trial not in the plan...)."""
 
 
+class DatabaseMissing(ConfigError):
+    """The study database (or its tables) does not exist and the store was not asked to create it."""
+
+
 class Store:
     """Thread-safe handle on the study database (share one per process, e.g. ``st.cache_resource``)."""
 
-    def __init__(self, url: str, *, busy_timeout_s: float = 30.0, create: bool = True):
+    def __init__(self, url: str, *, busy_timeout_s: float = 30.0, create: bool = False):
+        """Open the study database at ``url``; ``create`` makes the file and the tables if missing."""
         self.url = url
         self._busy_timeout_s = busy_timeout_s
-        sa_url = sa.engine.make_url(url)
+        sa_url = dburl.parse(url, "study database URL")
+        self.shown_url = sa_url.render_as_string(hide_password=True)
         self.dialect = sa_url.get_backend_name()
         kwargs: dict[str, Any] = {"future": True}
+        path = dburl.sqlite_path(url)
         if self.dialect == "sqlite":
             kwargs["connect_args"] = {"timeout": busy_timeout_s, "check_same_thread": False}
-            if sa_url.database not in (None, "", ":memory:"):
+            if path is not None:
                 kwargs.update(pool_size=8, max_overflow=32, pool_timeout=busy_timeout_s)
                 if create:
-                    Path(sa_url.database).parent.mkdir(parents=True, exist_ok=True)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                elif not path.is_file():
+                    raise DatabaseMissing(f"{self.shown_url}: no study database at {path} (create it once with "
+                                          "`retrievegan study-serve --init`)")
+            elif not create:
+                raise DatabaseMissing(f"{self.shown_url}: an in-memory database exists only once created (create=True)")
         else:
             kwargs.update(pool_pre_ping=True)
         try:
             self.engine = sa.create_engine(sa_url, **kwargs)
         except ModuleNotFoundError as exc:
-            raise ConfigError(f"{sa_url.render_as_string(hide_password=True)}: database driver {exc.name!r} is not "
+            raise ConfigError(f"{self.shown_url}: database driver {exc.name!r} is not "
                               "installed (PostgreSQL: pip install psycopg, URL postgresql+psycopg://...)") from exc
         if self.dialect == "sqlite":
             sa.event.listen(self.engine, "connect", self._sqlite_pragmas)
         if create:
             self._retry(self._create)
+        else:
+            self._check_tables()
+
+    def _check_tables(self) -> None:
+        """DatabaseMissing unless every table exists with every column this code writes."""
+        inspector = sa.inspect(self.engine)
+        for table in _TABLES:
+            if not inspector.has_table(table.name):
+                self.dispose()
+                raise DatabaseMissing(f"{self.shown_url}: no {table.name!r} table: not a study database, or not "
+                                      "created yet (`retrievegan study-serve --init`)")
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            missing = [c.name for c in table.columns if c.name not in have]
+            if missing:
+                self.dispose()
+                raise DatabaseMissing(f"{self.shown_url}: table {table.name!r} lacks columns {missing}: written "
+                                      "by an older version of the app; start a new database for this version")
 
     def _sqlite_pragmas(self, dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
             cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA synchronous = FULL")  # an acknowledged answer survives a power loss
         finally:
             cursor.close()
 
@@ -204,9 +251,17 @@ class Store:
 
     # --- responses -------------------------------------------------------------------------------
 
+    def record_display(self, participant_id: str, trial_id: str) -> None:
+        """Note that ``trial_id`` is on the participant's screen (the first call per trial stands)."""
+        self._insert_ignore(DISPLAYS, {"participant_id": participant_id, "trial_id": trial_id, "shown_at": _now()},
+                            ["participant_id", "trial_id"])
+
     def record_response(self, plan: Plan, trial_id: str, chosen_side: str, response_time_ms: int,
-                        app_version: str, consent_version: str) -> bool:
-        """Append the answer to one trial of the stored ``plan``; False if it was already answered."""
+                        app_version: str, consent_version: str, browser_token: str = "") -> bool:
+        """Append the answer to one trial of the stored ``plan``; False if it was already answered.
+
+        ``browser_token`` is the hash (``access.token_hash``) of the answering browser's token, "" if none.
+        """
         if chosen_side not in SIDES:
             raise StoreError(f"chosen side must be one of {SIDES}")
         try:
@@ -220,7 +275,22 @@ class Store:
             "chosen_side": chosen_side, "chosen_method": trial.method(chosen_side),
             "response_time_ms": max(0, min(int(response_time_ms), 2**31 - 1)), "plan_seed": plan.seed,
             "study_id": plan.study_id, "app_version": app_version, "consent_version": consent_version,
+            "first_shown_at": self._first_shown(plan.participant_id, trial_id), "browser_token": browser_token,
             "created_at": _now()}, ["participant_id", "trial_id"])
+
+    def _first_shown(self, participant_id: str, trial_id: str) -> _dt.datetime | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(DISPLAYS.c.shown_at).where(
+                DISPLAYS.c.participant_id == participant_id, DISPLAYS.c.trial_id == trial_id)).scalar_one_or_none()
+
+    def answered_in_browser(self, participant_id: str, browser_token: str) -> bool:
+        """Whether a response of the participant came from the browser whose token hashes to ``browser_token``."""
+        if not browser_token:
+            return False
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(RESPONSES).where(
+                RESPONSES.c.participant_id == participant_id,
+                RESPONSES.c.browser_token == browser_token)).scalar_one() > 0
 
     def answered(self, participant_id: str) -> set[str]:
         with self.engine.connect() as conn:
@@ -255,7 +325,8 @@ class Store:
                            RESPONSES.c.trial_index, RESPONSES.c.trial_id, RESPONSES.c.kind, RESPONSES.c.image_id,
                            RESPONSES.c.method_left, RESPONSES.c.method_right, RESPONSES.c.chosen_side,
                            RESPONSES.c.chosen_method, RESPONSES.c.response_time_ms, RESPONSES.c.plan_seed,
-                           RESPONSES.c.app_version, RESPONSES.c.consent_version, RESPONSES.c.created_at)
+                           RESPONSES.c.app_version, RESPONSES.c.consent_version, RESPONSES.c.first_shown_at,
+                           RESPONSES.c.created_at)
                  .select_from(RESPONSES.outerjoin(PLANS, RESPONSES.c.participant_id == PLANS.c.participant_id))
                  .order_by(RESPONSES.c.id))
         with self.engine.connect() as conn:

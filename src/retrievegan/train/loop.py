@@ -431,7 +431,7 @@ def load_trained(checkpoint_path: str | Path, device: torch.device | str = "cpu"
 
 def load_snapshot(path: str | Path, nets: Mapping[str, nn.Module]) -> int:
     """Load a generator snapshot into ``nets`` (in place); returns its step."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = io.read_torch(path, "generator snapshot not found")
     if not isinstance(payload, dict) or payload.get("format") != SNAPSHOT_FORMAT:
         raise InputError(path, f"not a {SNAPSHOT_FORMAT} file")
     for name, state in payload["networks"].items():

@@ -138,6 +138,11 @@ def test_variants_train_their_base_method_with_their_overrides_and_nothing_else(
             assert features == ["patch_features=results/tiny/features/patch_features.npy"]
         samples = commands[f"sample_{name}"]
         assert [option(c, "--setting") for c in samples] == ["pred_bbox"]  # report.ablation_setting only
+    # Table 2's ablations too (Table 1 has no such rows); the full model and PasteGAN in both settings
+    for name in ("retrievegan_gt_only", "retrievegan_occur_only", "retrievegan_no_gt_no_occur"):
+        assert [option(c, "--setting") for c in commands[f"sample_{name}"]] == ["pred_bbox"], name
+    for name in ("retrievegan", "pastegan"):
+        assert sorted(option(c, "--setting") for c in commands[f"sample_{name}"]) == ["gt_bbox", "pred_bbox"], name
     (extract,) = commands["patch_features_variant"]
     assert json.loads(option(extract, "--params"))["pooling"] == "last"
     assert json.loads(option(commands["patch_features"][0], "--params"))["pooling"] == "multiscale"

@@ -9,7 +9,7 @@ REPORT_CFG = from_mapping(ReportConfig, config.get("report"), "report")
 # what the tables and REPORT.md state about the runs: Table 2 factor values per run, changed defaults
 RUN_FACTORS = json.dumps(factor_levels(config, [m for m, _ in EVAL_RUNS]), sort_keys=True)
 CONFIG_VALUES = json.dumps({key: config_value(config, key) for key in REPORTED_CONFIG_KEYS}, sort_keys=True)
-VARIANT_ARGS = f"--variants {' '.join(VARIANTS)} --variant-setting {ABLATION_SETTING}" if VARIANTS else ""
+VARIANT_ARGS = (f"--variants {' '.join(VARIANTS)} " if VARIANTS else "") + f"--variant-setting {ABLATION_SETTING}"
 TABLES = f"{RES}/tables"
 FIGURES = f"{RES}/figures"
 TABLE_NAMES = ["table1", "table2", "dataset"] + (["compatibility"] if EVAL.compatibility else [])

@@ -16,7 +16,7 @@ def _results_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compatibility", nargs="*", default=[], help="metrics/compatibility/*.json")
     parser.add_argument("--variants", nargs="*", default=[], help="configured variants (config `variants`)")
     parser.add_argument("--variant-setting", default=None, choices=["pred_bbox", "gt_bbox"],
-                        help="the setting the variants are evaluated in (report.ablation_setting)")
+                        help="the setting of the variants and Table 2 ablations (report.ablation_setting)")
     parser.add_argument("--factors", default="{}", help="JSON {run: {Table 2 factor: value}} (factor_levels)")
     parser.add_argument("--config-values", default="{}",
                         help="JSON {config key: value} of retrievegan.eval.report.REPORTED_CONFIG_KEYS")

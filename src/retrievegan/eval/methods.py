@@ -226,12 +226,20 @@ def method_info(name: str) -> MethodInfo:
     raise ValueError(f"unknown method {name!r}; known: {list(RUN_NAMES)}")
 
 
-def evaluation_runs(methods, settings) -> list[tuple[str, str]]:
-    """The (method, setting) pairs that exist: ``methods`` x ``settings`` minus the non-applicable ones."""
+def table2_only(name: str) -> bool:
+    """Runs that exist for Table 2 alone (the ablations of the full model and the variants): the workflow
+    samples and evaluates them in ``report.ablation_setting`` only (Table 2's setting; Table 1 has no such row)."""
+    return name in VARIANTS or (name in TABLE2_ROWS and name != "retrievegan")
+
+
+def evaluation_runs(methods, settings, table2_setting: str | None = None) -> list[tuple[str, str]]:
+    """The (method, setting) pairs that exist: ``methods`` x ``settings`` minus the non-applicable ones; with
+    ``table2_setting`` (``report.ablation_setting``) the Table-2-only runs (:func:`table2_only`) in that setting only."""
     for setting in settings:
         if setting not in SETTINGS:
             raise ValueError(f"unknown setting {setting!r}; known: {list(SETTINGS)}")
-    return [(m, s) for m in methods for s in settings if method_info(m).applies_to(s)]
+    return [(m, s) for m in methods for s in settings if method_info(m).applies_to(s)
+            and (table2_setting is None or not table2_only(m) or s == table2_setting)]
 
 
 def retrieval_runs(methods, settings) -> list[tuple[str, str]]:

@@ -38,6 +38,7 @@ from retrievegan.eval.methods import (
     TABLE2_ROWS,
     VARIANTS,
     method_info,
+    table2_only,
 )
 
 FAMILIES = (("fid", "FID"), ("is", "IS"), ("ds", "DS"))
@@ -244,15 +245,18 @@ class Results:
     settings: tuple[str, ...]
     compatibility_enabled: bool = False  # the dataset has themes (synthetic benchmark)
     variants: tuple[str, ...] = ()  # configured variants (evaluated in variant_setting only)
-    variant_setting: str | None = None  # report.ablation_setting
+    variant_setting: str | None = None  # report.ablation_setting: the setting of the Table-2-only runs
     factors: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # run -> Table 2 factor -> value
     config_values: dict[str, Any] = dataclasses.field(default_factory=dict)  # report_config_values() of the run
 
     def evaluated(self, method: str, setting: str) -> bool:
-        """Whether the run was configured to be evaluated (a method x setting, or a variant in its setting)."""
-        if method in self.variants and setting == self.variant_setting:
-            return True
-        return method in self.methods and setting in self.settings
+        """Whether the run was configured to be evaluated: a method x setting (the Table-2-only ablations in
+        ``variant_setting`` = report.ablation_setting only, when given), or a configured variant in that setting."""
+        if method in VARIANTS:
+            return method in self.variants and setting == self.variant_setting
+        if method not in self.methods or setting not in self.settings:
+            return False
+        return not table2_only(method) or self.variant_setting is None or setting == self.variant_setting
 
 
 def load_results(dataset: str, metric_files: Sequence[str | os.PathLike[str]],
@@ -334,7 +338,8 @@ def our_cell(results: Results, method: str, setting: str, family: str, network: 
         if reason is not None:
             return na(f"not applicable: {reason}")
         if not results.evaluated(method, setting):
-            return na("not evaluated in this run (not in evaluation.methods / evaluation.settings / variants)")
+            return na("not evaluated in this run (not in evaluation.methods / evaluation.settings / variants; "
+                      "Table 2's ablations and variants only in report.ablation_setting)")
         record = results.runs.get((method, setting))
         if record is None:
             return na("no metric file for this run was given to the tables stage")
@@ -535,7 +540,7 @@ def compatibility_table(results: Results) -> Table:
     rows = []
     runs = [(m, s) for m in results.methods for s in results.settings]
     runs += [(v, results.variant_setting) for v in results.variants if (v, results.variant_setting) not in runs]
-    for method, setting in runs:
+    for method, setting in (r for r in runs if results.evaluated(*r)):
         info = method_info(method)
         reason = info.not_applicable_reason(setting)
         if reason is not None:

@@ -237,7 +237,8 @@ def test_table2_has_the_variant_rows_with_their_factors_and_compatibility(tmp_pa
     t1 = read_csv(tmp_path / "tables" / "table1.csv")
     assert float(row(t1, "PasteGAN", "pred_bbox")["FID ours (synthnet)"]) > 0
     t1_md = (tmp_path / "tables" / "table1.md").read_text()
-    assert "PasteGAN retrieval (random selection" in t1_md and "on the shared generation module" in t1_md
+    assert "PasteGAN retrieval (random selection) on the shared generation module" in t1_md
+    assert row(rows, "retrievegan_gt_only")["L_occur form"] == "- (no L_occur_sel)"
     assert "first 10 pre-filtered candidates" in t1_md
     compat = read_csv(tmp_path / "tables" / "compatibility.csv")
     assert float(row(compat, "RetrieveGAN (soft retrieval)", "pred_bbox")["Single-theme share"]) == pytest.approx(0.52)

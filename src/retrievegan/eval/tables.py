@@ -415,18 +415,19 @@ def _notes(results: Results, cfg: ReportConfig) -> list[str]:
 
 
 def pastegan_note(results: Results) -> str:
-    """What the PasteGAN rows are (the issue-11 table note): its retrieval rule on the shared generation module."""
+    """What the PasteGAN rows are (issue 11): its retrieval rule on the shared generation module."""
     pick = results.config_values.get("pastegan.test_pick")
     top = results.config_values.get("pastegan.test_top")
-    if pick == "nearest":
-        rule = "nearest pre-filtered candidate (its released code; both samples identical, DS 0)"
-    elif pick == "random":
-        rule = f"random selection among its first {top} pre-filtered candidates, as the RetrieveGAN paper §4.2 says"
+    if pick == "random":
+        what, rule = "random selection", (f"uniform among its first {top} pre-filtered candidates per object and "
+                                          "sample seed, as the RetrieveGAN paper §4.2 describes PasteGAN")
+    elif pick == "nearest":
+        what, rule = "nearest candidate", "its released code's test-time pick; both samples identical, DS 0"
     else:
-        rule = "selection rule not recorded for this run"
-    return (f"PasteGAN rows: PasteGAN retrieval ({'random selection' if pick == 'random' else pick or 'n/a'}: {rule}) "
-            "on the shared generation module (crop encoder, 2-D graph-convolution refiner, object-image fuser, "
-            "up-sampling decoder; docs/architecture.md); PasteGAN's own crop refiner (flow / mask networks) and "
+        what, rule = "selection rule not recorded", "pastegan.test_pick was not passed to the tables stage"
+    return (f"PasteGAN rows: PasteGAN retrieval ({what}) on the shared generation module ({rule}). The module: "
+            "crop encoder, 2-D graph-convolution refiner, object-image fuser, up-sampling decoder with PasteGAN's "
+            "layer counts and losses (docs/architecture.md); PasteGAN's own crop refiner (flow / mask networks) and "
             "its cascaded refinement decoder on a full-size canvas are not reproduced.")
 
 
@@ -476,6 +477,8 @@ def table2(results: Results, paper: PaperValues, cfg: ReportConfig) -> Table:
     for method in table2_rows(results):
         gt, occur = method_info(method).ablation
         levels = results.factors.get(method, {})
+        if not occur:  # the form of a loss the run does not have
+            levels = {**levels, "L_occur form": "- (no L_occur_sel)"}
         rows.append([method, "yes" if gt else "-", "yes" if occur else "-"]
                     + [str(levels.get(c, "-")) for c in factor_columns]
                     + _metric_row(results, paper, cfg, "table2", method, setting, spec)

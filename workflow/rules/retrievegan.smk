@@ -11,12 +11,18 @@
 # run_config(<variant>) (the config with its overrides); a `features` override gives it its own patch
 # features (embed.smk, rule patch_features_variant). Variants are sampled in report.ablation_setting only.
 # One thread per job: with --cores 2 two of these run side by side (see embed.smk on OpenMP threads).
+from snakemake.exceptions import WorkflowError
+
 from retrievegan.eval.methods import method_info
 
 RETRIEVEGAN_VARIANTS = ("retrievegan", "retrievegan_no_gt_no_occur", "retrievegan_gt_only", "retrievegan_occur_only")
 PATCH_BASES = RETRIEVEGAN_VARIANTS + ("pastegan",)
 PATCH_VARIANTS = tuple(v for v in VARIANTS if VARIANT_DECLARATIONS[v].base in PATCH_BASES)
 PATCH_METHODS = PATCH_BASES + PATCH_VARIANTS
+_UNSUPPORTED = [v for v in VARIANTS if v not in PATCH_VARIANTS]
+if _UNSUPPORTED:  # only the patch methods' rules (below) train variants so far
+    raise WorkflowError(f"config variants {_UNSUPPORTED}: their base methods have no variant rules (supported: "
+                        f"variants of {', '.join(PATCH_BASES)}; add them to the base's rule file)")
 
 
 def patch_method_section(method):

@@ -212,7 +212,8 @@ def test_table2_has_the_variant_rows_with_their_factors_and_compatibility(tmp_pa
         cpath.parent.mkdir(exist_ok=True)
         cpath.write_text(json.dumps(compat_record(method, "pred_bbox", 0.5 + k / 100, 0.4, 0.6)))
         compat_files.append(cpath)
-    config = {"retrieval": {"mode": "hard"}, "retrievegan": {"occur_form": "sum"}, "features": {"pooling": "multiscale"}}
+    config = {"retrieval": {"mode": "hard"}, "retrievegan": {"occur_form": "sum"},
+              "features": {"pooling": "multiscale"}}
     values = {"pastegan.test_pick": "random", "pastegan.test_top": 10, "retrieval.mode": "hard",
               "retrievegan.occur_form": "sum", "features.pooling": "multiscale", "features.backbone": "category_cnn"}
     results = load_results("synth", files, real, compat_files, METHOD_NAMES, SETTINGS, True, variants, "pred_bbox",

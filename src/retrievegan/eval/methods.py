@@ -123,7 +123,8 @@ class Variant:
         for path, _ in self.overrides:
             section, _, key = path.partition(".")
             if section not in VARIANT_SECTIONS or not key:
-                raise ValueError(f"variant {self.name}: cannot override {path!r} (sections: {sorted(VARIANT_SECTIONS)})")
+                raise ValueError(f"variant {self.name}: cannot override {path!r} "
+                                 f"(sections: {sorted(VARIANT_SECTIONS)})")
             if section == "features" and key not in VARIANT_FEATURE_KEYS:
                 raise ValueError(f"variant {self.name}: features.{key} would need its own backbone; only "
                                  f"{sorted(VARIANT_FEATURE_KEYS)} can change")
@@ -234,7 +235,8 @@ def table2_only(name: str) -> bool:
 
 def evaluation_runs(methods, settings, table2_setting: str | None = None) -> list[tuple[str, str]]:
     """The (method, setting) pairs that exist: ``methods`` x ``settings`` minus the non-applicable ones; with
-    ``table2_setting`` (``report.ablation_setting``) the Table-2-only runs (:func:`table2_only`) in that setting only."""
+    ``table2_setting`` (``report.ablation_setting``) the Table-2-only runs (:func:`table2_only`) in that setting
+    only."""
     for setting in settings:
         if setting not in SETTINGS:
             raise ValueError(f"unknown setting {setting!r}; known: {list(SETTINGS)}")

@@ -492,7 +492,8 @@ def table2(results: Results, paper: PaperValues, cfg: ReportConfig) -> Table:
     if extra:
         notes.append("Rows after the paper's four are ours (retrievegan.eval.methods.VARIANTS): the full model "
                      "trained with one config change each, same data, steps and seeds; the paper has no such rows. "
-                     + " ".join(f"{v}: {VARIANTS[v].factor} = {VARIANTS[v].level}, {VARIANTS[v].reason}." for v in extra))
+                     + " ".join(f"{v}: {VARIANTS[v].factor} = {VARIANTS[v].level}, {VARIANTS[v].reason}."
+                                for v in extra))
     notes.append(f"Factor columns: the value each run used ({', '.join(f'{c} = {p}' for c, p in TABLE2_FACTORS)}).")
     return Table("table2", "Table 2: ablation of the retrieval losses, retrieval mode, L_occur form and patch "
                  "features", columns, rows, notes)

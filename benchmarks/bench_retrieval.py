@@ -13,7 +13,7 @@ torch threads (default 1), feature width 230 (the embedded default's patch featu
 Reference: a straightforward implementation written here, one image at a time without padding (the
 iterations vectorised over that image's candidates only). It is independent code for the hard
 (straight-through) mode, so the check that both give the same selections, weights and E_p gradients
-on the same noise also cross-checks the batched code. The soft mode's reference calls the library one
+on the same noise also cross-checks the batched code. The soft and relaxed modes' reference calls the library one
 image at a time. The reference runs E_p on each image's candidate rows.
 
     python benchmarks/bench_retrieval.py      (or python -m benchmarks.bench_retrieval)
@@ -117,7 +117,7 @@ def run() -> list[dict]:
                 w = reference_hard([feats], [mask[i, :n_i]], [feats[0, q_idx[i]]],
                                    [noise[:n_i, i, :n_i]], TAU)[0]
             else:
-                w = iterative_retrieval(feats[None], mask[i:i + 1, :n_i], tau=TAU, mode="soft",
+                w = iterative_retrieval(feats[None], mask[i:i + 1, :n_i], tau=TAU, mode=mode,
                                         query=feats[0, q_idx[i]][None], noise=noise[:n_i, i:i + 1, :n_i]).weights[0]
             sel = (w[..., None] * cooc[i, :n_i]).sum(1)
             losses.append(cooccurrence_loss(sel[None], mask[i:i + 1, :n_i].any(-1)))
@@ -133,7 +133,7 @@ def run() -> list[dict]:
 
     rows = []
     for embed in (True, False):
-        for mode in ("hard", "soft"):
+        for mode in ("hard", "soft", "relaxed"):
             fast_s, (w_fast, g_fast) = timed(lambda: batched(mode, embed), REPEAT)
             ref_s, (w_ref, g_ref) = timed(lambda: per_image(mode, embed), REPEAT)
             for i in range(B):

@@ -40,7 +40,9 @@ def retrievegan_params(method: str = "retrievegan", **overrides: Any) -> dict[st
 
 
 def pastegan_params(**overrides: Any) -> dict[str, Any]:
-    return {**TINY_PATCH_GAN, "p_sel_weight": 0.0, "decoder_res_blocks": 1, "eval_mode_after": -1, **overrides}
+    # test_top 5: the fixture's pre-filter keeps 8 candidates per object
+    return {**TINY_PATCH_GAN, "p_sel_weight": 0.0, "decoder_res_blocks": 1, "eval_mode_after": -1, "test_top": 5,
+            **overrides}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,9 +61,11 @@ class PatchInputs:
         return {"patches": str(self.patches), "candidates": str(self.candidates)}
 
 
-def build_inputs(patches_dir: Path, out_dir: Path, seed: int = 0) -> PatchInputs:
+def build_inputs(patches_dir: Path, out_dir: Path, seed: int = 0, themed: bool = False) -> PatchInputs:
     """Random frozen patch features and co-occurrence embeddings, and pre-filter candidates (k = 8) computed
-    by the real pre-filter from random "GCN features"."""
+    by the real pre-filter from random "GCN features". ``themed``: the features and co-occurrence embeddings
+    carry each patch's hidden theme (features: 3 x one-hot(theme) + unit noise; co-occurrence: one-hot(theme)),
+    so that learning to retrieve same-theme patches is possible and generalises to other images."""
     from retrievegan.data.patches import load_patch_table
     from retrievegan.embed.prefilter import PrefilterConfig, prefilter_candidates
 
@@ -71,6 +75,11 @@ def build_inputs(patches_dir: Path, out_dir: Path, seed: int = 0) -> PatchInputs
     features = rng.normal(size=(len(table), 12)).astype(np.float32)
     cooc = rng.normal(size=(len(table), 6)).astype(np.float32)
     cooc /= np.linalg.norm(cooc, axis=1, keepdims=True)
+    if themed:
+        theme = table["theme"].to_numpy(dtype=np.int64)
+        onehot = np.eye(max(12, int(theme.max()) + 1), dtype=np.float32)[theme]
+        features += 3.0 * onehot[:, :12]
+        cooc = onehot.copy()
     gcn = rng.normal(size=(len(table), 5)).astype(np.float32)
     cand, _ = prefilter_candidates(gcn, table, PrefilterConfig(k=8, device="cpu"))
     paths = PatchInputs(patches_dir / "patches.csv", patches_dir / "patches.npy", out_dir / "candidates.npy",

@@ -147,7 +147,7 @@ def _tiny_paper_config(path: Path, source: str) -> Path:
         "attngan": {**TINY_ATTNGAN, "train": {"batch_size": 3, "steps": 40}},
         # the perceptual loss on: the estimate builds its VGG-19 with random weights
         "retrievegan": {**TINY_PATCH_GAN, "p_img_weight": 1.0, "train": {"steps": 60}},
-        "pastegan": {**TINY_PATCH_GAN, "decoder_res_blocks": 1, "train": {"steps": 70}},
+        "pastegan": {**TINY_PATCH_GAN, "decoder_res_blocks": 1, "test_top": 5, "train": {"steps": 70}},
     }
     path.write_text(yaml.safe_dump(tiny))
     return path

@@ -90,3 +90,48 @@ def test_wrong_file_is_not_taken_for_alexnet(tmp_path):
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(InputError, match="not a torchvision AlexNet state dict"):
         diversity.LpipsAlex(tmp_path / "bad.pth")
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a network connection fails the test (lpips / torchvision must not download)."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args[1:] if len(args) > 1 else args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_lpips_wrapper_equals_stock_lpips_with_the_same_trunk(tiny_dataset, tmp_path, no_network):
+    """The project's LPIPS (explicit AlexNet file + the lpips package's v0.1 linear layers) gives the same
+    distances as stock `lpips.LPIPS(net='alex', pretrained=True)` whose trunk holds the same (random, seeded)
+    weights: pnet_rand builds the trunk without a download, pretrained=True loads the shipped linear layers."""
+    import lpips
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(2024)
+        stock = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False).eval()
+    trunk = {f"features.{key.split('.', 1)[1]}": value for key, value in stock.net.state_dict().items()}
+    torch.save(trunk, tmp_path / "alexnet-seeded.pth")  # torchvision's AlexNet layout, as the ImageNet file
+    ours = diversity.LpipsAlex(tmp_path / "alexnet-seeded.pth")
+    real = np.load(tiny_dataset.data_dir / "train_images.npy")[:24]  # rendered benchmark scenes, 32 px
+    big = np.repeat(np.repeat(real, 2, axis=1), 2, axis=2)  # and the same at 64 px
+    for images in (real, big):
+        x0 = torch.from_numpy(images[:-1]).permute(0, 3, 1, 2).contiguous()
+        x1 = torch.from_numpy(images[1:]).permute(0, 3, 1, 2).contiguous()
+        with torch.no_grad():
+            expected = stock(x0.float() / 127.5 - 1.0, x1.float() / 127.5 - 1.0).reshape(-1)
+            got = ours(x0, x1)
+        assert float(expected.abs().max()) > 1e-3  # different scenes: not trivially zero
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    # and through the metric's own batching
+    np.testing.assert_allclose(distances(real[:-1], real[1:], ours, batch_size=5), expected_np(stock, real),
+                               rtol=0, atol=1e-5)
+
+
+def expected_np(stock, images):
+    with torch.no_grad():
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        return stock(x[:-1], x[1:]).reshape(-1).double().numpy()

@@ -164,3 +164,47 @@ def test_synthnet_registration_is_idempotent_and_matches_the_model(extractor, im
     direct = load_synthnet(extractor.weights)(x)
     torch.testing.assert_close(pool, direct["pool"])
     torch.testing.assert_close(logits, direct["logits_theme"])
+
+
+@pytest.fixture(scope="module")
+def random_inception(tmp_path_factory):
+    """torch-fidelity's Inception-v3 (inception-v3-compat) with random, seeded weights in its weights-file format
+    (a stand-in for the real file, which is not on this machine; nothing is downloaded)."""
+    from unittest import mock
+
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    path = tmp_path_factory.mktemp("inception") / "inception-random.pth"
+    with torch.random.fork_rng(devices=[]), \
+            mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None), \
+            mock.patch("torch.load", lambda *a, **k: {}):
+        torch.manual_seed(7)
+        model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
+                                            feature_extractor_weights_path="unused")
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def test_inception_path_matches_calculate_metrics(images, random_inception, tmp_path):
+    """The paper's extractor path (inception-v3-compat, weights from a file): our stored-reference FID / IS equal
+    torch-fidelity's calculate_metrics with the same weights file on the same images."""
+    import torch_fidelity
+
+    extractor = fidelity.resolve_extractor("inception", inception_weights=random_inception)
+    assert (extractor.fidelity_name, extractor.fid_layer, extractor.isc_layer) == (
+        "inception-v3-compat", "2048", "logits_unbiased")
+    real, fake_images = images[:8], add_noise(images[8:16], 30, seed=4)
+    np.save(tmp_path / "test_images.npy", real)
+    fidelity.compute_reference(tmp_path / "test_images.npy", "test", extractor, 4, "cpu", tmp_path / "ref.npz")
+    ref = fidelity.load_reference(tmp_path / "ref.npz")
+    fake = fidelity.extract_features(ArrayDataset(fake_images), extractor, 4)
+    ours_fid = fidelity.fid_from_statistics(fidelity.fid_statistics(fake[extractor.fid_layer]), ref.stats)
+    ours_is = fidelity.inception_score(fake[extractor.isc_layer], 2, 3)
+    theirs = torch_fidelity.calculate_metrics(
+        input1=ArrayDataset(fake_images), input2=ArrayDataset(real), fid=True, isc=True, cuda=False,
+        feature_extractor="inception-v3-compat", feature_extractor_weights_path=str(random_inception), cache=False,
+        isc_splits=2, rng_seed=3, batch_size=4, save_cpu_ram=True, verbose=False)
+    assert np.isfinite(ours_fid) and ours_fid > 0
+    assert ours_fid == pytest.approx(theirs["frechet_inception_distance"], rel=1e-6)
+    assert ours_is[0] == pytest.approx(theirs["inception_score_mean"], rel=1e-6)
+    assert ours_is[1] == pytest.approx(theirs["inception_score_std"], rel=1e-6)

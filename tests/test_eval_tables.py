@@ -182,3 +182,87 @@ def test_compatibility_table_and_report(tmp_path):
     assert "(tables/table1.md)" in text and "![compatibility](figures/compatibility.png)" in text
     assert "Table 2** of the paper is only partly legible" in text
     assert "[retrievegan_pred_bbox.json](metrics/retrievegan_pred_bbox.json)" in text
+
+
+def compat_record(method, setting, single, low, high):
+    return {"method": method, "setting": setting, "num_sets": 512, "seed": 0,
+            "bootstrap": {"samples": 100, "confidence": 0.95},
+            "metrics": {"compat_single_theme": single, "compat_single_theme_low": low, "compat_single_theme_high": high,
+                        "compat_pairwise_same_theme": 0.7, "compat_pairwise_same_theme_low": 0.66,
+                        "compat_pairwise_same_theme_high": 0.74, "compat_chance_pairwise_same_theme": 0.13}}
+
+
+def test_table2_has_the_variant_rows_with_their_factors_and_compatibility(tmp_path):
+    """Issue 11: Table 2 grows rows for the retrieval modes and the L_occur form (variants, evaluated in the
+    ablation setting), each with FID / IS / DS and the compatibility score with its 95 % interval; the PasteGAN
+    rows of Table 1 say what they are; REPORT.md states every changed default and the group masses."""
+    from retrievegan.eval.methods import factor_levels
+    from retrievegan.eval.metrics import EvaluationConfig
+    from retrievegan.eval.report import DEFAULT_CHANGES, write_report
+
+    variants = ("retrievegan_soft", "retrievegan_relaxed", "retrievegan_occur_mean")
+    files, real, dataset_csv = write_inputs(tmp_path)
+    compat_files = []
+    for k, method in enumerate(("retrievegan", "retrievegan_gt_only") + variants):
+        if method in variants:
+            path = tmp_path / "metrics" / f"{method}_pred_bbox.json"
+            path.write_text(json.dumps(metric_record(method, "pred_bbox", 60.0 + k, 3.0, 0.2)))
+            files.append(path)
+        cpath = tmp_path / "metrics" / "compatibility" / f"{method}_pred_bbox.json"
+        cpath.parent.mkdir(exist_ok=True)
+        cpath.write_text(json.dumps(compat_record(method, "pred_bbox", 0.5 + k / 100, 0.4, 0.6)))
+        compat_files.append(cpath)
+    config = {"retrieval": {"mode": "hard"}, "retrievegan": {"occur_form": "sum"},
+              "features": {"pooling": "multiscale"}}
+    values = {"pastegan.test_pick": "random", "pastegan.test_top": 10, "retrieval.mode": "hard",
+              "retrievegan.occur_form": "sum", "features.pooling": "multiscale", "features.backbone": "category_cnn"}
+    results = load_results("synth", files, real, compat_files, METHOD_NAMES, SETTINGS, True, variants, "pred_bbox",
+                           factor_levels(config, list(METHOD_NAMES) + list(variants)), values)
+    cfg = ReportConfig(**PAPER)
+    tables = write_tables(results, cfg, dataset_csv, tmp_path / "tables")
+    rows = read_csv(tmp_path / "tables" / "table2.csv")
+    assert [r["Method"] for r in rows] == ["retrievegan_no_gt_no_occur", "retrievegan_gt_only",
+                                           "retrievegan_occur_only", "retrievegan", *variants, "Real data"]
+    full, soft, relaxed, mean = (row(rows, m) for m in ("retrievegan",) + variants)
+    assert (full["Retrieval"], soft["Retrieval"], relaxed["Retrieval"]) == ("hard", "soft", "relaxed")
+    assert (full["L_occur form"], mean["L_occur form"], mean["Retrieval"]) == ("sum", "mean", "hard")
+    header = "Compatibility (single theme, 95% CI)"
+    assert float(full[header]) == 0.5 and float(full[header + " low"]) == 0.4 and float(full[header + " high"]) == 0.6
+    assert float(relaxed[header]) == pytest.approx(0.5 + 3 / 100)
+    assert float(soft["FID ours (synthnet)"]) == 62.0 and float(mean["DS ours (lpips_synthnet)"]) == 0.2
+    assert soft["FID paper"].startswith("n/a: the paper has no such row")
+    assert row(rows, "retrievegan_occur_only")[header].startswith("n/a: no compatibility file")
+    md = (tmp_path / "tables" / "table2.md").read_text()
+    assert "0.500 [0.400, 0.600]" in md and "retrievegan_relaxed: Retrieval = relaxed" in md
+    # a variant is evaluated in the ablation setting only
+    t1 = read_csv(tmp_path / "tables" / "table1.csv")
+    assert float(row(t1, "PasteGAN", "pred_bbox")["FID ours (synthnet)"]) > 0
+    t1_md = (tmp_path / "tables" / "table1.md").read_text()
+    assert "PasteGAN retrieval (random selection) on the shared generation module" in t1_md
+    assert row(rows, "retrievegan_gt_only")["L_occur form"] == "- (no L_occur_sel)"
+    assert "first 10 pre-filtered candidates" in t1_md
+    compat = read_csv(tmp_path / "tables" / "compatibility.csv")
+    assert float(row(compat, "RetrieveGAN (soft retrieval)", "pred_bbox")["Single-theme share"]) == pytest.approx(0.52)
+    group_mass = {"method": "retrievegan_relaxed", "trained_mode": "relaxed", "split": "test",
+                  "metrics": {"groups": 1000, "groups_over_one": 123, "share_groups_over_one": 0.123,
+                              "share_groups_over_1_1": 0.05, "share_groups_under_one": 0.2,
+                              "sets": 300, "share_sets_with_a_group_over_one": 0.4, "max_group_mass": 1.9}}
+    out = write_report(tmp_path / "REPORT.md", results, cfg, EvaluationConfig(feature_extractor="synthnet",
+                                                                              ds_backbone="synthnet"),
+                       tables, [], files + [real] + compat_files, None, 64, group_mass=[group_mass])
+    text = out.read_text()
+    for change in DEFAULT_CHANGES:
+        assert f"**`{change.key}`**" in text
+    assert "§4.2" in text and "eq. 3" in text and "supplement §3" in text
+    assert "This run: `random`" in text and "This run: `sum`" in text and "This run: `multiscale`" in text
+    assert "`retrievegan_relaxed`: 123 of 1000 groups (12.3%) got more than one unit" in text
+    assert "`retrievegan_occur_mean` (RetrieveGAN (L_occur_sel as a mean over pairs))" in text
+
+
+def test_no_variants_no_extra_rows(tmp_path):
+    files, real, dataset_csv = write_inputs(tmp_path)
+    results = load_results("synth", files, real, [], METHOD_NAMES, SETTINGS)
+    write_tables(results, ReportConfig(**PAPER), dataset_csv, tmp_path / "tables")
+    rows = read_csv(tmp_path / "tables" / "table2.csv")
+    assert len(rows) == 5 and rows[3]["Retrieval"] == "-"
+    assert rows[3]["Compatibility (single theme)"].startswith("n/a: compatibility score not computed")

@@ -1,5 +1,8 @@
-"""RetrieveGAN (+ ablations) and PasteGAN: losses, ablation switches, end-to-end gradients, selection rules,
-sampling (batch independence, retrievals), the perceptual-weights error, and the random-candidates baseline."""
+"""RetrieveGAN (+ ablations, + variants) and PasteGAN: losses, ablation switches, direction tests (training
+moves the retrieval and the generator the right way on held-out data; the straight-through path carries the
+generator's gradient to E_p), selection rules (PasteGAN: random at test time, nearest as an option), sampling
+(batch independence, retrievals), the perceptual-weights error, the paper configs, the random-candidates
+baseline."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from patchgan_support import ABLATIONS, build_inputs, pastegan_params, retrievegan_params
+from patchgan_support import ABLATIONS, TINY_RETRIEVAL, build_inputs, pastegan_params, retrievegan_params
 from PIL import Image
 from train_support import train_config
 
@@ -47,14 +50,16 @@ def gens(batch, seed=0):
     return image_generators((seed,), batch.image_ids.tolist())
 
 
+@pytest.fixture(scope="module")
+def themed_inputs(tiny_dataset, tmp_path_factory):
+    return build_inputs(tiny_dataset.patches_dir, tmp_path_factory.mktemp("themed_inputs"), themed=True)
+
+
 @pytest.mark.parametrize("name", ["retrievegan", "pastegan"])
-def test_one_step_lowers_the_generator_loss(name, train_set, inputs):
+def test_a_training_step_logs_every_loss_term(name, train_set, inputs):
     batch = batch_of(train_set, range(4))
     method = make(name, train_set, inputs)
     trainer = Trainer(method, train_config(), torch.device("cpu"))
-    ctx = trainer.context(batch, 0, 0)
-    with torch.no_grad():
-        before = method.generator_step(trainer.nets, batch, ctx)
     logs = trainer.train_step(batch, 0, 0)
     assert logs["skipped"] == 0
     expected = {"bbox", "recon_img", "adv_img", "adv_obj", "ac_obj", "total"}
@@ -62,9 +67,76 @@ def test_one_step_lowers_the_generator_loss(name, train_set, inputs):
                                                                       "ac_obj_rec"}
     assert set(logs["G"]) == expected
     assert set(logs["D"]) >= {"img_adv", "obj_adv", "obj_ac_real", "total"}
+
+
+def _only(weight: str, value: float = 1.0) -> dict:
+    """Method overrides: every generator loss weight 0 except ``weight``."""
+    off = {k: 0.0 for k in ("recon_img_weight", "bbox_weight", "adv_img_weight", "adv_obj_weight", "ac_obj_weight")}
+    return {**off, weight: value}
+
+
+@pytest.mark.parametrize("name", ["retrievegan", "pastegan"])
+def test_training_the_reconstruction_path_lowers_held_out_reconstruction_error(name, tiny_dataset, train_set,
+                                                                              inputs):
+    """Direction (not "the loss drops on the batch it stepped on"): a few steps of the L1 reconstruction loss on
+    training images make the generator reconstruct *validation* images (their own patches at their boxes)
+    better."""
+    extra = {"gt_sel_weight": 0.0, "occur_sel_weight": 0.0} if name == "retrievegan" else {"crop_match_weight": 0.0}
+    lr = {"optim_generator": {"lr": 5e-3, "betas": [0.5, 0.999]}}
+    method = make(name, train_set, inputs, **_only("recon_img_weight"), **extra, **lr)
+    trainer = Trainer(method, train_config(), torch.device("cpu"))
+    val = batch_of(SceneGraphDataset(tiny_dataset.data_dir, "val", inputs.patches_csv), range(8))
+
+    def held_out() -> float:
+        with torch.no_grad():
+            return float(method.generator_step(trainer.nets, val, trainer.context(val, 0, 0)).logs["recon_img"])
+
+    before = held_out()
+    for step in range(12):
+        trainer.train_step(batch_of(train_set, [(4 * step + i) % len(train_set) for i in range(4)]), step, 0)
+    after = held_out()
+    assert after < 0.8 * before, (before, after)
+
+
+def _gt_probability(method, retriever, batch) -> float:
+    """Independent of the library's retrieval: over every (query object, other object) pair of each image, the
+    probability softmax(-||q - e||) over the other object's candidates + its own patch gives its own patch, q =
+    the query object's own-patch embedding (L_gt_sel's setting, without noise); the mean over pairs."""
+    from retrievegan.embed.prefilter import add_ground_truth, gather_candidates
+
+    rows = slot_rows(batch)
+    ids, _ = gather_candidates(method.candidates, rows)
+    ids_gt, gt_pos = add_ground_truth(ids, rows)
+    probs = []
     with torch.no_grad():
-        after = method.generator_step(trainer.nets, batch, trainer.context(batch, 0, 0)).loss
-    assert after < before.loss, (float(before.loss), float(after))
+        e = method.embed(retriever, ids_gt)
+        for b in range(rows.shape[0]):
+            n = int((rows[b] >= 0).sum())
+            for a in range(n):
+                q = e[b, a, gt_pos[b, a]]
+                for o in (o for o in range(n) if o != a):
+                    logits = torch.where(ids_gt[b, o] >= 0, -torch.linalg.norm(e[b, o] - q, dim=-1),
+                                         torch.tensor(float("-inf")))
+                    probs.append(float(torch.softmax(logits, 0)[gt_pos[b, o]]))
+    return sum(probs) / len(probs)
+
+
+def test_training_with_the_gt_selection_loss_generalises_to_held_out_images(tiny_dataset, themed_inputs):
+    """Direction at the method level: with patch features that carry the (hidden) theme, training E_p with
+    L_gt_sel alone (Trainer steps on training images) raises the probability of the ground-truth patches of
+    *validation and test* scene graphs (chance: 1 / 5 with 4 candidates + the own patch)."""
+    train = SceneGraphDataset(tiny_dataset.data_dir, "train", themed_inputs.patches_csv)
+    held = collate_scene_graphs([SceneGraphDataset(tiny_dataset.data_dir, split, themed_inputs.patches_csv)[i]
+                                 for split, count in (("val", 8), ("test", 12)) for i in range(count)])
+    params = retrievegan_params("retrievegan_gt_only", **_only("gt_sel_weight"),
+                                optim_generator={"lr": 1e-2, "betas": [0.5, 0.999]})
+    method = create_method("retrievegan_gt_only", params, train.spec, themed_inputs.retrievegan())
+    trainer = Trainer(method, train_config(), torch.device("cpu"))
+    before = _gt_probability(method, trainer.nets["retriever"], held)
+    for step in range(40):
+        trainer.train_step(batch_of(train, [(8 * step + i) % len(train) for i in range(8)]), step, 0)
+    after = _gt_probability(method, trainer.nets["retriever"], held)
+    assert after > before + 0.07, (before, after)
 
 
 def test_ablation_switches_remove_their_terms_and_only_them(train_set, inputs):
@@ -93,9 +165,9 @@ def test_ablation_switches_remove_their_terms_and_only_them(train_set, inputs):
         create_method("retrievegan_gt_only", retrievegan_params("retrievegan"), train_set.spec, inputs.retrievegan())
 
 
-def test_generator_losses_reach_the_patch_embedding(train_set, inputs):
+def test_generator_losses_reach_the_patch_embedding_only_through_the_selection(train_set, inputs):
     """Without L_gt and L_occur the only path from the loss to E_p is the straight-through retrieval into the
-    generated image: E_p must still get a gradient (end-to-end differentiable)."""
+    generated image: E_p gets a gradient, and none once the selection weights are detached."""
     batch = batch_of(train_set, range(4))
     method = make("retrievegan_no_gt_no_occur", train_set, inputs, recon_img_weight=0.0, bbox_weight=0.0)
     nets = method.build_networks(torch.Generator().manual_seed(1))
@@ -106,7 +178,6 @@ def test_generator_losses_reach_the_patch_embedding(train_set, inputs):
     grads = [p.grad for p in nets["retriever"].parameters()]
     assert all(g is not None for g in grads)
     assert sum(float(g.abs().sum()) for g in grads) > 0
-    # ... and it flows through the selection weights: with the weights detached E_p gets nothing
     nets["retriever"].zero_grad(set_to_none=True)
     bank_select = method.bank.select
     method.bank.select = lambda weights, ids: bank_select(weights.detach(), ids)
@@ -115,16 +186,79 @@ def test_generator_losses_reach_the_patch_embedding(train_set, inputs):
     assert all(p.grad is None for p in nets["retriever"].parameters())
 
 
+def test_a_step_along_a_pixel_gradient_makes_the_retrieval_pick_the_target_patches(train_set, inputs):
+    """Direction of the straight-through path (retrieval -> PatchBank.select -> pixels): E_p moved against the
+    gradient of a pixel loss towards one chosen candidate per object raises those candidates' selection
+    probability (measured without the library's retrieval: softmax of -||q - e|| over each object's
+    candidates, q the batch's random query), and moved along it lowers it."""
+    from retrievegan.embed.prefilter import gather_candidates
+
+    method = make("retrievegan", train_set, inputs)
+    batch = batch_of(train_set, range(8))
+    rows = slot_rows(batch)
+    ids, mask = gather_candidates(method.candidates, rows)
+    target_col = torch.zeros_like(rows)  # the nearest candidate of each object, whatever E_p says now
+    target = method.bank.crops(ids.gather(2, target_col[..., None]).squeeze(2))  # (B, N, 3, C, C)
+    real = mask.any(-1)
+
+    def target_probability(retriever, query) -> float:
+        with torch.no_grad():
+            e = method.embed(retriever, ids)
+            p = torch.softmax(torch.where(mask, -torch.linalg.norm(e - query[:, None, None], dim=-1),
+                                          torch.tensor(float("-inf"))), dim=-1)
+            return float(p.gather(2, target_col[..., None]).squeeze(2)[real].mean())
+
+    retriever = method.build_networks(torch.Generator().manual_seed(3))["retriever"]
+    out = method.retrieve(method.embed(retriever, ids), mask, gens(batch), "hard", True)
+    pixels = method.select_pixels(out, ids)
+    loss = ((pixels - target) ** 2).mean((2, 3, 4))[real].sum()
+    grads = torch.autograd.grad(loss, list(retriever.parameters()))
+    norm = torch.sqrt(sum((g ** 2).sum() for g in grads))
+    query = out.query.detach()
+    before = target_probability(retriever, query)
+    changes = {}
+    for sign in (-1.0, 1.0):
+        moved = method.build_networks(torch.Generator().manual_seed(3))["retriever"]
+        with torch.no_grad():
+            for p, g in zip(moved.parameters(), grads):
+                p.add_(sign * 0.2 * g / norm)
+        changes[sign] = target_probability(moved, query) - before
+    assert changes[-1.0] > 1e-4 and changes[1.0] < -1e-4, changes
+
+
 @pytest.mark.parametrize("name, term", [("retrievegan_occur_only", "occur_sel"), ("retrievegan_gt_only", "gt_sel")])
-def test_each_retrieval_loss_alone_trains_the_patch_embedding(name, term, train_set, inputs):
+def test_each_retrieval_loss_alone_is_the_whole_loss(name, term, train_set, inputs):
     batch = batch_of(train_set, range(4))
-    off = {k: 0.0 for k in ("recon_img_weight", "bbox_weight", "adv_img_weight", "adv_obj_weight", "ac_obj_weight")}
-    method = make(name, train_set, inputs, **off)
+    method = make(name, train_set, inputs, **_only("recon_img_weight", 0.0))
     nets = method.build_networks(torch.Generator().manual_seed(2))
     out = method.generator_step(nets, batch, Trainer(method, train_config(), torch.device("cpu")).context(batch, 0, 0))
     assert set(out.logs) == {term, "total"}
-    out.loss.backward()
-    assert sum(float(p.grad.abs().sum()) for p in nets["retriever"].parameters()) > 0
+    loss = float(out.loss.detach())
+    assert loss == pytest.approx(float(out.logs[term])) and loss > 0
+
+
+@pytest.mark.parametrize("mode", ["soft", "relaxed"])
+def test_relaxed_retrieval_modes_train_and_sample_real_patches(mode, train_set, inputs):
+    """soft / relaxed: the generator gets the relaxed weights (a row's mass on several candidates) when training;
+    sampling still retrieves one real patch per object (hard), for retrievals.json."""
+    from retrievegan.embed.prefilter import gather_candidates
+
+    method = make("retrievegan", train_set, inputs, retrieval={**TINY_RETRIEVAL, "mode": mode})
+    batch = batch_of(train_set, range(4))
+    nets = method.build_networks(torch.Generator().manual_seed(0))
+    ctx = Trainer(method, train_config(), torch.device("cpu")).context(batch, 0, 0)
+    rows = slot_rows(batch)
+    ids, mask = gather_candidates(method.candidates, rows)
+    out = method.retrieve(method.embed(nets["retriever"], ids), mask, gens(batch), mode, True)
+    w = out.weights[mask.any(-1)]
+    assert ((w > 1e-4).sum(-1) > 1).all()  # relaxed rows, not one-hot
+    assert torch.isfinite(method.generator_step(nets, batch, ctx).loss)
+    with torch.no_grad():
+        sampled = method.sample({k: v.eval() for k, v in nets.items()}, batch, "gt_bbox", gens(batch))
+    cand = np.load(inputs.candidates)
+    for b, pids in enumerate(sampled.patch_ids):
+        for j, pid in enumerate(pids):
+            assert pid in cand[int(rows[b, j]), :TINY_RETRIEVAL["k"]]
 
 
 def test_retrieval_draws_depend_only_on_each_images_generator(train_set, inputs):
@@ -141,15 +275,29 @@ def test_retrieval_draws_depend_only_on_each_images_generator(train_set, inputs)
     assert a.patch_ids != c.patch_ids  # another seed, another retrieval
 
 
-def test_pastegan_nearest_at_test_random_among_top_when_training(train_set, inputs):
-    method = make("pastegan", train_set, inputs)
+def test_pastegan_picks_at_random_among_its_top_candidates_and_nearest_is_an_option(train_set, inputs):
+    method = make("pastegan", train_set, inputs)  # test_pick: random (the default), test_top 5 in the fixture
+    assert method.config.test_pick == "random"
     cand = np.load(inputs.candidates)
     batch = batch_of(train_set, range(8))
     rows = slot_rows(batch)
     real = rows >= 0
-    test_pick = method.select(rows, gens(batch), training=False)
-    assert torch.equal(test_pick[real], torch.from_numpy(cand[rows[real].numpy(), 0]))
-    assert (test_pick[~real] == -1).all()
+    top = torch.from_numpy(cand[rows.clamp(min=0).numpy(), :5])  # (B, N, 5)
+    seen = torch.zeros(top.shape, dtype=torch.bool)
+    for seed in range(60):  # test time: uniform among the first test_top candidates, per image and seed
+        pick = method.select(rows, gens(batch, seed), training=False)
+        member = pick[..., None] == top
+        assert member[real].any(-1).all() and (pick[~real] == -1).all()
+        seen |= member & real[..., None]
+    assert seen[real].all()  # every one of the 5 candidates of every object gets drawn
+    a, b = method.select(rows, gens(batch, 0), training=False), method.select(rows, gens(batch, 1), training=False)
+    assert not torch.equal(a, b)  # two sample seeds, two patch sets: DS can be > 0
+    assert torch.equal(a, method.select(rows, gens(batch, 0), training=False))  # seeded
+    # nearest (PasteGAN's released code): the first candidate, whatever the seed
+    nearest = make("pastegan", train_set, inputs, test_pick="nearest")
+    for seed in (0, 1):
+        pick = nearest.select(rows, gens(batch, seed), training=False)
+        assert torch.equal(pick[real], torch.from_numpy(cand[rows[real].numpy(), 0])) and (pick[~real] == -1).all()
     # training: uniform among [own patch, candidate 1, candidate 2] (PasteGAN's top 3), seeded per image
     pool = torch.stack([rows, *(torch.from_numpy(cand[rows.clamp(min=0).numpy(), j]) for j in range(2))], -1)
     seen = torch.zeros(pool.shape, dtype=torch.bool)
@@ -165,6 +313,8 @@ def test_pastegan_nearest_at_test_random_among_top_when_training(train_set, inpu
     sub = batch_of(train_set, [5, 1])
     assert torch.equal(method.select(slot_rows(sub), gens(sub, 7), training=True),
                        method.select(rows, gens(batch, 7), training=True)[[5, 1]][:, :slot_rows(sub).shape[1]])
+    with pytest.raises(ConfigError, match="holds only 8 candidates"):
+        make("pastegan", train_set, inputs, test_top=9)
 
 
 @pytest.fixture(scope="module")
@@ -213,14 +363,14 @@ def test_sampling_is_batch_size_independent_and_retrieves_valid_patches(name, tr
         assert (rows["category"].to_numpy() == objs[:-1]).all()  # ... of the object's category ...
         assert (rows["image_id"] != rec["image_id"]).all()  # ... never the test image's own
     by_sample = {s: {r["image_id"]: r["patch_ids"] for r in records if r["sample"] == s} for s in (0, 1)}
-    if name == "retrievegan":  # two retrieval seeds -> different patch sets
-        assert any(by_sample[0][i] != by_sample[1][i] for i in by_sample[0])
-    else:  # PasteGAN's code: the nearest candidate at test time -> identical samples
-        assert by_sample[0] == by_sample[1]
+    # two retrieval seeds -> different patch sets (PasteGAN: random selection among its top candidates)
+    assert any(by_sample[0][i] != by_sample[1][i] for i in by_sample[0])
+    if name == "pastegan":
         cand = np.load(inputs.candidates)
         for rec in records:
-            assert rec["patch_ids"] == cand[table[(table["split"] == "test") & (table["image_id"] == rec[
-                "image_id"])].sort_values("object_index")["patch_id"].to_numpy(), 0].tolist()
+            rows = table[(table["split"] == "test") & (table["image_id"] == rec["image_id"])].sort_values(
+                "object_index")["patch_id"].to_numpy()
+            assert all(p in cand[r, :5] for p, r in zip(rec["patch_ids"], rows))
 
 
 def test_run_json_records_that_the_perceptual_loss_is_off(trained, monkeypatch, tmp_path):
@@ -267,7 +417,39 @@ def test_paper_configs_build_both_methods_with_the_paper_weights():
         assert cfg["retrievegan"]["train"]["steps"] == cfg["train"]["steps"]  # 90 epochs
         pg = from_mapping(PasteGanConfig, {k: v for k, v in cfg["pastegan"].items() if k != "train"}, "pastegan")
         assert (pg.p_img_weight, pg.p_obj_weight, pg.p_sel_weight, pg.crop_match_weight) == (1.0, 0.5, 0.5, 10.0)
-        assert pg.optim_generator.lr == 5e-4 and pg.test_pick == "nearest" and pg.train_top == 3
+        assert pg.optim_generator.lr == 5e-4 and pg.train_top == 3
+
+
+@pytest.mark.parametrize("paper", ["config/paper-coco.yaml", "config/paper-vg.yaml"])
+def test_paper_configs_follow_the_paper_on_selection_eq_3_and_patch_features(paper):
+    """Issue 11: PasteGAN's random selection (§4.2), L_occur as eq. 3's sum, E_p on the ResNet's last-stage
+    ImageNet feature (supplement) -- read from the YAML files, resolved as the rules resolve them."""
+    from retrievegan.config import from_mapping, load_yaml, merge
+    from retrievegan.embed.features import FeaturesConfig
+    from retrievegan.models.baselines.pastegan import PasteGanConfig
+    from retrievegan.models.retrievegan import RetrieveGanConfig
+
+    repo = Path(__file__).resolve().parents[1]
+    raw = load_yaml(repo / paper)
+    assert raw["pastegan"]["test_pick"] == "random"
+    assert raw["retrievegan"]["occur_form"] == "sum"
+    assert raw["features"]["pooling"] == "last" and raw["features"]["backbone"] == "resnet"
+    cfg = merge(load_yaml(repo / "config/config.yaml"), raw)
+    pg = from_mapping(PasteGanConfig, {k: v for k, v in cfg["pastegan"].items() if k != "train"}, "pastegan")
+    rg = from_mapping(RetrieveGanConfig, {**{k: v for k, v in cfg["retrievegan"].items() if k != "train"},
+                                          "retrieval": cfg["retrieval"]}, "retrievegan")
+    features = from_mapping(FeaturesConfig, cfg["features"], "features")
+    assert pg.test_pick == "random" and pg.test_top >= 1
+    assert rg.occur_form == "sum" and rg.occur_sel_weight == 0.001
+    assert features.pooling == "last"
+
+
+def test_the_embedded_config_defaults_follow_the_paper_too():
+    from retrievegan.config import load_yaml
+
+    cfg = load_yaml(Path(__file__).resolve().parents[1] / "config/config.yaml")
+    assert cfg["pastegan"]["test_pick"] == "random" and cfg["retrievegan"]["occur_form"] == "sum"
+    assert cfg["features"]["pooling"] == "multiscale"  # ours on the embedded benchmark; Table 2 sensitivity row
 
 
 def test_patch_bank_select_matches_a_dense_weighted_sum(tiny_dataset):
@@ -339,3 +521,52 @@ def test_perceptual_loss_compares_feature_slices_and_keeps_the_target_fixed():
     value.backward()
     assert float(value.detach()) > 0 and x.grad is not None and y.grad is None
     assert len(loss._features(torch.zeros(1, 3, 16, 16))) == 4  # 1 x 1 after four poolings: no fifth stage
+
+
+def test_a_variant_trains_under_its_own_name_and_reports_its_group_masses(tiny_dataset, inputs, tmp_path):
+    """A variant name trains its base method (the registry resolves it), the checkpoint, run.json and samples carry
+    the variant's name, and `retrievegan group-mass` measures eq. 4's masses of its trained E_p on the test split."""
+    from retrievegan.cli import main as cli_main
+    from retrievegan.eval.group_mass import TOLERANCE
+
+    params = retrievegan_params(retrieval={**TINY_RETRIEVAL, "mode": "relaxed"})
+    result = train("retrievegan_relaxed", params, train_config(steps=2, checkpoint_every=1), tiny_dataset.data_dir,
+                   tmp_path / "run", patches_csv=inputs.patches_csv, inputs=inputs.retrievegan(), progress=False)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["config"]["method"] == "retrievegan_relaxed"
+    method, _, payload = load_trained(result.checkpoint)
+    assert payload["method"] == "retrievegan_relaxed" and method.config.retrieval.mode == "relaxed"
+    manifest = sample(result.checkpoint, tiny_dataset.data_dir, "pred_bbox", tmp_path / "samples",
+                      SampleConfig(batch_size=5, device="cpu"), patches_csv=inputs.patches_csv, progress=False)
+    assert manifest["method"] == "retrievegan_relaxed"
+    out = tmp_path / "group_mass.json"
+    assert cli_main(["group-mass", "--no-progress", "--params", json.dumps({"batch_size": 5, "device": "cpu"}),
+                     "--checkpoint", str(result.checkpoint), "--data-dir", str(tiny_dataset.data_dir),
+                     "--patches", str(inputs.patches_csv), "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    m = record["metrics"]
+    test = SceneGraphDataset(tiny_dataset.data_dir, "test", inputs.patches_csv)
+    objects = sum(len(test.object_arrays(i)[0]) - 1 for i in range(len(test)))
+    assert record["method"] == "retrievegan_relaxed" and record["measured_mode"] == "relaxed"
+    assert m["groups"] == 2 * objects and m["sets"] == 2 * len(test)  # every object has candidates; 2 seeds
+    assert 0.0 <= m["share_groups_over_one"] <= 1.0 and m["tolerance"] == TOLERANCE
+    assert m["max_group_mass"] >= 1.0 - 1e-6 >= m["min_group_mass"] - 1.0  # masses total n per set
+    with pytest.raises(ConfigError, match="no differentiable retrieval"):
+        from retrievegan.eval.group_mass import measure_group_mass
+
+        pastegan = train("pastegan", pastegan_params(), train_config(steps=1, checkpoint_every=1),
+                         tiny_dataset.data_dir, tmp_path / "pg", patches_csv=inputs.patches_csv,
+                         inputs=inputs.pastegan(), progress=False)
+        measure_group_mass(pastegan.checkpoint, tiny_dataset.data_dir, inputs.patches_csv, None, device_name="cpu")
+
+
+def test_group_mass_summary_counts_groups_over_one_unit():
+    from retrievegan.eval.group_mass import group_mass_summary
+
+    summary = group_mass_summary([np.array([1.0, 1.0, 1.0]), np.array([1.5, 0.5]), np.array([1.00001, 0.99999]),
+                                  np.array([])])
+    assert summary["groups"] == 7 and summary["groups_over_one"] == 1 and summary["sets"] == 3
+    assert summary["share_sets_with_a_group_over_one"] == pytest.approx(1 / 3)
+    assert summary["share_groups_under_one"] == pytest.approx(1 / 7)
+    assert summary["max_group_mass"] == 1.5 and summary["mean_excess_of_groups_over_one"] == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        group_mass_summary([np.array([])])

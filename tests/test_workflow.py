@@ -81,3 +81,76 @@ def test_data_stage_runs_then_nothing_to_do(tmp_path):
         assert (work / "results/tiny" / run_dir / "run.json").is_file()
     again = snakemake(work, "--configfile", "tiny.yaml", "--cores", "2", "-n", *targets)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def _dry_run_commands(work: Path, *args: str) -> dict[str, list[str]]:
+    """rule -> the shell commands of its jobs in a forced dry run (`snakemake -n -p --forceall`)."""
+    import re
+
+    proc = snakemake(work, "-n", "-p", "--forceall", "--cores", "1", *args)
+    found: dict[str, list[str]] = {}
+    rule = None
+    for line in (proc.stdout + proc.stderr).splitlines():
+        header = re.match(r"^(?:local)?rule (\w+):$", line)
+        if header:
+            rule = header.group(1)
+        elif rule and line.startswith("Shell command: "):
+            found.setdefault(rule, []).append(line[len("Shell command: "):])
+            rule = None
+    return found
+
+
+def test_variants_train_their_base_method_with_their_overrides_and_nothing_else(tmp_path):
+    """A variant (retrievegan.eval.methods.VARIANTS, config `variants`) is trained by its own rule with the base
+    method's config plus exactly its overrides, under its own name and folder, and sampled / evaluated in
+    report.ablation_setting only; a `features` override gets its own patch features."""
+    import json
+    import shlex
+
+    from retrievegan.eval.methods import VARIANTS
+
+    work = tiny_workdir(tmp_path, variants=list(VARIANTS))
+    commands = _dry_run_commands(work, "--configfile", "tiny.yaml")
+
+    def option(command: str, name: str) -> str:
+        words = shlex.split(command.split(" > ")[0])
+        return words[words.index(name) + 1]
+
+    base = json.loads(option(commands["train_retrievegan"][0], "--params"))
+    base_train = json.loads(option(commands["train_retrievegan"][0], "--train-params"))
+    for name, variant in VARIANTS.items():
+        (command,) = commands[f"train_{name}"]
+        assert option(command, "--method") == name and option(command, "--out-dir").endswith(f"/models/{name}")
+        params = json.loads(option(command, "--params"))
+        expected = json.loads(json.dumps(base))
+        for path, value in variant.overrides:
+            section, key = path.split(".", 1)
+            if section == "retrieval":
+                expected["retrieval"][key] = value
+            elif section == "retrievegan":
+                expected[key] = value
+        assert params == expected, name  # the base config plus exactly the overrides
+        assert json.loads(option(command, "--train-params")) == base_train
+        features = [w for w in shlex.split(command) if w.startswith("patch_features=")]
+        if variant.overrides_section("features"):
+            assert features == [f"patch_features=results/tiny/features/variants/{name}/patch_features.npy"]
+        else:
+            assert features == ["patch_features=results/tiny/features/patch_features.npy"]
+        samples = commands[f"sample_{name}"]
+        assert [option(c, "--setting") for c in samples] == ["pred_bbox"]  # report.ablation_setting only
+    # Table 2's ablations too (Table 1 has no such rows); the full model and PasteGAN in both settings
+    for name in ("retrievegan_gt_only", "retrievegan_occur_only", "retrievegan_no_gt_no_occur"):
+        assert [option(c, "--setting") for c in commands[f"sample_{name}"]] == ["pred_bbox"], name
+    for name in ("retrievegan", "pastegan"):
+        assert sorted(option(c, "--setting") for c in commands[f"sample_{name}"]) == ["gt_bbox", "pred_bbox"], name
+    (extract,) = commands["patch_features_variant"]
+    assert json.loads(option(extract, "--params"))["pooling"] == "last"
+    assert json.loads(option(commands["patch_features"][0], "--params"))["pooling"] == "multiscale"
+    (group_mass,) = commands["group_mass"]  # the relaxed variant's group masses (eq. 4 as written)
+    assert "models/retrievegan_relaxed/checkpoint.pt" in group_mass
+    tables = commands["tables"][0]
+    assert option(tables, "--variant-setting") == "pred_bbox" and "retrievegan_soft" in tables
+    factors = json.loads(option(tables, "--factors"))
+    assert factors["retrievegan_relaxed"]["Retrieval"] == "relaxed" and factors["retrievegan"]["Retrieval"] == "hard"
+    assert factors["retrievegan_occur_mean"]["L_occur form"] == "mean"
+    assert factors["retrievegan_pool_last"]["Patch features"] == "last"

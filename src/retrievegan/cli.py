@@ -43,6 +43,7 @@ STAGES: dict[str, str] = {
     "metrics": "retrievegan.commands.evaluate",
     "compatibility": "retrievegan.commands.evaluate",
     "compat-summary": "retrievegan.commands.evaluate",
+    "group-mass": "retrievegan.commands.evaluate",
     "tables": "retrievegan.commands.report",
     "figure-qualitative": "retrievegan.commands.report",
     "figure-compatibility": "retrievegan.commands.report",
@@ -79,6 +80,7 @@ HELP: dict[str, str] = {
     "compatibility": "share of retrieved patch sets from one theme, pairwise same-theme rate, bootstrap interval",
     "compat-summary": "print (and write) the compatibility scores of several runs beside random choice among the "
                       "same pre-filter candidates and the chance level",
+    "group-mass": "how often eq. 4's literal relaxation (retrieval mode relaxed) puts > 1 unit of mass on a group",
     "tables": "Table 1, Table 2, dataset and compatibility tables (CSV, Markdown, LaTeX) with the paper's values",
     "figure-qualitative": "scene graph, real image, samples and retrieved patches with their source images",
     "figure-compatibility": "bar chart of the compatibility score with bootstrap intervals",

@@ -17,17 +17,33 @@ ENV = "../envs/retrievegan.yaml"  # conda env for --software-deployment-method c
 # Each rule file appends the final outputs it contributes to `rule all`.
 ALL_TARGETS = []
 
+# Variants (extra trained arms, declared in retrievegan.eval.methods.VARIANTS): the config's top-level
+# `variants` list; each is trained on run_config(<name>) and sampled / evaluated in report.ablation_setting.
+from retrievegan.eval.methods import VARIANTS as VARIANT_DECLARATIONS, variant_config, variant_runs
 
-def section_json(name, drop=()):
-    """The config section `name` as canonical JSON for a CLI `--params` option."""
-    return json.dumps({k: v for k, v in config[name].items() if k not in drop}, sort_keys=True)
+VARIANTS = tuple(config.get("variants", []))
+ABLATION_SETTING = config.get("report", {}).get("ablation_setting", "pred_bbox")
+VARIANT_RUNS = variant_runs(VARIANTS, ABLATION_SETTING)
 
 
-def train_json(method):
+def run_config(name):
+    """The config a method or variant runs on: the workflow config with a variant's overrides applied."""
+    return variant_config(config, name)
+
+
+def section_json(name, drop=(), cfg=None):
+    """The config section `name` (of `cfg`, default the workflow config) as canonical JSON for a CLI
+    `--params` option."""
+    cfg = config if cfg is None else cfg
+    return json.dumps({k: v for k, v in cfg[name].items() if k not in drop}, sort_keys=True)
+
+
+def train_json(method, cfg=None):
     """The common `train` section with the method section's own `train` overrides (e.g. batch_size,
     steps), as JSON for `retrievegan train --train-params`; pass the method section itself with
-    `section_json(method, drop=("train",))`."""
-    return json.dumps({**config["train"], **config[method].get("train", {})}, sort_keys=True)
+    `section_json(method, drop=("train",))`. `cfg`: a variant's run_config (default: the workflow config)."""
+    cfg = config if cfg is None else cfg
+    return json.dumps({**cfg["train"], **cfg[method].get("train", {})}, sort_keys=True)
 
 
 def cluster_resources(resource_class):

@@ -69,6 +69,41 @@ rule patch_features:
         " --patches-dir {params.patches_dir} --out-dir {params.out_dir} {params.backbone} > {log} 2>&1"
 
 
+# A variant that overrides extraction keys of `features` (e.g. features.pooling; retrievegan.eval.methods
+# VARIANT_FEATURE_KEYS) gets its own patch features from the same backbone (rule patch_features_variant).
+FEATURE_VARIANTS = [v for v in VARIANTS if VARIANT_DECLARATIONS[v].overrides_section("features")]
+
+if FEATURE_VARIANTS:
+
+    rule patch_features_variant:
+        conda:
+            ENV
+        input:
+            **PATCH_FEATURE_INPUTS,
+        output:
+            features=f"{FEATURES}/variants/{{variant}}/patch_features.npy",
+            run=f"{FEATURES}/variants/{{variant}}/patch_features.run.json",
+        wildcard_constraints:
+            variant="|".join(FEATURE_VARIANTS),
+        params:
+            cfg=lambda wildcards: section_json("features", cfg=run_config(wildcards.variant)),
+            patches_dir=lambda wildcards, input: os.path.dirname(input.bank),
+            out_dir=lambda wildcards, output: os.path.dirname(output.features),
+            backbone=lambda wildcards, input: (
+                f"--category-cnn {input.category_cnn}" if "category_cnn" in input.keys() else ""
+            ),
+        threads: 1
+        resources:
+            **cluster_resources("train"),
+        log:
+            f"{LOGS}/patch_features_{{variant}}.log",
+        benchmark:
+            f"{BENCH}/patch_features_{{variant}}.tsv"
+        shell:
+            "retrievegan patch-features --no-progress --params {params.cfg:q} --threads {threads}"
+            " --patches-dir {params.patches_dir} --out-dir {params.out_dir} {params.backbone} > {log} 2>&1"
+
+
 rule cooccur:
     conda:
         ENV

@@ -1,22 +1,31 @@
 # Evaluation: the embedded extractor (synthnet) -> real-image statistics (declared .npz files) ->
 # FID / IS / DS of every sample folder, the real-data row, the compatibility score of retrieved patches.
 # Which (method, setting) runs exist comes from config `evaluation` and retrievegan.eval.methods
-# (layout2im has no pred_bbox, AttnGAN no gt_bbox). Sample folders are read through their
-# manifest.json, which `retrievegan sample` writes last.
+# (layout2im has no pred_bbox, AttnGAN no gt_bbox; the Table 2 ablations are evaluated in report.ablation_setting
+# only), plus the configured `variants` in report.ablation_setting
+# (VARIANT_RUNS, common.smk). Sample folders are read through their manifest.json, which `retrievegan sample`
+# writes last. Runs trained with retrieval mode `relaxed` (eq. 4 as written) also get
+# metrics/group_mass/<run>.json: how often the relaxation puts more than one unit of mass on a group.
 from retrievegan.config import from_mapping
-from retrievegan.eval.methods import METHOD_NAMES, evaluation_runs, retrieval_runs
+from retrievegan.eval.methods import RUN_NAMES, evaluation_runs, method_info
 from retrievegan.eval.metrics import EvaluationConfig
 
 EVAL = from_mapping(EvaluationConfig, config.get("evaluation"), "evaluation")
 METRICS = f"{RES}/metrics"
 SAMPLES = f"{RES}/samples"
 MODELS = f"{RES}/models"
-EVAL_RUNS = evaluation_runs(EVAL.methods, EVAL.settings)
-COMPAT_RUNS = retrieval_runs(EVAL.methods, EVAL.settings) if EVAL.compatibility else []
+# Table 1 / Table 2 methods x settings; the Table 2 ablations in report.ablation_setting only (Table 2's setting)
+PAPER_RUNS = evaluation_runs(EVAL.methods, EVAL.settings, ABLATION_SETTING)
+EVAL_RUNS = PAPER_RUNS + [r for r in VARIANT_RUNS if r not in PAPER_RUNS]
+COMPAT_RUNS = [(m, s) for m, s in EVAL_RUNS if method_info(m).retrieves_patches] if EVAL.compatibility else []
 USES_SYNTHNET = "synthnet" in (EVAL.feature_extractor, EVAL.ds_backbone)
 SYNTHNET = f"{MODELS}/synthnet/synthnet.pt"
 SYNTHNET_QUALITY = f"{METRICS}/synthnet_quality.json"
-RUN_CONSTRAINTS = {"method": "|".join(METHOD_NAMES), "setting": "pred_bbox|gt_bbox"}
+RUN_CONSTRAINTS = {"method": "|".join(RUN_NAMES), "setting": "pred_bbox|gt_bbox"}
+# runs trained with eq. 4 as written (retrieval.mode: relaxed): their group masses
+RELAXED_RUNS = [m for m in dict.fromkeys(m for m, _ in EVAL_RUNS)
+                if method_info(m).section == "retrievegan" and run_config(m)["retrieval"]["mode"] == "relaxed"]
+GROUP_MASS_FILES = [f"{METRICS}/group_mass/{m}.json" for m in RELAXED_RUNS]
 
 
 # Declared real-image statistics of a split, named by the extractor that made them.
@@ -176,4 +185,40 @@ if COMPAT_FILES:
             "retrievegan compat-summary --compatibility {input} --out {output} > {log} 2>&1"
 
 
+if RELAXED_RUNS:
+
+    rule group_mass:
+        conda:
+            ENV
+        input:
+            checkpoint=f"{MODELS}/{{method}}/checkpoint.pt",
+            vocab=f"{MODEL_DATA}/vocab.json",
+            graphs=f"{MODEL_DATA}/{config['sample']['split']}.json",
+            table=f"{DATA}/patches/patches.csv",
+            patches=f"{DATA}/patches/patches.npy",
+            candidates=f"{FEATURES}/prefilter/candidates.npy",
+            patch_features=lambda wildcards: patch_features_file(wildcards.method),
+            cooccur_embeddings=f"{FEATURES}/cooccur_embeddings.npy",
+        output:
+            f"{METRICS}/group_mass/{{method}}.json",
+        wildcard_constraints:
+            method="|".join(RELAXED_RUNS),
+        params:
+            cfg=section_json("sample"),
+            inputs=lambda wildcards, input: input_options(input),
+            data_dir=lambda wildcards, input: os.path.dirname(input.vocab),
+        threads: 1
+        resources:
+            **cluster_resources("metrics"),
+        log:
+            f"{LOGS}/group_mass_{{method}}.log",
+        benchmark:
+            f"{BENCH}/group_mass_{{method}}.tsv"
+        shell:
+            "retrievegan group-mass --no-progress --params {params.cfg:q} --checkpoint {input.checkpoint}"
+            " --data-dir {params.data_dir} --patches {input.table} {params.inputs} --out {output}"
+            " --threads {threads} > {log} 2>&1"
+
+
 ALL_TARGETS += [f"{METRICS}/compatibility_summary.md"] if COMPAT_FILES else []
+ALL_TARGETS += GROUP_MASS_FILES

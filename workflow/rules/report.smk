@@ -1,14 +1,20 @@
 # Report: the paper's tables (CSV + Markdown + LaTeX, paper values beside ours), figures (qualitative
 # grids, compatibility bars, loss curves) and REPORT.md. Needs workflow/rules/metrics.smk first.
 # EVAL_TARGETS lists the final outputs; `rule all` takes them once the methods produce samples.
+from retrievegan.eval.methods import config_value, factor_levels
+from retrievegan.eval.report import REPORTED_CONFIG_KEYS
 from retrievegan.eval.tables import ReportConfig
 
 REPORT_CFG = from_mapping(ReportConfig, config.get("report"), "report")
+# what the tables and REPORT.md state about the runs: Table 2 factor values per run, changed defaults
+RUN_FACTORS = json.dumps(factor_levels(config, [m for m, _ in EVAL_RUNS]), sort_keys=True)
+CONFIG_VALUES = json.dumps({key: config_value(config, key) for key in REPORTED_CONFIG_KEYS}, sort_keys=True)
+VARIANT_ARGS = (f"--variants {' '.join(VARIANTS)} " if VARIANTS else "") + f"--variant-setting {ABLATION_SETTING}"
 TABLES = f"{RES}/tables"
 FIGURES = f"{RES}/figures"
 TABLE_NAMES = ["table1", "table2", "dataset"] + (["compatibility"] if EVAL.compatibility else [])
 TABLE_FILES = [f"{TABLES}/{name}.{ext}" for name in TABLE_NAMES for ext in ("csv", "md", "tex")]
-QUALITATIVE_FIGURES = [f"{FIGURES}/qualitative/{m}_{s}.png" for m, s in EVAL_RUNS]
+QUALITATIVE_FIGURES = [f"{FIGURES}/qualitative/{m}_{s}.png" for m, s in PAPER_RUNS]
 LOSS_FIGURES = [f"{FIGURES}/losses/{m}.png" for m in EVAL.methods]
 COMPAT_FIGURES = [f"{FIGURES}/compatibility.png"] if COMPAT_FILES else []
 FIGURE_FILES = QUALITATIVE_FIGURES + COMPAT_FIGURES + LOSS_FIGURES
@@ -27,7 +33,7 @@ if STUDY_SIMULATE:
     REPORT_EXTRAS["User study, SIMULATED participants: aggregates"] = STUDY_REPORT["simulated"]["summary"]
 if config.get("estimate", {}).get("in_report"):  # opt-in: the estimate takes ~10 min on 2 cores
     REPORT_EXTRAS["Paper-scale compute estimate (projection)"] = f"{RES}/estimate/paper_estimate.md"
-DVC_METRICS = METRIC_FILES + [f"{METRICS}/real_data.json"] + COMPAT_FILES + (
+DVC_METRICS = METRIC_FILES + [f"{METRICS}/real_data.json"] + COMPAT_FILES + GROUP_MASS_FILES + (
     [SYNTHNET_QUALITY] if USES_SYNTHNET else []
 )
 
@@ -48,6 +54,9 @@ rule tables:
         cfg=section_json("report"),
         eval_cfg=section_json("evaluation"),
         dataset=DATASET,
+        variants=VARIANT_ARGS,
+        factors=RUN_FACTORS,
+        config_values=CONFIG_VALUES,
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     resources:
         **cluster_resources("report"),
@@ -56,7 +65,8 @@ rule tables:
     shell:
         "retrievegan tables --no-progress --params {params.cfg:q} --eval-params {params.eval_cfg:q}"
         " --dataset {params.dataset} --metrics {input.metrics} --real {input.real}"
-        " --compatibility {input.compatibility} --dataset-table {input.dataset_table}"
+        " --compatibility {input.compatibility} {params.variants} --factors {params.factors:q}"
+        " --config-values {params.config_values:q} --dataset-table {input.dataset_table}"
         " --out-dir {params.out_dir} > {log} 2>&1"
 
 
@@ -133,6 +143,7 @@ rule report_md:
         metrics=METRIC_FILES,
         real=f"{METRICS}/real_data.json",
         compatibility=COMPAT_FILES,
+        group_mass=GROUP_MASS_FILES,
         quality=[SYNTHNET_QUALITY] if USES_SYNTHNET else [],
         extras=list(REPORT_EXTRAS.values()),
     output:
@@ -141,6 +152,9 @@ rule report_md:
         cfg=section_json("report"),
         eval_cfg=section_json("evaluation"),
         dataset=DATASET,
+        variants=VARIANT_ARGS,
+        factors=RUN_FACTORS,
+        config_values=CONFIG_VALUES,
         quality=f"--synthnet-quality {SYNTHNET_QUALITY}" if USES_SYNTHNET else "",
         extras=[f"{title}={path}" for title, path in REPORT_EXTRAS.items()],
     resources:
@@ -150,7 +164,9 @@ rule report_md:
     shell:
         "retrievegan report --no-progress --params {params.cfg:q} --eval-params {params.eval_cfg:q}"
         " --dataset {params.dataset} --metrics {input.metrics} --real {input.real}"
-        " --compatibility {input.compatibility} --tables {input.tables} --figures {input.figures}"
+        " --compatibility {input.compatibility} {params.variants} --factors {params.factors:q}"
+        " --config-values {params.config_values:q} --group-mass {input.group_mass}"
+        " --tables {input.tables} --figures {input.figures}"
         " {params.quality} --extra {params.extras:q} --out {output} > {log} 2>&1"
 
 

@@ -1,32 +1,52 @@
-# RetrieveGAN (+ its three Table 2 ablations) and the PasteGAN baseline: `train_<method>` and
-# `sample_<method>` rules, one per method (src/retrievegan/models/{retrievegan,patch_gan}.py,
-# models/baselines/pastegan.py; docs/architecture.md "RetrieveGAN and PasteGAN").
+# RetrieveGAN (+ its three Table 2 ablations), the PasteGAN baseline and the configured variants of them:
+# `train_<run>` and `sample_<run>` rules, one per run (src/retrievegan/models/{retrievegan,patch_gan}.py,
+# models/baselines/pastegan.py; docs/architecture.md "RetrieveGAN and PasteGAN", "Variants").
 #
 # Inputs: the canonical training data, the patch bank (patches.csv for each object's patch id,
 # patches.npy for the pixels), the pre-filter's candidates and, for RetrieveGAN, the frozen patch
 # features (E_p's input) and the co-occurrence embeddings (L_occur), all passed as --input NAME=PATH.
-# The four RetrieveGAN variants share the `retrievegan` section (+ the top-level `retrieval` section);
+# The four RetrieveGAN methods share the `retrievegan` section (+ the top-level `retrieval` section);
 # their ablation switches come from retrievegan.eval.methods (the one place that defines Table 2).
+# A variant (config `variants`, declared in retrievegan.eval.methods.VARIANTS) runs its base method on
+# run_config(<variant>) (the config with its overrides); a `features` override gives it its own patch
+# features (embed.smk, rule patch_features_variant). Variants are sampled in report.ablation_setting only.
 # One thread per job: with --cores 2 two of these run side by side (see embed.smk on OpenMP threads).
+from snakemake.exceptions import WorkflowError
+
 from retrievegan.eval.methods import method_info
 
 RETRIEVEGAN_VARIANTS = ("retrievegan", "retrievegan_no_gt_no_occur", "retrievegan_gt_only", "retrievegan_occur_only")
-PATCH_METHODS = RETRIEVEGAN_VARIANTS + ("pastegan",)
+PATCH_BASES = RETRIEVEGAN_VARIANTS + ("pastegan",)
+PATCH_VARIANTS = tuple(v for v in VARIANTS if VARIANT_DECLARATIONS[v].base in PATCH_BASES)
+PATCH_METHODS = PATCH_BASES + PATCH_VARIANTS
+_UNSUPPORTED = [v for v in VARIANTS if v not in PATCH_VARIANTS]
+if _UNSUPPORTED:  # only the patch methods' rules (below) train variants so far
+    raise WorkflowError(f"config variants {_UNSUPPORTED}: their base methods have no variant rules (supported: "
+                        f"variants of {', '.join(PATCH_BASES)}; add them to the base's rule file)")
 
 
 def patch_method_section(method):
-    """The config section a patch method reads (the ablations read `retrievegan`)."""
-    return "retrievegan" if method in RETRIEVEGAN_VARIANTS else method
+    """The config section a patch method reads (the ablations and RetrieveGAN variants read `retrievegan`)."""
+    return method_info(method).section
 
 
 def patch_method_json(method):
-    """--params JSON: the method section (without `train`), for RetrieveGAN plus `retrieval` and the switches."""
+    """--params JSON: the method section (without `train`) of the run's config, for RetrieveGAN plus
+    `retrieval` and the switches."""
+    cfg = run_config(method)
     section = patch_method_section(method)
-    params = {k: v for k, v in config[section].items() if k != "train"}
+    params = {k: v for k, v in cfg[section].items() if k != "train"}
     if section == "retrievegan":
         gt_selection, cooccurrence = method_info(method).ablation
-        params.update(retrieval=config["retrieval"], gt_selection=gt_selection, cooccurrence=cooccurrence)
+        params.update(retrieval=cfg["retrieval"], gt_selection=gt_selection, cooccurrence=cooccurrence)
     return json.dumps(params, sort_keys=True)
+
+
+def patch_features_file(method):
+    """E_p's input: the shared patch features, or a variant's own when it overrides `features`."""
+    if method in VARIANT_DECLARATIONS and VARIANT_DECLARATIONS[method].overrides_section("features"):
+        return f"{FEATURES}/variants/{method}/patch_features.npy"
+    return f"{FEATURES}/patch_features.npy"
 
 
 def patch_method_inputs(method):
@@ -37,8 +57,8 @@ def patch_method_inputs(method):
         "patches": f"{DATA}/patches/patches.npy",
         "candidates": f"{FEATURES}/prefilter/candidates.npy",
     }
-    if method in RETRIEVEGAN_VARIANTS:
-        files["patch_features"] = f"{FEATURES}/patch_features.npy"
+    if patch_method_section(method) == "retrievegan":
+        files["patch_features"] = patch_features_file(method)
         files["cooccur_embeddings"] = f"{FEATURES}/cooccur_embeddings.npy"
     return files
 
@@ -70,7 +90,7 @@ for _method in PATCH_METHODS:
             launch=gpu_launcher("train"),
             method=_method,
             cfg=patch_method_json(_method),
-            train=train_json(patch_method_section(_method)),
+            train=train_json(patch_method_section(_method), run_config(_method)),
             inputs=lambda wildcards, input: input_options(input),
             data_dir=lambda wildcards, input: os.path.dirname(input.vocab),
             out_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),
@@ -100,7 +120,7 @@ for _method in PATCH_METHODS:
         output:
             manifest=f"{SAMPLES}/{_method}/{{setting}}/manifest.json",
         wildcard_constraints:
-            setting="pred_bbox|gt_bbox",
+            setting=ABLATION_SETTING if _method in VARIANTS else "pred_bbox|gt_bbox",
         params:
             cfg=section_json("sample"),
             inputs=lambda wildcards, input: input_options(input),

@@ -1,4 +1,4 @@
-"""Stages: synthnet, real-stats, real-metrics, metrics, compatibility, compat-summary."""
+"""Stages: synthnet, real-stats, real-metrics, metrics, compatibility, compat-summary, group-mass."""
 
 from __future__ import annotations
 
@@ -50,6 +50,14 @@ def configure(stage: str, parser: argparse.ArgumentParser) -> None:
     elif stage == "compat-summary":
         parser.add_argument("--compatibility", nargs="+", required=True, help="metrics/compatibility/*.json")
         parser.add_argument("--out", default=None, help="also write the table (.md or .csv)")
+    elif stage == "group-mass":  # --params: the `sample` section (split, seeds, batch size, device)
+        parser.add_argument("--checkpoint", required=True, help="a trained RetrieveGAN (or variant) checkpoint")
+        parser.add_argument("--data-dir", required=True)
+        parser.add_argument("--patches", required=True, help="patches.csv")
+        parser.add_argument("--input", action="append", default=[], metavar="NAME=PATH",
+                            help="override an extra input path recorded in the checkpoint")
+        parser.add_argument("--out", required=True, help="metric file metrics/group_mass/<method>.json")
+        parser.add_argument("--threads", type=int, default=1)
     else:
         raise ValueError(stage)
 
@@ -61,6 +69,12 @@ def _threads(n: int) -> None:
 
 
 def run(stage: str, args: argparse.Namespace) -> None:
+    import os
+
+    # Before torch loads OpenMP (as `retrievegan train`, commands/training.py): idle worker threads sleep instead of
+    # spinning. synthnet / real-stats / metrics run with 2 threads beside another job on 2 cores; spinning made
+    # synthnet's epoch cost ~6x the CPU time (58 vs 10 CPU-s measured on the shared machine), same weights.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from retrievegan import io, runinfo
     from retrievegan.eval.metrics import EvaluationConfig
 
@@ -69,6 +83,18 @@ def run(stage: str, args: argparse.Namespace) -> None:
 
         text = summary_table(args.compatibility, args.out)
         print(text)
+        return
+    if stage == "group-mass":
+        from retrievegan.commands.training import _inputs
+        from retrievegan.eval.group_mass import measure_group_mass
+        from retrievegan.eval.sampler import SampleConfig
+
+        _threads(args.threads)
+        sample_cfg = from_json(SampleConfig, args.params, "sample")
+        result = measure_group_mass(args.checkpoint, args.data_dir, args.patches, args.out, sample_cfg.split,
+                                    sample_cfg.seeds, sample_cfg.batch_size, sample_cfg.device, _inputs(args.input),
+                                    progress=not args.no_progress)
+        print(f"{result['method']}: {result['metrics']}")
         return
     if stage == "synthnet":
         from pathlib import Path

@@ -14,6 +14,12 @@ def _results_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", nargs="*", default=[], help="metric files metrics/<method>_<setting>.json")
     parser.add_argument("--real", default=None, help="metrics/real_data.json")
     parser.add_argument("--compatibility", nargs="*", default=[], help="metrics/compatibility/*.json")
+    parser.add_argument("--variants", nargs="*", default=[], help="configured variants (config `variants`)")
+    parser.add_argument("--variant-setting", default=None, choices=["pred_bbox", "gt_bbox"],
+                        help="the setting of the variants and Table 2 ablations (report.ablation_setting)")
+    parser.add_argument("--factors", default="{}", help="JSON {run: {Table 2 factor: value}} (factor_levels)")
+    parser.add_argument("--config-values", default="{}",
+                        help="JSON {config key: value} of retrievegan.eval.report.REPORTED_CONFIG_KEYS")
 
 
 def configure(stage: str, parser: argparse.ArgumentParser) -> None:
@@ -42,6 +48,7 @@ def configure(stage: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--tables", nargs="+", required=True)
         parser.add_argument("--figures", nargs="*", default=[])
         parser.add_argument("--synthnet-quality", default=None)
+        parser.add_argument("--group-mass", nargs="*", default=[], help="metrics/group_mass/*.json")
         parser.add_argument("--extra", nargs="*", default=[], metavar="TITLE=PATH",
                             help="further result files for the 'Other results' section")
         parser.add_argument("--out", required=True)
@@ -49,13 +56,28 @@ def configure(stage: str, parser: argparse.ArgumentParser) -> None:
         raise ValueError(stage)
 
 
+def _json_object(text: str, option: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{option}: invalid JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise ConfigError(f"{option}: expected a JSON object")
+    return value
+
+
 def _results(args: argparse.Namespace):
     from retrievegan.eval.metrics import EvaluationConfig
     from retrievegan.eval.tables import load_results
 
     evaluation = from_json(EvaluationConfig, args.eval_params, "evaluation")
+    if args.variants and args.variant_setting is None:
+        raise ConfigError("--variants needs --variant-setting (report.ablation_setting)")
     results = load_results(args.dataset, args.metrics, args.real, args.compatibility, evaluation.methods,
-                           evaluation.settings, evaluation.compatibility)
+                           evaluation.settings, evaluation.compatibility, args.variants, args.variant_setting,
+                           _json_object(args.factors, "--factors"), _json_object(args.config_values, "--config-values"))
     return evaluation, results
 
 
@@ -98,8 +120,11 @@ def run(stage: str, args: argparse.Namespace) -> None:
             if not sep or not title or not path:
                 raise ConfigError(f"--extra expects TITLE=PATH, got {item!r}")
             extras.append((title, path))
-        write_report(args.out, results, cfg, evaluation, args.tables, args.figures, files, quality,
-                     sizes.pop() if len(sizes) == 1 else None, extras)
+        from retrievegan.eval.samples import read_json_object
+
+        group_mass = [read_json_object(p, "group-mass file") for p in args.group_mass]
+        write_report(args.out, results, cfg, evaluation, args.tables, args.figures, files + list(args.group_mass),
+                     quality, sizes.pop() if len(sizes) == 1 else None, extras, group_mass)
         print(args.out)
     else:
         raise ValueError(stage)

@@ -27,7 +27,7 @@ from matplotlib.patches import Rectangle
 
 from retrievegan import io
 from retrievegan.errors import InputError
-from retrievegan.eval.methods import METHODS
+from retrievegan.eval.methods import RUN_NAMES, method_info
 
 NON_LOSS_KEYS = {"step", "epoch", "iteration", "time", "wall_time", "timestamp", "lr", "seconds"}
 
@@ -79,7 +79,7 @@ def qualitative_figure(run_dir: str | os.PathLike[str], method: str, setting: st
     ids = pick_image_ids(run.image_ids, n_images, seed)
     retrieved: dict[int, list[int]] = {}
     bank = table = sources = None
-    if METHODS[method].retrieves_patches:
+    if method_info(method).retrieves_patches:
         if patches_dir is None:
             raise InputError(run.root, f"{method} retrieves patches: the qualitative figure needs the patch bank")
         for rec in load_retrievals(run.retrievals_path, method, setting):
@@ -129,7 +129,7 @@ def qualitative_figure(run_dir: str | os.PathLike[str], method: str, setting: st
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_xlabel(f"{row['split']} image {row['image_id']}", fontsize=5)
-    fig.suptitle(f"{METHODS[method].label} ({setting}): scene graph, real image, two samples"
+    fig.suptitle(f"{method_info(method).label} ({setting}): scene graph, real image, two samples"
                  + (", retrieved patches (sample0) above their source images" if max_patches else ""), fontsize=9)
     return save_figure(fig, out_png)
 
@@ -142,7 +142,7 @@ def compatibility_figure(compat_files: Sequence[str | os.PathLike[str]], out_png
     records = [read_json_object(p, "compatibility file") for p in compat_files]
     if not records:
         raise InputError(out_png, "no compatibility files to plot")
-    labels = [f"{METHODS[r['method']].label}\n{r['setting']}" for r in records]
+    labels = [f"{method_info(r['method']).label}\n{r['setting']}" for r in records]
     metrics = (("compat_single_theme", "single-theme share"), ("compat_pairwise_same_theme", "pairwise same-theme"))
     with sns.axes_style("whitegrid"):
         fig = Figure(figsize=(max(5.5, 1.3 * len(records) + 2), 4.2))
@@ -222,7 +222,7 @@ def losses_figure(loss_file: str | os.PathLike[str], method: str, out_png: str |
             ax.set_title(key, fontsize=8)
             ax.set_xlabel("step", fontsize=7)
             ax.tick_params(labelsize=6)
-        label = METHODS[method].label if method in METHODS else method
+        label = method_info(method).label if method in RUN_NAMES else method
         fig.suptitle(f"{label}: training losses" + (f" (rolling mean over {smoothing})" if smoothing > 1 else ""),
                      fontsize=9)
         fig.tight_layout()

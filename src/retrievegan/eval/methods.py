@@ -1,7 +1,16 @@
 """What evaluation knows about the methods: names, settings, which (method, setting) pairs exist,
-which methods retrieve patches, and how metrics are named.
+which methods retrieve patches, how metrics are named, and the **variants** (extra trained arms).
 
 Pure Python (no torch): the Snakemake rule files import it to declare their inputs.
+
+A **variant** (:class:`Variant`, declared in :data:`VARIANTS`, the one place that defines them) is a
+registered base method trained on the workflow config with a few config keys changed (dotted paths such as
+``retrieval.mode`` or ``features.pooling``). It is a run of its own under its own name everywhere: the
+training registry builds its base method's class, and ``models/<name>/``, ``samples/<name>/<setting>/``,
+``metrics/<name>_<setting>.json``, ``metrics/compatibility/<name>_<setting>.json`` and its Table 2 row carry
+the name. The workflow trains the variants listed in the config's top-level ``variants`` and samples /
+evaluates them in ``report.ablation_setting`` only (Table 2's setting). Training-seed arms are variants
+named ``<arm>__s<seed>`` (:func:`seeded`), so results per seed never share a folder.
 
 Metric names encode the metric, the network that produced the features, the split and the setting::
 
@@ -14,7 +23,10 @@ so numbers from different extractors never share a name (nor a table column).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 SETTINGS: tuple[str, ...] = ("pred_bbox", "gt_bbox")
 SETTING_TAGS: dict[str, str] = {"pred_bbox": "pred", "gt_bbox": "gt"}
@@ -30,6 +42,12 @@ class MethodInfo:
     retrieves_patches: bool
     not_applicable: tuple[tuple[str, str], ...] = ()  # (setting, reason)
     ablation: tuple[bool, bool] | None = None  # (L_gt_sel, L_occur_sel) for Table 2 rows
+    config_section: str | None = None  # the config section the method reads (None: its name)
+    variant_of: str | None = None  # variants: the registered base method
+
+    @property
+    def section(self) -> str:
+        return self.config_section or self.name
 
     def applies_to(self, setting: str) -> bool:
         return all(s != setting for s, _ in self.not_applicable)
@@ -54,9 +72,11 @@ METHODS: dict[str, MethodInfo] = {
         MethodInfo("pastegan", "PasteGAN", True),
         MethodInfo("retrievegan", "RetrieveGAN", True, ablation=(True, True)),
         MethodInfo("retrievegan_no_gt_no_occur", "RetrieveGAN (no L_gt_sel, no L_occur_sel)", True,
-                   ablation=(False, False)),
-        MethodInfo("retrievegan_gt_only", "RetrieveGAN (L_gt_sel only)", True, ablation=(True, False)),
-        MethodInfo("retrievegan_occur_only", "RetrieveGAN (L_occur_sel only)", True, ablation=(False, True)),
+                   ablation=(False, False), config_section="retrievegan"),
+        MethodInfo("retrievegan_gt_only", "RetrieveGAN (L_gt_sel only)", True, ablation=(True, False),
+                   config_section="retrievegan"),
+        MethodInfo("retrievegan_occur_only", "RetrieveGAN (L_occur_sel only)", True, ablation=(False, True),
+                   config_section="retrievegan"),
     )
 }
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
@@ -71,24 +91,170 @@ TABLE2_ROWS: tuple[str, ...] = ("retrievegan_no_gt_no_occur", "retrievegan_gt_on
                                 "retrievegan")
 
 
+# --- variants ------------------------------------------------------------------------------------------
+# Config sections a variant may change: the base method's own section (and its `train` block), the sections
+# its training rule reads (`retrieval`, `train`) and, for methods reading patch features, `features` (the
+# variant then gets its own features/variants/<name>/patch_features.npy, extracted with the shared backbone).
+VARIANT_SECTIONS = frozenset({"retrievegan", "pastegan", "sg2im", "retrieval", "train", "features"})
+VARIANT_FEATURE_KEYS = frozenset({"pooling", "standardize"})  # extraction-only keys (same backbone)
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """An extra trained arm: ``base`` (a registered method) trained with ``overrides`` of the workflow config.
+
+    ``overrides``: ((dotted config path, value), ...), e.g. ``(("retrieval.mode", "soft"),)``; applied to a copy
+    of the whole config by :func:`variant_config` before the rules build the method's, train and features JSON.
+    ``factor`` / ``level``: what the variant changes, as Table 2 shows it (``level`` = the value in this arm);
+    ``reason``: why the arm exists (cited in the table note and REPORT.md).
+    """
+
+    name: str
+    base: str
+    label: str
+    overrides: tuple[tuple[str, Any], ...]
+    factor: str
+    level: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        if self.base not in METHODS:
+            raise ValueError(f"variant {self.name}: unknown base method {self.base!r}")
+        for path, _ in self.overrides:
+            section, _, key = path.partition(".")
+            if section not in VARIANT_SECTIONS or not key:
+                raise ValueError(f"variant {self.name}: cannot override {path!r} "
+                                 f"(sections: {sorted(VARIANT_SECTIONS)})")
+            if section == "features" and key not in VARIANT_FEATURE_KEYS:
+                raise ValueError(f"variant {self.name}: features.{key} would need its own backbone; only "
+                                 f"{sorted(VARIANT_FEATURE_KEYS)} can change")
+
+    @property
+    def arm(self) -> str:
+        """The name without a training-seed suffix (``retrievegan_soft__s1`` -> ``retrievegan_soft``)."""
+        return self.name.split(SEED_SEPARATOR)[0]
+
+    def overrides_section(self, section: str) -> bool:
+        return any(path.split(".")[0] == section for path, _ in self.overrides)
+
+
+SEED_SEPARATOR = "__s"
+
+# Table 2 factors beyond the two losses: (column, config path of the value a run used).
+TABLE2_FACTORS: tuple[tuple[str, str], ...] = (
+    ("Retrieval", "retrieval.mode"),
+    ("L_occur form", "retrievegan.occur_form"),
+    ("Patch features", "features.pooling"),
+)
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant("retrievegan_soft", "retrievegan", "RetrieveGAN (soft retrieval)", (("retrieval.mode", "soft"),),
+                "Retrieval", "soft",
+                "group-capped soft selection (the relaxed n-hot vector kept within [0, 1] per group, §3.3)"),
+        Variant("retrievegan_relaxed", "retrievegan", "RetrieveGAN (relaxed retrieval, eq. 4 as written)",
+                (("retrieval.mode", "relaxed"),), "Retrieval", "relaxed",
+                "the iterative relaxation of eq. 4 literally: penalty log(1 - max_group s) carried across "
+                "iterations, relaxed n-hot output, no straight-through (§3.3)"),
+        Variant("retrievegan_occur_mean", "retrievegan", "RetrieveGAN (L_occur_sel as a mean over pairs)",
+                (("retrievegan.occur_form", "mean"),), "L_occur form", "mean",
+                "the earlier default: eq. 3's sum over pairs divided by the number of pairs (up to 56 at 8 "
+                "objects), which divides its effective weight at lambda_occur = 0.001"),
+        Variant("retrievegan_pool_last", "retrievegan", "RetrieveGAN (last-stage patch features)",
+                (("features.pooling", "last"),), "Patch features", "last",
+                "E_p's input as in the supplement (global-pooled last-stage feature) instead of our multi-scale "
+                "mean/std statistics, which see the colour statistics that define the benchmark's hidden themes"),
+    )
+}
+
+
+def seeded(variant: Variant, seeds: Sequence[int]) -> tuple[Variant, ...]:
+    """One variant per training seed, named ``<variant>__s<seed>`` (its `<section>.train.seed` overridden)."""
+    section = METHODS[variant.base].section
+    return tuple(dataclasses.replace(variant, name=f"{variant.name}{SEED_SEPARATOR}{seed}",
+                                     overrides=variant.overrides + ((f"{section}.train.seed", int(seed)),))
+                 for seed in seeds)
+
+
+def variant_config(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """A deep copy of the workflow ``config`` with the variant's overrides applied (a method: a plain copy).
+    Overriding a missing intermediate key creates it (e.g. ``retrievegan.train.seed``)."""
+    out = copy.deepcopy(dict(config))
+    if name in VARIANTS:
+        for path, value in VARIANTS[name].overrides:
+            *parents, key = path.split(".")
+            node = out
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[key] = copy.deepcopy(value)
+    return out
+
+
+def config_value(config: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted ``path`` of a config mapping (None if absent)."""
+    node: Any = config
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def factor_levels(config: Mapping[str, Any], names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """{run: {Table 2 factor column: the value the run used}} for methods and variants, from the config."""
+    return {name: {column: config_value(variant_config(config, name), path) for column, path in TABLE2_FACTORS}
+            for name in names}
+
+
+def base_method(name: str) -> str:
+    """The registered method a run trains (a variant's base; a method itself)."""
+    return VARIANTS[name].base if name in VARIANTS else name
+
+
+VARIANT_NAMES: tuple[str, ...] = tuple(VARIANTS)
+RUN_NAMES: tuple[str, ...] = METHOD_NAMES + VARIANT_NAMES
+
+
 def method_info(name: str) -> MethodInfo:
-    try:
+    """The evaluation facts of a method or a variant (a variant inherits its base's, with its own label)."""
+    if name in METHODS:
         return METHODS[name]
-    except KeyError:
-        raise ValueError(f"unknown method {name!r}; known: {list(METHODS)}") from None
+    if name in VARIANTS:
+        v = VARIANTS[name]
+        base = METHODS[v.base]
+        return dataclasses.replace(base, name=v.name, label=v.label, config_section=base.section, variant_of=v.base)
+    raise ValueError(f"unknown method {name!r}; known: {list(RUN_NAMES)}")
 
 
-def evaluation_runs(methods, settings) -> list[tuple[str, str]]:
-    """The (method, setting) pairs that exist: ``methods`` x ``settings`` minus the non-applicable ones."""
+def table2_only(name: str) -> bool:
+    """Runs that exist for Table 2 alone (the ablations of the full model and the variants): the workflow
+    samples and evaluates them in ``report.ablation_setting`` only (Table 2's setting; Table 1 has no such row)."""
+    return name in VARIANTS or (name in TABLE2_ROWS and name != "retrievegan")
+
+
+def evaluation_runs(methods, settings, table2_setting: str | None = None) -> list[tuple[str, str]]:
+    """The (method, setting) pairs that exist: ``methods`` x ``settings`` minus the non-applicable ones; with
+    ``table2_setting`` (``report.ablation_setting``) the Table-2-only runs (:func:`table2_only`) in that setting
+    only."""
     for setting in settings:
         if setting not in SETTINGS:
             raise ValueError(f"unknown setting {setting!r}; known: {list(SETTINGS)}")
-    return [(m, s) for m in methods for s in settings if method_info(m).applies_to(s)]
+    return [(m, s) for m in methods for s in settings if method_info(m).applies_to(s)
+            and (table2_setting is None or not table2_only(m) or s == table2_setting)]
 
 
 def retrieval_runs(methods, settings) -> list[tuple[str, str]]:
     """The evaluation runs whose sample folder has a ``retrievals.json``."""
-    return [(m, s) for m, s in evaluation_runs(methods, settings) if METHODS[m].retrieves_patches]
+    return [(m, s) for m, s in evaluation_runs(methods, settings) if method_info(m).retrieves_patches]
+
+
+def variant_runs(variants: Sequence[str], setting: str) -> list[tuple[str, str]]:
+    """The evaluation runs of the configured variants: each in ``setting`` (``report.ablation_setting``)."""
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}; known: {list(VARIANTS)}")
+    return [(v, setting) for v in variants if method_info(v).applies_to(setting)]
 
 
 def metric_name(family: str, network: str, split: str, setting: str) -> str:

@@ -1,7 +1,9 @@
 """The paper's tables, with the paper's value beside ours and the difference, as CSV + Markdown + LaTeX.
 
 * Table 1: methods x {pred_bbox, gt_bbox} x {FID, IS, DS} (+ the real-data row);
-* Table 2: ablation of L_gt_sel and L_occur_sel (RetrieveGAN variants, ``report.ablation_setting``);
+* Table 2: ablation of L_gt_sel and L_occur_sel (the paper's four rows) and the configured variants
+  (``retrievegan.eval.methods.VARIANTS``: retrieval mode, L_occur form, patch-feature pooling, ...), in
+  ``report.ablation_setting``, with the factors each row used and the compatibility score (95 % interval);
 * the dataset table (Train / Val / Test / #Category / #Patches / image size);
 * the compatibility score of every run that retrieves patches.
 
@@ -32,8 +34,11 @@ from retrievegan.eval.methods import (
     SETTING_TAGS,
     SETTINGS,
     TABLE1_ROWS,
+    TABLE2_FACTORS,
     TABLE2_ROWS,
+    VARIANTS,
     method_info,
+    table2_only,
 )
 
 FAMILIES = (("fid", "FID"), ("is", "IS"), ("ds", "DS"))
@@ -64,6 +69,7 @@ class Cell:
     std: float | None = None
     reason: str | None = None
     digits: int = 2
+    interval: tuple[float, float] | None = None  # e.g. a 95 % bootstrap interval (low, high)
 
     @property
     def is_na(self) -> bool:
@@ -75,6 +81,8 @@ class Cell:
         out = f"{self.value:.{self.digits}f}"
         if self.std is not None:
             out += f" ± {self.std:.{self.digits}f}"
+        if self.interval is not None:
+            out += f" [{self.interval[0]:.{self.digits}f}, {self.interval[1]:.{self.digits}f}]"
         return out
 
     def csv_value(self) -> str:
@@ -84,6 +92,11 @@ class Cell:
         if self.value is None:
             return "n/a"
         return "" if self.std is None else repr(float(self.std))
+
+    def csv_interval(self) -> list[str]:
+        if self.value is None:
+            return ["n/a", "n/a"]
+        return ["", ""] if self.interval is None else [repr(float(x)) for x in self.interval]
 
 
 def na(reason: str) -> Cell:
@@ -95,6 +108,7 @@ class Column:
     header: str
     kind: Literal["text", "cell"] = "text"
     with_std: bool = False  # CSV gets a "<header> std" column
+    with_interval: bool = False  # CSV gets "<header> low" and "<header> high" columns
 
 
 @dataclasses.dataclass
@@ -124,6 +138,8 @@ class Table:
             header.append(col.header)
             if col.with_std:
                 header.append(f"{col.header} std")
+            if col.with_interval:
+                header += [f"{col.header} low", f"{col.header} high"]
         writer.writerow(header)
         for row in self.rows:
             out = []
@@ -132,6 +148,8 @@ class Table:
                     out.append(value.csv_value())
                     if col.with_std:
                         out.append(value.csv_std())
+                    if col.with_interval:
+                        out += value.csv_interval()
                 else:
                     out.append(str(value))
             writer.writerow(out)
@@ -226,11 +244,27 @@ class Results:
     methods: tuple[str, ...]
     settings: tuple[str, ...]
     compatibility_enabled: bool = False  # the dataset has themes (synthetic benchmark)
+    variants: tuple[str, ...] = ()  # configured variants (evaluated in variant_setting only)
+    variant_setting: str | None = None  # report.ablation_setting: the setting of the Table-2-only runs
+    factors: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # run -> Table 2 factor -> value
+    config_values: dict[str, Any] = dataclasses.field(default_factory=dict)  # report_config_values() of the run
+
+    def evaluated(self, method: str, setting: str) -> bool:
+        """Whether the run was configured to be evaluated: a method x setting (the Table-2-only ablations in
+        ``variant_setting`` = report.ablation_setting only, when given), or a configured variant in that setting."""
+        if method in VARIANTS:
+            return method in self.variants and setting == self.variant_setting
+        if method not in self.methods or setting not in self.settings:
+            return False
+        return not table2_only(method) or self.variant_setting is None or setting == self.variant_setting
 
 
 def load_results(dataset: str, metric_files: Sequence[str | os.PathLike[str]],
                  real_file: str | os.PathLike[str] | None, compat_files: Sequence[str | os.PathLike[str]],
-                 methods: Sequence[str], settings: Sequence[str], compatibility_enabled: bool = False) -> Results:
+                 methods: Sequence[str], settings: Sequence[str], compatibility_enabled: bool = False,
+                 variants: Sequence[str] = (), variant_setting: str | None = None,
+                 factors: dict[str, dict[str, Any]] | None = None,
+                 config_values: dict[str, Any] | None = None) -> Results:
     from retrievegan.eval.metrics import read_metric_file
     from retrievegan.eval.samples import read_json_object
 
@@ -246,7 +280,8 @@ def load_results(dataset: str, metric_files: Sequence[str | os.PathLike[str]],
         record = read_json_object(path, "compatibility file")
         compat[(record["method"], record["setting"])] = record
     real = read_metric_file(real_file) if real_file is not None else None
-    return Results(dataset, runs, real, compat, tuple(methods), tuple(settings), compatibility_enabled)
+    return Results(dataset, runs, real, compat, tuple(methods), tuple(settings), compatibility_enabled,
+                   tuple(variants), variant_setting, dict(factors or {}), dict(config_values or {}))
 
 
 # --- cells -------------------------------------------------------------------------------------
@@ -263,6 +298,8 @@ class PaperValues:
 
     def cell(self, table: str, method: str, setting: str, family: str) -> Cell:
         metric = family.upper()
+        if method in VARIANTS:
+            return na("the paper has no such row (a variant of ours: retrievegan.eval.methods.VARIANTS)")
         rows = self._rows(table, method, setting, metric)
         reason = None if method == "real_data" else method_info(method).not_applicable_reason(setting)
         if rows.empty and reason is not None:
@@ -300,8 +337,9 @@ def our_cell(results: Results, method: str, setting: str, family: str, network: 
         reason = method_info(method).not_applicable_reason(setting)
         if reason is not None:
             return na(f"not applicable: {reason}")
-        if method not in results.methods or setting not in results.settings:
-            return na("not evaluated in this run (not in evaluation.methods / evaluation.settings)")
+        if not results.evaluated(method, setting):
+            return na("not evaluated in this run (not in evaluation.methods / evaluation.settings / variants; "
+                      "Table 2's ablations and variants only in report.ablation_setting)")
         record = results.runs.get((method, setting))
         if record is None:
             return na("no metric file for this run was given to the tables stage")
@@ -376,6 +414,23 @@ def _notes(results: Results, cfg: ReportConfig) -> list[str]:
     return notes
 
 
+def pastegan_note(results: Results) -> str:
+    """What the PasteGAN rows are (issue 11): its retrieval rule on the shared generation module."""
+    pick = results.config_values.get("pastegan.test_pick")
+    top = results.config_values.get("pastegan.test_top")
+    if pick == "random":
+        what, rule = "random selection", (f"uniform among its first {top} pre-filtered candidates per object and "
+                                          "sample seed, as the RetrieveGAN paper §4.2 describes PasteGAN")
+    elif pick == "nearest":
+        what, rule = "nearest candidate", "its released code's test-time pick; both samples identical, DS 0"
+    else:
+        what, rule = "selection rule not recorded", "pastegan.test_pick was not passed to the tables stage"
+    return (f"PasteGAN rows: PasteGAN retrieval ({what}) on the shared generation module ({rule}). The module: "
+            "crop encoder, 2-D graph-convolution refiner, object-image fuser, up-sampling decoder with PasteGAN's "
+            "layer counts and losses (docs/architecture.md); PasteGAN's own crop refiner (flow / mask networks) and "
+            "its cascaded refinement decoder on a full-size canvas are not reproduced.")
+
+
 def table1(results: Results, paper: PaperValues, cfg: ReportConfig) -> Table:
     cols, spec = _metric_columns(results)
     columns = [Column("Method"), Column("Setting")] + cols
@@ -385,23 +440,63 @@ def table1(results: Results, paper: PaperValues, cfg: ReportConfig) -> Table:
             label = METHODS[method].label + (" (GT)" if setting == "gt_bbox" else "")
             rows.append([label, setting] + _metric_row(results, paper, cfg, "table1", method, setting, spec))
     rows.append(["Real data", "-"] + _metric_row(results, paper, cfg, "table1", "real_data", "", spec))
-    return Table("table1", "Table 1: realism (FID, IS) and diversity (DS)", columns, rows, _notes(results, cfg))
+    notes = _notes(results, cfg) + [pastegan_note(results)]
+    return Table("table1", "Table 1: realism (FID, IS) and diversity (DS)", columns, rows, notes)
+
+
+def compatibility_cell(results: Results, method: str, setting: str, metric: str = "compat_single_theme") -> Cell:
+    """A compatibility score with its bootstrap interval, or n/a with the reason."""
+    info = method_info(method)
+    if not results.compatibility_enabled:
+        return na("compatibility score not computed (evaluation.compatibility is false: it needs the synthetic "
+                  "benchmark's hidden themes; the paper runs a user study)")
+    if not info.retrieves_patches:
+        return na(f"{info.label} does not retrieve patches")
+    record = results.compatibility.get((method, setting))
+    if record is None:
+        return na("no compatibility file for this run was given to the tables stage")
+    m = record["metrics"]
+    return Cell(m[metric], digits=3, interval=(m[metric + "_low"], m[metric + "_high"]))
+
+
+def table2_rows(results: Results) -> list[str]:
+    """The paper's four rows, then the configured variants (those that are variants of a Table 2 method)."""
+    return list(TABLE2_ROWS) + [v for v in results.variants if VARIANTS[v].base in TABLE2_ROWS]
 
 
 def table2(results: Results, paper: PaperValues, cfg: ReportConfig) -> Table:
     cols, spec = _metric_columns(results)
-    columns = [Column("Method"), Column("L_gt_sel"), Column("L_occur_sel")] + cols
+    factor_columns = [column for column, _ in TABLE2_FACTORS]
+    confidence = {r["bootstrap"]["confidence"] for r in results.compatibility.values()}
+    compat_header = "Compatibility (single theme" + (
+        f", {', '.join(f'{c:.0%}' for c in sorted(confidence))} CI)" if confidence else ")")
+    columns = ([Column("Method"), Column("L_gt_sel"), Column("L_occur_sel")] + [Column(c) for c in factor_columns]
+               + cols + [Column(compat_header, "cell", with_interval=True)])
     rows = []
     setting = cfg.ablation_setting
-    for method in TABLE2_ROWS:
-        gt, occur = METHODS[method].ablation
-        rows.append([METHODS[method].name, "yes" if gt else "-", "yes" if occur else "-"]
-                    + _metric_row(results, paper, cfg, "table2", method, setting, spec))
-    rows.append(["Real data", "-", "-"] + _metric_row(results, paper, cfg, "table2", "real_data", "", spec))
+    for method in table2_rows(results):
+        gt, occur = method_info(method).ablation
+        levels = results.factors.get(method, {})
+        if not occur:  # the form of a loss the run does not have
+            levels = {**levels, "L_occur form": "- (no L_occur_sel)"}
+        rows.append([method, "yes" if gt else "-", "yes" if occur else "-"]
+                    + [str(levels.get(c, "-")) for c in factor_columns]
+                    + _metric_row(results, paper, cfg, "table2", method, setting, spec)
+                    + [compatibility_cell(results, method, setting)])
+    rows.append(["Real data", "-", "-"] + ["-"] * len(factor_columns)
+                + _metric_row(results, paper, cfg, "table2", "real_data", "", spec)
+                + [na("real images are not retrieved patch sets")])
     notes = _notes(results, cfg) + [f"Setting: {setting} ({SETTING_TAGS[setting]}). The paper's Table 2 is only "
                                     "partly legible in the text we have; illegible values are n/a."]
-    return Table("table2", "Table 2: ablation of the ground-truth selection and co-occurrence losses", columns,
-                 rows, notes)
+    extra = [v for v in table2_rows(results) if v in VARIANTS]
+    if extra:
+        notes.append("Rows after the paper's four are ours (retrievegan.eval.methods.VARIANTS): the full model "
+                     "trained with one config change each, same data, steps and seeds; the paper has no such rows. "
+                     + " ".join(f"{v}: {VARIANTS[v].factor} = {VARIANTS[v].level}, {VARIANTS[v].reason}."
+                                for v in extra))
+    notes.append(f"Factor columns: the value each run used ({', '.join(f'{c} = {p}' for c, p in TABLE2_FACTORS)}).")
+    return Table("table2", "Table 2: ablation of the retrieval losses, retrieval mode, L_occur form and patch "
+                 "features", columns, rows, notes)
 
 
 DATASET_COLUMNS = (("train", "Train"), ("val", "Val"), ("test", "Test"), ("categories", "#Category"),
@@ -447,25 +542,26 @@ def compatibility_table(results: Results) -> Table:
                Column("Pairwise CI high", "cell"), Column("Chance (random same-category)", "cell"),
                Column("Sets", "cell")]
     rows = []
-    for method in results.methods:
-        for setting in results.settings:
-            info = METHODS[method]
-            reason = info.not_applicable_reason(setting)
-            if reason is not None:
-                continue  # no such run at all
-            if not info.retrieves_patches:
-                cells = [na(f"{info.label} does not retrieve patches")] * 8
-            elif (method, setting) not in results.compatibility:
-                cells = [na("no compatibility file for this run was given to the tables stage")] * 8
-            else:
-                m = results.compatibility[(method, setting)]["metrics"]
-                n = results.compatibility[(method, setting)]["num_sets"]
-                cells = [Cell(m["compat_single_theme"], digits=3), Cell(m["compat_single_theme_low"], digits=3),
-                         Cell(m["compat_single_theme_high"], digits=3), Cell(m["compat_pairwise_same_theme"], digits=3),
-                         Cell(m["compat_pairwise_same_theme_low"], digits=3),
-                         Cell(m["compat_pairwise_same_theme_high"], digits=3),
-                         Cell(m["compat_chance_pairwise_same_theme"], digits=3), Cell(float(n), digits=0)]
-            rows.append([info.label, setting] + cells)
+    runs = [(m, s) for m in results.methods for s in results.settings]
+    runs += [(v, results.variant_setting) for v in results.variants if (v, results.variant_setting) not in runs]
+    for method, setting in (r for r in runs if results.evaluated(*r)):
+        info = method_info(method)
+        reason = info.not_applicable_reason(setting)
+        if reason is not None:
+            continue  # no such run at all
+        if not info.retrieves_patches:
+            cells = [na(f"{info.label} does not retrieve patches")] * 8
+        elif (method, setting) not in results.compatibility:
+            cells = [na("no compatibility file for this run was given to the tables stage")] * 8
+        else:
+            m = results.compatibility[(method, setting)]["metrics"]
+            n = results.compatibility[(method, setting)]["num_sets"]
+            cells = [Cell(m["compat_single_theme"], digits=3), Cell(m["compat_single_theme_low"], digits=3),
+                     Cell(m["compat_single_theme_high"], digits=3), Cell(m["compat_pairwise_same_theme"], digits=3),
+                     Cell(m["compat_pairwise_same_theme_low"], digits=3),
+                     Cell(m["compat_pairwise_same_theme_high"], digits=3),
+                     Cell(m["compat_chance_pairwise_same_theme"], digits=3), Cell(float(n), digits=0)]
+        rows.append([info.label, setting] + cells)
     conf = {r["bootstrap"]["confidence"] for r in results.compatibility.values()}
     notes = ["Share of retrieved patch sets from a single hidden theme, and mean share of same-theme patch "
              "pairs, over both samples of every test scene graph; percentile bootstrap over scene graphs"

@@ -7,12 +7,13 @@ objects that have a candidate):
 
 1. query ``q`` = the embedding of one randomly chosen valid candidate (or a given query, e.g. a
    ground-truth patch for the GT-selection loss);
-2. iteration ``j``: scores ``pi_hat_i = -||q - e_i||_2 + g_i`` with fresh Gumbel noise ``g_i`` (eq. 1),
+2. iteration ``j``: scores ``pi_hat_i = -||q - e_i||_2 + g_i`` with Gumbel noise ``g_i`` (eq. 1),
    relaxed selection ``s^(j) = softmax(pi_hat / tau)`` over the candidates still allowed;
-3. group-wise update (eq. 4): the group of the selected patch is disabled (max pooling of the
-   selection over the group), so every object gets exactly one patch;
+3. group-wise update (full paper eq. 4; the short paper's eq. 2 without groups):
+   ``pi_hat_i <- pi_hat_i + log(1 - max_{i' in group(i)} s_i'^(j))`` (max pooling of the selection over
+   the group of patch ``i``), which disables the group of a one-hot selection;
 4. greedy query update: ``q`` = mean of the features selected so far; the scores are recomputed;
-5. relaxed n-hot vector ``s = sum_j s^(j)``, which sums to ``n``.
+5. relaxed n-hot vector ``s = sum_j s^(j)``.
 
 Modes (``mode``), an explicit choice:
 
@@ -20,21 +21,28 @@ Modes (``mode``), an explicit choice:
   Gumbel-max sampling for any ``tau``), disables that group exactly (eq. 4 with a one-hot: the group's
   max is 1, ``log(1 - 1) = -inf``), and uses the one-hot patch; gradients flow through ``s^(j)``
   (``h + (s - stop_grad(s))``). ``weights`` is exactly n-hot in the forward pass.
-* ``soft``: the selection mass itself is used. The literal soft eq. 4 (add ``log(1 - max_group s)``
-  to the scores) does *not* keep ``s_i <= 1`` once the query and the scores change between
-  iterations: a group's remaining score is only damped, and it can win again (we measured entries up
-  to 3.5 on random inputs). We therefore give each group a capacity ``c_g = 1 - mass already given to
-  it`` and allocate each iteration's unit mass with the constrained softmax of Martins & Kreutzer
-  (2017), ``m_g = min(c_g, lambda * W_g)`` with ``W_g = sum_{i in g} exp(pi_hat_i / tau)`` and
-  ``lambda`` such that ``sum_g m_g = 1`` (within a group the mass is split by the softmax). This is
-  the group-wise disabling of eq. 4 for soft selections: identical to the hard rule when the
-  selection is one-hot, and it guarantees ``0 <= s_i <= 1``, every group's total = 1 and the total =
-  ``n``. As ``tau -> 0`` soft mode becomes hard mode.
+* ``relaxed``: eq. 4 as written. The penalty ``sum_j log(1 - max_group s^(j))`` is carried across the
+  iterations and added to the recomputed scores (after the greedy query update), the temperature
+  softmax runs over every candidate (no group is removed), the Gumbel noise is drawn once (eq. 1,
+  Alg. 1) and the generator gets the relaxed n-hot vector itself (no straight-through). A soft
+  selection only damps its group (``max_group s < 1``), and once the query and the scores change a
+  damped group can win again: a group's total mass ``sum_{i in group} s_i`` can exceed 1 while another
+  group gets less than 1. :func:`group_masses` measures it (the workflow reports how often it happens).
+* ``soft``: the selection mass is used, but with the group-wise disabling made exact for soft
+  selections: each group has a capacity ``c_g = 1 - mass already given to it`` and each iteration's
+  unit mass is allocated with the constrained softmax of Martins & Kreutzer (2017), ``m_g = min(c_g,
+  lambda * W_g)`` with ``W_g = sum_{i in g} exp(pi_hat_i / tau)`` and ``lambda`` such that ``sum_g m_g =
+  1`` (within a group the mass is split by the softmax). Identical to the hard rule when the selection
+  is one-hot; it guarantees ``0 <= s_i <= 1``, every group's total = 1 and the total = ``n`` (what the
+  paper states for ``s``, which ``relaxed`` does not guarantee). As ``tau -> 0`` soft mode becomes hard
+  mode.
 
-Noise: fresh Gumbel noise per iteration, from an explicit ``torch.Generator``. With a fixed query this
-is the same distribution as Alg. 1's once-drawn noise (Gumbel-top-k = sequential sampling without
-replacement, also over groups); with the greedy query update each step is an exact categorical
-sample given the current query, which one fixed draw of noise would not give.
+Noise (``hard`` / ``soft``): fresh Gumbel noise per iteration, from an explicit ``torch.Generator``. With
+a fixed query this is the same distribution as Alg. 1's once-drawn noise (Gumbel-top-k = sequential
+sampling without replacement, also over groups); with the greedy query update each step is an exact
+categorical sample given the current query, which one fixed draw of noise would not give. ``relaxed``
+uses the first iteration's draw for every iteration (the literal eq. 1 - 4). All modes consume the same
+random draws, so switching the mode changes no other random number of a training step.
 
 Everything is batched over images (``B``) with padding masks; the only Python loop is over the ``n``
 iterations.
@@ -50,14 +58,16 @@ import numpy as np
 import torch
 from torch import nn
 
-Mode = Literal["hard", "soft"]
+Mode = Literal["hard", "soft", "relaxed"]
+MODES: tuple[str, ...] = ("hard", "soft", "relaxed")
 
 
 @dataclasses.dataclass(frozen=True)
 class RetrievalConfig:
     tau: float = 1.0  # ours (the paper does not state it); the learnt E_p scale sets the effective sharpness
     k: int = 32  # candidates per object used by the retrieval (<= prefilter.k); ours, PasteGAN: 10
-    mode: Mode = "hard"  # ours: straight-through (the generator composes real patches, as at test time)
+    mode: Mode = "hard"  # ours: straight-through (the generator composes real patches, as at test time);
+    # relaxed: eq. 4 literally (relaxed n-hot weights, no straight-through); soft: group-capped relaxation
     greedy: bool = True  # paper: query = mean of the selected patch features
     gumbel: bool = True  # paper: Gumbel-max sampling (eq. 1)
     embed_dim: int = 128  # E_p output (ours)
@@ -67,6 +77,8 @@ class RetrievalConfig:
     def __post_init__(self) -> None:
         if self.tau <= 0:
             raise ValueError("tau must be > 0")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         for name in ("k", "embed_dim", "embed_hidden", "embed_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
@@ -119,16 +131,19 @@ class RetrievalOutput:
     """Result of :func:`iterative_retrieval` for ``B`` images, ``N`` object slots, ``K`` candidates.
 
     * ``weights`` ``(B, N, K)``: what the generator uses. Hard: one-hot per selected object in the
-      forward pass (straight-through gradients); soft: the relaxed selection (each object's row sums
-      to 1). Rows of objects without candidates / padding are 0. Sums to ``num_selected`` per image.
-    * ``relaxed`` ``(B, N, K)``: the relaxed n-hot vector ``sum_j s^(j)`` (soft: = ``weights``, entries in
-      [0, 1]; hard: the straight-through surrogate, each ``s^(j)`` over the still-allowed candidates, sums
-      to ``n`` but an entry can exceed 1 when its group stays unselected for several iterations).
+      forward pass (straight-through gradients); soft: the group-capped relaxed selection (each object's
+      row sums to 1); relaxed: the relaxed n-hot vector of eq. 4 (a row may sum to more or less than 1).
+      Rows of objects without candidates / padding are 0. Sums to ``num_selected`` per image.
+    * ``relaxed`` ``(B, N, K)``: the relaxed n-hot vector ``sum_j s^(j)`` (soft, relaxed: = ``weights``;
+      hard: the straight-through surrogate, each ``s^(j)`` over the still-allowed candidates, sums to
+      ``n`` but an entry can exceed 1 when its group stays unselected for several iterations).
     * ``probs`` ``(B, N, K)``: each object's selection distribution over its own candidates (hard: the
-      softmax of the iteration that selected it, renormalised over its group; soft: = ``weights``).
-      For the GT-selection loss.
-    * ``index`` ``(B, N)`` int64: the selected candidate column (soft: the row's argmax); -1 if none.
-    * ``step`` ``(B, N)`` int64: the iteration that selected the object (hard; soft: -1); -1 if none.
+      softmax of the iteration that selected it, renormalised over its group; soft: = ``weights``;
+      relaxed: the row of ``relaxed`` renormalised over its group). For the GT-selection loss.
+    * ``index`` ``(B, N)`` int64: the selected candidate column (soft, relaxed: the row's argmax); -1 if
+      none.
+    * ``step`` ``(B, N)`` int64: the iteration that selected the object (hard; soft, relaxed: -1); -1 if
+      none.
     * ``selected`` ``(B, N, D)``: ``sum_k weights * features``, the selected patch embeddings.
     * ``query`` ``(B, D)``: the initial query; ``num_selected`` ``(B,)``: objects with candidates.
     """
@@ -247,7 +262,7 @@ def iterative_retrieval(features: torch.Tensor, mask: torch.Tensor, tau: float =
         features: ``(B, N, K, D)`` candidate embeddings ``E_p(p)`` (padding entries: any values).
         mask: ``(B, N, K)`` bool, a real candidate of a real object.
         tau: softmax temperature (> 0).
-        mode: ``hard`` (straight-through) or ``soft``.
+        mode: ``hard`` (straight-through), ``soft`` (group-capped) or ``relaxed`` (eq. 4 as written).
         generator: ``torch.Generator`` on the features' device for the Gumbel noise and the random
             initial query, or one generator per image (results independent of the batch, see
             :func:`draw_randomness`); required unless ``noise`` / ``query`` are given or ``gumbel`` is False.
@@ -256,8 +271,8 @@ def iterative_retrieval(features: torch.Tensor, mask: torch.Tensor, tau: float =
         gumbel: add Gumbel noise (False: deterministic, the most similar patches).
         noise: ``(N, B, N, K)`` Gumbel noise per iteration, instead of drawing it (for tests/references).
     """
-    if mode not in ("hard", "soft"):
-        raise ValueError(f"mode must be hard or soft, got {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if tau <= 0:
         raise ValueError("tau must be > 0")
     b, n, k, d = features.shape
@@ -288,6 +303,8 @@ def iterative_retrieval(features: torch.Tensor, mask: torch.Tensor, tau: float =
     step = torch.full((b, n), -1, dtype=torch.long, device=device)
     disabled = torch.zeros((b, n), dtype=torch.bool, device=device)  # hard mode
     capacity = group_ok.to(dtype)  # soft mode
+    penalty = features.new_zeros((b, n, 1))  # relaxed mode: sum_j log(1 - max_group s^(j)), carried (eq. 4)
+    saturated = 1.0 - 8 * torch.finfo(dtype).eps  # relaxed: log(1 - m) stays finite (gradients too)
     for j in range(n):
         active = j < num_sel  # (B,)
         if not bool(active.any()):
@@ -297,7 +314,7 @@ def iterative_retrieval(features: torch.Tensor, mask: torch.Tensor, tau: float =
         dist = torch.cdist(q[:, None, :], flat_feats, compute_mode="donot_use_mm_for_euclid_dist").reshape(b, n, k)
         scores = -dist
         if gumbel:
-            scores = scores + noise[j]
+            scores = scores + (noise[0] if mode == "relaxed" else noise[j])  # relaxed: eq. 1's one draw
         z = scores / tau
         if mode == "hard":
             allowed = flat_mask & ~disabled.repeat_interleave(k, dim=1)
@@ -316,6 +333,15 @@ def iterative_retrieval(features: torch.Tensor, mask: torch.Tensor, tau: float =
             sel_w = st.reshape(b, n, k)
             nhot = nhot + sel_w
             relaxed = relaxed + s3
+        elif mode == "relaxed":
+            zf = torch.where(flat_mask, (z + penalty / tau).reshape(b, n * k), neg_inf)
+            zf = torch.where(active[:, None], zf, torch.zeros_like(zf))  # inactive rows: finite, zeroed below
+            s3 = (torch.softmax(zf, dim=1) * act[:, None]).reshape(b, n, k)
+            group_max = s3.amax(dim=-1, keepdim=True)  # (B, N, 1): max pooling over the group (eq. 4)
+            penalty = penalty + torch.log1p(-group_max.clamp(max=saturated))
+            sel_w = s3
+            nhot = nhot + s3
+            relaxed = relaxed + s3
         else:
             z3 = torch.where(mask, z, neg_inf)
             s3 = group_capped_softmax(z3, capacity) * act[:, None, None]
@@ -330,6 +356,10 @@ def iterative_retrieval(features: torch.Tensor, mask: torch.Tensor, tau: float =
     if mode == "hard":
         weights = nhot
         index = torch.where(group_ok, nhot.detach().argmax(-1), torch.full_like(step, -1))
+    elif mode == "relaxed":
+        weights = relaxed
+        probs = relaxed / relaxed.sum(-1, keepdim=True).clamp(min=1e-30)
+        index = torch.where(group_ok, relaxed.detach().argmax(-1), torch.full_like(step, -1))
     else:
         weights = relaxed
         probs = relaxed
@@ -353,16 +383,45 @@ def gt_selection_loss(out: RetrievalOutput, gt_position: torch.Tensor, include: 
     return (nll * include).sum() / include.sum().clamp(min=1)
 
 
-def cooccurrence_loss(embeddings: torch.Tensor, valid: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Eq. 5: mean pairwise L2 distance between the selected patches in the co-occurrence space.
+OccurForm = Literal["sum", "mean"]
+OCCUR_FORMS: tuple[str, ...] = ("sum", "mean")
 
-    ``embeddings`` ``(B, N, E)`` (e.g. ``out.select(cooccur_emb[candidate_ids])``), ``valid`` ``(B, N)``
-    bool. Averaged over the pairs of each image, then over images with >= 2 valid objects (0 if none).
+
+def cooccurrence_loss(embeddings: torch.Tensor, valid: torch.Tensor, form: OccurForm = "sum",
+                      eps: float = 1e-12) -> torch.Tensor:
+    """L_occur^sel: pairwise L2 distances between the selected patches in the co-occurrence space.
+
+    ``embeddings`` ``(B, N, E)`` (e.g. ``out.select(cooccur_emb[candidate_ids])``), ``valid`` ``(B, N)`` bool.
+    Per image, over the ordered pairs ``(i, j)``, ``i != j``, of its valid objects:
+
+    * ``sum`` (paper eq. 3 / full paper eq. 5, ``sum_{i,j} d(F(p_i), F(p_j))``; its weight 0.001 is for this
+      sum): the sum of the distances (an image with n objects has n (n - 1) terms, 56 for 8 objects);
+    * ``mean`` (the earlier implementation, kept as an option): the mean over the image's pairs.
+
+    Then the mean over the images of the batch with >= 2 valid objects (0 if none): the batch mean is ours
+    (the paper does not say how images are combined; a mean keeps the weight independent of the batch size).
     """
+    if form not in OCCUR_FORMS:
+        raise ValueError(f"form must be one of {OCCUR_FORMS}, got {form!r}")
     diff = embeddings[:, :, None, :] - embeddings[:, None, :, :]
     dist = torch.sqrt((diff ** 2).sum(-1) + eps)  # (B, N, N)
     n = embeddings.shape[1]
     pair = valid[:, :, None] & valid[:, None, :] & ~torch.eye(n, dtype=torch.bool, device=valid.device)
-    per_image = (dist * pair).sum((1, 2)) / pair.sum((1, 2)).clamp(min=1)
+    per_image = (dist * pair).sum((1, 2))
+    if form == "mean":
+        per_image = per_image / pair.sum((1, 2)).clamp(min=1)
     has = pair.any(2).any(1)
     return (per_image * has).sum() / has.sum().clamp(min=1)
+
+
+def group_masses(relaxed: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``(B, N)``: the total relaxed selection mass ``sum_k relaxed[b, n, k]`` of every group (object with
+    at least one candidate), NaN for objects without candidates and padding.
+
+    ``relaxed`` ``(B, N, K)`` (:attr:`RetrievalOutput.relaxed`), ``mask`` ``(B, N, K)``. Every group gets
+    exactly 1 in ``hard`` (forward pass) and ``soft`` mode; in ``relaxed`` mode (eq. 4 as written) a group
+    can get more than 1 (and another one less), which is why ``soft`` exists.
+    """
+    mask = mask.bool()
+    mass = (relaxed.detach() * mask).sum(-1)
+    return torch.where(mask.any(-1), mass, torch.full_like(mass, float("nan")))

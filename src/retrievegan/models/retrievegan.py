@@ -10,22 +10,25 @@ Per training step (``generator_step``), for a batch of ``B`` images with at most
    distinct candidate once -> ``(B, N, k + 1, D)``;
 3. iterative differentiable retrieval (:func:`~retrievegan.models.retrieval.iterative_retrieval`) over the
    ``k`` pre-filtered candidates, query = a random candidate, Gumbel noise and the random query drawn from
-   each image's own ``torch.Generator``; the straight-through selection weights pick the patch pixels, so
-   the generator's losses reach E_p;
+   each image's own ``torch.Generator``; the selection weights (``retrieval.mode``: straight-through
+   one-hot, group-capped soft, or eq. 4's relaxed n-hot vector) weight the patch pixels, so the
+   generator's losses reach E_p;
 4. the shared generator (:mod:`retrievegan.models.patch_gan`) renders the retrieved patches (``fake``)
    and the ground-truth patches (``recon``), both at the ground-truth boxes;
 5. losses (eq. 5 + supplement): ``gt_sel`` (a random object's ground-truth patch as query, the other
-   objects' ground-truth patches as targets), ``occur_sel`` (pairwise distance of the retrieved patches in
-   the pre-trained co-occurrence space F_occur), adversarial image / object + auxiliary classification on
-   ``fake``, L1 reconstruction + perceptual on ``recon``, box L1.
+   objects' ground-truth patches as targets), ``occur_sel`` (eq. 3: the sum of the pairwise distances of
+   the retrieved patches in the pre-trained co-occurrence space F_occur, per image; ``occur_form: mean``
+   averages over the pairs instead), adversarial image / object + auxiliary classification on ``fake``,
+   L1 reconstruction + perceptual on ``recon``, box L1.
 
 The ablations of the paper's Table 2 are the switches ``gt_selection`` and ``cooccurrence``; each
 registered name (``retrievegan``, ``retrievegan_no_gt_no_occur``, ``retrievegan_gt_only``,
 ``retrievegan_occur_only``) requires the switch values of ``retrievegan.eval.methods.METHODS``.
 
-Sampling: the same retrieval in hard mode on the test objects' candidates, query = a random candidate,
-Gumbel noise on (``sample_gumbel``), everything drawn from the image's generator (the two samples of a
-scene graph differ by their retrieval seed); the retrieved bank ids go to ``retrievals.json``.
+Sampling: the same retrieval in hard mode (whatever the training mode: the generator gets one real patch
+per object and ``retrievals.json`` one bank id) on the test objects' candidates, query = a random
+candidate, Gumbel noise on (``sample_gumbel``), everything drawn from the image's generator (the two
+samples of a scene graph differ by their retrieval seed); the retrieved bank ids go to ``retrievals.json``.
 """
 
 from __future__ import annotations
@@ -44,8 +47,8 @@ from retrievegan.errors import ConfigError
 from retrievegan.models.init import build
 from retrievegan.models.patch_gan import (PatchGanConfig, PatchGanMethod, check_settings, gather_rows, load_rows,
                                           per_image_uniform, slot_lists, slot_rows, slots_to_objects)
-from retrievegan.models.retrieval import (PatchEmbedder, RetrievalConfig, RetrievalOutput, cooccurrence_loss,
-                                          gt_selection_loss, iterative_retrieval)
+from retrievegan.models.retrieval import (OccurForm, PatchEmbedder, RetrievalConfig, RetrievalOutput,
+                                          cooccurrence_loss, gt_selection_loss, iterative_retrieval)
 from retrievegan.train import losses
 from retrievegan.train.method import SampleOutput, StepContext, StepOutput
 
@@ -60,6 +63,7 @@ class RetrieveGanConfig(PatchGanConfig):
     cooccurrence: bool = True  # ablation switch: L_occur^sel
     gt_sel_weight: float = 0.1  # lambda_gt^sel (supplement)
     occur_sel_weight: float = 0.001  # lambda_occur^sel (supplement)
+    occur_form: OccurForm = "sum"  # paper eq. 3: sum over the pairs of an image (mean: the former average)
     gt_query: Literal["random", "first"] = "random"  # ours: whose GT patch is the L_gt query (per image)
     sample_gumbel: bool = True  # ours: Gumbel noise at test time (the two samples differ by their retrieval seed)
 
@@ -67,6 +71,8 @@ class RetrieveGanConfig(PatchGanConfig):
         super().__post_init__()
         if self.gt_sel_weight < 0 or self.occur_sel_weight < 0:
             raise ValueError("retrieval loss weights must be >= 0")
+        if self.occur_form not in ("sum", "mean"):
+            raise ValueError(f"occur_form must be sum or mean, got {self.occur_form!r}")
 
 
 class PatchRetriever(nn.Module):
@@ -179,7 +185,8 @@ class RetrieveGan(PatchGanMethod):
             self.adversarial_terms(terms, nets, batch, recon, "_rec")
         if cfg.cooccurrence:
             cooc = gather_rows(self.cooccur, ids)  # (B, N, k, E)
-            terms.add("occur_sel", cooccurrence_loss(out.select(cooc), mask.any(-1)), cfg.occur_sel_weight)
+            terms.add("occur_sel", cooccurrence_loss(out.select(cooc), mask.any(-1), cfg.occur_form),
+                      cfg.occur_sel_weight)
         if cfg.gt_selection:  # drawn last from each image's generator: the other terms do not depend on it
             slots = self.gt_query_slots(rows, ctx.generators)
             arange = torch.arange(rows.shape[0], device=rows.device)
@@ -192,12 +199,20 @@ class RetrieveGan(PatchGanMethod):
         return StepOutput(terms.result(), terms.logs, cache={"fake": fake.detach(), "recon": recon_cache})
 
     # --- inference ---
+    def test_retrieval(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch,
+                       generators: Sequence[torch.Generator], mode: str = "hard"
+                       ) -> tuple[torch.Tensor, torch.Tensor, RetrievalOutput]:
+        """The retrieval of ``sample`` on a batch: (candidate ids (B, N, k), mask (B, N, k), output) in ``mode``
+        (sampling: hard; ``mode="relaxed"`` measures eq. 4's group masses of the trained E_p)."""
+        rows = slot_rows(batch)
+        ids, mask = gather_candidates(self.candidates.to(rows.device), rows)
+        return ids, mask, self.retrieve(self.embed(nets["retriever"], ids), mask, generators, mode,
+                                        self.config.sample_gumbel)
+
     def sample(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, setting: str,
                generators: Sequence[torch.Generator]) -> SampleOutput:
         check_settings(self, setting)
-        rows = slot_rows(batch)
-        ids, mask = gather_candidates(self.candidates.to(rows.device), rows)
-        out = self.retrieve(self.embed(nets["retriever"], ids), mask, generators, "hard", self.config.sample_gumbel)
+        ids, _, out = self.test_retrieval(nets, batch, generators, "hard")
         chosen = self.chosen_ids(out, ids)  # (B, N)
         crops = slots_to_objects(self.bank.crops(chosen), batch)
         images = self.render(nets["generator"], batch, crops, setting)

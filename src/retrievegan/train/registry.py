@@ -1,6 +1,8 @@
 """Method registry: method name -> ``"module:Class"``, imported only when used.
 
-To add a method, add one line to ``METHODS`` (the names are those of docs/architecture.md).
+To add a method, add one line to ``METHODS`` (the names are those of docs/architecture.md). A variant
+(``retrievegan.eval.methods.VARIANTS``: a method trained with config overrides under its own name) builds
+its base method's class; its name is what the checkpoint, run.json and the sample manifest record.
 """
 
 from __future__ import annotations
@@ -29,10 +31,14 @@ METHODS: Mapping[str, str] = MappingProxyType({
 
 
 def method_class(name: str) -> type[Method]:
+    """The class of a registered method, or of a variant's base method."""
+    from retrievegan.eval.methods import VARIANTS, base_method
+
     try:
-        target = METHODS[name]
+        target = METHODS[base_method(name)]
     except KeyError:
-        raise ConfigError(f"unknown method {name!r}; registered: {sorted(METHODS)}") from None
+        raise ConfigError(f"unknown method {name!r}; registered: {sorted(METHODS)}, variants: "
+                          f"{sorted(VARIANTS)}") from None
     module_name, _, attr = target.partition(":")
     cls = getattr(importlib.import_module(module_name), attr)
     if not (isinstance(cls, type) and issubclass(cls, Method)):

@@ -1,25 +1,33 @@
 """PasteGAN (Li et al., NeurIPS 2019): semi-parametric generation from retrieved object crops.
 
-Retrieval with a pre-defined (not learned) embedding, as its released code does: the candidates of an
-object are its nearest training crops of the same category in the space of a pre-trained sg2im graph
-convolution (here: the shared pre-filter, ``features/prefilter/candidates.npy``, nearest first, never
-the object's own image), and
+Retrieval with a pre-defined (not learned) embedding: the candidates of an object are its nearest
+training crops of the same category in the space of a pre-trained sg2im graph convolution (here: the
+shared pre-filter, ``features/prefilter/candidates.npy``, nearest first, never the object's own image),
+and the crop is picked among them
 
-* **training**: one crop drawn uniformly among the top ``train_top`` of the object's list (its code:
+* **training**: uniformly among the top ``train_top`` of the object's list (its code:
   ``np.random.choice([0, 1, 2])`` over a training list whose first entry is the object's own crop; with
   ``train_pool_includes_ground_truth`` our pool is [own patch, candidate 1, ..., candidate top-1], since
   the pre-filter excludes the object's own image), drawn from the image's own ``torch.Generator``;
-* **test**: the nearest candidate (``test_pick: nearest``, its code), so the two samples of a scene graph
-  are identical (no other randomness: its ``canvas_noise_dim`` is 0). ``random_top`` draws among the top
-  ``train_top`` candidates instead (not its code; an option to give its samples diversity).
+* **test** (``test_pick``): ``random`` (the default): uniformly among the first ``test_top`` pre-filtered
+  candidates, one draw per object from the image's generator, so the two samples of a scene graph (two
+  sample seeds) differ. The RetrieveGAN paper (§4.2, "Patch retrieval") describes PasteGAN as using
+  *random selection*, and its Table 1 gives PasteGAN the highest DS (0.43 / 0.38), which a deterministic
+  pick cannot have. ``test_top`` 10 is ours: PasteGAN's top-10 candidate lists. ``nearest``: the nearest
+  candidate (its released code's test-time pick), so both samples are identical and DS is exactly 0 (no
+  other randomness: its ``canvas_noise_dim`` is 0).
 
-Generation: the shared generator (:mod:`retrievegan.models.patch_gan`) with PasteGAN's values (4 graph
-layers, 4 refiner layers, 6 canvas residual blocks, lr 5e-4). Losses of its ``train.py``: L1 pixel on the
-reconstruction path (ground-truth crops), box MSE, crop matching (L1 between the crop encoder's features
-of the selected crops and of the generated image's crops at the layout boxes, weight 10, no gradient
-stop as in its code), adversarial image / object and auxiliary classification on both paths,
-perceptual on the reconstruction path (image 1.0, objects 0.5) and on the selected path (its
-``double_ploss``, 0.5).
+Generation: the shared generator (:mod:`retrievegan.models.patch_gan`; the paper: RetrieveGAN "adopts a
+similar architecture to PasteGAN") with PasteGAN's values (4 graph layers, 4 refiner layers, 6 canvas
+residual blocks, lr 5e-4). What of PasteGAN's own published generator is *not* reproduced: its crop
+refiner's flow / mask networks (here: the shared 2-D graph-convolution refiner), and its cascaded
+refinement network on a full-size canvas (here: the shared up-sampling decoder from a canvas of image /
+2^(len(decoder_dims) - 1)); its crop selector is the shared pre-filter (above). Losses of its
+``train.py``: L1 pixel on the reconstruction path (ground-truth crops), box MSE, crop matching (L1
+between the crop encoder's features of the selected crops and of the generated image's crops at the
+layout boxes, weight 10, no gradient stop as in its code), adversarial image / object and auxiliary
+classification on both paths, perceptual on the reconstruction path (image 1.0, objects 0.5) and on the
+selected path (its ``double_ploss``, 0.5).
 """
 
 from __future__ import annotations
@@ -59,15 +67,16 @@ class PasteGanConfig(PatchGanConfig):
     crop_match_weight: float = 10.0  # PasteGAN CML_weight
     train_top: int = 3  # PasteGAN code: uniform among the first 3 of the list
     train_pool_includes_ground_truth: bool = True  # PasteGAN code: its training list starts with the own crop
-    test_pick: Literal["nearest", "random_top"] = "nearest"  # PasteGAN code: nearest
+    test_pick: Literal["random", "nearest"] = "random"  # RetrieveGAN paper §4.2: random selection (its code: nearest)
+    test_top: int = 10  # ours: random among the first 10 candidates (PasteGAN's top-10 lists)
     optim_generator: AdamConfig = AdamConfig(lr=5e-4, betas=(0.9, 0.999))  # PasteGAN opts.py
     optim_d_img: AdamConfig = AdamConfig(lr=5e-4, betas=(0.9, 0.999))
     optim_d_obj: AdamConfig = AdamConfig(lr=5e-4, betas=(0.9, 0.999))
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.train_top < 1:
-            raise ValueError("train_top must be >= 1")
+        if self.train_top < 1 or self.test_top < 1:
+            raise ValueError("train_top and test_top must be >= 1")
         if self.p_sel_weight < 0 or self.crop_match_weight < 0:
             raise ValueError("loss weights must be >= 0")
 
@@ -80,8 +89,8 @@ class PasteGan(PatchGanMethod):
 
     def __init__(self, config: PasteGanConfig, spec: DataSpec, inputs: Mapping[str, Any] | None = None):
         super().__init__(config, spec, inputs)
-        self.candidates = torch.from_numpy(np.array(
-            load_candidates(self.inputs["candidates"], config.train_top, len(self.bank))))  # (P, top)
+        self.candidates = torch.from_numpy(np.array(load_candidates(
+            self.inputs["candidates"], max(config.train_top, config.test_top), len(self.bank))))  # (P, top)
 
     def uses_perceptual(self) -> bool:
         return super().uses_perceptual() or self.config.p_sel_weight > 0
@@ -90,14 +99,17 @@ class PasteGan(PatchGanMethod):
     def select(self, rows: torch.Tensor, generators: Sequence[torch.Generator], training: bool) -> torch.Tensor:
         """(B, N) bank id of the crop of every slot (-1: none). rows (B, N): the objects' own patch ids (-1 padding).
 
-        Nearest candidate (test, ``nearest``), or uniform among the pool (training; test with ``random_top``):
-        image b draws one uniform per real object from ``generators[b]``."""
+        Nearest candidate (test, ``nearest``), or uniform among the pool (training: the top ``train_top``; test
+        with ``random``: the first ``test_top`` candidates): image b draws one uniform per real object from
+        ``generators[b]``."""
         cfg = self.config
         cand = self.candidates.to(rows.device)[rows.clamp(min=0)]  # (B, N, top)
         cand = cand.masked_fill((rows < 0)[..., None], -1)
         if not training and cfg.test_pick == "nearest":
             return cand[..., 0]
-        if training and cfg.train_pool_includes_ground_truth:
+        if not training:
+            pool = cand[..., :cfg.test_top]
+        elif cfg.train_pool_includes_ground_truth:
             pool = torch.cat([rows[..., None], cand[..., :cfg.train_top - 1]], dim=-1)
         else:
             pool = cand[..., :cfg.train_top]

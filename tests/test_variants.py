@@ -1,0 +1,71 @@
+"""The variant declaration (retrievegan.eval.methods.VARIANTS): validation, per-seed names, the config a variant
+runs on, what evaluation and the training registry make of a variant name."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from retrievegan.eval import methods as m
+
+
+def test_declared_variants_are_valid_and_change_one_factor_of_the_full_model():
+    for name, variant in m.VARIANTS.items():
+        assert variant.name == name and variant.base == "retrievegan" and len(variant.overrides) == 1
+        assert variant.factor in {column for column, _ in m.TABLE2_FACTORS}
+        path = dict(m.TABLE2_FACTORS)[variant.factor]
+        assert variant.overrides == ((path, variant.level),)  # the factor column shows exactly the override
+    with pytest.raises(ValueError, match="unknown base"):
+        m.Variant("x", "nope", "x", (), "Retrieval", "x", "x")
+    with pytest.raises(ValueError, match="cannot override"):
+        m.Variant("x", "retrievegan", "x", (("prefilter.k", 3),), "Retrieval", "x", "x")
+    with pytest.raises(ValueError, match="own backbone"):
+        m.Variant("x", "retrievegan", "x", (("features.channels", [8]),), "Patch features", "x", "x")
+
+
+def test_variant_config_applies_the_overrides_to_a_copy():
+    config = {"retrieval": {"mode": "hard", "k": 32}, "retrievegan": {"occur_form": "sum", "train": {"steps": 9}},
+              "features": {"pooling": "multiscale"}}
+    before = copy.deepcopy(config)
+    soft = m.variant_config(config, "retrievegan_soft")
+    assert soft["retrieval"] == {"mode": "soft", "k": 32} and config == before
+    assert m.variant_config(config, "retrievegan") == config  # a method runs on the config itself
+    levels = m.factor_levels(config, ["retrievegan", "retrievegan_occur_mean", "retrievegan_pool_last"])
+    assert levels["retrievegan"] == {"Retrieval": "hard", "L_occur form": "sum", "Patch features": "multiscale"}
+    assert levels["retrievegan_occur_mean"]["L_occur form"] == "mean"
+    assert levels["retrievegan_pool_last"]["Patch features"] == "last"
+
+
+def test_seeded_arms_get_their_own_names_and_training_seed(monkeypatch):
+    arms = m.seeded(m.VARIANTS["retrievegan_soft"], (0, 3))
+    assert [a.name for a in arms] == ["retrievegan_soft__s0", "retrievegan_soft__s3"]
+    assert all(a.arm == "retrievegan_soft" for a in arms)
+    assert arms[1].overrides == (("retrieval.mode", "soft"), ("retrievegan.train.seed", 3))
+    monkeypatch.setitem(m.VARIANTS, arms[1].name, arms[1])  # registered as issue 12 will register them
+    cfg = m.variant_config({"retrieval": {"mode": "hard"}, "retrievegan": {}}, arms[1].name)
+    assert cfg["retrievegan"]["train"]["seed"] == 3 and cfg["retrieval"]["mode"] == "soft"
+    assert m.method_info(arms[1].name).section == "retrievegan"
+
+
+def test_a_variant_is_evaluated_like_its_base_in_table_2s_setting_only():
+    info = m.method_info("retrievegan_relaxed")
+    assert (info.variant_of, info.retrieves_patches, info.ablation) == ("retrievegan", True, (True, True))
+    assert info.label != m.METHODS["retrievegan"].label
+    assert m.variant_runs(["retrievegan_relaxed"], "pred_bbox") == [("retrievegan_relaxed", "pred_bbox")]
+    with pytest.raises(ValueError, match="unknown variant"):
+        m.variant_runs(["retrievegan"], "pred_bbox")
+    runs = m.evaluation_runs(m.METHOD_NAMES, m.SETTINGS, "pred_bbox")
+    assert ("retrievegan_gt_only", "gt_bbox") not in runs and ("retrievegan_gt_only", "pred_bbox") in runs
+    assert {("retrievegan", "gt_bbox"), ("pastegan", "gt_bbox"), ("sg2im", "gt_bbox")} <= set(runs)
+    assert ("retrievegan_gt_only", "gt_bbox") in m.evaluation_runs(m.METHOD_NAMES, m.SETTINGS)  # no setting given
+
+
+def test_the_registry_builds_a_variants_base_class():
+    from retrievegan.errors import ConfigError
+    from retrievegan.models.retrievegan import RetrieveGan
+    from retrievegan.train.registry import method_class
+
+    assert method_class("retrievegan_soft") is RetrieveGan
+    with pytest.raises(ConfigError, match="variants"):
+        method_class("retrievegan_nope")

@@ -18,7 +18,8 @@ from PIL import Image, ImageDraw
 from retrievegan import io
 from retrievegan.data.dataset import SceneGraphDataset, collate_scene_graphs, to_uint8
 from retrievegan.errors import InputError
-from retrievegan.eval.sampler import check_spec, pick_device
+from retrievegan.device import pick_device
+from retrievegan.eval.sampler import check_spec
 from retrievegan.seeds import SAMPLE_NOISE, image_generators
 
 LABEL_WIDTH = 150

@@ -319,13 +319,21 @@ class AttnGanMethod(Method):
         nets["image_encoder"].eval()
 
     # --- helpers ---
-    def encode_text(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch) -> tuple[torch.Tensor, ...]:
-        """tokens (N, L), lengths (N,), words (N, D, L), sentence (N, D), padding (N, L) of the batch's sentences."""
+    def host_prepare(self, batch: SceneGraphBatch) -> SceneGraphBatch:
+        """The batch's sentences as tokens, made on the host from the CPU batch (``extras``: ``tokens`` (N, L)
+        and ``token_lengths`` (N,) move to the device; ``token_lengths_host`` stays for the LSTM's packing)."""
         tokens, lengths = self.damsm.tokens(batch)
-        device = batch.images.device
-        tokens = tokens.to(device)
+        extras = {**batch.extras, "tokens": tokens, "token_lengths": lengths, "token_lengths_host": tuple(lengths.tolist())}
+        return dataclasses.replace(batch, extras=extras)
+
+    def encode_text(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch) -> tuple[torch.Tensor, ...]:
+        """tokens (N, L), lengths (N,), words (N, D, L), sentence (N, D), padding (N, L) of the batch's sentences
+        (from ``host_prepare``'s extras; a batch without them is tokenised here, reading it on the host)."""
+        if "tokens" not in batch.extras:
+            batch = self.host_prepare(batch.to("cpu")).to(batch.images.device)
+        tokens, lengths = batch.extras["tokens"], batch.extras["token_lengths"]
         with torch.no_grad():
-            words, sentence = nets["text_encoder"](tokens, lengths)
+            words, sentence = nets["text_encoder"](tokens, torch.tensor(batch.extras["token_lengths_host"]))
         return tokens, lengths, words, sentence, tokens == 0
 
     def noise(self, batch: SceneGraphBatch, generators: Sequence[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from retrievegan.models.graph import pool_edges
+from retrievegan.models.graph import edge_counts, pool_edges
 from retrievegan.models.layers import activation, cnn, norm2d
 from retrievegan.models.layout import boxes_to_grid, crop_boxes
 
@@ -100,15 +100,15 @@ class CropGraphConv(nn.Module):
         self.post = nn.Sequential(*[m for m in (norm2d(normalization, out_dim),) if m is not None],
                                   activation(activation_name))
 
-    def forward(self, obj_maps: torch.Tensor, pred_maps: torch.Tensor,
-                edges: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, obj_maps: torch.Tensor, pred_maps: torch.Tensor, edges: torch.Tensor,
+                counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         s_idx, o_idx = edges[:, 0], edges[:, 1]
         num, _, h, w = obj_maps.shape
         t = self.net1(torch.cat([obj_maps[s_idx], pred_maps, obj_maps[o_idx]], dim=1))
         hid, p = self.hidden_dim, self.pred_out_dim
         subj, pred, obj = t[:, :hid], t[:, hid:hid + p], t[:, hid + p:]
         pooled = pool_edges(subj.reshape(subj.shape[0], -1), obj.reshape(obj.shape[0], -1), s_idx, o_idx, num,
-                            self.pooling).view(num, hid, h, w)
+                            self.pooling, counts).view(num, hid, h, w)
         return self.post(self.net2(pooled) + self.skip(obj_maps)), self.pred_post(pred)
 
 
@@ -128,8 +128,9 @@ class CropRefiner(nn.Module):
     def forward(self, crop_maps: torch.Tensor, pred_vecs: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
         h, w = crop_maps.shape[-2:]
         pred_maps = pred_vecs[:, :, None, None].expand(-1, -1, h, w)
+        counts = edge_counts(edges[:, 0], edges[:, 1], crop_maps.shape[0], crop_maps.dtype)  # shared by every layer
         for layer in self.layers:
-            crop_maps, pred_maps = layer(crop_maps, pred_maps, edges)
+            crop_maps, pred_maps = layer(crop_maps, pred_maps, edges, counts)
         return crop_maps
 
 

@@ -25,6 +25,7 @@ last), so per-image tensors ``(B, N, ...)`` index object ``j`` of image ``b`` at
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -120,9 +121,9 @@ class PatchBank:
 
     Small banks (float32 copy <= 1 GiB, e.g. the embedded benchmark's) are converted once; larger ones
     (the paper's 600K patches) are read and converted per call, only at the rows asked for. Both give the
-    same values. :meth:`crops` keeps the uint8 pixels on the device instead when they fit (CPU: 1 GiB; CUDA: a
-    quarter of the GPU's memory, e.g. the paper's 7.4 GB bank on an 80 GB GPU) and normalises only the rows it
-    gathers: no host round trip, no synchronisation.
+    same values. :meth:`crops` gathers the uint8 pixels on the device instead (CPU: the memory map; CUDA: a copy
+    when it takes at most a quarter of the GPU's memory, e.g. the paper's 7.4 GB bank on an 80 GB GPU) and
+    normalises only the rows it gathers: no host round trip, no synchronisation.
     """
 
     def __init__(self, path: str | Path):
@@ -189,13 +190,19 @@ class PatchBank:
         return flat.reshape(lead + (self.size, self.size, 3)).movedim(-1, -3)
 
     def device_pixels(self, device: torch.device) -> torch.Tensor | None:
-        """The bank's uint8 pixels ``(P, C*C*3)`` on ``device`` when they fit (see the class docstring), else None."""
+        """The bank's uint8 pixels ``(P, C*C*3)`` on ``device``: on the CPU the memory map itself (no copy, pages
+        read when gathered), on a GPU a copy when it takes at most a quarter of its memory (else None)."""
         if self._device_pixels is not None and self._device_pixels.device == device:
             return self._device_pixels
-        limit = CACHE_LIMIT_BYTES if device.type != "cuda" else torch.cuda.get_device_properties(device).total_memory // 4
-        if self.pixels.size > limit:
+        flat = self.pixels.reshape(len(self), -1)
+        if device.type == "cpu":
+            with warnings.catch_warnings():  # a read-only memory map: never written to
+                warnings.simplefilter("ignore", UserWarning)
+                self._device_pixels = torch.from_numpy(flat)
+        elif self.pixels.size <= torch.cuda.get_device_properties(device).total_memory // 4:
+            self._device_pixels = torch.from_numpy(np.ascontiguousarray(flat)).to(device)
+        else:
             return None
-        self._device_pixels = torch.from_numpy(np.array(self.pixels).reshape(len(self), -1)).to(device)
         return self._device_pixels
 
     def crops(self, ids: torch.Tensor) -> torch.Tensor:

@@ -8,8 +8,9 @@
   point is to count them on the CPU, where no GPU is needed): ``aten._local_scalar_dense`` (``.item()``,
   ``bool(t)``, ``int(t)``, ``float(t)``), ops whose output shape depends on the data (``nonzero``,
   ``masked_select``, ``unique``, indexing / index assignment with a boolean mask, ``bincount``,
-  ``repeat_interleave`` without ``output_size``, ``equal``), and reading a device tensor on the host
-  (``Tensor.tolist``, ``.numpy``, ``.cpu``, ``__array__``). Only tensors that live "on the device" count:
+  ``repeat_interleave`` without ``output_size``, ``equal``), reading a device tensor on the host
+  (``Tensor.tolist``, ``.numpy``, ``.cpu``, ``__array__``) and blocking copies of host data to the device
+  (``Tensor.to(device)``, ``torch.tensor(..., device=)``). Only tensors that live "on the device" count:
   the ``device_tensors`` passed in (the batch after ``.to(device)``, the networks' parameters and buffers)
   and every tensor computed from them or made by a factory op (``zeros``, ``arange``, ``randn``: step code
   makes them on the device); tensors made from host data (``torch.tensor(python_list)``) and computed from
@@ -25,6 +26,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import sys
 import traceback
 import warnings
 import weakref
@@ -45,6 +47,8 @@ DATA_DEPENDENT = frozenset({
     "aten::equal", "aten::histc", "aten::_assert_scalar",
 })
 HOST_READS = ("tolist", "numpy", "cpu", "__array__")
+# outputs that live on the host whatever the inputs' device (position in the op's output tuple)
+HOST_OUTPUTS = {"aten::_pack_padded_sequence": (1,)}  # PackedSequence.batch_sizes is always a CPU tensor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,37 +109,79 @@ class _Tracker(TorchDispatchMode):
         out = func(*args, **kwargs)
         factory = not any(isinstance(v, torch.Tensor) for v in flat)
         if device_input or (factory and name != "aten::lift_fresh"):
-            for value in tree_flatten(out)[0]:
-                if isinstance(value, torch.Tensor):
-                    self.device[id(value)] = value
+            host = HOST_OUTPUTS.get(name, ())
+            outputs = out if isinstance(out, (tuple, list)) else (out,)
+            for position, item in enumerate(outputs):
+                for value in tree_flatten(item)[0]:
+                    if isinstance(value, torch.Tensor) and position not in host:
+                        self.device[id(value)] = value
         return out
 
 
-@contextlib.contextmanager
-def _host_reads(tracker: _Tracker) -> Iterator[None]:
-    """Count ``Tensor.tolist / numpy / cpu / __array__`` of device tensors (invisible to the dispatcher)."""
-    saved = {name: getattr(torch.Tensor, name) for name in HOST_READS}
+def _called_from_package() -> bool:
+    """Whether the caller of the patched function (two frames up) is retrievegan code (host -> device copies
+    are counted there only: torch's own, e.g. Adam's ``torch.tensor(1.0, device="cpu")``, are host-side)."""
+    return sys._getframe(2).f_code.co_filename.startswith(_PACKAGE_ROOT)
 
-    def wrap(name: str, original: Callable) -> Callable:
+
+def _moves_to_device(args: tuple, kwargs: dict) -> bool:
+    """Whether ``Tensor.to(*args, **kwargs)`` names a device (``to(device)``, ``to("cuda")``, ``to(tensor)``)."""
+    if kwargs.get("device") is not None:
+        return True
+    return any(isinstance(a, (torch.device, str, torch.Tensor)) for a in args)
+
+
+@contextlib.contextmanager
+def _host_transfers(tracker: _Tracker) -> Iterator[None]:
+    """Count transfers the dispatcher does not show on the CPU: ``Tensor.tolist / numpy / cpu / __array__`` of
+    device tensors (device -> host), and ``Tensor.to(device)``, ``torch.tensor(..., device=)``,
+    ``torch.as_tensor(..., device=)`` of host data without ``non_blocking`` (host -> device: PyTorch waits for
+    the copy, i.e. for the device's queue)."""
+    saved = {name: getattr(torch.Tensor, name) for name in (*HOST_READS, "to")}
+    factories = {name: getattr(torch, name) for name in ("tensor", "as_tensor")}
+
+    def read(name: str, original: Callable) -> Callable:
         def method(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
             if tracker.on_device(self):
                 tracker.sync(f"Tensor.{name}")
             return original(self, *args, **kwargs)
         return method
 
-    for name, original in saved.items():
-        setattr(torch.Tensor, name, wrap(name, original))
+    def to(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        out = saved["to"](self, *args, **kwargs)
+        if not tracker.on_device(self) and _moves_to_device(args, kwargs) and _called_from_package():
+            if not kwargs.get("non_blocking", False) and not (len(args) > 1 and args[1] is True):
+                tracker.sync("Tensor.to(device) of host data")
+            tracker.device[id(out)] = out
+        return out
+
+    def factory(name: str, original: Callable) -> Callable:
+        def make(data, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+            out = original(data, *args, **kwargs)
+            if kwargs.get("device") is not None and not tracker.on_device(data) and _called_from_package():
+                tracker.sync(f"torch.{name}(host data, device=...)")
+                tracker.device[id(out)] = out
+            return out
+        return make
+
+    for name in HOST_READS:
+        setattr(torch.Tensor, name, read(name, saved[name]))
+    torch.Tensor.to = to
+    for name, original in factories.items():
+        setattr(torch, name, factory(name, original))
     try:
         yield
     finally:
         for name, original in saved.items():
             setattr(torch.Tensor, name, original)
+        for name, original in factories.items():
+            setattr(torch, name, original)
 
 
 def count_ops(fn: Callable[[], Any], device_tensors: Iterable[torch.Tensor] = ()) -> tuple[Any, OpCounts]:
     """``(fn(), OpCounts)``; ``device_tensors``: the tensors that live on the device when ``fn`` starts."""
     tracker = _Tracker(device_tensors)
-    with _host_reads(tracker), tracker:
+    with _host_transfers(tracker), tracker:
         result = fn()
     return result, OpCounts(ops=sum(tracker.ops.values()), syncs=sum(tracker.sites.values()),
                             ops_by_name=dict(tracker.ops), sync_sites=dict(tracker.sites))

@@ -153,9 +153,10 @@ class PatchBank:
 
     def _scale_shift(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(3,) scale and shift of the normalisation on ``device`` (made once per device)."""
-        if device not in self._norm:
-            std = torch.tensor(IMAGENET_STD, device=device)
-            self._norm[device] = (1.0 / (255.0 * std), -torch.tensor(IMAGENET_MEAN, device=device) / std)
+        if device not in self._norm:  # computed on the host, copied once (non-blocking: no wait for the device)
+            std = torch.tensor(IMAGENET_STD)
+            scale, shift = 1.0 / (255.0 * std), -torch.tensor(IMAGENET_MEAN) / std
+            self._norm[device] = (scale.to(device, non_blocking=True), shift.to(device, non_blocking=True))
         return self._norm[device]
 
     def _normalise(self, pixels: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -47,7 +47,7 @@ from retrievegan.progressbar import progress_bar
 from retrievegan.seeds import INIT, TRAIN_NOISE, derive_seed, image_generators
 from retrievegan.train import checkpoint as ckpt
 from retrievegan.train.config import TrainConfig
-from retrievegan.train.distributed import DistInfo, EpochBatchSampler, all_true, barrier, init_distributed
+from retrievegan.train.distributed import DistInfo, EpochBatchSampler, barrier, init_distributed
 from retrievegan.train.method import Method, StepContext
 from retrievegan.train.registry import create_method
 

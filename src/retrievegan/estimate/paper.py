@@ -322,3 +322,30 @@ def paper_data(base: str | Path, paper: str | Path, dataset_stats: str | Path, w
     cfg = EstimateConfig()
     scale = dataset_scale(config, read_dataset_stats(dataset_stats), cfg)
     return PaperData(config, scale, workdir, seed, count, methods)
+
+
+def write_canonical(folder: str | Path, data: PaperData, split: str = "train", images: int | None = None) -> Path:
+    """``data``'s first ``images`` scene graphs as a canonical data folder (``vocab.json``, ``<split>.json``,
+    ``<split>_images.npy`` with random pixels), what ``retrievegan train`` reads; for device checks of the whole
+    training command without the preprocessing stack (pycocotools)."""
+    from retrievegan.data.scene_graph import SceneGraph, SceneObject, Split, Vocab, encode_mask, write_split, write_vocab
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    items = data.items[:images]
+    spec = data.spec
+    write_vocab(folder / "vocab.json", Vocab(spec.object_names, spec.predicate_names, (None,) * spec.num_objects))
+    graphs = []
+    for item in items:
+        masks = item.masks.numpy() > 0.5 if item.masks is not None else None
+        objects = tuple(SceneObject(category=int(c), box=tuple(float(v) for v in box),
+                                    mask=encode_mask(masks[i]) if masks is not None else None)
+                        for i, (c, box) in enumerate(zip(item.objs.tolist(), item.boxes.tolist())))
+        graphs.append(SceneGraph(image_id=item.image_id, file_name=f"{item.image_id}.png", width=spec.image_size,
+                                 height=spec.image_size, objects=objects,
+                                 triples=tuple(tuple(t) for t in item.triples.tolist())))
+    write_split(folder / f"{split}.json", Split(data.scale.source, split, "", spec.mask_size, tuple(graphs)))
+    rng = np.random.default_rng(0)
+    np.save(folder / f"{split}_images.npy",
+            rng.integers(0, 256, (len(items), spec.image_size, spec.image_size, 3), dtype=np.uint8))
+    return folder

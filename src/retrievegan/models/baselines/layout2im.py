@@ -126,10 +126,9 @@ class _SpectralNorm:
 
     def normalized_weight(self) -> torch.Tensor:
         """weight / sigma, sigma = u^T W v after one power iteration (training), as
-        ``torch.nn.utils.spectral_norm``. The same numbers in fewer ops: ``W v`` is computed once (the
-        iteration's ``u`` and sigma both use it), the fresh ``u`` / ``v`` enter the graph (no clones of the
-        buffers). In fp32 whatever the autocast state (in bf16 the iteration's vectors would lose precision,
-        and ``dot`` refuses mixed dtypes)."""
+        ``torch.nn.utils.spectral_norm`` (its clones of u and v too: under ``torch.compile`` the saved tensors
+        could otherwise alias the buffers the next call updates). In fp32 whatever the autocast state (in bf16
+        the iteration's vectors would lose precision, and ``dot`` refuses mixed dtypes)."""
         if not self.spectral:
             return self.weight
         with torch.autocast(self.weight.device.type, enabled=False):
@@ -137,15 +136,11 @@ class _SpectralNorm:
             if self.training:
                 with torch.no_grad():
                     v = _unit(torch.mv(matrix.t(), self.sn_u))
-                wv = torch.mv(matrix, v)
-                with torch.no_grad():
-                    u = _unit(wv.detach())
+                    u = _unit(torch.mv(matrix, v))
                     self.sn_v.copy_(v)
                     self.sn_u.copy_(u)
-            else:
-                u, v = self.sn_u.clone(), self.sn_v.clone()
-                wv = torch.mv(matrix, v)
-            sigma = torch.dot(u, wv)
+            u, v = self.sn_u.clone(), self.sn_v.clone()
+            sigma = torch.dot(u, torch.mv(matrix, v))
         return self.weight / sigma
 
 

@@ -161,11 +161,9 @@ class PatchBank:
 
     def _normalise(self, pixels: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
         """(R, C, C, 3) uint8 -> (R, C * C * 3) float32 ImageNet-normalised, channels last."""
-        scale, shift = self._scale_shift(device)
         if isinstance(pixels, np.ndarray):
             pixels = torch.from_numpy(np.array(pixels)).to(device)
-        x = pixels.float().view(pixels.shape[0], -1, 3).mul_(scale).add_(shift)
-        return x.reshape(x.shape[0], -1)
+        return normalise_pixels(pixels, *self._scale_shift(device))
 
     def _check(self, ids: torch.Tensor) -> None:
         """Every id is a bank row (checked on the device: no host synchronisation)."""
@@ -226,39 +224,63 @@ class PatchBank:
     def select(self, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Weighted patches: weights (B, N, K) over candidate ids (B, N, K) -> (B, N, 3, C, C), differentiable
         in ``weights`` (:class:`WeightedRows`: only the nonzero weights are gathered; the gradient of every
-        weight is its patch's dot product with the output gradient)."""
+        weight is its patch's dot product with the output gradient). From the normalised cache when the bank is
+        small, else from the device pixels, normalised as gathered (the same values, no host round trip)."""
+        self._check(ids)
+        pixels = None if self._cache_ok else self.device_pixels(ids.device)
+        if pixels is not None:
+            scale, shift = self._scale_shift(ids.device)
+            return self.to_crops(WeightedRows.apply(weights, pixels, ids, scale, shift))
         values, index = self.rows(ids)
-        return self.to_crops(WeightedRows.apply(weights, values, index))
+        return self.to_crops(WeightedRows.apply(weights, values, index, None, None))
+
+
+def normalise_pixels(pixels: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """(R, C * C * 3) or (R, C, C, 3) uint8 -> (R, C * C * 3) float32 ``pixels * scale + shift`` per channel
+    (channels last: ImageNet-normalised patches)."""
+    x = pixels.float().view(pixels.shape[0], -1, 3).mul_(scale).add_(shift)
+    return x.reshape(x.shape[0], -1)
 
 
 class WeightedRows(torch.autograd.Function):
     """out[b, n] = sum_k weights[b, n, k] * values[index[b, n, k]] (index -1: nothing), without building the
-    (B, N, K, X) tensor. weights (B, N, K), values (U, X) constant, index (B, N, K) -> (B, N, X)."""
+    (B, N, K, X) tensor. weights (B, N, K), values (U, X) constant, index (B, N, K) -> (B, N, X). With ``scale`` /
+    ``shift`` the values are uint8 pixel rows, normalised as they are gathered (:func:`normalise_pixels`).
+
+    The forward pass gathers only the nonzero weights (``nonzero``: one host synchronisation; the backward pass has
+    none)."""
 
     @staticmethod
-    def forward(ctx, weights: torch.Tensor, values: torch.Tensor,  # type: ignore[override]
-                index: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, weights: torch.Tensor, values: torch.Tensor, index: torch.Tensor,  # type: ignore[override]
+                scale: torch.Tensor | None, shift: torch.Tensor | None) -> torch.Tensor:
         b, n, k = weights.shape
         flat_w, flat_i = weights.reshape(-1), index.reshape(-1)
         pos = torch.nonzero((flat_w != 0) & (flat_i >= 0)).squeeze(1)
-        out = values.new_zeros((b * n, values.shape[1]))
+        picked = WeightedRows.rows(values, flat_i[pos], scale, shift)
+        out = picked.new_zeros((b * n, picked.shape[1]))
         rows = torch.div(pos, k, rounding_mode="floor")
-        out.index_add_(0, rows, flat_w[pos, None].to(values.dtype) * values[flat_i[pos]])
-        ctx.save_for_backward(values, index)
+        out.index_add_(0, rows, flat_w[pos, None].to(picked.dtype) * picked)
+        ctx.save_for_backward(values, index, *(() if scale is None else (scale, shift)))
         return out.view(b, n, -1)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
-        values, index = ctx.saved_tensors
+    def rows(values: torch.Tensor, index: torch.Tensor, scale: torch.Tensor | None,
+             shift: torch.Tensor | None) -> torch.Tensor:
+        return values[index] if scale is None else normalise_pixels(values.index_select(0, index), scale, shift)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        values, index, *norm = ctx.saved_tensors
+        scale, shift = norm if norm else (None, None)
         b, n, k = index.shape
         g = grad.reshape(b * n, -1)
         idx = index.reshape(b * n, k)
         columns = []
         for j in range(k):  # one candidate column at a time: (B*N, X) working set; -1 rows get 0 (no sync)
             col = idx[:, j]
-            dot = (values.index_select(0, col.clamp(min=0)) * g).sum(-1)
+            dot = (WeightedRows.rows(values, col.clamp(min=0), scale, shift) * g).sum(-1)
             columns.append(torch.where(col >= 0, dot, torch.zeros_like(dot)))
-        return torch.stack(columns, dim=1).view(b, n, k), None, None
+        return torch.stack(columns, dim=1).view(b, n, k), None, None, None, None
 
 
 def load_rows(path: str | Path, num_rows: int, what: str, dtype_kind: str = "f") -> np.ndarray:

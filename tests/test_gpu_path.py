@@ -195,3 +195,31 @@ def test_every_network_compiles_without_a_graph_break(embedded, name):
         if explanation.graph_break_count:
             breaks[net_name] = [str(b.reason)[:300] for b in explanation.break_reasons]
     assert not breaks, json.dumps(breaks, indent=1)
+
+
+def test_patch_bank_paths_give_the_same_values(tmp_path):
+    """Small banks: normalised once (cache); large ones: uint8 pixels gathered on the device and normalised as
+    gathered, or (a GPU too small for them) read on the host per call. Same crops, same selections, same gradients."""
+    import numpy as np
+
+    from retrievegan.models.patch_gan import PatchBank
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "patches.npy", rng.integers(0, 256, (40, 6, 6, 3), dtype=np.uint8))
+    ids = torch.tensor([[3, -1, 39], [0, 7, -1]])
+    cand = torch.tensor(rng.integers(-1, 40, (2, 3, 5)))
+    weights = torch.rand(2, 3, 5, generator=torch.Generator().manual_seed(1)) * (cand >= 0)
+    results = []
+    for path in ("cache", "device", "host"):
+        bank = PatchBank(tmp_path / "patches.npy")
+        bank._cache_ok = path == "cache"
+        if path == "host":
+            bank.device_pixels = lambda device: None
+        w = weights.clone().requires_grad_(True)
+        selected = bank.select(w, cand)
+        (selected * torch.linspace(-1, 1, selected.numel()).view_as(selected)).sum().backward()
+        results.append((bank.crops(ids), selected.detach(), w.grad))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+    assert torch.equal(results[0][0][0, 1], torch.zeros(3, 6, 6))  # -1: a zero patch

@@ -121,9 +121,9 @@ class PatchBank:
 
     Small banks (float32 copy <= 1 GiB, e.g. the embedded benchmark's) are converted once; larger ones
     (the paper's 600K patches) are read and converted per call, only at the rows asked for. Both give the
-    same values. :meth:`crops` gathers the uint8 pixels on the device instead (CPU: the memory map; CUDA: a copy
-    when it takes at most a quarter of the GPU's memory, e.g. the paper's 7.4 GB bank on an 80 GB GPU) and
-    normalises only the rows it gathers: no host round trip, no synchronisation.
+    same values. For larger banks :meth:`crops` and :meth:`select` gather the uint8 pixels on the device instead
+    (CPU: the memory map; CUDA: a copy when it takes at most a quarter of the GPU's memory, e.g. the paper's
+    7.4 GB bank on an 80 GB GPU) and normalise only the rows they gather: no host round trip, no synchronisation.
     """
 
     def __init__(self, path: str | Path):
@@ -205,14 +205,17 @@ class PatchBank:
         return self._device_pixels
 
     def crops(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids (...) int64 bank rows (-1: none) -> (..., 3, C, C) float32 ImageNet-normalised (zeros for -1)."""
-        pixels = self.device_pixels(ids.device)
+        """ids (...) int64 bank rows (-1: none) -> (..., 3, C, C) float32 ImageNet-normalised (zeros for -1). From
+        the normalised cache (small banks) or the device pixels: gathers without a host synchronisation."""
         flat = ids.reshape(-1)
-        if pixels is not None:
+        pixels = None if self._cache_ok else self.device_pixels(ids.device)
+        if self._cache_ok or pixels is not None:
             self._check(ids)
-            valid = (flat >= 0).unsqueeze(1)
-            values = self._normalise(pixels.index_select(0, flat.clamp(min=0)), ids.device)
-            out = torch.where(valid, values, torch.zeros_like(values))
+            if self._cache_ok:
+                values = self.rows(ids)[0].index_select(0, flat.clamp(min=0))
+            else:
+                values = self._normalise(pixels.index_select(0, flat.clamp(min=0)), ids.device)
+            out = torch.where((flat >= 0).unsqueeze(1), values, torch.zeros_like(values))
             return self.to_crops(out.view(tuple(ids.shape) + (values.shape[1],)))
         values, index = self.rows(ids)
         flat = index.reshape(-1)

@@ -223,3 +223,14 @@ def test_patch_bank_paths_give_the_same_values(tmp_path):
         for a, b in zip(results[0], other):
             assert torch.equal(a, b)
     assert torch.equal(results[0][0][0, 1], torch.zeros(3, 6, 6))  # -1: a zero patch
+
+
+def test_channels_last_option_trains(embedded):
+    method, _ = embedded.method("sg2im")
+    trainer = Trainer(method, _cpu_config(embedded, "sg2im", channels_last=True), torch.device("cpu"))
+    conv = next(m for m in trainer.nets["generator"].modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    batch, ctx = trainer.prepare(embedded.batch(2), 0, 0)
+    assert batch.images.is_contiguous(memory_format=torch.channels_last)
+    logs = trainer.step(batch, ctx)
+    assert all(math.isfinite(float(v)) for v in logs["G"].values()) and logs["skipped"] == 0

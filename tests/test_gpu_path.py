@@ -82,6 +82,18 @@ def test_at_most_two_host_synchronisations_per_step(bf16_steps, name):
     assert counts.syncs <= MAX_SYNCS, counts.summary()
 
 
+def _poison(method, hook: str, factor: float) -> None:
+    """Make the method's ``hook`` (generator_step / discriminator_step) return its loss times ``factor``."""
+    original = getattr(method, hook)
+
+    def poisoned(*args, **kwargs):
+        out = original(*args, **kwargs)
+        out.loss = out.loss * factor
+        return out
+
+    setattr(method, hook, poisoned)
+
+
 def test_fused_adam_skips_a_nonfinite_update_on_the_device(embedded):
     """sg2im's rule: a non-finite generator loss skips both updates. With fused Adam the flags reach the kernels
     on the device (no synchronisation in the step); the loop reads them when it logs."""
@@ -91,14 +103,7 @@ def test_fused_adam_skips_a_nonfinite_update_on_the_device(embedded):
     trainer.step(batch, ctx)
     before = {n: [p.detach().clone() for p in net.parameters()] for n, net in trainer.nets.items()}
     steps = {n: [int(s["step"]) for s in opt.state.values()] for n, opt in trainer.optimizers.items()}
-    original = method.generator_step
-
-    def poisoned(*args, **kwargs):
-        out = original(*args, **kwargs)
-        out.loss = out.loss * float("nan")
-        return out
-
-    method.generator_step = poisoned
+    _poison(method, "generator_step", float("nan"))
     logs, counts = count_ops(lambda: trainer.step(batch, ctx), batch.tensors() + module_tensors(trainer.nets.values()))
     assert counts.syncs == 0, counts.summary()
     assert int(logs["skipped"]) == 1
@@ -121,14 +126,7 @@ def test_foreach_adam_skips_with_one_synchronisation(embedded):
     trainer.step(batch, ctx)
     _, counts = count_ops(lambda: trainer.step(batch, ctx), batch.tensors() + module_tensors(trainer.nets.values()))
     assert counts.syncs == 1, counts.summary()
-    original = method.discriminator_step
-
-    def poisoned(*args, **kwargs):
-        out = original(*args, **kwargs)
-        out.loss = out.loss * float("inf")
-        return out
-
-    method.discriminator_step = poisoned
+    _poison(method, "discriminator_step", float("inf"))
     d_before = [p.detach().clone() for p in trainer.nets["d_img"].parameters()]
     g_before = [p.detach().clone() for p in trainer.nets["generator"].parameters()]
     logs = trainer.step(batch, ctx)

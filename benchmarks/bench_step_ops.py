@@ -1,7 +1,8 @@
 """Per training step: dispatched ops, host synchronisations, and numbers unchanged (issue 13, the GPU path).
 
-For every registered method, one training step (``Trainer.step``) at the paper configs' shapes
-(``config/paper-coco.yaml``: widths, 128 px, batch 2, synthetic scene graphs) counted with
+For every registered method, one training step (``Trainer.step``) on synthetic scene graphs, batch 2, at the embedded
+config's shapes (about a minute) and, with ``BENCH_STEP_OPS_PAPER=1``, at the paper configs' shapes
+(``config/paper-coco.yaml``: widths, 128 px; several minutes on 2 cores), counted with
 ``retrievegan.train.stepcount.count_ops`` (a ``TorchDispatchMode``):
 
 * ``ops/step``: every aten op the dispatcher sees (forward, backward, optimiser; ~ one kernel launch each on a
@@ -13,8 +14,7 @@ For every registered method, one training step (``Trainer.step``) at the paper c
   its CPU default (per-parameter Adam loop) and its CUDA default (foreach Adam);
 * ``losses identical``: 3 training steps of every method on the embedded config's shapes give bit-identical losses
   and network states to the recorded ones of 2119417 (``step_losses_2119417.json``; float arithmetic depends on
-  the CPU's kernels: bit-identity holds on the machine type that recorded it). ``BENCH_STEP_OPS_PAPER=1`` also
-  compares the paper shapes (~5 minutes).
+  the CPU's kernels: bit-identity holds on the machine type that recorded it), at the same shapes.
 
     python -m benchmarks.bench_step_ops
 """
@@ -130,14 +130,23 @@ def run() -> list[dict]:
     before = json.loads(OPS_REFERENCE.read_text())
     recorded = json.loads(LOSS_REFERENCE.read_text())
     rows = []
+    shapes = {"embedded": BASE} | ({"paper": PAPER} if os.environ.get("BENCH_STEP_OPS_PAPER") else {})
+    for label, path in shapes.items():
+        rows += _counts(label, path, before[label], METHODS)
+        rows += _unchanged(label, path, recorded[label], METHODS)
+    return rows
+
+
+def _counts(label: str, path: Path, before: dict, methods) -> list[dict]:
+    rows = []
     with tempfile.TemporaryDirectory(prefix="bench_step_ops_") as tmp:
-        data = _setup(PAPER, 4, Path(tmp))
-        for name in METHODS:
-            ref = before["paper"][name]
+        data = _setup(path, 4, Path(tmp))
+        for name in methods:
+            ref = before[name]
             cuda = count_step(*data, name, adam="fused")
             cpu = count_step(*data, name, adam="foreach")
             kernels = sum(n for op, n in cuda.ops_by_name.items() if op not in VIEWS)
-            note = "paper-coco shapes, batch 2; reference: commit 2119417, same counter"
+            note = f"{label} shapes, batch 2; reference: commit 2119417, same counter"
             rows.append(row(f"step {name}", "ops/step (CUDA config: fused Adam)", cuda.ops, "ops",
                             reference=ref["ops_foreach"], better="lower",
                             note=note + " (its CUDA default: foreach Adam)"))
@@ -153,21 +162,20 @@ def run() -> list[dict]:
                 rows.append(row(f"step {name}", "ops/step (CUDA config, batch_discriminator_calls)", batched.ops,
                                 "ops", reference=ref["ops_foreach"], better="lower",
                                 note="opt-in: one D call per phase (1 spectral-norm iteration per phase)"))
-    shapes = {"embedded": BASE} | ({"paper": PAPER} if os.environ.get("BENCH_STEP_OPS_PAPER") else {})
-    for label, path in shapes.items():
-        with tempfile.TemporaryDirectory(prefix="bench_step_losses_") as tmp:
-            data = _setup(path, 6, Path(tmp))
-            same = 0
-            notes = []
-            for name in METHODS:
-                identical, worst = _compare(losses_and_state(*data, name), recorded[label][name])
-                same += identical
-                if not identical:
-                    notes.append(f"{name}: worst relative loss difference {worst:.2e}")
-            rows.append(row("numbers unchanged", f"methods bit-identical to 2119417 ({label} shapes, 3 steps)", same,
-                            "methods", reference=len(METHODS),
-                            note="; ".join(notes) or "losses and network states identical, every method"))
     return rows
+
+
+def _unchanged(label: str, path: Path, recorded: dict, methods) -> list[dict]:
+    with tempfile.TemporaryDirectory(prefix="bench_step_losses_") as tmp:
+        data = _setup(path, 6, Path(tmp))
+        same, notes = 0, []
+        for name in methods:
+            identical, worst = _compare(losses_and_state(*data, name), recorded[name])
+            same += identical
+            if not identical:
+                notes.append(f"{name}: worst relative loss difference {worst:.2e}")
+    return [row("numbers unchanged", f"methods bit-identical to 2119417 ({label} shapes, 3 steps)", same, "methods",
+                reference=len(methods), note="; ".join(notes) or "losses and network states identical, every method")]
 
 
 if __name__ == "__main__":

@@ -40,12 +40,12 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from retrievegan import io, runinfo, seeds
 from retrievegan.embed.bank import load_bank, resolve_device
 from retrievegan.embed.nets import CategoryCNN, mean_std, to_input
 from retrievegan.errors import InputError
+from retrievegan.progressbar import progress_bar as tqdm  # tqdm optional (the GPU checks import this module)
 
 RESNET_ARCHS = ("resnet18", "resnet34", "resnet50")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

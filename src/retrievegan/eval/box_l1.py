@@ -17,7 +17,8 @@ import torch
 
 from retrievegan import io, runinfo
 from retrievegan.data.dataset import SceneGraphDataset
-from retrievegan.eval.sampler import check_spec, pick_device, sequential_loader
+from retrievegan.device import pick_device
+from retrievegan.eval.sampler import check_spec, sequential_loader
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -36,10 +36,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from retrievegan import io, runinfo
 from retrievegan.config import from_mapping
+from retrievegan.device import pick_device
+from retrievegan.progressbar import progress_bar
 from retrievegan.data.dataset import DataSpec, SceneGraphBatch, SceneGraphDataset, collate_scene_graphs
 from retrievegan.errors import ConfigError, InputError
 from retrievegan.models.damsm import (
@@ -230,7 +231,7 @@ def pretrain_damsm(cfg: DamsmConfig, data_dir: str | Path, out_dir: str | Path, 
     from retrievegan.train.checkpoint import save, sha256_file
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    device = pick_device(cfg.device)
+    device = pick_device(cfg.device, "damsm.device")
     train_set = SceneGraphDataset(data_dir, "train")
     eval_set = SceneGraphDataset(data_dir, eval_split)
     if len(train_set) < cfg.batch_size:
@@ -247,7 +248,7 @@ def pretrain_damsm(cfg: DamsmConfig, data_dir: str | Path, out_dir: str | Path, 
     total = cfg.epochs * steps_per_epoch
     lines: list[str] = []
     step, lr, start = 0, cfg.lr, time.perf_counter()
-    bar = tqdm(total=total, desc="pretrain damsm", unit="step", disable=not progress, mininterval=30.0)
+    bar = progress_bar(total=total, desc="pretrain damsm", unit="step", disable=not progress, mininterval=30.0)
     for epoch in range(cfg.epochs):
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -289,14 +290,6 @@ def pretrain_damsm(cfg: DamsmConfig, data_dir: str | Path, out_dir: str | Path, 
                           else "cnn: trained from scratch here; substitutes AttnGAN's ImageNet Inception-v3"),
         "checkpoint_sha256": sha256_file(out_dir / "checkpoint.pt"), "evaluation": evaluation})
     return evaluation
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ConfigError("damsm.device is cuda but no CUDA device is available")
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def damsm_config(params: Mapping[str, Any] | None) -> DamsmConfig:

@@ -20,7 +20,8 @@ from retrievegan.data.dataset import SceneGraphDataset
 from retrievegan.data.patches import load_patch_table
 from retrievegan.data.scene_graph import SPLITS
 from retrievegan.errors import InputError
-from retrievegan.eval.sampler import check_spec, pick_device, sequential_loader
+from retrievegan.device import pick_device
+from retrievegan.eval.sampler import check_spec, sequential_loader
 
 
 def gcn_features(checkpoint: str | Path, data_dir: str | Path, patches_csv: str | Path, out_path: str | Path,

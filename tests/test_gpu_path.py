@@ -26,9 +26,9 @@ BASE = ROOT / "config/config.yaml"
 PAPER = ROOT / "config/paper-coco.yaml"
 STATS = ROOT / "config/reference/dataset_stats.csv"
 ALL = tuple(METHODS)
-PHASE2 = ("host synchronisations left in models/retrieval.py, models/retrievegan.py and models/baselines/pastegan.py "
-          "(issue 13 phase 2, after issue 11)")
-SYNC_LEFT = {m for m in ALL if m.startswith("retrievegan")}  # PasteGAN: 2 left in pastegan.py (within the target)
+# every method at its config + the other retrieval modes (retrieval.mode), with and without L_gt / L_occur
+CASES = ALL + tuple(f"{name}:{mode}" for name in ("retrievegan", "retrievegan_no_gt_no_occur")
+                    for mode in ("soft", "relaxed"))
 MAX_SYNCS = 2  # issue 13: at most two host synchronisations per training step
 
 
@@ -42,29 +42,35 @@ def paper(tmp_path_factory):
     return paper_data(BASE, PAPER, STATS, tmp_path_factory.mktemp("paper"), count=2, methods=ALL)
 
 
+def _method(data, case: str):
+    """The method of a test case ``name`` or ``name:retrieval mode``."""
+    name, _, mode = case.partition(":")
+    return data.method(name, {"retrieval": {**data.config["retrieval"], "mode": mode}} if mode else None)[0], name
+
+
 @pytest.fixture(scope="module")
 def bf16_steps(paper):
-    """One bf16-autocast training step per method at the paper configs' widths and 128 px (batch 2), counted;
+    """One bf16-autocast training step per case at the paper configs' widths and 128 px (batch 2), counted;
     Adam fused as on CUDA. Computed on first use, kept for the module."""
     cache: dict[str, tuple] = {}
 
-    def step(name: str):
-        if name not in cache:
-            method, _ = paper.method(name)
+    def step(case: str):
+        if case not in cache:
+            method, name = _method(paper, case)
             trainer = Trainer(method, _cpu_config(paper, name, amp=True, amp_dtype="bfloat16", adam="fused"),
                               torch.device("cpu"))
             batch, ctx = trainer.prepare(paper.batch(2), 0, 0)
             logs, counts = count_ops(lambda: trainer.step(batch, ctx),
                                      batch.tensors() + module_tensors(trainer.nets.values()))
             trainer.check_finite()
-            cache[name] = (logs, counts, trainer)
-        return cache[name]
+            cache[case] = (logs, counts, trainer)
+        return cache[case]
 
     return step
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", CASES)
 def test_every_method_trains_a_step_under_bf16_autocast_at_paper_shapes(bf16_steps, name):
     logs, _, trainer = bf16_steps(name)
     values = {f"{phase}/{k}": float(v) for phase in ("G", "D") for k, v in logs[phase].items()}
@@ -75,8 +81,7 @@ def test_every_method_trains_a_step_under_bf16_autocast_at_paper_shapes(bf16_ste
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [pytest.param(m, marks=pytest.mark.xfail(m in SYNC_LEFT, reason=PHASE2, strict=True))
-                                  for m in ALL])
+@pytest.mark.parametrize("name", CASES)
 def test_at_most_two_host_synchronisations_per_step(bf16_steps, name):
     _, counts, _ = bf16_steps(name)
     assert counts.syncs <= MAX_SYNCS, counts.summary()
@@ -176,9 +181,7 @@ def _network_calls(trainer: Trainer, batch, ctx) -> dict[str, tuple]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["sg2im", "layout2im", "attngan", "pastegan", pytest.param("retrievegan", marks=(
-    pytest.mark.xfail(reason="the retriever (PatchRetriever, models/retrievegan.py) indexes with a boolean mask: "
-                             + PHASE2, strict=True)))])
+@pytest.mark.parametrize("name", ["sg2im", "layout2im", "attngan", "pastegan", "retrievegan"])
 def test_every_network_compiles_without_a_graph_break(embedded, name):
     """``torch._dynamo.explain`` of every network on the arguments its method calls it with."""
     import torch._dynamo
@@ -221,6 +224,45 @@ def test_patch_bank_paths_give_the_same_values(tmp_path):
         for a, b in zip(results[0], other):
             assert torch.equal(a, b)
     assert torch.equal(results[0][0][0, 1], torch.zeros(3, 6, 6))  # -1: a zero patch
+
+
+def test_patch_bank_select_is_sync_free_and_sums_like_the_nonzero_weights_only(tmp_path):
+    """PatchBank.select without ``nonzero``: every weight is gathered (soft / relaxed weights), or, with ``column``,
+    only the one nonzero weight of each object (a hard retrieval's one-hot forward pass). Both give bit for bit the
+    sums over the nonzero weights only (the former forward pass) and the same gradients, with no host
+    synchronisation in the forward or the backward pass, from the normalised cache and from the device pixels."""
+    import numpy as np
+
+    from retrievegan.models.patch_gan import PatchBank
+
+    rng = np.random.default_rng(3)
+    np.save(tmp_path / "patches.npy", rng.integers(0, 256, (40, 6, 6, 3), dtype=np.uint8))
+    cand = torch.tensor(rng.integers(-1, 40, (2, 3, 5)))
+    cand[1, 2] = -1  # an object without candidates
+    gen = torch.Generator().manual_seed(2)
+    soft = torch.softmax(torch.randn(2, 3, 5, generator=gen).masked_fill(cand < 0, float("-inf")), -1).nan_to_num(0.0)
+    column = torch.where(cand[..., 0] >= 0, soft.argmax(-1), -1)
+    hard = torch.zeros_like(soft).scatter(2, column.clamp(min=0)[..., None], 1.0) * (column >= 0)[..., None]
+    target = torch.linspace(-1, 1, 2 * 3 * 3 * 36, dtype=torch.float32).view(2, 3, 3, 6, 6)
+    for path in ("cache", "device"):
+        bank = PatchBank(tmp_path / "patches.npy")
+        bank._cache_ok = path == "cache"
+        crops = bank.crops(cand).reshape(2 * 3 * 5, -1)
+        for weights, col in ((soft, None), (hard, None), (hard, column)):
+            flat = weights.reshape(-1)
+            pos = torch.nonzero((flat != 0) & (cand.reshape(-1) >= 0)).squeeze(1)
+            former = torch.zeros(6, crops.shape[1]).index_add_(0, pos // 5, flat[pos, None] * crops[pos])
+            w = weights.clone().requires_grad_(True)
+            out, counts = count_ops(lambda: bank.select(w, cand, col), [w, cand] + ([] if col is None else [col]))
+            assert counts.syncs == 0, counts.summary()
+            assert torch.equal(out.reshape(6, -1), former), (path, col is not None)
+            _, counts = count_ops(lambda: (out * target).sum().backward(), [w, cand, out, target])
+            assert counts.syncs == 0, counts.summary()
+            dense = (crops.view(2, 3, 5, -1) * target.reshape(2, 3, 1, -1)).sum(-1) * (cand >= 0)
+            assert torch.allclose(w.grad, dense, atol=1e-5)
+            if col is not None:
+                assert torch.equal(w.grad, grads)  # the same gradient with and without the columns
+            grads = w.grad
 
 
 def test_channels_last_option_trains(embedded):

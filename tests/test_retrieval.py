@@ -13,6 +13,7 @@ from scipy.stats import chisquare
 
 from retrievegan.models.init import build
 from retrievegan.models.retrieval import (
+    GroupCounts,
     PatchEmbedder,
     RetrievalConfig,
     cooccurrence_loss,
@@ -514,6 +515,32 @@ def test_per_image_generators_make_results_independent_of_the_batch():
         assert not torch.allclose(other.weights, batched.weights)  # the per-image noise is used
         with pytest.raises(ValueError, match="generators"):
             iterative_retrieval(feats, mask, generator=[_gen(0)])
+
+
+def test_group_counts_make_the_retrieval_read_nothing_from_the_device():
+    """With the mask's host counts (``GroupCounts``, made on the batch's host side) the retrieval makes no host
+    synchronisation (counted on the CPU as on a GPU) and gives exactly the result of reading them from the mask."""
+    from retrievegan.train.stepcount import count_ops
+
+    feats, mask = _random_batch(41, 4, 5, 4, 3, p_valid=0.6)
+    mask[1, 1] = False  # a real object without candidates before one with candidates
+    mask[1, 2, 0] = True
+    counts = GroupCounts.of(mask)
+    ok = mask.any(-1)
+    assert counts.groups == tuple(ok.sum(1).tolist()) and counts.iterations == max(counts.groups)
+    assert counts.span == tuple(int((ok[i] * torch.arange(1, 6)).max()) for i in range(4))
+    assert counts.span[1] >= 3 and counts.groups[1] < counts.span[1]
+    for mode in ("hard", "soft", "relaxed"):
+        ref = iterative_retrieval(feats, mask, tau=0.5, mode=mode, generator=[_gen(s) for s in range(4)])
+        gens = [_gen(s) for s in range(4)]
+        out, ops = count_ops(lambda: iterative_retrieval(feats, mask, tau=0.5, mode=mode, generator=gens,
+                                                         counts=counts), [feats, mask])
+        assert ops.syncs == 0, ops.summary()
+        for field in ("weights", "relaxed", "probs", "index", "step", "selected", "query"):
+            assert torch.equal(getattr(out, field), getattr(ref, field)), (mode, field)
+    _, ops = count_ops(lambda: iterative_retrieval(feats, mask, mode="hard", generator=[_gen(s) for s in range(4)]),
+                       [feats, mask])
+    assert ops.syncs >= 1  # without them the counts are read from the device
 
 
 def test_embed_candidates_runs_e_p_once_per_distinct_patch():

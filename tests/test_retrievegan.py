@@ -69,6 +69,38 @@ def test_a_training_step_logs_every_loss_term(name, train_set, inputs):
     assert set(logs["D"]) >= {"img_adv", "obj_adv", "obj_ac_real", "total"}
 
 
+@pytest.mark.parametrize("name", ["retrievegan", "retrievegan_no_gt_no_occur", "pastegan"])
+def test_host_prepare_holds_the_steps_index_tensors_and_changes_no_number(name, train_set, inputs):
+    """host_prepare computes the candidates, the rows E_p embeds, the co-occurrence embeddings and the counts on the
+    host (``extras``); a generator step on the prepared batch gives exactly the numbers of one on the bare batch
+    (which prepares itself from a host copy)."""
+    from retrievegan.embed.prefilter import gather_candidates
+    from retrievegan.models.retrieval import GroupCounts
+
+    batch = batch_of(train_set, range(5))
+    method = make(name, train_set, inputs)
+    prepared = method.host_prepare(batch)
+    extras = prepared.extras
+    rows = slot_rows(batch)
+    assert torch.equal(extras["slot_rows"], rows)
+    assert torch.equal(extras["candidate_ids"], gather_candidates(method.candidates, rows)[0])
+    if name == "pastegan":
+        assert extras["slot_counts"] == tuple((rows >= 0).sum(1).tolist())
+    else:
+        ids = extras["gt_ids"] if method.config.gt_selection else extras["candidate_ids"]
+        assert extras["counts"] == GroupCounts.of(extras["candidate_ids"] >= 0)
+        used = ids[ids >= 0].unique()
+        assert torch.equal(extras["embed_rows"], torch.from_numpy(method.features[used.numpy()]))
+        index = extras["embed_index"]
+        assert torch.equal(torch.where(index >= 0, used[index.clamp(min=0)], -1), ids)
+        assert ("cooccur" in extras) == method.config.cooccurrence
+    nets = method.build_networks(torch.Generator().manual_seed(1))
+    trainer = Trainer(method, train_config(), torch.device("cpu"))
+    logs = [method.generator_step(nets, b, trainer.context(batch, 0, 0)).logs for b in (prepared, batch)]
+    assert logs[0].keys() == logs[1].keys()
+    assert all(torch.equal(logs[0][k], logs[1][k]) for k in logs[0])
+
+
 def _only(weight: str, value: float = 1.0) -> dict:
     """Method overrides: every generator loss weight 0 except ``weight``."""
     off = {k: 0.0 for k in ("recon_img_weight", "bbox_weight", "adv_img_weight", "adv_obj_weight", "ac_obj_weight")}
@@ -180,7 +212,7 @@ def test_generator_losses_reach_the_patch_embedding_only_through_the_selection(t
     assert sum(float(g.abs().sum()) for g in grads) > 0
     nets["retriever"].zero_grad(set_to_none=True)
     bank_select = method.bank.select
-    method.bank.select = lambda weights, ids: bank_select(weights.detach(), ids)
+    method.bank.select = lambda weights, ids, column=None: bank_select(weights.detach(), ids, column)
     out = method.generator_step(nets, batch, Trainer(method, train_config(), torch.device("cpu")).context(batch, 0, 0))
     out.loss.backward()
     assert all(p.grad is None for p in nets["retriever"].parameters())

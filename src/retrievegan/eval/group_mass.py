@@ -81,7 +81,7 @@ def measure_group_mass(checkpoint: str | os.PathLike[str], data_dir: str | os.Pa
     with torch.no_grad():
         for batch in tqdm(sequential_loader(dataset, batch_size, 0), desc="group mass", disable=not progress):
             ids = batch.image_ids.tolist()
-            batch = batch.to(device)
+            batch = method.host_prepare(batch).to(device)
             for seed in seeds:
                 gens = image_generators((SAMPLE_NOISE, seed), ids, device)
                 _, mask, out = method.test_retrieval(nets, batch, gens, "relaxed")

@@ -220,18 +220,20 @@ class PatchBank:
         out[valid] = values[flat[valid]]
         return self.to_crops(out.view(tuple(ids.shape) + (values.shape[1],)))
 
-    def select(self, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    def select(self, weights: torch.Tensor, ids: torch.Tensor, column: torch.Tensor | None = None) -> torch.Tensor:
         """Weighted patches: weights (B, N, K) over candidate ids (B, N, K) -> (B, N, 3, C, C), differentiable
-        in ``weights`` (:class:`WeightedRows`: only the nonzero weights are gathered; the gradient of every
-        weight is its patch's dot product with the output gradient). From the normalised cache when the bank is
-        small, else from the device pixels, normalised as gathered (the same values, no host round trip)."""
+        in ``weights`` (:class:`WeightedRows`; the gradient of every weight is its patch's dot product with the
+        output gradient). ``column`` (B, N): the only column of each row whose weight may be nonzero (a hard
+        retrieval's one-hot forward pass), so that only those patches are gathered; None: any weights. From the
+        normalised cache when the bank is small, else from the device pixels, normalised as gathered (the same
+        values, no host round trip)."""
         self._check(ids)
         pixels = None if self._cache_ok else self.device_pixels(ids.device)
         if pixels is not None:
             scale, shift = self._scale_shift(ids.device)
-            return self.to_crops(WeightedRows.apply(weights, pixels, ids, scale, shift))
+            return self.to_crops(WeightedRows.apply(weights, pixels, ids, scale, shift, column))
         values, index = self.rows(ids)
-        return self.to_crops(WeightedRows.apply(weights, values, index, None, None))
+        return self.to_crops(WeightedRows.apply(weights, values, index, None, None, column))
 
 
 def normalise_pixels(pixels: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -241,26 +243,37 @@ def normalise_pixels(pixels: torch.Tensor, scale: torch.Tensor, shift: torch.Ten
     return x.reshape(x.shape[0], -1)
 
 
-class WeightedRows(torch.autograd.Function):
-    """out[b, n] = sum_k weights[b, n, k] * values[index[b, n, k]] (index -1: nothing), without building the
-    (B, N, K, X) tensor. weights (B, N, K), values (U, X) constant, index (B, N, K) -> (B, N, X). With ``scale`` /
-    ``shift`` the values are uint8 pixel rows, normalised as they are gathered (:func:`normalise_pixels`).
+SELECT_BACKWARD_BYTES = 1 << 30  # WeightedRows.backward gathers at most this many bytes of patch rows at once
 
-    The forward pass gathers only the nonzero weights (``nonzero``: one host synchronisation; the backward pass has
-    none)."""
+
+class WeightedRows(torch.autograd.Function):
+    """out[b, n] = sum_k weights[b, n, k] * values[index[b, n, k]] (index -1: nothing). weights (B, N, K), values
+    (U, X) constant, index (B, N, K) -> (B, N, X). With ``scale`` / ``shift`` the values are uint8 pixel rows,
+    normalised as they are gathered (:func:`normalise_pixels`).
+
+    Forward: with ``column`` (B, N) (the one column of each row whose weight may be nonzero, e.g. a hard
+    retrieval's one-hot weights) only those B * N rows are gathered; without it all B * N * K rows, summed in
+    column order (the zero weights add exact zeros: the same sums as gathering only the nonzero ones). Neither
+    pass reads the device on the host (no ``nonzero``: no synchronisation)."""
 
     @staticmethod
     def forward(ctx, weights: torch.Tensor, values: torch.Tensor, index: torch.Tensor,  # type: ignore[override]
-                scale: torch.Tensor | None, shift: torch.Tensor | None) -> torch.Tensor:
+                scale: torch.Tensor | None, shift: torch.Tensor | None,
+                column: torch.Tensor | None = None) -> torch.Tensor:
         b, n, k = weights.shape
-        flat_w, flat_i = weights.reshape(-1), index.reshape(-1)
-        pos = torch.nonzero((flat_w != 0) & (flat_i >= 0)).squeeze(1)
-        picked = WeightedRows.rows(values, flat_i[pos], scale, shift)
-        out = picked.new_zeros((b * n, picked.shape[1]))
-        rows = torch.div(pos, k, rounding_mode="floor")
-        out.index_add_(0, rows, flat_w[pos, None].to(picked.dtype) * picked)
+        if column is not None:  # one candidate per row
+            col = column.clamp(min=0).unsqueeze(2)
+            flat_w, flat_i = weights.gather(2, col).reshape(-1), index.gather(2, col).reshape(-1)
+        else:
+            flat_w, flat_i = weights.reshape(-1), index.reshape(-1)
+        picked = WeightedRows.rows(values, flat_i.clamp(min=0), scale, shift)
+        used = ((flat_w != 0) & (flat_i >= 0)).unsqueeze(1)
+        terms = torch.where(used, flat_w.unsqueeze(1).to(picked.dtype) * picked, 0.0)
+        if column is None:  # row sums in column order, from 0 (index_add_: as many terms per row as columns)
+            rows = torch.div(torch.arange(b * n * k, device=weights.device), k, rounding_mode="floor")
+            terms = picked.new_zeros((b * n, picked.shape[1])).index_add_(0, rows, terms)
         ctx.save_for_backward(values, index, *(() if scale is None else (scale, shift)))
-        return out.view(b, n, -1)
+        return terms.view(b, n, -1)
 
     @staticmethod
     def rows(values: torch.Tensor, index: torch.Tensor, scale: torch.Tensor | None,
@@ -272,14 +285,16 @@ class WeightedRows(torch.autograd.Function):
         values, index, *norm = ctx.saved_tensors
         scale, shift = norm if norm else (None, None)
         b, n, k = index.shape
-        g = grad.reshape(b * n, -1)
+        g = grad.reshape(b * n, 1, -1)
         idx = index.reshape(b * n, k)
-        columns = []
-        for j in range(k):  # one candidate column at a time: (B*N, X) working set; -1 rows get 0 (no sync)
-            col = idx[:, j]
-            dot = (WeightedRows.rows(values, col.clamp(min=0), scale, shift) * g).sum(-1)
-            columns.append(torch.where(col >= 0, dot, torch.zeros_like(dot)))
-        return torch.stack(columns, dim=1).view(b, n, k), None, None, None, None
+        step = max(1, SELECT_BACKWARD_BYTES // max(1, b * n * g.shape[2] * 4))  # candidate columns per gather
+        dots = []
+        for j in range(0, k, step):  # usually one pass: all (B*N, K, X) rows at once; -1 entries get 0 (no sync)
+            cols = idx[:, j:j + step]
+            picked = WeightedRows.rows(values, cols.clamp(min=0).reshape(-1), scale, shift)
+            dots.append((picked.view(b * n, cols.shape[1], -1) * g).sum(-1))  # each row's own dot product
+        dot = dots[0] if len(dots) == 1 else torch.cat(dots, dim=1)
+        return torch.where(idx >= 0, dot, 0.0).view(b, n, k), None, None, None, None, None
 
 
 def load_rows(path: str | Path, num_rows: int, what: str, dtype_kind: str = "f") -> np.ndarray:

@@ -173,14 +173,38 @@ def _gumbel(u: torch.Tensor) -> torch.Tensor:
     return -torch.log(-torch.log(u.clamp(min=finfo.tiny, max=1.0 - finfo.eps)))
 
 
-def draw_randomness(generator: Generators, mask: torch.Tensor, dtype: torch.dtype
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclasses.dataclass(frozen=True)
+class GroupCounts:
+    """Host values of a retrieval mask ``(B, N, K)``, per image, so that the retrieval reads nothing from the
+    device (a GPU synchronisation each): ``groups`` = objects with at least one candidate (the image's
+    iterations), ``span`` = its last object slot with a candidate + 1 (the length of its random draws).
+    Made on the host side of a step (``Method.host_prepare``) from the host copy of the mask."""
+
+    groups: tuple[int, ...]
+    span: tuple[int, ...]
+
+    @classmethod
+    def of(cls, mask: torch.Tensor) -> GroupCounts:
+        """From a mask (read on the host: one synchronisation if ``mask`` is on a GPU)."""
+        ok = mask.bool().any(-1)
+        slots = torch.arange(1, ok.shape[1] + 1, device=ok.device)
+        groups, span = torch.stack([ok.sum(1), (ok * slots).amax(-1)]).tolist()
+        return cls(tuple(groups), tuple(span))
+
+    @property
+    def iterations(self) -> int:
+        """The batch's number of retrieval iterations: its largest number of groups."""
+        return max(self.groups, default=0)
+
+
+def draw_randomness(generator: Generators, mask: torch.Tensor, dtype: torch.dtype,
+                    counts: GroupCounts | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The uniforms that pick the random initial query ``(B, N * K)`` and the Gumbel noise ``(N, B, N, K)``.
 
     ``generator``: one ``torch.Generator`` for the batch, or one per image. Per-image generators make an
     image's draws independent of the rest of the batch and of its padding: image ``b`` draws
     ``n_b * K`` uniforms, then ``(n_b, n_b, K)`` for the noise, ``n_b`` = its last object slot with a
-    candidate + 1 (unused entries are 0).
+    candidate + 1 (unused entries are 0; ``counts.span``, read from ``mask`` when not given).
     """
     b, n, k = mask.shape
     device = mask.device
@@ -192,8 +216,7 @@ def draw_randomness(generator: Generators, mask: torch.Tensor, dtype: torch.dtyp
         raise ValueError(f"{len(generator)} generators for {b} images")
     pick = torch.zeros((b, n * k), device=device)
     noise = torch.zeros((n, b, n, k), device=device, dtype=dtype)
-    slots = torch.arange(1, n + 1, device=device)
-    last = (mask.any(-1) * slots).amax(-1).tolist()  # n_b per image
+    last = (counts or GroupCounts.of(mask)).span  # n_b per image
     for i, (gen, n_b) in enumerate(zip(generator, last)):  # random draws only; the compute is batched
         pick[i, :n_b * k] = torch.rand(n_b * k, generator=gen, device=device)
         noise[:n_b, i, :n_b] = _gumbel(torch.rand((n_b, n_b, k), generator=gen, device=device, dtype=dtype))
@@ -255,7 +278,7 @@ def group_capped_softmax(z: torch.Tensor, capacity: torch.Tensor) -> torch.Tenso
 def iterative_retrieval(features: torch.Tensor, mask: torch.Tensor, tau: float = 1.0, mode: Mode = "hard",
                         generator: Generators | None = None, query: torch.Tensor | None = None,
                         greedy: bool = True, gumbel: bool = True,
-                        noise: torch.Tensor | None = None) -> RetrievalOutput:
+                        noise: torch.Tensor | None = None, counts: GroupCounts | None = None) -> RetrievalOutput:
     """Select one candidate per object for a batch of images (see the module docstring).
 
     Args:
@@ -270,6 +293,8 @@ def iterative_retrieval(features: torch.Tensor, mask: torch.Tensor, tau: float =
         greedy: update the query to the mean of the selected features after every iteration.
         gumbel: add Gumbel noise (False: deterministic, the most similar patches).
         noise: ``(N, B, N, K)`` Gumbel noise per iteration, instead of drawing it (for tests/references).
+        counts: the mask's per-image host values (:class:`GroupCounts`, from the batch's host side): the
+            retrieval then reads nothing from the device; None: read from ``mask`` (one synchronisation on a GPU).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -284,8 +309,9 @@ def iterative_retrieval(features: torch.Tensor, mask: torch.Tensor, tau: float =
     if (gumbel and noise is None) or query is None:
         if generator is None:
             raise ValueError("an explicit torch.Generator is required for the noise / the random query")
+    counts = counts or GroupCounts.of(mask)
     if generator is not None and (query is None or (gumbel and noise is None)):
-        pick, drawn = draw_randomness(generator, mask, dtype)
+        pick, drawn = draw_randomness(generator, mask, dtype, counts)
         noise = drawn if noise is None else noise
         if query is None:
             query = random_query(features, mask, pick)
@@ -293,7 +319,7 @@ def iterative_retrieval(features: torch.Tensor, mask: torch.Tensor, tau: float =
     num_sel = group_ok.sum(dim=1)  # (B,)
     flat_mask = mask.reshape(b, n * k)
     flat_feats = features.reshape(b, n * k, d)
-    neg_inf = torch.tensor(float("-inf"), dtype=dtype, device=device)
+    neg_inf = float("-inf")
 
     q = query
     q_sum = torch.zeros_like(query)
@@ -305,10 +331,8 @@ def iterative_retrieval(features: torch.Tensor, mask: torch.Tensor, tau: float =
     capacity = group_ok.to(dtype)  # soft mode
     penalty = features.new_zeros((b, n, 1))  # relaxed mode: sum_j log(1 - max_group s^(j)), carried (eq. 4)
     saturated = 1.0 - 8 * torch.finfo(dtype).eps  # relaxed: log(1 - m) stays finite (gradients too)
-    for j in range(n):
+    for j in range(counts.iterations):  # the images' largest number of groups, a host value
         active = j < num_sel  # (B,)
-        if not bool(active.any()):
-            break
         act = active.to(dtype)
         # exact L2 (no matrix-product cancellation; zero gradient at distance 0), (B, N, K)
         dist = torch.cdist(q[:, None, :], flat_feats, compute_mode="donot_use_mm_for_euclid_dist").reshape(b, n, k)
@@ -317,9 +341,9 @@ def iterative_retrieval(features: torch.Tensor, mask: torch.Tensor, tau: float =
             scores = scores + (noise[0] if mode == "relaxed" else noise[j])  # relaxed: eq. 1's one draw
         z = scores / tau
         if mode == "hard":
-            allowed = flat_mask & ~disabled.repeat_interleave(k, dim=1)
+            allowed = (mask & ~disabled[..., None]).reshape(b, n * k)
             zf = torch.where(allowed, z.reshape(b, n * k), neg_inf)
-            zf = torch.where(active[:, None], zf, torch.zeros_like(zf))  # inactive rows: finite, zeroed below
+            zf = torch.where(active[:, None], zf, 0.0)  # inactive rows: finite, zeroed below
             s = torch.softmax(zf, dim=1) * act[:, None]  # (B, N*K)
             pick = zf.argmax(dim=1)  # (B,)
             h = torch.zeros_like(s).scatter(1, pick[:, None], 1.0) * act[:, None]
@@ -329,13 +353,13 @@ def iterative_retrieval(features: torch.Tensor, mask: torch.Tensor, tau: float =
             disabled = disabled | newly
             cond = s3 / s3.sum(-1, keepdim=True).clamp(min=1e-30)
             probs = torch.where(newly[..., None], cond, probs)
-            step = torch.where(newly, torch.full_like(step, j), step)
+            step = torch.where(newly, j, step)
             sel_w = st.reshape(b, n, k)
             nhot = nhot + sel_w
             relaxed = relaxed + s3
         elif mode == "relaxed":
             zf = torch.where(flat_mask, (z + penalty / tau).reshape(b, n * k), neg_inf)
-            zf = torch.where(active[:, None], zf, torch.zeros_like(zf))  # inactive rows: finite, zeroed below
+            zf = torch.where(active[:, None], zf, 0.0)  # inactive rows: finite, zeroed below
             s3 = (torch.softmax(zf, dim=1) * act[:, None]).reshape(b, n, k)
             group_max = s3.amax(dim=-1, keepdim=True)  # (B, N, 1): max pooling over the group (eq. 4)
             penalty = penalty + torch.log1p(-group_max.clamp(max=saturated))

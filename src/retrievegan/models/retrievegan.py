@@ -47,7 +47,7 @@ from retrievegan.errors import ConfigError
 from retrievegan.models.init import build
 from retrievegan.models.patch_gan import (PatchGanConfig, PatchGanMethod, check_settings, gather_rows, load_rows,
                                           per_image_uniform, slot_lists, slot_rows, slots_to_objects)
-from retrievegan.models.retrieval import (OccurForm, PatchEmbedder, RetrievalConfig, RetrievalOutput,
+from retrievegan.models.retrieval import (GroupCounts, OccurForm, PatchEmbedder, RetrievalConfig, RetrievalOutput,
                                           cooccurrence_loss, gt_selection_loss, iterative_retrieval)
 from retrievegan.train import losses
 from retrievegan.train.method import SampleOutput, StepContext, StepOutput
@@ -79,7 +79,8 @@ class PatchRetriever(nn.Module):
     """The trainable part of the retrieval: E_p over frozen patch features.
 
     forward(rows (U, F) features of U distinct patches, index (B, N, K) int64 into rows, -1 padding)
-    -> embeddings (B, N, K, D), zeros at padding.
+    -> embeddings (B, N, K, D), zeros at padding. A gather from the U embeddings and a zero row (no boolean
+    mask: no host synchronisation, no graph break).
     """
 
     def __init__(self, feature_dim: int, cfg: RetrievalConfig):
@@ -88,10 +89,9 @@ class PatchRetriever(nn.Module):
 
     def forward(self, rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         emb = self.embed(rows)  # (U, D)
-        valid = index >= 0
-        out = emb.new_zeros(tuple(index.shape) + (emb.shape[-1],))
-        out[valid] = emb[index[valid]]
-        return out
+        padded = torch.cat([emb, emb.new_zeros((1, emb.shape[1]))])  # row U: the padding's zeros
+        flat = torch.where(index >= 0, index, emb.shape[0]).reshape(-1)
+        return padded.index_select(0, flat).view(tuple(index.shape) + (emb.shape[1],))
 
 
 def unique_rows(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,6 +131,30 @@ class RetrieveGan(PatchGanMethod):
         dim, cfg = int(self.features.shape[1]), self.config.retrieval
         return {"retriever": build(lambda: PatchRetriever(dim, cfg), generator)}
 
+    # --- host side of a step ---
+    def host_prepare(self, batch: SceneGraphBatch) -> SceneGraphBatch:
+        """The retrieval's inputs, made on the host from the CPU batch (``batch.extras``), so that a step reads
+        nothing from the device: ``slot_rows`` (B, N); the candidates ``candidate_ids`` (B, N, k) and their host
+        ``counts`` (:class:`~retrievegan.models.retrieval.GroupCounts`); with L_gt, ``gt_ids`` (B, N, k + 1),
+        ``gt_position`` (B, N), ``gt_counts``; the distinct patches E_p embeds in a training step, ``embed_rows``
+        (U, F) frozen features and ``embed_index`` (B, N, k [+ 1]) into them (-1 padding); with L_occur, the
+        candidates' co-occurrence embeddings ``cooccur`` (B, N, k, E). The frozen tables stay on the host (memory
+        maps): only a batch's rows move to the device (paper scale: at most B N (k + 1) = 4,224 rows of 512
+        floats, 8.7 MB, at batch 16)."""
+        cfg = self.config
+        rows = slot_rows(batch)
+        ids, mask = gather_candidates(self.candidates, rows)
+        extras: dict[str, Any] = {"slot_rows": rows, "candidate_ids": ids, "counts": GroupCounts.of(mask)}
+        embedded = ids
+        if cfg.gt_selection:
+            embedded, gt_pos = add_ground_truth(ids, rows)
+            extras.update(gt_ids=embedded, gt_position=gt_pos, gt_counts=GroupCounts.of(embedded >= 0))
+        uniq, index = unique_rows(embedded)
+        extras.update(embed_rows=gather_rows(self.features, uniq[None])[0], embed_index=index)
+        if cfg.cooccurrence:
+            extras["cooccur"] = gather_rows(self.cooccur, ids)  # (B, N, k, E)
+        return dataclasses.replace(batch, extras={**batch.extras, **extras})
+
     # --- retrieval ---
     def embed(self, retriever: nn.Module, ids: torch.Tensor) -> torch.Tensor:
         """E_p of candidate ids (B, N, K) (-1 padding) -> (B, N, K, D); each distinct patch embedded once."""
@@ -139,14 +163,16 @@ class RetrieveGan(PatchGanMethod):
         return retriever(rows, index)
 
     def retrieve(self, emb: torch.Tensor, mask: torch.Tensor, generators: Sequence[torch.Generator],
-                 mode: str, gumbel: bool, query: torch.Tensor | None = None) -> RetrievalOutput:
+                 mode: str, gumbel: bool, query: torch.Tensor | None = None,
+                 counts: GroupCounts | None = None) -> RetrievalOutput:
         r = self.config.retrieval
         return iterative_retrieval(emb, mask, tau=r.tau, mode=mode, generator=list(generators), query=query,
-                                   greedy=r.greedy, gumbel=gumbel)
+                                   greedy=r.greedy, gumbel=gumbel, counts=counts)
 
-    def select_pixels(self, out: RetrievalOutput, ids: torch.Tensor) -> torch.Tensor:
-        """(B, N, 3, C, C): the selected patches, weighted by the (straight-through) selection weights."""
-        return self.bank.select(out.weights, ids)
+    def select_pixels(self, out: RetrievalOutput, ids: torch.Tensor, mode: str | None = None) -> torch.Tensor:
+        """(B, N, 3, C, C): the selected patches, weighted by the (straight-through) selection weights. ``mode``: the
+        retrieval's (hard: one nonzero weight per object, at ``out.index``: only those patches are gathered)."""
+        return self.bank.select(out.weights, ids, out.index if mode == "hard" else None)
 
     @staticmethod
     def chosen_ids(out: RetrievalOutput, ids: torch.Tensor) -> torch.Tensor:
@@ -165,14 +191,15 @@ class RetrieveGan(PatchGanMethod):
     # --- losses ---
     def generator_step(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, ctx: StepContext) -> StepOutput:
         cfg = self.config
-        rows = slot_rows(batch)  # (B, N)
-        ids, mask = gather_candidates(self.candidates.to(rows.device), rows)  # (B, N, k)
-        ids_gt, gt_pos = add_ground_truth(ids, rows)  # (B, N, k + 1)
+        host = self.with_host_inputs(batch, "candidate_ids").extras  # host_prepare's index tensors and counts
+        rows, ids = host["slot_rows"], host["candidate_ids"]  # (B, N), (B, N, k)
+        mask = ids >= 0
         k = ids.shape[2]
         # one E_p pass over the candidates and the ground-truth patches (the retrieval uses the first k columns)
-        emb_all = self.embed(nets["retriever"], ids_gt if cfg.gt_selection else ids)
-        out = self.retrieve(emb_all[:, :, :k], mask, ctx.generators, cfg.retrieval.mode, cfg.retrieval.gumbel)
-        selected = slots_to_objects(self.select_pixels(out, ids), batch)  # (O, 3, C, C)
+        emb_all = nets["retriever"](host["embed_rows"], host["embed_index"])
+        out = self.retrieve(emb_all[:, :, :k], mask, ctx.generators, cfg.retrieval.mode, cfg.retrieval.gumbel,
+                            counts=host["counts"])
+        selected = slots_to_objects(self.select_pixels(out, ids, cfg.retrieval.mode), batch)  # (O, 3, C, C)
         gt_crops = self.bank.crops(batch.patch_ids)  # (O, 3, C, C), zeros for image nodes
         gen = nets["generator"](batch.objs, batch.triples, batch.obj_to_img, batch.num_images, batch.boxes,
                                 [selected, gt_crops])
@@ -184,15 +211,15 @@ class RetrieveGan(PatchGanMethod):
         if cfg.adversarial_on_reconstruction:
             self.adversarial_terms(terms, nets, batch, recon, "_rec")
         if cfg.cooccurrence:
-            cooc = gather_rows(self.cooccur, ids)  # (B, N, k, E)
-            terms.add("occur_sel", cooccurrence_loss(out.select(cooc), mask.any(-1), cfg.occur_form),
+            terms.add("occur_sel", cooccurrence_loss(out.select(host["cooccur"]), mask.any(-1), cfg.occur_form),
                       cfg.occur_sel_weight)
         if cfg.gt_selection:  # drawn last from each image's generator: the other terms do not depend on it
+            ids_gt, gt_pos = host["gt_ids"], host["gt_position"]  # (B, N, k + 1), (B, N)
             slots = self.gt_query_slots(rows, ctx.generators)
             arange = torch.arange(rows.shape[0], device=rows.device)
             query = emb_all[arange, slots, gt_pos[arange, slots].clamp(min=0)]
             out_gt = self.retrieve(emb_all, ids_gt >= 0, ctx.generators, cfg.retrieval.mode, cfg.retrieval.gumbel,
-                                   query=query)
+                                   query=query, counts=host["gt_counts"])
             include = (rows >= 0) & (torch.arange(rows.shape[1], device=rows.device)[None] != slots[:, None])
             terms.add("gt_sel", gt_selection_loss(out_gt, gt_pos, include), cfg.gt_sel_weight)
         recon_cache = recon.detach() if cfg.adversarial_on_reconstruction else None
@@ -204,10 +231,11 @@ class RetrieveGan(PatchGanMethod):
                        ) -> tuple[torch.Tensor, torch.Tensor, RetrievalOutput]:
         """The retrieval of ``sample`` on a batch: (candidate ids (B, N, k), mask (B, N, k), output) in ``mode``
         (sampling: hard; ``mode="relaxed"`` measures eq. 4's group masses of the trained E_p)."""
-        rows = slot_rows(batch)
-        ids, mask = gather_candidates(self.candidates.to(rows.device), rows)
+        host = self.with_host_inputs(batch, "candidate_ids").extras
+        ids = host["candidate_ids"]
+        mask = ids >= 0
         return ids, mask, self.retrieve(self.embed(nets["retriever"], ids), mask, generators, mode,
-                                        self.config.sample_gumbel)
+                                        self.config.sample_gumbel, counts=host["counts"])
 
     def sample(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, setting: str,
                generators: Sequence[torch.Generator]) -> SampleOutput:

@@ -108,6 +108,13 @@ class Method(abc.ABC):
         inside a step it would make the host wait for the GPU. The loop and the sampler call it."""
         return batch
 
+    def with_host_inputs(self, batch: SceneGraphBatch, key: str) -> SceneGraphBatch:
+        """``batch`` with :meth:`host_prepare`'s extras: itself if ``key`` is among them, else prepared now from a
+        host copy of the batch (a synchronisation on a GPU: for callers that skip ``host_prepare``)."""
+        if key in batch.extras:
+            return batch
+        return self.host_prepare(batch.to("cpu")).to(batch.images.device)
+
     def train_modes(self, nets: Mapping[str, nn.Module], step: int) -> None:
         """Put networks in train/eval mode before a step (default: all in train mode)."""
         for net in nets.values():

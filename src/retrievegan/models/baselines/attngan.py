@@ -333,8 +333,7 @@ class AttnGanMethod(Method):
     def encode_text(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch) -> tuple[torch.Tensor, ...]:
         """tokens (N, L), lengths (N,), words (N, D, L), sentence (N, D), padding (N, L) of the batch's sentences
         (from ``host_prepare``'s extras; a batch without them is tokenised here, reading it on the host)."""
-        if "tokens" not in batch.extras:
-            batch = self.host_prepare(batch.to("cpu")).to(batch.images.device)
+        batch = self.with_host_inputs(batch, "tokens")
         tokens, lengths = batch.extras["tokens"], batch.extras["token_lengths"]
         with torch.no_grad():
             words, sentence = nets["text_encoder"](tokens, torch.tensor(batch.extras["sorted_lengths_host"]),

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from retrievegan.data.dataset import DataSpec, SceneGraphBatch
-from retrievegan.embed.prefilter import load_candidates
+from retrievegan.embed.prefilter import gather_candidates, load_candidates
 from retrievegan.models.patch_gan import (PatchGanConfig, PatchGanMethod, check_settings, per_image_uniform,
                                           slot_lists, slot_rows, slots_to_objects)
 from retrievegan.train import losses
@@ -96,15 +96,31 @@ class PasteGan(PatchGanMethod):
         return super().uses_perceptual() or self.config.p_sel_weight > 0
 
     # --- selection ---
-    def select(self, rows: torch.Tensor, generators: Sequence[torch.Generator], training: bool) -> torch.Tensor:
-        """(B, N) bank id of the crop of every slot (-1: none). rows (B, N): the objects' own patch ids (-1 padding).
+    def host_prepare(self, batch: SceneGraphBatch) -> SceneGraphBatch:
+        """The pools, made on the host from the CPU batch (``batch.extras``: ``slot_rows`` (B, N), ``candidate_ids``
+        (B, N, top), host ``slot_counts``; :meth:`pools`): a step reads nothing from the device."""
+        rows = slot_rows(batch)
+        cand, counts = self.pools(rows)
+        return dataclasses.replace(batch, extras={**batch.extras, "slot_rows": rows, "candidate_ids": cand,
+                                                  "slot_counts": counts})
+
+    def pools(self, rows: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """(the first ``max(train_top, test_top)`` candidates of every slot (B, N, top), -1 padding, on the host;
+        the number of real objects of each image) for the slots' patch ids ``rows`` (B, N) (read on the host)."""
+        host = rows.cpu()
+        return gather_candidates(self.candidates, host)[0], tuple((host >= 0).sum(1).tolist())
+
+    def select(self, rows: torch.Tensor, generators: Sequence[torch.Generator], training: bool,
+               pools: tuple[torch.Tensor, Sequence[int]] | None = None) -> torch.Tensor:
+        """(B, N) bank id of the crop of every slot (-1: none). rows (B, N): the objects' own patch ids (-1 padding);
+        ``pools``: :meth:`pools` of ``rows`` from the batch's host side (None: made here, reading ``rows``).
 
         Nearest candidate (test, ``nearest``), or uniform among the pool (training: the top ``train_top``; test
         with ``random``: the first ``test_top`` candidates): image b draws one uniform per real object from
         ``generators[b]``."""
         cfg = self.config
-        cand = self.candidates.to(rows.device)[rows.clamp(min=0)]  # (B, N, top)
-        cand = cand.masked_fill((rows < 0)[..., None], -1)
+        cand, counts = pools or self.pools(rows)
+        cand = cand.to(rows.device)  # (B, N, top)
         if not training and cfg.test_pick == "nearest":
             return cand[..., 0]
         if not training:
@@ -115,7 +131,7 @@ class PasteGan(PatchGanMethod):
             pool = cand[..., :cfg.train_top]
         valid = pool >= 0  # a prefix of every row (candidates are padded at the end)
         count = valid.sum(-1)  # (B, N)
-        u = per_image_uniform(generators, (rows >= 0).sum(1).tolist(), rows.shape[1], rows.device)
+        u = per_image_uniform(generators, counts, rows.shape[1], rows.device)
         pick = (u * count).long().clamp(max=(count - 1).clamp(min=0))
         chosen = pool.gather(2, pick[..., None]).squeeze(2)
         return torch.where(count > 0, chosen, torch.full_like(chosen, -1))
@@ -123,8 +139,8 @@ class PasteGan(PatchGanMethod):
     # --- losses ---
     def generator_step(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, ctx: StepContext) -> StepOutput:
         cfg = self.config
-        rows = slot_rows(batch)
-        chosen = self.select(rows, ctx.generators, training=True)
+        host = self.with_host_inputs(batch, "candidate_ids").extras
+        chosen = self.select(host["slot_rows"], ctx.generators, True, (host["candidate_ids"], host["slot_counts"]))
         selected = slots_to_objects(self.bank.crops(chosen), batch)
         gt_crops = self.bank.crops(batch.patch_ids)
         gen = nets["generator"](batch.objs, batch.triples, batch.obj_to_img, batch.num_images, batch.boxes,
@@ -148,7 +164,8 @@ class PasteGan(PatchGanMethod):
     def sample(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, setting: str,
                generators: Sequence[torch.Generator]) -> SampleOutput:
         check_settings(self, setting)
-        chosen = self.select(slot_rows(batch), generators, training=False)
+        host = self.with_host_inputs(batch, "candidate_ids").extras
+        chosen = self.select(host["slot_rows"], generators, False, (host["candidate_ids"], host["slot_counts"]))
         crops = slots_to_objects(self.bank.crops(chosen), batch)
         images = self.render(nets["generator"], batch, crops, setting)
         return SampleOutput(images=images, patch_ids=slot_lists(chosen, batch))

@@ -14,9 +14,13 @@ config's shapes (about a minute) and, with ``BENCH_STEP_OPS_PAPER=1``, at the pa
   its CPU default (per-parameter Adam loop) and its CUDA default (foreach Adam);
 * ``losses identical``: 3 training steps of every method on the embedded config's shapes give bit-identical losses
   and network states to the recorded ones of 2119417 (``step_losses_2119417.json``; float arithmetic depends on
-  the CPU's kernels: bit-identity holds on the machine type that recorded it), at the same shapes.
+  the CPU's kernels: bit-identity holds on the machine type that recorded it), at the same shapes (RetrieveGAN with
+  L_occur differs on purpose: issue 11 made eq. 3's sum its default);
+* ``patch methods identical``: the same for PasteGAN and every RetrieveGAN method in every retrieval mode against
+  commit 7a8edca (before issue 13 phase 2: ``step_losses_7a8edca.json``, recorded by ``--record-patch``).
 
     python -m benchmarks.bench_step_ops
+    PYTHONPATH=<7a8edca checkout>/src python -m benchmarks.bench_step_ops --record-patch OUT.json   # the reference
 """
 
 from __future__ import annotations
@@ -38,6 +42,11 @@ from benchmarks.common import REPO, print_table, row  # noqa: E402
 REFERENCE = REPO / "benchmarks/reference"
 OPS_REFERENCE = REFERENCE / "step_ops_2119417.json"
 LOSS_REFERENCE = REFERENCE / "step_losses_2119417.json"
+PATCH_REFERENCE = REFERENCE / "step_losses_7a8edca.json"
+RETRIEVEGANS = ("retrievegan", "retrievegan_no_gt_no_occur", "retrievegan_gt_only", "retrievegan_occur_only")
+PATCH_CASES = {"embedded": tuple(f"{n}:{m}" for n in RETRIEVEGANS for m in ("hard", "soft", "relaxed")) + ("pastegan",),
+               "paper": ("retrievegan:hard", "retrievegan:soft", "retrievegan:relaxed", "retrievegan_no_gt_no_occur:hard",
+                         "pastegan")}
 BASE = REPO / "config/config.yaml"
 PAPER = REPO / "config/paper-coco.yaml"
 STATS = REPO / "config/reference/dataset_stats.csv"
@@ -93,10 +102,13 @@ def count_step(est, config, spec, items, inputs, name: str, params: dict | None 
 
 
 def losses_and_state(est, config, spec, items, inputs, name: str) -> dict:
-    """3 steps (batches of 2) as the recorded reference: logs as float hex, sha256 of the networks' state."""
+    """3 steps (batches of 2) as the recorded reference: logs as float hex, sha256 of the networks' state. ``name``:
+    a method, or ``<method>:<retrieval mode>``."""
     from retrievegan.data.dataset import collate_scene_graphs
 
-    trainer = _trainer(est, config, spec, inputs, name, deterministic=True, amp=False, compile=False)
+    name, _, mode = name.partition(":")
+    params = {"retrieval": {**config["retrieval"], "mode": mode}} if mode else None
+    trainer = _trainer(est, config, spec, inputs, name, params, deterministic=True, amp=False, compile=False)
     logs = []
     for step in range(3):
         out = trainer.train_step(collate_scene_graphs(items[2 * step:2 * step + 2]), step, 0)
@@ -131,9 +143,12 @@ def run() -> list[dict]:
     recorded = json.loads(LOSS_REFERENCE.read_text())
     rows = []
     shapes = {"embedded": BASE} | ({"paper": PAPER} if os.environ.get("BENCH_STEP_OPS_PAPER") else {})
+    patch = json.loads(PATCH_REFERENCE.read_text())
     for label, path in shapes.items():
         rows += _counts(label, path, before[label], METHODS)
         rows += _unchanged(label, path, recorded[label], METHODS)
+        rows += _unchanged(label, path, patch[label], PATCH_CASES[label], "7a8edca (before issue 13 phase 2)",
+                           "PasteGAN and RetrieveGAN cases (method:retrieval mode)")
     return rows
 
 
@@ -165,7 +180,8 @@ def _counts(label: str, path: Path, before: dict, methods) -> list[dict]:
     return rows
 
 
-def _unchanged(label: str, path: Path, recorded: dict, methods) -> list[dict]:
+def _unchanged(label: str, path: Path, recorded: dict, methods, commit: str = "2119417",
+               what: str = "methods") -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="bench_step_losses_") as tmp:
         data = _setup(path, 6, Path(tmp))
         same, notes = 0, []
@@ -174,9 +190,25 @@ def _unchanged(label: str, path: Path, recorded: dict, methods) -> list[dict]:
             same += identical
             if not identical:
                 notes.append(f"{name}: worst relative loss difference {worst:.2e}")
-    return [row("numbers unchanged", f"methods bit-identical to 2119417 ({label} shapes, 3 steps)", same, "methods",
-                reference=len(methods), note="; ".join(notes) or "losses and network states identical, every method")]
+    return [row("numbers unchanged", f"{what} bit-identical to {commit} ({label} shapes, 3 steps)", same, "methods",
+                reference=len(methods), note="; ".join(notes) or "losses and network states identical, every one")]
+
+
+def record_patch(out: Path) -> None:
+    """Write the ``PATCH_CASES``' losses and states with the ``retrievegan`` package on ``sys.path`` (the reference)."""
+    import torch
+
+    torch.set_num_threads(1)
+    result = {"_about": "bench_step_ops.py --record-patch: 3 steps, batches of 2, 1 thread"}
+    for label, path in {"embedded": BASE, "paper": PAPER}.items():
+        with tempfile.TemporaryDirectory(prefix="bench_step_losses_") as tmp:
+            data = _setup(path, 6, Path(tmp))
+            result[label] = {case: losses_and_state(*data, case) for case in PATCH_CASES[label]}
+    out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":
-    print_table(run())
+    if len(sys.argv) == 3 and sys.argv[1] == "--record-patch":
+        record_patch(Path(sys.argv[2]))
+    else:
+        print_table(run())

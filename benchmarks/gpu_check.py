@@ -8,10 +8,11 @@ Checks (each a row: pass / fail / skip with the reason, seconds, details):
 * ``environment``: GPU, torch / CUDA / cuDNN versions; which optional packages exist; every method's module
   imports with what is installed (the training path needs no evaluation / study / workflow package);
 * ``amp``: one training step of every method at the paper configs' shapes (batch 2) under bf16 and fp16 autocast
-  (fp16 with grad scalers), losses finite, the synchronising CUDA calls of the step counted by the CUDA runtime
-  (``torch.cuda.set_sync_debug_mode``; target <= 2);
-* ``compile``: ``torch.compile`` of sg2im (mode ``default``) and layout2im (``reduce-overhead``: CUDA graphs, with
-  ``batch_discriminator_calls``) on the embedded config, a few steps, graph breaks counted (target 0), compile time;
+  (fp16 with grad scalers), RetrieveGAN also with the soft and relaxed retrieval modes, losses finite, the
+  synchronising CUDA calls of the step counted by the CUDA runtime (``torch.cuda.set_sync_debug_mode``; target <= 2);
+* ``compile``: ``torch.compile`` of sg2im and RetrieveGAN (mode ``default``) and layout2im (``reduce-overhead``: CUDA
+  graphs, with ``batch_discriminator_calls``) on the embedded config, a few steps, graph breaks counted (target 0),
+  compile time;
 * ``resume``: ``retrievegan train`` killed (SIGKILL) and resumed on CUDA with ``deterministic: true`` against an
   uninterrupted run, and two uninterrupted runs against each other (bit-identical or the largest difference);
 * ``ddp``: ``torchrun`` over NCCL with every GPU (needs >= 2; two ranks cannot share one GPU) against one process;
@@ -150,14 +151,16 @@ def check_amp(ctx: Context) -> dict[str, Any]:
     data = _paper(ctx, names, 2)
     device = torch.device(ctx.device)
     results, problems = {}, []
-    for name in names:
+    modes = () if ctx.quick else ("soft", "relaxed")  # retrieval.mode: RetrieveGAN's other retrieval code paths
+    for case in names + tuple(f"retrievegan:{mode}" for mode in modes):
+        name, _, mode = case.partition(":")
         reason = _needs_torchvision(data, name)
         if reason:
-            results[name] = {"skipped": reason}
+            results[case] = {"skipped": reason}
             continue
-        method, _ = data.method(name)
+        method, _ = data.method(name, {"retrieval": {**data.config["retrieval"], "mode": mode}} if mode else None)
         for dtype in ("bfloat16", "float16"):
-            key = f"{name} {dtype}"
+            key = f"{case} {dtype}"
             cfg = data.train_config(name, device=ctx.device, batch_size=2, num_workers=0, amp=True, amp_dtype=dtype,
                                     deterministic=False)
             try:
@@ -171,7 +174,7 @@ def check_amp(ctx: Context) -> dict[str, Any]:
                 results[key] = {"finite": finite, "syncs_per_step": syncs, "skipped_update": int(logs["skipped"])}
                 if not finite:
                     problems.append(f"{key}: non-finite loss")
-                if syncs is not None and syncs > MAX_SYNCS and not name.startswith("retrievegan"):
+                if syncs is not None and syncs > MAX_SYNCS:
                     problems.append(f"{key}: {syncs} synchronisations per step")
             except Exception as exc:  # noqa: BLE001 - a dtype error is exactly what this check reports
                 results[key] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
@@ -192,9 +195,11 @@ def check_compile(ctx: Context) -> dict[str, Any]:
 
     from retrievegan.train.loop import Trainer
 
-    data = _paper(ctx, ("sg2im", "layout2im"), 8, which=0)
+    data = _paper(ctx, ("sg2im", "layout2im", "retrievegan"), 8, which=0)
     device = torch.device(ctx.device)
     modes = {"sg2im": "default", "layout2im": "reduce-overhead" if ctx.cuda else "default"}
+    if not ctx.quick:
+        modes["retrievegan"] = "default"
     # layout2im compiled: one D call per phase (with one call per input, inductor's graph saves a spectral-norm
     # buffer that the next call updates before the backward pass: "modified by an inplace operation")
     params = {"layout2im": {"batch_discriminator_calls": True}}

@@ -244,11 +244,10 @@ def group_capped_softmax(z: torch.Tensor, capacity: torch.Tensor) -> torch.Tenso
     b, g, _ = z.shape
     log_w = torch.logsumexp(z, dim=-1)  # (B, G), -inf for groups without allowed entries
     usable = torch.isfinite(log_w) & (capacity > 0)
-    cap = torch.where(usable, capacity, torch.zeros_like(capacity))
-    log_w = torch.where(usable, log_w, torch.full_like(log_w, float("-inf")))
+    cap = torch.where(usable, capacity, 0.0)
+    log_w = torch.where(usable, log_w, float("-inf"))
     # saturation threshold of each group in log-lambda: log c_g - log W_g (unusable: -inf, "saturated at 0")
-    t = torch.where(usable, torch.log(cap.clamp(min=1e-30)) - torch.where(usable, log_w, torch.zeros_like(log_w)),
-                    torch.full_like(log_w, float("-inf")))
+    t = torch.where(usable, torch.log(cap.clamp(min=1e-30)) - torch.where(usable, log_w, 0.0), float("-inf"))
     order = torch.argsort(t.detach(), dim=1)
     t_s, cap_s, log_w_s = t.gather(1, order), cap.gather(1, order), log_w.gather(1, order)
     zeros = torch.zeros((b, 1), dtype=z.dtype, device=z.device)
@@ -264,14 +263,14 @@ def group_capped_softmax(z: torch.Tensor, capacity: torch.Tensor) -> torch.Tenso
     r_m = r.gather(1, m_star)
     log_s_m = log_s.gather(1, m_star)
     finite = torch.isfinite(log_s_m)
-    log_lam = torch.log((1.0 - r_m).clamp(min=1e-30)) - torch.where(finite, log_s_m, torch.zeros_like(log_s_m))
+    log_lam = torch.log((1.0 - r_m).clamp(min=1e-30)) - torch.where(finite, log_s_m, 0.0)
     pos = torch.arange(g, device=z.device)[None, :]
-    free = torch.exp(torch.where(finite, log_lam, torch.zeros_like(log_lam)) + log_w_s)  # exp(-inf) = 0
-    mass_s = torch.where(pos < m_star, cap_s, torch.where(finite, free, torch.zeros_like(free)))
+    free = torch.exp(torch.where(finite, log_lam, 0.0) + log_w_s)  # exp(-inf) = 0
+    mass_s = torch.where(pos < m_star, cap_s, torch.where(finite, free, 0.0))
     mass = torch.zeros_like(mass_s).scatter(1, order, mass_s)
     mass = torch.minimum(mass, cap)  # float safety
-    inner = torch.softmax(torch.where(usable[..., None], z, torch.zeros_like(z)), dim=-1)
-    inner = torch.where(torch.isfinite(z) & usable[..., None], inner, torch.zeros_like(inner))
+    inner = torch.softmax(torch.where(usable[..., None], z, 0.0), dim=-1)
+    inner = torch.where(torch.isfinite(z) & usable[..., None], inner, 0.0)
     return mass[..., None] * inner
 
 
@@ -379,15 +378,15 @@ def iterative_retrieval(features: torch.Tensor, mask: torch.Tensor, tau: float =
             q = torch.where(active[:, None], q_sum / (j + 1), q)
     if mode == "hard":
         weights = nhot
-        index = torch.where(group_ok, nhot.detach().argmax(-1), torch.full_like(step, -1))
+        index = torch.where(group_ok, nhot.detach().argmax(-1), -1)
     elif mode == "relaxed":
         weights = relaxed
         probs = relaxed / relaxed.sum(-1, keepdim=True).clamp(min=1e-30)
-        index = torch.where(group_ok, relaxed.detach().argmax(-1), torch.full_like(step, -1))
+        index = torch.where(group_ok, relaxed.detach().argmax(-1), -1)
     else:
         weights = relaxed
         probs = relaxed
-        index = torch.where(group_ok, relaxed.detach().argmax(-1), torch.full_like(step, -1))
+        index = torch.where(group_ok, relaxed.detach().argmax(-1), -1)
     selected = torch.einsum("bnk,bnkd->bnd", weights, features)
     return RetrievalOutput(weights=weights, relaxed=relaxed, probs=probs, index=index, step=step,
                            selected=selected, query=query, num_selected=num_sel)

@@ -198,9 +198,13 @@ class Trainer:
 
     def prepare(self, batch: SceneGraphBatch, step: int, epoch: int) -> tuple[SceneGraphBatch, StepContext]:
         """Host side of a step (CPU batch in): per-image generators, the method's host inputs, the copy to the
-        device (asynchronous from pinned memory)."""
+        device (asynchronous from pinned memory: the loader pins its batches, ``host_prepare``'s tensors are pinned
+        here; pinned tensors are not copied again)."""
         ctx = self.context(batch, step, epoch)
-        batch = self.method.host_prepare(batch).to(self.device, non_blocking=True)
+        batch = self.method.host_prepare(batch)
+        if self.device.type == "cuda":
+            batch = batch.pin_memory()
+        batch = batch.to(self.device, non_blocking=True)
         if self.memory_format is torch.channels_last:
             batch = dataclasses.replace(batch, images=batch.images.contiguous(memory_format=torch.channels_last))
         return batch, ctx

@@ -162,18 +162,23 @@ class Trainer:
         scaler.update()
         return True
 
-    def context(self, batch: SceneGraphBatch, step: int, epoch: int) -> StepContext:
+    def context(self, batch: SceneGraphBatch, step: int, epoch: int, log_step: bool = False) -> StepContext:
         gens = image_generators((self.cfg.seed, TRAIN_NOISE, epoch), batch.image_ids.tolist(), self.device)
-        return StepContext(step=step, epoch=epoch, device=self.device, generators=gens)
+        return StepContext(step=step, epoch=epoch, device=self.device, generators=gens, log_step=log_step)
+
+    def is_log_step(self, step: int) -> bool:
+        """Whether the step after ``step`` completed steps is written to losses.jsonl."""
+        return (step + 1) % self.cfg.log_every == 0 or step + 1 == self.cfg.steps
 
     def train_step(self, batch: SceneGraphBatch, step: int, epoch: int) -> dict[str, Any]:
-        """Generator update, then discriminator update, on one (local) batch. Returns detached logs."""
-        ctx = self.context(batch, step, epoch)
+        """Generator update, then discriminator update, on one (local) batch. Returns detached logs; the
+        generator step's ``meta`` (diagnostics a method computes on logged steps) under ``"meta"``."""
+        ctx = self.context(batch, step, epoch, self.is_log_step(step))
         batch = batch.to(self.device, non_blocking=True)
         self.method.train_modes(self.nets, step)
         with self._frozen("generator"), self._autocast():
             g_out = self.method.generator_step(self._view("generator"), batch, ctx)
-        logs: dict[str, Any] = {"G": dict(g_out.logs), "D": {}, "skipped": 0}
+        logs: dict[str, Any] = {"G": dict(g_out.logs), "D": {}, "skipped": 0, "meta": dict(g_out.meta)}
         with self._frozen("generator"):
             g_ok = self._update("generator", g_out.loss)
         if not g_ok:
@@ -367,7 +372,9 @@ def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: Train
                         flat = _flat_logs(logs)
                         rate = (step - start_step) * cfg.batch_size / max(elapsed, 1e-9)
                         log.write({"step": step, "epoch": epoch, "seconds": round(elapsed, 3),
-                                   "meta": {"images_per_s": round(rate, 3), "skipped": logs["skipped"]}, **flat})
+                                   "meta": {"images_per_s": round(rate, 3), "skipped": logs["skipped"],
+                                            **{k: round(float(v), 6) for k, v in logs.get("meta", {}).items()}},
+                                   **flat})
                         bar.set_postfix({k: f"{v:.3f}" for k, v in flat.items() if k.endswith("/total")})
                     if step % cfg.checkpoint_every == 0 and step < cfg.steps:
                         if dist_info.is_main:

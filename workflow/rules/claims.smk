@@ -74,6 +74,7 @@ rule compat_trace:
         " > {log} 2>&1"
 
 
+# rules: claims, claims_full
 for _tag in CLAIM_RUNS:
     _runs = _claim_run_list(_tag)
 

@@ -486,7 +486,7 @@ def claims_markdown(claims: pd.DataFrame, detail: pd.DataFrame, cfg: ClaimsConfi
     lines = [f"## {title}", "", RULE.format(conf=cfg.confidence, min_seeds=cfg.min_seeds), "",
              f"Training seeds of the arms of C1-C4 in this run: {', '.join(map(str, seeds))}"
              + (" (one seed: every verdict of C1-C5 is inconclusive by the rule; `snakemake --cores 2 claims_full` "
-                "trains >= 3 seeds, docs/claims_reference.md has the stored reference)." if len(seeds) < cfg.min_seeds
+                "trains >= 3 seeds -> claims_full.md)." if len(seeds) < cfg.min_seeds
                 else "."), "",
              "| claim | experiment | metric | arm A | arm B | A - B [CI] | seeds | verdict |",
              "|---|---|---|---|---|---:|---:|---|"]

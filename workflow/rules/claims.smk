@@ -16,23 +16,6 @@ C5_FILES = [f"{METRICS}/{m}_{s}.json" for m, s in (("retrievegan", "pred_bbox"),
                                                     ("retrievegan", "gt_bbox"), ("layout2im", "gt_bbox"))]
 
 
-def _claim_run_list(tag):
-    return list(dict.fromkeys(run for runs in CLAIM_RUNS[tag].values() for run in runs))
-
-
-def _traced(run):
-    """RetrieveGAN-based runs: E_p gradient trace in losses.jsonl."""
-    return method_info(run).section == "retrievegan"
-
-
-def trace_runs(tag):
-    """Runs whose snapshots get a compatibility trace: the first seed of the C1 arms and of the full model, and the
-    trace arms."""
-    arms = CLAIM_RUNS[tag]
-    first = [arms[a][0] for a in ("retrievegan_no_gt_no_occur", "retrievegan_ep_frozen", "retrievegan")]
-    return list(dict.fromkeys(first + [r for a in TRACE_ARMS if a in arms for r in arms[a]]))
-
-
 TRACE_RUNS = list(dict.fromkeys(r for tag in CLAIM_RUNS for r in trace_runs(tag)))
 
 
@@ -89,7 +72,7 @@ for _tag in CLAIM_RUNS:
             compatibility=[f"{METRICS}/compatibility/{r}_{ABLATION_SETTING}.json" for r in _runs
                            if method_info(r).retrieves_patches],
             runs=[f"{MODELS}/{r}/run.json" for r in dict.fromkeys(_runs + ["retrievegan", "sg2im", "layout2im"])],
-            losses=[f"{MODELS}/{r}/losses.jsonl" for r in _runs if _traced(r)],
+            losses=[f"{MODELS}/{r}/losses.jsonl" for r in _runs if method_info(r).section == "retrievegan"],
             traces=[f"{METRICS}/compat_trace/{r}.json" for r in trace_runs(_tag)],
             study=[STUDY_REPORT["simulated"]["aggregates"]] if STUDY_SIMULATE else [],
         output:

@@ -50,6 +50,18 @@ CLAIM_VARIANT_RUNS = tuple(dict.fromkeys(run for runs in CLAIM_RUNS.values() for
                                          for run in arm_runs if run in VARIANT_DECLARATIONS))
 
 
+def _claim_run_list(tag):
+    return list(dict.fromkeys(run for runs in CLAIM_RUNS[tag].values() for run in runs))
+
+
+def trace_runs(tag):
+    """Runs whose snapshots get a compatibility trace: the first seed of the C1 arms and of the full model, and the
+    trace arms."""
+    arms = CLAIM_RUNS[tag]
+    first = [arms[a][0] for a in ("retrievegan_no_gt_no_occur", "retrievegan_ep_frozen", "retrievegan")]
+    return list(dict.fromkeys(first + [r for a in TRACE_ARMS if a in arms for r in arms[a]]))
+
+
 def run_config(name):
     """The config a method or variant runs on: the workflow config with a variant's overrides applied."""
     return variant_config(config, name)

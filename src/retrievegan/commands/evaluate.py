@@ -1,4 +1,4 @@
-"""Stages: synthnet, real-stats, real-metrics, metrics, compatibility, compat-summary, group-mass."""
+"""Stages: synthnet, real-stats, real-metrics, metrics, compatibility, compat-summary, group-mass, compat-trace."""
 
 from __future__ import annotations
 
@@ -58,6 +58,17 @@ def configure(stage: str, parser: argparse.ArgumentParser) -> None:
                             help="override an extra input path recorded in the checkpoint")
         parser.add_argument("--out", required=True, help="metric file metrics/group_mass/<method>.json")
         parser.add_argument("--threads", type=int, default=1)
+    elif stage == "compat-trace":  # --params: the `sample` section; --eval-params: bootstrap settings
+        parser.add_argument("--eval-params", default="{}", help="JSON of the evaluation section (bootstrap)")
+        parser.add_argument("--checkpoint", required=True, help="a trained RetrieveGAN (or variant) checkpoint")
+        parser.add_argument("--snapshots", required=True, help="its snapshots/ folder (step_<n>.pt)")
+        parser.add_argument("--data-dir", required=True)
+        parser.add_argument("--split", required=True, choices=["train", "val", "test"])
+        parser.add_argument("--patches", required=True, help="patches.csv")
+        parser.add_argument("--input", action="append", default=[], metavar="NAME=PATH",
+                            help="override an extra input path recorded in the checkpoint")
+        parser.add_argument("--out", required=True, help="metrics/compat_trace/<run>.json")
+        parser.add_argument("--threads", type=int, default=1)
     else:
         raise ValueError(stage)
 
@@ -95,6 +106,21 @@ def run(stage: str, args: argparse.Namespace) -> None:
                                     sample_cfg.seeds, sample_cfg.batch_size, sample_cfg.device, _inputs(args.input),
                                     progress=not args.no_progress)
         print(f"{result['method']}: {result['metrics']}")
+        return
+    if stage == "compat-trace":
+        from retrievegan.commands.training import _inputs
+        from retrievegan.eval.compat_trace import compatibility_trace
+        from retrievegan.eval.sampler import SampleConfig
+
+        _threads(args.threads)
+        sample_cfg = from_json(SampleConfig, args.params, "sample")
+        eval_cfg = from_json(EvaluationConfig, args.eval_params, "evaluation")
+        result = compatibility_trace(args.checkpoint, args.snapshots, args.data_dir, args.patches, args.out,
+                                     args.split, sample_cfg.seeds, sample_cfg.batch_size, sample_cfg.device,
+                                     eval_cfg.bootstrap_samples, eval_cfg.confidence, eval_cfg.seed,
+                                     _inputs(args.input), progress=not args.no_progress)
+        print(f"{result['method']} ({args.split}): steps {result['steps']}: pairwise same-theme "
+              f"{[round(v, 3) for v in result['scores']['compat_pairwise_same_theme']]}")
         return
     if stage == "synthnet":
         from pathlib import Path

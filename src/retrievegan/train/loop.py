@@ -192,14 +192,18 @@ class Trainer:
             scaler.step(self.optimizers[name])
         scaler.update()
 
-    def context(self, batch: SceneGraphBatch, step: int, epoch: int) -> StepContext:
+    def context(self, batch: SceneGraphBatch, step: int, epoch: int, log_step: bool = False) -> StepContext:
         gens = image_generators((self.cfg.seed, TRAIN_NOISE, epoch), batch.image_ids.tolist(), self.device)
-        return StepContext(step=step, epoch=epoch, device=self.device, generators=gens)
+        return StepContext(step=step, epoch=epoch, device=self.device, generators=gens, log_step=log_step)
+
+    def is_log_step(self, step: int) -> bool:
+        """Whether the step after ``step`` completed steps is written to losses.jsonl."""
+        return (step + 1) % self.cfg.log_every == 0 or step + 1 == self.cfg.steps
 
     def prepare(self, batch: SceneGraphBatch, step: int, epoch: int) -> tuple[SceneGraphBatch, StepContext]:
         """Host side of a step (CPU batch in): per-image generators, the method's host inputs, the copy to the
         device (asynchronous from pinned memory)."""
-        ctx = self.context(batch, step, epoch)
+        ctx = self.context(batch, step, epoch, self.is_log_step(step))
         batch = self.method.host_prepare(batch).to(self.device, non_blocking=True)
         if self.memory_format is torch.channels_last:
             batch = dataclasses.replace(batch, images=batch.images.contiguous(memory_format=torch.channels_last))
@@ -214,7 +218,7 @@ class Trainer:
             with self._autocast():
                 g_out = self.method.generator_step(self._view("generator"), batch, ctx)
             g_ok = self._backward("generator", g_out.loss)
-        logs: dict[str, Any] = {"G": dict(g_out.logs), "D": {}, "skipped": 0}
+        logs: dict[str, Any] = {"G": dict(g_out.logs), "D": {}, "skipped": 0, "meta": dict(g_out.meta)}
         d_ok = None
         if self.names("discriminator"):
             with self._frozen("discriminator"):
@@ -249,7 +253,8 @@ class Trainer:
         return logs
 
     def train_step(self, batch: SceneGraphBatch, step: int, epoch: int) -> dict[str, Any]:
-        """Generator update, then discriminator update, on one (local, CPU) batch. Returns detached logs."""
+        """Generator update, then discriminator update, on one (local, CPU) batch. Returns detached logs (the
+        generator step's diagnostics of a logged step under ``"meta"``)."""
         return self.step(*self.prepare(batch, step, epoch))
 
     def check_finite(self) -> None:
@@ -320,10 +325,10 @@ class LossLog:
 
 
 def _flat_logs(logs: Mapping[str, Any]) -> dict[str, float]:
-    """``{"G/<term>": value, "D/<term>": value, "skipped": 0|1}`` from a step's logs: every device value read in
-    one copy to the host."""
-    keys = [f"{phase}/{key}" for phase in ("G", "D") for key in logs.get(phase, {})]
-    values = [logs[phase][key] for phase in ("G", "D") for key in logs.get(phase, {})]
+    """``{"G/<term>": value, "D/<term>": value, "meta/<name>": value, "skipped": 0|1}`` from a step's logs
+    (``meta``: the method's diagnostics of a logged step): every device value read in one copy to the host."""
+    keys = [f"{phase}/{key}" for phase in ("G", "D", "meta") for key in logs.get(phase, {})]
+    values = [logs[phase][key] for phase in ("G", "D", "meta") for key in logs.get(phase, {})]
     values.append(logs.get("skipped", 0))
     tensors = [v for v in values if isinstance(v, torch.Tensor)]
     if tensors:
@@ -448,9 +453,10 @@ def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: Train
                         elapsed = time.perf_counter() - start_time
                         flat = _flat_logs(logs)
                         skipped = flat.pop("skipped")
+                        meta = {k[len("meta/"):]: flat.pop(k) for k in list(flat) if k.startswith("meta/")}
                         rate = (step - start_step) * cfg.batch_size / max(elapsed, 1e-9)
                         log.write({"step": step, "epoch": epoch, "seconds": round(elapsed, 3),
-                                   "meta": {"images_per_s": round(rate, 3), "skipped": skipped}, **flat})
+                                   "meta": {"images_per_s": round(rate, 3), "skipped": skipped, **meta}, **flat})
                         bar.set_postfix({k: f"{v:.3f}" for k, v in flat.items() if k.endswith("/total")})
                     if step % cfg.checkpoint_every == 0 and step < cfg.steps:
                         trainer.check_finite()

@@ -113,6 +113,7 @@ def preprocess(source: str, source_cfg: CocoStuffConfig | VisualGenomeConfig, cf
         stack.enter_context(io.atomic_path(out_dir / "run.json")).write_text(
             io.dumps_json(runinfo.run_record("preprocess", {"source": source, "source_config": source_cfg,
                                                             "preprocess": cfg}, cfg.seed)), encoding="utf-8")
+    runinfo.report_provenance(out_dir / "run.json")
     return stats
 
 

@@ -171,9 +171,9 @@ def compute_reference(images_path: str | os.PathLike[str], split: str, extractor
         "batch_size": batch_size,
         "device": resolve_device(device),
     }
-    with io.atomic_open(out_path, "wb") as handle:
-        np.savez(handle, mu=stats["mu"], sigma=stats["sigma"],
-                 isc_features=features[extractor.isc_layer].numpy(), meta=np.array(json.dumps(meta, sort_keys=True)))
+    io.save_npz(out_path, {"mu": stats["mu"], "sigma": stats["sigma"],
+                           "isc_features": features[extractor.isc_layer].numpy(),
+                           "meta": np.array(json.dumps(meta, sort_keys=True))})
     return meta
 
 

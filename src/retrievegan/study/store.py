@@ -94,8 +94,12 @@ class StoreError(RuntimeError):
 class Store:
     """Thread-safe handle on the study database (share one per process, e.g. ``st.cache_resource``)."""
 
-    def __init__(self, url: str, *, busy_timeout_s: float = 30.0, create: bool = True):
+    def __init__(self, url: str, *, busy_timeout_s: float = 30.0, create: bool = True,
+                 clock: Callable[[], _dt.datetime] = _now):
+        """``clock``: the time stamped into ``created_at`` (UTC now; simulated participants pass a simulated
+        clock, so that their exported responses are the same bytes on every run)."""
         self.url = url
+        self._clock = clock
         self._busy_timeout_s = busy_timeout_s
         sa_url = sa.engine.make_url(url)
         self.dialect = sa_url.get_backend_name()
@@ -179,7 +183,7 @@ class Store:
         self._insert_ignore(PLANS, {
             "participant_id": plan.participant_id, "id_source": id_source, "study_id": plan.study_id,
             "plan_seed": plan.seed, "n_trials": len(plan.trials), "plan_json": json.dumps(plan.to_json()),
-            "app_version": app_version, "created_at": _now()}, ["participant_id"])
+            "app_version": app_version, "created_at": self._clock()}, ["participant_id"])
         stored = self.get_plan(plan.participant_id)
         assert stored is not None
         return stored
@@ -194,7 +198,7 @@ class Store:
         if validate_participant_id(participant_id) is None:
             raise StoreError("invalid participant id")
         return self._insert_ignore(CONSENTS, {"participant_id": participant_id, "consent_version": consent_version,
-                                              "created_at": _now()}, ["participant_id", "consent_version"])
+                                              "created_at": self._clock()}, ["participant_id", "consent_version"])
 
     def has_consent(self, participant_id: str, consent_version: str) -> bool:
         with self.engine.connect() as conn:
@@ -220,7 +224,7 @@ class Store:
             "chosen_side": chosen_side, "chosen_method": trial.method(chosen_side),
             "response_time_ms": max(0, min(int(response_time_ms), 2**31 - 1)), "plan_seed": plan.seed,
             "study_id": plan.study_id, "app_version": app_version, "consent_version": consent_version,
-            "created_at": _now()}, ["participant_id", "trial_id"])
+            "created_at": self._clock()}, ["participant_id", "trial_id"])
 
     def answered(self, participant_id: str) -> set[str]:
         with self.engine.connect() as conn:
@@ -242,7 +246,7 @@ class Store:
             return None
         self._insert_ignore(COMPLETIONS, {"participant_id": plan.participant_id,
                                           "completion_code": secrets.token_hex(4).upper(),
-                                          "created_at": _now()}, ["participant_id"])
+                                          "created_at": self._clock()}, ["participant_id"])
         with self.engine.connect() as conn:
             return conn.execute(sa.select(COMPLETIONS.c.completion_code).where(
                 COMPLETIONS.c.participant_id == plan.participant_id)).scalar_one()

@@ -443,7 +443,26 @@ def touch(root: Path, names: Sequence[str] = (), jobs: int = 4) -> Report:
 
 
 # --- commands ------------------------------------------------------------------------------------
+NO_REMOTE_HINT = ("the committed dvc.lock's artifacts live on the team's DVC remote (docs/scale.md); without "
+                  "access to it, produce them with `make reproduce` and check them with `make verify`")
+
+
+def missing_local_remote(root: Path, remote: str | None = None) -> str | None:
+    """The folder of a local-directory remote (the default one, or ``remote``) when it does not exist here."""
+    with _open_repo(root) as repo:
+        config = repo.config
+        name = remote or config["core"].get("remote")
+        url = (config["remote"].get(name) or {}).get("url", "") if name else ""
+    if not url or "://" in url:
+        return None
+    folder = Path(url) if os.path.isabs(url) else (root / ".dvc" / url)
+    return None if folder.is_dir() else f"{name}: {os.path.normpath(folder)}"
+
+
 def pull(root: Path, names: Sequence[str] = (), remote: str | None = None, jobs: int = 4) -> Report:
+    absent = missing_local_remote(root, remote)
+    if absent:
+        raise SyncError(f"the DVC remote folder does not exist on this machine ({absent}); {NO_REMOTE_HINT}")
     args = ["pull"] + (["-r", remote] if remote else []) + (["--with-deps", *names] if names else [])
     proc = dvc(root, *args, check=False)
     if proc.returncode != 0:

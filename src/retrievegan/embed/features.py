@@ -333,7 +333,9 @@ def extract_patch_features(patches_dir: str | Path, cfg: FeaturesConfig, out_dir
     extra = {"patches_dir": str(patches_dir), "category_cnn": None if category_cnn is None else str(category_cnn),
              "shape": [int(len(bank)), int(dim)], "layout": layout, "standardize_stats": stats, "probe": probe}
     if cfg.backbone == "resnet":
-        extra["resnet_weights_file"] = str(resolve_resnet_weights(cfg.resnet_arch, cfg.resnet_weights))
+        from retrievegan.eval.weights import portable_path
+
+        extra["resnet_weights_file"] = portable_path(resolve_resnet_weights(cfg.resnet_arch, cfg.resnet_weights))
     io.write_json(out_dir / "patch_features.run.json",
                   runinfo.run_record("patch-features", cfg, cfg.seed if cfg.backbone == "category_cnn" else None,
                                      extra))

@@ -52,7 +52,8 @@ class Extractor:
         return self.key == "inception"
 
     def describe(self) -> dict[str, Any]:
-        return {"key": self.key, "torch_fidelity_name": self.fidelity_name, "weights": str(self.weights),
+        return {"key": self.key, "torch_fidelity_name": self.fidelity_name,
+                "weights": weights_mod.portable_path(self.weights),
                 "weights_sha256": self.weights_sha256, "fid_layer": self.fid_layer, "isc_layer": self.isc_layer,
                 "comparable_to_paper": self.comparable_to_paper}
 

@@ -14,13 +14,14 @@ Needs root (sshd's privilege separation; the login user is the current one) and 
 from __future__ import annotations
 
 import getpass
-import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+
+from aptinstall import ensure_packages
 
 SSHD = "/usr/sbin/sshd"
 PRIVSEP_DIR = Path("/run/sshd")  # sshd refuses to start without it
@@ -32,18 +33,7 @@ def missing() -> list[str]:
 
 def ensure_installed(timeout: float = 900) -> str | None:
     """Install openssh-server with apt-get if sshd is missing; None when present, else why it is not."""
-    if not missing():
-        return None
-    if os.geteuid() != 0:
-        return f"{', '.join(missing())} missing and not root, cannot apt-get install openssh-server"
-    if shutil.which("apt-get") is None:
-        return f"{', '.join(missing())} missing and no apt-get"
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "openssh-server"]):
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-        if proc.returncode != 0:
-            return f"{' '.join(cmd)} failed ({proc.returncode}): {(proc.stdout + proc.stderr)[-1500:]}"
-    return f"still missing after apt-get install: {', '.join(missing())}" if missing() else None
+    return ensure_packages(missing, ("openssh-server",), timeout)
 
 
 def _free_port() -> int:

@@ -99,7 +99,7 @@ def test_numeric_differences_with_and_without_tolerance(project):
     assert "results/x/metrics/sg2im.json: 1 number(s) and 0 text value(s) differ of 4" in out, out
     assert "metrics.fid  818.25 -> 818.26  abs 0.01  rel 1.22e-05" in out, out
     assert "retrievegan pred_bbox / fid  58.2 -> 58.21  abs 0.01  rel 0.000172" in out, out
-    assert "results/x/models/net.bin: differs (binary or text file: no value-by-value reference)" in out, out
+    assert "results/x/models/net.bin: differs (not a metric or table: not compared value by value)" in out, out
     assert "NOT reproduced (exit status 1)" in out
 
     loose = verify_cli(project, "--rtol", "1e-3")

@@ -30,15 +30,15 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import io as _io
 import json
 import math
-import os
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from retrievegan import dvcsync
 
 REFERENCE_DIR = "reference-run"  # git-tracked copies of the reference run's metrics and tables
 REFERENCE_FOLDERS = ("tables",)  # directory outputs copied whole (besides every DVC metric file)
@@ -168,14 +168,6 @@ def compare_file(reference: Path, ours: Path) -> Comparison | None:
 
 
 # --- hashing with DVC -----------------------------------------------------------------------------
-def md5_file(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def hash_output(out: Any) -> tuple[str | None, dict[str, str]]:
     """DVC's hash of a workspace output (``<md5>`` or ``<md5>.dir``) and, for a folder, relpath -> md5 of
     its files; (None, {}) when it does not exist. ``out``: a ``dvc.output.Output``."""
@@ -328,20 +320,9 @@ def _details(stage: StageResult, rtol: float | None, atol: float | None) -> list
 
 
 # --- the check ------------------------------------------------------------------------------------
-def _inside(path: str, folder: str) -> bool:
-    path, folder = os.path.normpath(path), os.path.normpath(folder)
-    return path == folder or path.startswith(folder + os.sep)
-
-
 def is_reference_out(out: Any) -> bool:
     """Metric files and the table folders: their reference copies live in git under reference-run/."""
     return bool(out.metric) or Path(out.def_path).name in REFERENCE_FOLDERS
-
-
-def _open_repo(root: Path):
-    from dvc.repo import Repo
-
-    return Repo(str(root))
 
 
 def _stages(repo: Any, names: Sequence[str]) -> list[Any]:
@@ -357,7 +338,7 @@ def _changed_deps(stage: Any, out_paths: Sequence[str]) -> list[str]:
     """Code and config dependencies whose workspace value differs from dvc.lock (not upstream outputs)."""
     changed = []
     for dep in stage.deps:
-        if any(_inside(dep.def_path, o) or _inside(o, dep.def_path) for o in out_paths):
+        if any(dvcsync._inside(dep.def_path, o) or dvcsync._inside(o, dep.def_path) for o in out_paths):
             continue
         for path, status in dep.workspace_status().items():
             if isinstance(status, dict):
@@ -379,7 +360,7 @@ def _compare_out(root: Path, out: Any, result: StageResult) -> None:
         return
     reference = root / REFERENCE_DIR / path
     if not out.hash_info.isdir:
-        comparison, note = None, "binary or text file: no value-by-value reference"
+        comparison, note = None, "not a metric or table: not compared value by value"
         if reference.is_file():
             comparison = compare_file(reference, root / path)
             note = "" if comparison else "no numeric format"
@@ -389,7 +370,7 @@ def _compare_out(root: Path, out: Any, result: StageResult) -> None:
         return
     manifest = locked_manifest(out)
     if manifest is None and reference.is_dir():
-        manifest = {p.relative_to(reference).as_posix(): md5_file(p) for p in sorted(reference.rglob("*"))
+        manifest = {p.relative_to(reference).as_posix(): dvcsync.md5_file(p) for p in sorted(reference.rglob("*"))
                     if p.is_file()}
     if manifest is None:
         result.unknown.append(path)
@@ -406,7 +387,7 @@ def _compare_out(root: Path, out: Any, result: StageResult) -> None:
             ref_file = reference / rel
             comparison = compare_file(ref_file, root / full) if ref_file.is_file() else None
             note = "" if comparison else ("no numeric format" if ref_file.is_file()
-                                          else "binary or text file: no value-by-value reference")
+                                          else "not a metric or table: not compared value by value")
             result.differing.append(FileResult(full, "differs", comparison, note))
 
 
@@ -434,7 +415,7 @@ def verify(root: Path, names: Sequence[str] = (), rtol: float | None = None, ato
     root = root.resolve()
     if not (root / "dvc.lock").is_file():
         raise VerifyError(f"{root / 'dvc.lock'}: missing (nothing to compare with)")
-    with _open_repo(root) as repo:
+    with dvcsync._open_repo(root) as repo:
         stages = _stages(repo, names)
         all_outs = [o.def_path for s in repo.index.stages for o in s.outs]
         results = []
@@ -456,7 +437,7 @@ def write_reference(root: Path, names: Sequence[str] = ()) -> list[str]:
     reference-run/ (what ``make dvc-commit`` does after recording dvc.lock); returns the copied paths."""
     root = root.resolve()
     copied = []
-    with _open_repo(root) as repo:
+    with dvcsync._open_repo(root) as repo:
         for stage in _stages(repo, names):
             for out in stage.outs:
                 if not is_reference_out(out):

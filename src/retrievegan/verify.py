@@ -415,7 +415,13 @@ def verify(root: Path, names: Sequence[str] = (), rtol: float | None = None, ato
     root = root.resolve()
     if not (root / "dvc.lock").is_file():
         raise VerifyError(f"{root / 'dvc.lock'}: missing (nothing to compare with)")
-    with dvcsync._open_repo(root) as repo:
+    from dvc.exceptions import DvcException
+
+    try:
+        repo_context = dvcsync._open_repo(root)
+    except DvcException as exc:
+        raise VerifyError(f"{root}: not a DVC project ({exc})") from exc
+    with repo_context as repo:
         stages = _stages(repo, names)
         all_outs = [o.def_path for s in repo.index.stages for o in s.outs]
         results = []

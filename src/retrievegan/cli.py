@@ -2,8 +2,9 @@
 
 Each stage parses its arguments (every path comes from the caller; hyperparameters come as the JSON
 of one validated config section via ``--params``) and calls one library function. Stages live in
-``STAGES`` as ``name -> "module:function"`` pairs: ``add_<name>_arguments(parser)`` registers the
-options and ``run(args)`` does the work, both in the named module, imported only when used.
+``STAGES`` as ``name -> module`` pairs: ``configure(stage, parser)`` registers the options and
+``run(stage, args)`` does the work (returning None, or an exit status for a check such as ``verify``),
+both in the named module, imported only when used.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ STAGES: dict[str, str] = {
     "figure-losses": "retrievegan.commands.report",
     "report": "retrievegan.commands.report",
     "paper-estimate": "retrievegan.commands.estimate",
+    "verify": "retrievegan.commands.verify",
 }
 
 HELP: dict[str, str] = {
@@ -93,6 +95,8 @@ HELP: dict[str, str] = {
     "figure-losses": "training-loss curves of one method from its losses.jsonl",
     "report": "REPORT.md linking tables and figures and stating what is comparable to the paper",
     "paper-estimate": "projected GPU-hours of the paper's Tables 1 and 2 from FLOPs and timed CPU steps at paper scale",
+    "verify": "hash every output and compare it with the reference run in dvc.lock, stage by stage (numeric "
+              "differences of metrics and tables; exit status 0 only when reproduced)",
 }
 
 
@@ -115,11 +119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     module = importlib.import_module(args._module)
     try:
-        module.run(args.stage, args)
+        status = module.run(args.stage, args)  # None: success; a stage with a verdict returns its exit status
     except (InputError, ConfigError) as exc:
         print(f"retrievegan {args.stage}: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return int(status or 0)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@
 the training split. Features:
 
 * resumable checkpoints written atomically every ``checkpoint_every`` steps to
-  ``<out_dir>/state/<config hash>/last.pt`` (networks, optimisers, grad scalers, step, global RNG
-  states); ``resume=True`` continues from there. Data order and per-image noise derive from
+  ``<out_dir>/state/<config hash>/last.pt`` (networks, optimisers, grad scalers, step; no global RNG
+  state: every draw comes from an explicit generator); ``resume=True`` continues from there. Data order and per-image noise derive from
   ``(seed, epoch, image_id)``, so a killed and resumed run computes the same parameters as an
   uninterrupted one (bit for bit on the CPU with ``deterministic``);
 * mixed precision (``amp``: autocast in bf16, or fp16 with grad scalers), ``torch.compile`` (``compile``,
@@ -409,7 +409,6 @@ def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: Train
             if payload.get("config_hash") != chash:
                 raise InputError(last, "state was written by another configuration")
             trainer.load_state(payload)
-            ckpt.restore_rng(payload["rng"])
             step = resumed_from = int(payload["step"])
         elif dist_info.is_main:
             shutil.rmtree(state_dir, ignore_errors=True)
@@ -424,7 +423,7 @@ def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: Train
                     "method_config": runinfo.to_jsonable(method.config), "train_config": runinfo.to_jsonable(cfg),
                     "spec": runinfo.to_jsonable(dataset.spec), "inputs": {k: str(v) for k, v in method.inputs.items()},
                     "config_hash": chash, "step": current, "epoch": current // steps_per_epoch,
-                    "world_size": dist_info.world_size, "rng": ckpt.capture_rng(), **trainer.state()}
+                    "world_size": dist_info.world_size, **trainer.state()}
         log = None
         if dist_info.is_main:
             state_dir.mkdir(parents=True, exist_ok=True)
@@ -450,13 +449,12 @@ def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: Train
                     if step % cfg.log_every == 0 or step == cfg.steps:
                         trainer.check_finite()
                     if log is not None and (step % cfg.log_every == 0 or step == cfg.steps):
-                        elapsed = time.perf_counter() - start_time
                         flat = _flat_logs(logs)
                         skipped = flat.pop("skipped")
                         meta = {k[len("meta/"):]: flat.pop(k) for k in list(flat) if k.startswith("meta/")}
-                        rate = (step - start_step) * cfg.batch_size / max(elapsed, 1e-9)
-                        log.write({"step": step, "epoch": epoch, "seconds": round(elapsed, 3),
-                                   "meta": {"images_per_s": round(rate, 3), "skipped": skipped, **meta}, **flat})
+                        # no wall times here (a tracked output: byte-identical across runs); those go to
+                        # the provenance line of the job log and Snakemake's benchmark file
+                        log.write({"step": step, "epoch": epoch, "meta": {"skipped": skipped, **meta}, **flat})
                         bar.set_postfix({k: f"{v:.3f}" for k, v in flat.items() if k.endswith("/total")})
                     if step % cfg.checkpoint_every == 0 and step < cfg.steps:
                         trainer.check_finite()
@@ -484,12 +482,14 @@ def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: Train
             snapshots = out_dir / "snapshots"
             shutil.rmtree(snapshots, ignore_errors=True)
             os.replace(state_dir / "snapshots", snapshots)
+            # resumed_from and the times differ between an interrupted and an uninterrupted run of the same
+            # computation: provenance (job log), not run.json
             runinfo.write_run_json(out_dir, "train", resolved, cfg.seed, {
-                "config_hash": chash, "steps": step, "resumed_from": resumed_from, "world_size": dist_info.world_size,
-                "method_notes": dict(method.notes()),
-                "device": str(device), "wall_seconds_this_invocation": round(wall, 3),
-                "images_per_second_this_invocation": round(throughput, 3),
-                "checkpoint_sha256": ckpt.sha256_file(final)})
+                "config_hash": chash, "steps": step, "world_size": dist_info.world_size,
+                "method_notes": dict(method.notes()), "device": str(device),
+                "checkpoint_sha256": ckpt.sha256_file(final)},
+                measured={"resumed_from": resumed_from, "wall_seconds_this_invocation": round(wall, 3),
+                          "images_per_second_this_invocation": round(throughput, 3)})
             shutil.rmtree(state_dir, ignore_errors=True)
             with contextlib.suppress(OSError):
                 (out_dir / "state").rmdir()

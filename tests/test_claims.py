@@ -174,6 +174,26 @@ def test_headline_block_is_rendered_from_the_stored_reference_and_checked(tmp_pa
         headline.render(ref)
 
 
+def test_headline_record_takes_commit_and_date_from_the_job_logs(tmp_path):
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "reference-run" / "results" / "synth", results)
+    (results / headline.PROVENANCE).unlink()
+    with pytest.raises(InputError, match="no \\[provenance\\] line"):
+        headline.record_reference(results, tmp_path / "ref")
+    (results / "logs").mkdir()
+    (results / "logs" / "train_sg2im.log").write_text(
+        "noise\n[provenance] results/synth/models/sg2im/run.json "
+        '{"git_sha": "abc123", "recorded_utc": "2026-11-20T10:00:00+00:00"}\n')
+    (results / "logs" / "metrics.log").write_text(
+        '[provenance] results/synth/metrics/x.json {"git_sha": "def456", "recorded_utc": "2026-11-21T01:00:00+00:00"}\n')
+    headline.record_reference(results, tmp_path / "ref")
+    prov = json.loads((tmp_path / "ref" / headline.PROVENANCE).read_text())
+    assert prov["commits"] == ["abc123", "def456"] and prov["date"] == "2026-11-21"
+    assert headline.render(tmp_path / "ref").startswith(headline.BEGIN)
+
+
 def test_the_readme_headline_figures_are_those_of_the_stored_reference_run():
     block = headline.render(ROOT / "reference-run" / "results" / "synth")
     assert headline.readme_matches(ROOT / "README.md", block), \

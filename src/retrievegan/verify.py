@@ -42,6 +42,8 @@ from retrievegan import dvcsync
 
 REFERENCE_DIR = "reference-run"  # git-tracked copies of the reference run's metrics and tables
 REFERENCE_FOLDERS = ("tables",)  # directory outputs copied whole (besides every DVC metric file)
+REFERENCE_FILES = ("claims.csv", "preference_simulated.csv")  # result CSVs that are not DVC metrics (the README
+                                                              # headline reads them from reference-run/ too)
 HASH_KEYS = ("sha256", "md5")  # text values that are hashes of other files
 NUMERIC_SUFFIXES = (".json", ".csv")
 MAX_LISTED = 20
@@ -321,8 +323,8 @@ def _details(stage: StageResult, rtol: float | None, atol: float | None) -> list
 
 # --- the check ------------------------------------------------------------------------------------
 def is_reference_out(out: Any) -> bool:
-    """Metric files and the table folders: their reference copies live in git under reference-run/."""
-    return bool(out.metric) or Path(out.def_path).name in REFERENCE_FOLDERS
+    """Metric files, the table folders and the result CSVs: their reference copies live in git under reference-run/."""
+    return bool(out.metric) or Path(out.def_path).name in REFERENCE_FOLDERS + REFERENCE_FILES
 
 
 def _stages(repo: Any, names: Sequence[str]) -> list[Any]:

@@ -2,7 +2,7 @@
 
 The reference run's metric files are stored in git under ``reference-run/<output path>`` (the place issue 16's
 ``make dvc-commit`` / ``retrievegan verify`` use; ``--record RESULTS_DIR`` stores the files the headline reads, with
-``headline_provenance.json``: the commits and the date of the run that produced them, from its run.json files, and
+``headline_provenance.json``: the commits and the date of the run that produced them, from its job logs, and
 each file's sha256). ``--write`` renders the README block between :data:`BEGIN` and :data:`END` from them;
 ``--check`` (and ``tests/test_claims.py``) fails when the README and the stored files disagree, so no headline
 number is typed by hand.
@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from retrievegan import io
+from retrievegan import io, runinfo
 from retrievegan.errors import InputError
 
 BEGIN = "<!-- headline:begin (written by `retrievegan headline --write` from reference-run/; do not edit) -->"
@@ -45,7 +45,8 @@ def _sha256(path: Path) -> str:
 
 def record_reference(results_dir: str | os.PathLike[str], reference_dir: str | os.PathLike[str]) -> list[str]:
     """Copy the headline's input files of a finished run to ``reference_dir`` (same relative paths) and write its
-    provenance: the distinct ``git_sha`` and the latest ``started_utc`` date of the run's ``models/*/run.json``."""
+    provenance: the distinct ``git_sha`` and the latest date of the ``[provenance]`` lines of the run's job logs
+    (``logs/*.log``, :func:`retrievegan.runinfo.read_provenance`)."""
     results, reference = Path(results_dir), Path(reference_dir)
     stored = []
     for rel in FILES + OPTIONAL:
@@ -59,14 +60,16 @@ def record_reference(results_dir: str | os.PathLike[str], reference_dir: str | o
         shutil.copyfile(src, dst)
         stored.append(rel)
     commits, dates = set(), []
-    for run_json in sorted((results / "models").glob("*/run.json")):
-        rec = json.loads(run_json.read_text(encoding="utf-8"))
-        if rec.get("git_sha"):
-            commits.add(str(rec["git_sha"]))
-        if rec.get("started_utc"):
-            dates.append(str(rec["started_utc"])[:10])
+    for log in sorted((results / "logs").glob("*.log")):  # run.json holds no commit / time (issue 16): the job logs do
+        with open(log, encoding="utf-8", errors="replace") as lines:
+            for rec in runinfo.read_provenance(lines).values():
+                if rec.get("git_sha"):
+                    commits.add(str(rec["git_sha"]))
+                if rec.get("recorded_utc"):
+                    dates.append(str(rec["recorded_utc"])[:10])
     if not commits or not dates:
-        raise InputError(results / "models", "no run.json with git_sha / started_utc: cannot record provenance")
+        raise InputError(results / "logs", "no [provenance] line with git_sha / recorded_utc in the job logs: "
+                                           "cannot record the run's commit and date")
     io.write_json(reference / PROVENANCE, {"commits": sorted(commits), "date": max(dates),
                                            "files": {rel: _sha256(reference / rel) for rel in stored}})
     return stored

@@ -11,7 +11,8 @@ from retrievegan.eval import methods as m
 
 
 def test_declared_variants_are_valid_and_change_one_factor_of_the_full_model():
-    for name, variant in m.VARIANTS.items():
+    assert set(m.TABLE2_VARIANTS) <= set(m.VARIANTS) and set(m.CLAIM_VARIANTS) <= set(m.VARIANTS)
+    for name, variant in m.TABLE2_VARIANTS.items():
         assert variant.name == name and variant.base == "retrievegan" and len(variant.overrides) == 1
         assert variant.factor in {column for column, _ in m.TABLE2_FACTORS}
         path = dict(m.TABLE2_FACTORS)[variant.factor]

@@ -17,7 +17,8 @@ from retrievegan.eval.methods import method_info
 
 RETRIEVEGAN_VARIANTS = ("retrievegan", "retrievegan_no_gt_no_occur", "retrievegan_gt_only", "retrievegan_occur_only")
 PATCH_BASES = RETRIEVEGAN_VARIANTS + ("pastegan",)
-PATCH_VARIANTS = tuple(v for v in VARIANTS if VARIANT_DECLARATIONS[v].base in PATCH_BASES)
+# configured variants (Table 2) + the claims' variant runs (common.smk CLAIM_VARIANT_RUNS: not Table 2 rows)
+PATCH_VARIANTS = tuple(dict.fromkeys(v for v in VARIANTS + CLAIM_VARIANT_RUNS if VARIANT_DECLARATIONS[v].base in PATCH_BASES))
 PATCH_METHODS = PATCH_BASES + PATCH_VARIANTS
 _UNSUPPORTED = [v for v in VARIANTS if v not in PATCH_VARIANTS]
 if _UNSUPPORTED:  # only the patch methods' rules (below) train variants so far
@@ -120,7 +121,7 @@ for _method in PATCH_METHODS:
         output:
             manifest=f"{SAMPLES}/{_method}/{{setting}}/manifest.json",
         wildcard_constraints:
-            setting=ABLATION_SETTING if _method in VARIANTS else "pred_bbox|gt_bbox",
+            setting=ABLATION_SETTING if _method in VARIANT_DECLARATIONS else "pred_bbox|gt_bbox",
         params:
             cfg=section_json("sample"),
             inputs=lambda wildcards, input: input_options(input),

@@ -83,7 +83,7 @@ def box_l1(checkpoint: str | Path, data_dir: str | Path, out_json: str | Path, s
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": sha256_file(checkpoint),
         "checkpoint_step": int(payload["step"]),
-        "git_sha": runinfo.git_sha(),
     }
     io.write_json(out_json, result)
+    runinfo.report_provenance(out_json)
     return result

@@ -121,7 +121,7 @@ def sample(checkpoint: str | Path, data_dir: str | Path, setting: str, out_dir: 
         "seed_rule": SEED_RULE,
         "data_dir": str(data_dir),
         "config": runinfo.to_jsonable(cfg),
-        "git_sha": runinfo.git_sha(),
     }
     io.write_json(out_dir / "manifest.json", manifest)
+    runinfo.report_provenance(out_dir / "manifest.json")
     return manifest

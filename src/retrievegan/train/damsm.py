@@ -266,7 +266,7 @@ def pretrain_damsm(cfg: DamsmConfig, data_dir: str | Path, out_dir: str | Path, 
             step += 1
             bar.update(1)
             if step % cfg.log_every == 0 or step == total:
-                record = {"step": step, "epoch": epoch, "seconds": round(time.perf_counter() - start, 3), "lr": lr,
+                record = {"step": step, "epoch": epoch, "lr": lr,
                           "loss": round(float(loss.detach()), 6), **{k: round(float(v.detach()), 6) for k, v in terms.items()}}
                 lines.append(json.dumps(record, sort_keys=True) + "\n")
         if lr > cfg.lr / 10:
@@ -277,7 +277,7 @@ def pretrain_damsm(cfg: DamsmConfig, data_dir: str | Path, out_dir: str | Path, 
     model.image_encoder.cpu().eval()
     after = evaluate(model, eval_set, eval_batch, cfg.eval_batches, torch.device("cpu"))
     evaluation = {"split": eval_split, "batch_size": eval_batch, "chance_r1": 1.0 / eval_batch,
-                  "before": before, "after": after, "steps": step, "train_seconds": round(wall, 3)}
+                  "before": before, "after": after, "steps": step}
     payload = {"format": FORMAT, "version": VERSION, "config": runinfo.to_jsonable(cfg),
                "spec": runinfo.to_jsonable(train_set.spec), "words": list(model.vocab.words), "step": step,
                "text_encoder": model.text_encoder.state_dict(), "image_encoder": model.image_encoder.state_dict()}
@@ -285,11 +285,12 @@ def pretrain_damsm(cfg: DamsmConfig, data_dir: str | Path, out_dir: str | Path, 
     io.write_text(out_dir / "losses.jsonl", "".join(lines))
     io.write_json(out_dir / "evaluation.json", evaluation)
     runinfo.write_run_json(out_dir, "pretrain-damsm", cfg, cfg.seed, {
-        "data_dir": str(data_dir), "device": str(device), "steps": step, "wall_seconds": round(wall, 3),
+        "data_dir": str(data_dir), "device": str(device), "steps": step,
         "image_encoder": ("inception: ImageNet Inception-v3, frozen trunk (AttnGAN)" if cfg.image_encoder == "inception"
                           else "cnn: trained from scratch here; substitutes AttnGAN's ImageNet Inception-v3"),
-        "checkpoint_sha256": sha256_file(out_dir / "checkpoint.pt"), "evaluation": evaluation})
-    return evaluation
+        "checkpoint_sha256": sha256_file(out_dir / "checkpoint.pt"), "evaluation": evaluation},
+        measured={"train_seconds": round(wall, 3)})
+    return {**evaluation, "train_seconds": round(wall, 3)}
 
 
 def damsm_config(params: Mapping[str, Any] | None) -> DamsmConfig:

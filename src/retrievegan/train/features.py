@@ -60,4 +60,5 @@ def gcn_features(checkpoint: str | Path, data_dir: str | Path, patches_csv: str 
         "checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint), "method": payload["method"],
         "data_dir": str(data_dir), "patches_csv": str(patches_csv), "shape": list(features.shape)})
     io.write_json(out_path.with_name(out_path.stem + ".run.json"), record)
+    runinfo.report_provenance(out_path.with_name(out_path.stem + ".run.json"))
     return features

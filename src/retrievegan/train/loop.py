@@ -5,8 +5,8 @@
 the training split. Features:
 
 * resumable checkpoints written atomically every ``checkpoint_every`` steps to
-  ``<out_dir>/state/<config hash>/last.pt`` (networks, optimisers, grad scalers, step, global RNG
-  states); ``resume=True`` continues from there. Data order and per-image noise derive from
+  ``<out_dir>/state/<config hash>/last.pt`` (networks, optimisers, grad scalers, step; no global RNG
+  state: every draw comes from an explicit generator); ``resume=True`` continues from there. Data order and per-image noise derive from
   ``(seed, epoch, image_id)``, so a killed and resumed run computes the same parameters as an
   uninterrupted one (bit for bit on the CPU with ``deterministic``);
 * mixed precision (``amp``: autocast in bf16, or fp16 with grad scalers), ``torch.compile`` (``compile``,
@@ -192,15 +192,19 @@ class Trainer:
             scaler.step(self.optimizers[name])
         scaler.update()
 
-    def context(self, batch: SceneGraphBatch, step: int, epoch: int) -> StepContext:
+    def context(self, batch: SceneGraphBatch, step: int, epoch: int, log_step: bool = False) -> StepContext:
         gens = image_generators((self.cfg.seed, TRAIN_NOISE, epoch), batch.image_ids.tolist(), self.device)
-        return StepContext(step=step, epoch=epoch, device=self.device, generators=gens)
+        return StepContext(step=step, epoch=epoch, device=self.device, generators=gens, log_step=log_step)
+
+    def is_log_step(self, step: int) -> bool:
+        """Whether the step after ``step`` completed steps is written to losses.jsonl."""
+        return (step + 1) % self.cfg.log_every == 0 or step + 1 == self.cfg.steps
 
     def prepare(self, batch: SceneGraphBatch, step: int, epoch: int) -> tuple[SceneGraphBatch, StepContext]:
         """Host side of a step (CPU batch in): per-image generators, the method's host inputs, the copy to the
         device (asynchronous from pinned memory: the loader pins its batches, ``host_prepare``'s tensors are pinned
         here; pinned tensors are not copied again)."""
-        ctx = self.context(batch, step, epoch)
+        ctx = self.context(batch, step, epoch, self.is_log_step(step))
         batch = self.method.host_prepare(batch)
         if self.device.type == "cuda":
             batch = batch.pin_memory()
@@ -218,7 +222,7 @@ class Trainer:
             with self._autocast():
                 g_out = self.method.generator_step(self._view("generator"), batch, ctx)
             g_ok = self._backward("generator", g_out.loss)
-        logs: dict[str, Any] = {"G": dict(g_out.logs), "D": {}, "skipped": 0}
+        logs: dict[str, Any] = {"G": dict(g_out.logs), "D": {}, "skipped": 0, "meta": dict(g_out.meta)}
         d_ok = None
         if self.names("discriminator"):
             with self._frozen("discriminator"):
@@ -253,7 +257,8 @@ class Trainer:
         return logs
 
     def train_step(self, batch: SceneGraphBatch, step: int, epoch: int) -> dict[str, Any]:
-        """Generator update, then discriminator update, on one (local, CPU) batch. Returns detached logs."""
+        """Generator update, then discriminator update, on one (local, CPU) batch. Returns detached logs (the
+        generator step's diagnostics of a logged step under ``"meta"``)."""
         return self.step(*self.prepare(batch, step, epoch))
 
     def check_finite(self) -> None:
@@ -324,10 +329,10 @@ class LossLog:
 
 
 def _flat_logs(logs: Mapping[str, Any]) -> dict[str, float]:
-    """``{"G/<term>": value, "D/<term>": value, "skipped": 0|1}`` from a step's logs: every device value read in
-    one copy to the host."""
-    keys = [f"{phase}/{key}" for phase in ("G", "D") for key in logs.get(phase, {})]
-    values = [logs[phase][key] for phase in ("G", "D") for key in logs.get(phase, {})]
+    """``{"G/<term>": value, "D/<term>": value, "meta/<name>": value, "skipped": 0|1}`` from a step's logs
+    (``meta``: the method's diagnostics of a logged step): every device value read in one copy to the host."""
+    keys = [f"{phase}/{key}" for phase in ("G", "D", "meta") for key in logs.get(phase, {})]
+    values = [logs[phase][key] for phase in ("G", "D", "meta") for key in logs.get(phase, {})]
     values.append(logs.get("skipped", 0))
     tensors = [v for v in values if isinstance(v, torch.Tensor)]
     if tensors:
@@ -408,7 +413,6 @@ def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: Train
             if payload.get("config_hash") != chash:
                 raise InputError(last, "state was written by another configuration")
             trainer.load_state(payload)
-            ckpt.restore_rng(payload["rng"])
             step = resumed_from = int(payload["step"])
         elif dist_info.is_main:
             shutil.rmtree(state_dir, ignore_errors=True)
@@ -423,7 +427,7 @@ def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: Train
                     "method_config": runinfo.to_jsonable(method.config), "train_config": runinfo.to_jsonable(cfg),
                     "spec": runinfo.to_jsonable(dataset.spec), "inputs": {k: str(v) for k, v in method.inputs.items()},
                     "config_hash": chash, "step": current, "epoch": current // steps_per_epoch,
-                    "world_size": dist_info.world_size, "rng": ckpt.capture_rng(), **trainer.state()}
+                    "world_size": dist_info.world_size, **trainer.state()}
         log = None
         if dist_info.is_main:
             state_dir.mkdir(parents=True, exist_ok=True)
@@ -449,12 +453,12 @@ def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: Train
                     if step % cfg.log_every == 0 or step == cfg.steps:
                         trainer.check_finite()
                     if log is not None and (step % cfg.log_every == 0 or step == cfg.steps):
-                        elapsed = time.perf_counter() - start_time
                         flat = _flat_logs(logs)
                         skipped = flat.pop("skipped")
-                        rate = (step - start_step) * cfg.batch_size / max(elapsed, 1e-9)
-                        log.write({"step": step, "epoch": epoch, "seconds": round(elapsed, 3),
-                                   "meta": {"images_per_s": round(rate, 3), "skipped": skipped}, **flat})
+                        meta = {k[len("meta/"):]: flat.pop(k) for k in list(flat) if k.startswith("meta/")}
+                        # no wall times here (a tracked output: byte-identical across runs); those go to
+                        # the provenance line of the job log and Snakemake's benchmark file
+                        log.write({"step": step, "epoch": epoch, "meta": {"skipped": skipped, **meta}, **flat})
                         bar.set_postfix({k: f"{v:.3f}" for k, v in flat.items() if k.endswith("/total")})
                     if step % cfg.checkpoint_every == 0 and step < cfg.steps:
                         trainer.check_finite()
@@ -482,12 +486,14 @@ def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: Train
             snapshots = out_dir / "snapshots"
             shutil.rmtree(snapshots, ignore_errors=True)
             os.replace(state_dir / "snapshots", snapshots)
+            # resumed_from and the times differ between an interrupted and an uninterrupted run of the same
+            # computation: provenance (job log), not run.json
             runinfo.write_run_json(out_dir, "train", resolved, cfg.seed, {
-                "config_hash": chash, "steps": step, "resumed_from": resumed_from, "world_size": dist_info.world_size,
-                "method_notes": dict(method.notes()),
-                "device": str(device), "wall_seconds_this_invocation": round(wall, 3),
-                "images_per_second_this_invocation": round(throughput, 3),
-                "checkpoint_sha256": ckpt.sha256_file(final)})
+                "config_hash": chash, "steps": step, "world_size": dist_info.world_size,
+                "method_notes": dict(method.notes()), "device": str(device),
+                "checkpoint_sha256": ckpt.sha256_file(final)},
+                measured={"resumed_from": resumed_from, "wall_seconds_this_invocation": round(wall, 3),
+                          "images_per_second_this_invocation": round(throughput, 3)})
             shutil.rmtree(state_dir, ignore_errors=True)
             with contextlib.suppress(OSError):
                 (out_dir / "state").rmdir()

@@ -51,6 +51,7 @@ class StepContext:
     epoch: int
     device: torch.device
     generators: Sequence[torch.Generator]  # one per image of the batch, on ``device``
+    log_step: bool = False  # this step's logs go to losses.jsonl: the time for costly diagnostics (``meta``)
 
 
 @dataclasses.dataclass
@@ -58,6 +59,7 @@ class StepOutput:
     loss: torch.Tensor  # scalar to back-propagate
     logs: Mapping[str, torch.Tensor]  # detached scalars for losses.jsonl (weighted terms + "total")
     cache: Any = None  # handed from generator_step to discriminator_step
+    meta: Mapping[str, float] = dataclasses.field(default_factory=dict)  # diagnostics -> losses.jsonl ``meta``
 
 
 @dataclasses.dataclass

@@ -89,7 +89,7 @@ def test_simulated_responses_export_the_same_bytes(bundle, themes, tmp_path):  #
     exports = []
     for name in ("one", "two"):
         clock = SimulatedClock()
-        store = Store(f"sqlite:///{tmp_path / name}.sqlite", clock=clock)
+        store = Store(f"sqlite:///{tmp_path / name}.sqlite", create=True, clock=clock)
         simulate(bundle, themes, cfg, store, clock)
         exports.append(store.export_responses().to_csv(index=False))
         store.dispose()

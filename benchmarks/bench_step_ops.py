@@ -101,13 +101,14 @@ def count_step(est, config, spec, items, inputs, name: str, params: dict | None 
     return counts
 
 
-def losses_and_state(est, config, spec, items, inputs, name: str) -> dict:
+def losses_and_state(est, config, spec, items, inputs, name: str, params: dict | None = None) -> dict:
     """3 steps (batches of 2) as the recorded reference: logs as float hex, sha256 of the networks' state. ``name``:
-    a method, or ``<method>:<retrieval mode>``."""
+    a method, or ``<method>:<retrieval mode>``; ``params``: the method's parameters instead of the mode's."""
     from retrievegan.data.dataset import collate_scene_graphs
 
     name, _, mode = name.partition(":")
-    params = {"retrieval": {**config["retrieval"], "mode": mode}} if mode else None
+    if params is None and mode:
+        params = {"retrieval": {**config["retrieval"], "mode": mode}}
     trainer = _trainer(est, config, spec, inputs, name, params, deterministic=True, amp=False, compile=False)
     logs = []
     for step in range(3):

@@ -9,7 +9,6 @@ scene graphs), losses as float hex and a sha256 of the networks' state.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import tempfile
@@ -38,7 +37,6 @@ def record(out: Path) -> None:
 
     import retrievegan
     from benchmarks import bench_step_ops as bench
-    from retrievegan.data.dataset import collate_scene_graphs
     from retrievegan.train.registry import METHODS
 
     torch.set_num_threads(1)
@@ -49,24 +47,15 @@ def record(out: Path) -> None:
         est, config, spec, items, inputs = bench._setup(bench.BASE, 6, Path(tmp))
         for case in cases:
             name, _, arm = case.partition(":")
-            trainer = bench._trainer(est, config, spec, inputs, name, _params(config["retrieval"], arm),
-                                     deterministic=True, amp=False, compile=False)
-            logs = []
-            for step in range(3):
-                step_out = trainer.train_step(collate_scene_graphs(items[2 * step:2 * step + 2]), step, 0)
-                logs.append({ph: {k: float(v).hex() for k, v in step_out[ph].items()} for ph in ("G", "D")})
-            digest = hashlib.sha256()
-            state = trainer.state()["networks"]
-            for net in sorted(state):
-                for key, value in sorted(state[net].items()):
-                    digest.update(f"{net}.{key}".encode())
-                    digest.update(value.detach().contiguous().cpu().numpy().tobytes())
-            result[case] = {"logs": logs, "state_sha256": digest.hexdigest()}
+            result[case] = bench.losses_and_state(est, config, spec, items, inputs, name,
+                                                  _params(config["retrieval"], arm))
     out.write_text(json.dumps(result, indent=1))
 
 
 def diff(path_a: Path, path_b: Path) -> int:
     """Prints one line per case; returns the number of cases that differ."""
+    from benchmarks.bench_step_ops import _compare
+
     a, b = (json.loads(p.read_text()) for p in (path_a, path_b))
     print("A:", a.pop("_src"), "\nB:", b.pop("_src"))
     bad = 0
@@ -76,14 +65,8 @@ def diff(path_a: Path, path_b: Path) -> int:
             print(f"{case}: missing in B")
             bad += 1
             continue
-        worst, keys = 0.0, 0
-        for x, y in zip(found["logs"], other["logs"], strict=True):
-            for phase in ("G", "D"):
-                for key in set(x[phase]) | set(y[phase]):
-                    keys += 1
-                    u, v = float.fromhex(x[phase].get(key, "nan")), float.fromhex(y[phase].get(key, "nan"))
-                    worst = max(worst, abs(u - v) / max(abs(u), 1e-12)) if u == u and v == v else float("inf")
-        same = worst == 0.0 and found["state_sha256"] == other["state_sha256"]
+        same, worst = _compare(found, other)
+        keys = sum(len(log[phase]) for log in other["logs"] for phase in ("G", "D"))
         bad += not same
         print(f"{case:45s} {'IDENTICAL' if same else 'DIFFERENT'}  losses {keys:3d}, worst relative difference "
               f"{worst:.2e}, state sha256 {found['state_sha256'][:12]} / {other['state_sha256'][:12]}")

@@ -253,9 +253,11 @@ def test_patch_bank_select_is_sync_free_and_sums_like_the_nonzero_weights_only(t
             pos = torch.nonzero((flat != 0) & (cand.reshape(-1) >= 0)).squeeze(1)
             former = torch.zeros(6, crops.shape[1]).index_add_(0, pos // 5, flat[pos, None] * crops[pos])
             w = weights.clone().requires_grad_(True)
-            out, counts = count_ops(lambda: bank.select(w, cand, col), [w, cand] + ([] if col is None else [col]))
+            out, counts = count_ops(lambda: bank.select(w, cand, col, sparse=False),
+                                    [w, cand] + ([] if col is None else [col]))
             assert counts.syncs == 0, counts.summary()
             assert torch.equal(out.reshape(6, -1), former), (path, col is not None)
+            assert torch.equal(bank.select(weights, cand, col).reshape(6, -1), former)  # the CPU default: sparse
             _, counts = count_ops(lambda: (out * target).sum().backward(), [w, cand, out, target])
             assert counts.syncs == 0, counts.summary()
             dense = (crops.view(2, 3, 5, -1) * target.reshape(2, 3, 1, -1)).sum(-1) * (cand >= 0)

@@ -220,20 +220,24 @@ class PatchBank:
         out[valid] = values[flat[valid]]
         return self.to_crops(out.view(tuple(ids.shape) + (values.shape[1],)))
 
-    def select(self, weights: torch.Tensor, ids: torch.Tensor, column: torch.Tensor | None = None) -> torch.Tensor:
+    def select(self, weights: torch.Tensor, ids: torch.Tensor, column: torch.Tensor | None = None,
+               sparse: bool | None = None) -> torch.Tensor:
         """Weighted patches: weights (B, N, K) over candidate ids (B, N, K) -> (B, N, 3, C, C), differentiable
         in ``weights`` (:class:`WeightedRows`; the gradient of every weight is its patch's dot product with the
         output gradient). ``column`` (B, N): the only column of each row whose weight may be nonzero (a hard
         retrieval's one-hot forward pass), so that only those patches are gathered; None: any weights. From the
         normalised cache when the bank is small, else from the device pixels, normalised as gathered (the same
-        values, no host round trip)."""
+        values, no host round trip). ``sparse`` (default: on the CPU, where there is no device to wait for): without
+        ``column``, gather only the nonzero weights' patches (``nonzero``: a host synchronisation on a GPU; soft /
+        relaxed weights are mostly exact zeros, so on the CPU this is much faster than gathering every candidate)."""
         self._check(ids)
+        sparse = weights.device.type == "cpu" if sparse is None else sparse
         pixels = None if self._cache_ok else self.device_pixels(ids.device)
         if pixels is not None:
             scale, shift = self._scale_shift(ids.device)
-            return self.to_crops(WeightedRows.apply(weights, pixels, ids, scale, shift, column))
+            return self.to_crops(WeightedRows.apply(weights, pixels, ids, scale, shift, column, sparse))
         values, index = self.rows(ids)
-        return self.to_crops(WeightedRows.apply(weights, values, index, None, None, column))
+        return self.to_crops(WeightedRows.apply(weights, values, index, None, None, column, sparse))
 
 
 def normalise_pixels(pixels: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -254,13 +258,23 @@ class WeightedRows(torch.autograd.Function):
     Forward: with ``column`` (B, N) (the one column of each row whose weight may be nonzero, e.g. a hard
     retrieval's one-hot weights) only those B * N rows are gathered; without it all B * N * K rows, summed in
     column order (the zero weights add exact zeros: the same sums as gathering only the nonzero ones). Neither
-    pass reads the device on the host (no ``nonzero``: no synchronisation)."""
+    pass reads the device on the host (no ``nonzero``: no synchronisation). ``sparse`` (without ``column``): gather
+    only the nonzero weights' rows instead (``nonzero``: one synchronisation; the same sums, bit for bit)."""
 
     @staticmethod
     def forward(ctx, weights: torch.Tensor, values: torch.Tensor, index: torch.Tensor,  # type: ignore[override]
                 scale: torch.Tensor | None, shift: torch.Tensor | None,
-                column: torch.Tensor | None = None) -> torch.Tensor:
+                column: torch.Tensor | None = None, sparse: bool = False) -> torch.Tensor:
         b, n, k = weights.shape
+        ctx.save_for_backward(values, index, *(() if scale is None else (scale, shift)))
+        if sparse and column is None:  # the nonzero weights only, summed in column order
+            flat_w, flat_i = weights.reshape(-1), index.reshape(-1)
+            pos = torch.nonzero((flat_w != 0) & (flat_i >= 0)).squeeze(1)
+            picked = WeightedRows.rows(values, flat_i[pos], scale, shift)
+            rows = torch.div(pos, k, rounding_mode="floor")
+            out = picked.new_zeros((b * n, picked.shape[1])).index_add_(0, rows, flat_w[pos, None].to(picked.dtype)
+                                                                         * picked)
+            return out.view(b, n, -1)
         if column is not None:  # one candidate per row
             col = column.clamp(min=0).unsqueeze(2)
             flat_w, flat_i = weights.gather(2, col).reshape(-1), index.gather(2, col).reshape(-1)
@@ -272,7 +286,6 @@ class WeightedRows(torch.autograd.Function):
         if column is None:  # row sums in column order, from 0 (index_add_: as many terms per row as columns)
             rows = torch.div(torch.arange(b * n * k, device=weights.device), k, rounding_mode="floor")
             terms = picked.new_zeros((b * n, picked.shape[1])).index_add_(0, rows, terms)
-        ctx.save_for_backward(values, index, *(() if scale is None else (scale, shift)))
         return terms.view(b, n, -1)
 
     @staticmethod
@@ -294,7 +307,7 @@ class WeightedRows(torch.autograd.Function):
             picked = WeightedRows.rows(values, cols.clamp(min=0).reshape(-1), scale, shift)
             dots.append((picked.view(b * n, cols.shape[1], -1) * g).sum(-1))  # each row's own dot product
         dot = dots[0] if len(dots) == 1 else torch.cat(dots, dim=1)
-        return torch.where(idx >= 0, dot, 0.0).view(b, n, k), None, None, None, None, None
+        return torch.where(idx >= 0, dot, 0.0).view(b, n, k), None, None, None, None, None, None
 
 
 def load_rows(path: str | Path, num_rows: int, what: str, dtype_kind: str = "f") -> np.ndarray:

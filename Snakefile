@@ -20,6 +20,7 @@ include: "workflow/rules/retrievegan.smk"
 include: "workflow/rules/baselines.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/userstudy.smk"
+include: "workflow/rules/rarity.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/estimate.smk"
 

@@ -192,12 +192,14 @@ def experiment_table(runs: Sequence[RunMetrics], confidence: float) -> Table:
 
 def direction(summary: Summary | None) -> str:
     """What a paired-difference interval says: raised / lowered / no measurable change."""
-    if summary is None:
-        return "not measured"
-    if summary.low is None:
-        return f"{summary.mean:+.3f} (one seed: no interval)"
-    verdict = ("raised" if summary.low > 0 else "lowered" if summary.high < 0 else "no measurable change")
-    return f"{verdict}: {summary.mean:+.3f} [{summary.low:+.3f}, {summary.high:+.3f}]"
+    if summary is None or summary.low is None:
+        return "not measured" if summary is None else "one seed: no interval"
+    return "raised" if summary.low > 0 else "lowered" if summary.high < 0 else "no measurable change"
+
+
+def _signed(summary: Summary, digits: int) -> str:
+    return (f"{summary.mean:+.{digits}f}" if summary.low is None else
+            f"{summary.mean:+.{digits}f} [{summary.low:+.{digits}f}, {summary.high:+.{digits}f}]")
 
 
 def conclusions(runs: Sequence[RunMetrics], confidence: float) -> list[str]:
@@ -208,16 +210,24 @@ def conclusions(runs: Sequence[RunMetrics], confidence: float) -> list[str]:
         diff = t_summary(paired_differences(runs, base, "ds"), confidence)
         if diff is None:
             continue
-        line = f"**{METHODS[base].label}**: rebalancing {direction(diff)} DS (paired over {diff.n} seeds)"
+        verdict = direction(diff)
+        ups = sum(d > 0 for d in paired_differences(runs, base, "ds"))
+        line = (f"**{METHODS[base].label}**: DS with minus without rebalancing, paired over {diff.n} seeds: "
+                f"{_signed(diff, 3)}, higher in {ups} of {diff.n} seeds: {verdict}"
+                f"{' (the interval includes 0)' if verdict == 'no measurable change' else ''}")
         if base in SUPPLEMENT_COUNTERPART:
             theirs = crn["dataset + loss"] - crn["none"]
-            agrees = ("agrees with" if diff.low is not None and diff.low > 0 else
-                      "does not reproduce" if diff.low is not None else "cannot be compared with")
-            line += (f"; the supplement's CRN went {crn['none']:.2f} -> {crn['dataset + loss']:.2f} ({theirs:+.2f}, "
-                     f"'only slightly'): the direction here {agrees} a rise")
+            relation = {"raised": "the same direction as", "lowered": "the opposite of",
+                        "no measurable change": "no rise measurable at this precision; compare"}.get(
+                            verdict, "not comparable with")
+            line += (f"; {relation} the supplement's CRN: {crn['none']:.2f} -> {crn['dataset + loss']:.2f} "
+                     f"({theirs:+.2f}, 'only slightly')")
         fid = t_summary(paired_differences(runs, base, "fid"), confidence)
-        if fid is not None and fid.low is not None:
-            line += f"; FID {fid.mean:+.1f} [{fid.low:+.1f}, {fid.high:+.1f}]"
+        if fid is not None:
+            line += f"; FID {_signed(fid, 1)} (lower is better)"
+        compat = t_summary(paired_differences(runs, base, "compat"), confidence)
+        if compat is not None:
+            line += f"; compatibility {_signed(compat, 3)}"
         out.append(line + ".")
     return out
 
@@ -246,6 +256,11 @@ def experiment_figure(runs: Sequence[RunMetrics], confidence: float, path: str |
     for ax, metric, title in ((axes[0], "ds", f"DS ours ({runs[0].ds_name})"),
                               (axes[1], "fid", f"FID ours ({runs[0].fid_name})")):
         for i, base in enumerate(("sg2im", "retrievegan")):
+            by_seed = {(r.seed, r.rebalanced): getattr(r, metric) for r in runs if r.base == base}
+            for seed in sorted({seed for seed, _ in by_seed}):  # the paired design: one line per training seed
+                pair = [by_seed.get((seed, False)), by_seed.get((seed, True))]
+                if None not in pair:
+                    ax.plot([i - 0.18, i + 0.18], pair, color="0.7", lw=0.8, zorder=2)
             for rebalanced in (False, True):
                 values = [getattr(r, metric) for r in runs if r.base == base and r.rebalanced == rebalanced
                           and getattr(r, metric) is not None]
@@ -258,10 +273,10 @@ def experiment_figure(runs: Sequence[RunMetrics], confidence: float, path: str |
                 ax.errorbar([x], [s.mean], yerr=err, fmt="D", color=colours[rebalanced], capsize=4, zorder=4,
                             label=("dataset + loss rebalancing" if rebalanced else "no rebalancing") if i == 0 else None)
         ax.set_xticks([0, 1], [METHODS["sg2im"].label, METHODS["retrievegan"].label])
-        ax.set_title(f"{title}\nper seed, mean and {confidence:.0%} t-interval", fontsize=9)
+        ax.set_title(f"{title}\nper seed (lines: same seed), mean and {confidence:.0%} t-interval", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8, loc="best")
-    labels = [f"{row}\n{'rebalanced' if level != 'none' else 'none'}" for row, level, _ in SUPPLEMENT_LPIPS]
+    labels = ["CRN\nnone", "CRN\nrebalanced", "their method\n(cIMLE)"]
     axes[2].bar(range(len(SUPPLEMENT_LPIPS)), [v for _, _, v in SUPPLEMENT_LPIPS],
                 color=["#4c72b0", "#dd8452", "#55a868"])
     for k, (_, _, v) in enumerate(SUPPLEMENT_LPIPS):

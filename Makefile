@@ -8,7 +8,7 @@ CORES ?= 2
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: reproduce test venv lint lock benchmarks clean-results dvc-pull dvc-push dvc-commit
+.PHONY: reproduce verify test venv lint lock benchmarks clean-results dvc-pull dvc-push dvc-commit
 
 venv: $(STAMP)
 
@@ -22,6 +22,12 @@ $(STAMP): pyproject.toml requirements.lock
 # Whole workflow on the embedded synthetic benchmark (CPU, no data, no network).
 reproduce: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile workflow/profiles/default --cores $(CORES)
+
+# After `make reproduce`: hash every output and compare it with the reference run in dvc.lock, stage by
+# stage (exit status 0 only when reproduced). VERIFY_ARGS: e.g. --rtol 1e-3 on another CPU type.
+VERIFY_ARGS ?=
+verify: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/retrievegan verify $(VERIFY_ARGS)
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -42,7 +48,8 @@ dvc-pull: $(STAMP)
 dvc-push: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m retrievegan.dvcsync push $(STAGES)
 
-# dvc-commit: record what Snakemake already produced in dvc.lock + cache (runs nothing, keeps mtimes).
+# dvc-commit: record what Snakemake already produced in dvc.lock + cache (runs nothing, keeps mtimes) and
+# copy its metrics and tables to reference-run/ (commit both: README, release checklist).
 dvc-commit: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m retrievegan.dvcsync commit $(STAGES)
 

@@ -21,6 +21,7 @@ include: "workflow/rules/baselines.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/userstudy.smk"
 include: "workflow/rules/rarity.smk"
+include: "workflow/rules/claims.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/estimate.smk"
 

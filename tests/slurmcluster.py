@@ -26,6 +26,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from aptinstall import ensure_packages
+
 DAEMONS = ("munged", "slurmctld", "slurmd")
 SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
 LINK_MARKER = "retrievegan-slurm-test"  # in the name of every cluster folder, to recognise our own links
@@ -46,19 +48,7 @@ def ensure_installed(timeout: float = 900) -> str | None:
 
     Returns None when everything is present, else the reason they could not be installed.
     """
-    if not missing_binaries():
-        return None
-    if os.geteuid() != 0:
-        return f"slurm binaries missing ({', '.join(missing_binaries())}) and not root, cannot apt-get install"
-    if shutil.which("apt-get") is None:
-        return f"slurm binaries missing ({', '.join(missing_binaries())}) and no apt-get"
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "slurm-wlm", "munge"]):
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-        if proc.returncode != 0:
-            return f"{' '.join(cmd)} failed ({proc.returncode}): {(proc.stdout + proc.stderr)[-1500:]}"
-    still = missing_binaries()
-    return f"still missing after apt-get install: {', '.join(still)}" if still else None
+    return ensure_packages(missing_binaries, ("slurm-wlm", "munge"), timeout)
 
 
 def _free_port() -> int:

@@ -45,10 +45,14 @@ ENTRY = {
     "sample": ["retrievegan.eval.sampler"],
     "metrics": ["retrievegan.eval.fidelity", "retrievegan.eval.metrics", "retrievegan.eval.compatibility",
                 "retrievegan.eval.group_mass"],
+    "claims": ["retrievegan.eval.claims", "retrievegan.eval.compat_trace"],
     "report": ["retrievegan.eval.tables", "retrievegan.eval.figures", "retrievegan.eval.report"],
     "userstudy": ["retrievegan.study.pool", "retrievegan.study.simulate", "retrievegan.study.analysis",
                   "retrievegan.study.store"],
 }
+
+
+LOOP_RULES = ("claims", "claims_full")  # declared with `name: _tag` and a `# rules: ...` comment
 
 
 def module_file(name: str) -> Path | None:
@@ -216,6 +220,9 @@ def test_stages_list_their_rule_files_cli_modules_and_library_code(stages, dag, 
             for prefix in re.findall(r'^\s*f"(\w+)_\{', text, re.M):  # rule: / name: f"train_{_method}"
                 if rule.startswith(prefix + "_"):
                     return path
+        for path, text in smk.items():  # rules named by a loop variable (claims.smk: for _tag in CLAIM_RUNS)
+            if rule in LOOP_RULES and re.search(rf"#\s*rules: .*\b{re.escape(rule)}\b", text):
+                return path
         raise AssertionError(f"rule {rule} not found in workflow/rules/*.smk")
 
     needed: dict[str, set[str]] = {}

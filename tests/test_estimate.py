@@ -227,3 +227,29 @@ def test_rule_paper_estimate_is_an_explicit_target(tmp_path):
     assert "--paper-config config/paper-coco.yaml --paper-config config/paper-vg.yaml" in text
     assert "results/synth/estimate/paper_estimate.md" in text and '"paper_configs"' not in text
     assert "rule paper_estimate:" in text and "rule paper_estimate:" not in dry_run()
+
+
+def test_measured_steps_per_precision_mode(tmp_path):
+    """`measured: true` (on a GPU: `device: cuda`) times real steps at the paper batch in each mode: median s/step,
+    GPU-hours = median x steps, per-mode errors kept; the Markdown gets the measured table."""
+    stats = tmp_path / "stats.csv"
+    stats.write_text("dataset,train,val,test,categories,patches,image_size\ncoco_stuff,100,10,20,10,400,32\n")
+    coco = _tiny_paper_config(tmp_path / "paper-coco.yaml", "coco_stuff")
+    cfg = est.estimate_config({"methods": ["sg2im", "attngan"], "measured": True, "modes": ["fp32", "bf16"],
+                               "measure_warmup_steps": 0, "measure_timed_steps": 2, "sampling": False,
+                               "evaluation": False})
+    result = est.run_estimate(cfg, BASE, [coco], stats, tmp_path / "out", progress=lambda _: None)
+    rows = {r["method"]: r for r in result["rows"] if r["kind"] in ("train", "damsm")}
+    assert set(rows) == {"sg2im", "attngan", "damsm"}
+    for row in rows.values():
+        assert set(row["measured"]) == {"fp32", "bf16"}
+        for mode in row["measured"].values():
+            assert mode["error"] is None and len(mode["seconds"]) == 2
+            assert mode["gpu_hours"] == pytest.approx(mode["median_seconds"] * row["steps"] / 3600)
+        best = min(row["measured"], key=lambda m: row["measured"][m]["median_seconds"])
+        assert row["measured_mode"] == best
+        assert row["measured_gpu_hours"] == pytest.approx(row["measured"][best]["gpu_hours"])
+    assert result["totals"]["table1"]["measured_gpu_hours_training"] == pytest.approx(
+        sum(r["measured_gpu_hours"] for r in rows.values()))
+    md = (tmp_path / "out/paper_estimate.md").read_text()
+    assert "## Measured on the CPU" in md and "| sg2im | coco_stuff | 4 |" in md and "Tables 1 + 2, training" in md

@@ -11,9 +11,10 @@ from retrievegan.eval import methods as m
 
 
 def test_declared_variants_are_valid_and_change_one_factor_of_the_full_model():
-    assert set(m.TABLE2_VARIANT_NAMES) | set(m.RARITY_RUNS) == set(m.VARIANTS)
-    for name in m.TABLE2_VARIANT_NAMES:
-        variant = m.VARIANTS[name]
+    assert set(m.TABLE2_VARIANT_NAMES) == set(m.TABLE2_VARIANTS)
+    assert set(m.TABLE2_VARIANTS) | set(m.CLAIM_VARIANTS) | set(m.SEEDED_VARIANTS) | set(m.RARITY_RUNS) == set(m.VARIANTS)
+    assert {m.VARIANTS[n].experiment for n in {**m.CLAIM_VARIANTS, **m.SEEDED_VARIANTS}} == {"claims"}
+    for name, variant in m.TABLE2_VARIANTS.items():
         assert variant.name == name and variant.base == "retrievegan" and len(variant.overrides) == 1
         assert variant.factor in {column for column, _ in m.TABLE2_FACTORS}
         path = dict(m.TABLE2_FACTORS)[variant.factor]

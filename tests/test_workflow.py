@@ -101,29 +101,31 @@ def _dry_run_commands(work: Path, *args: str) -> dict[str, list[str]]:
 
 
 def test_variants_train_their_base_method_with_their_overrides_and_nothing_else(tmp_path):
-    """A variant (retrievegan.eval.methods.VARIANTS, config `variants`) is trained by its own rule with the base
-    method's config plus exactly its overrides, under its own name and folder, and sampled / evaluated in
-    report.ablation_setting only; a `features` override gets its own patch features."""
+    """A variant (retrievegan.eval.methods: Table 2's, configured by `variants`; the claims' arms of the default run,
+    by the claims rules) is trained by its own rule with the base method's config plus exactly its overrides, under
+    its own name and folder, and sampled / evaluated in report.ablation_setting only; a `features` override gets its
+    own patch features."""
     import json
     import shlex
 
-    from retrievegan.eval.methods import TABLE2_VARIANT_NAMES, VARIANTS
+    from retrievegan.eval.methods import CLAIM_VARIANTS, TABLE2_VARIANTS
 
-    work = tiny_workdir(tmp_path, variants=list(TABLE2_VARIANT_NAMES))
+    work = tiny_workdir(tmp_path, variants=list(TABLE2_VARIANTS))
     commands = _dry_run_commands(work, "--configfile", "tiny.yaml")
 
     def option(command: str, name: str) -> str:
         words = shlex.split(command.split(" > ")[0])
         return words[words.index(name) + 1]
 
-    base = json.loads(option(commands["train_retrievegan"][0], "--params"))
-    base_train = json.loads(option(commands["train_retrievegan"][0], "--train-params"))
-    for name in TABLE2_VARIANT_NAMES:
-        variant = VARIANTS[name]
+    default_claim_arms = {n: v for n, v in CLAIM_VARIANTS.items() if f"train_{n}" in commands}
+    assert set(default_claim_arms) == {"retrievegan_ep_frozen", "retrievegan_non_iterative"}, sorted(default_claim_arms)
+    for name, variant in {**TABLE2_VARIANTS, **default_claim_arms}.items():
         (command,) = commands[f"train_{name}"]
         assert option(command, "--method") == name and option(command, "--out-dir").endswith(f"/models/{name}")
+        (base_command,) = commands[f"train_{variant.base}"]
+        base_train = json.loads(option(base_command, "--train-params"))
         params = json.loads(option(command, "--params"))
-        expected = json.loads(json.dumps(base))
+        expected = json.loads(option(base_command, "--params"))
         for path, value in variant.overrides:
             section, key = path.split(".", 1)
             if section == "retrieval":

@@ -2,8 +2,9 @@
 
 Each stage parses its arguments (every path comes from the caller; hyperparameters come as the JSON
 of one validated config section via ``--params``) and calls one library function. Stages live in
-``STAGES`` as ``name -> "module:function"`` pairs: ``add_<name>_arguments(parser)`` registers the
-options and ``run(args)`` does the work, both in the named module, imported only when used.
+``STAGES`` as ``name -> module`` pairs: ``configure(stage, parser)`` registers the options and
+``run(stage, args)`` does the work (returning None, or an exit status for a check such as ``verify``),
+both in the named module, imported only when used.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ STAGES: dict[str, str] = {
     "compatibility": "retrievegan.commands.evaluate",
     "compat-summary": "retrievegan.commands.evaluate",
     "group-mass": "retrievegan.commands.evaluate",
+    "compat-trace": "retrievegan.commands.evaluate",
+    "claims": "retrievegan.commands.claims",
+    "headline": "retrievegan.commands.claims",
     "tables": "retrievegan.commands.report",
     "figure-qualitative": "retrievegan.commands.report",
     "figure-compatibility": "retrievegan.commands.report",
@@ -52,6 +56,7 @@ STAGES: dict[str, str] = {
     "paper-estimate": "retrievegan.commands.estimate",
     "rarity": "retrievegan.commands.rarity",
     "rarity-experiment": "retrievegan.commands.rarity",
+    "verify": "retrievegan.commands.verify",
 }
 
 HELP: dict[str, str] = {
@@ -83,6 +88,9 @@ HELP: dict[str, str] = {
     "compat-summary": "print (and write) the compatibility scores of several runs beside random choice among the "
                       "same pre-filter candidates and the chance level",
     "group-mass": "how often eq. 4's literal relaxation (retrieval mode relaxed) puts > 1 unit of mass on a group",
+    "compat-trace": "compatibility of a RetrieveGAN run's retrievals at every generator snapshot (E_p over training)",
+    "claims": "the paper's claims C1-C6: values per arm over training seeds, paired differences, verdicts",
+    "headline": "README headline figures from the stored reference run's metric files (write or check)",
     "tables": "Table 1, Table 2, dataset and compatibility tables (CSV, Markdown, LaTeX) with the paper's values",
     "figure-qualitative": "scene graph, real image, samples and retrieved patches with their source images",
     "figure-compatibility": "bar chart of the compatibility score with bootstrap intervals",
@@ -91,6 +99,8 @@ HELP: dict[str, str] = {
     "paper-estimate": "projected GPU-hours of the paper's Tables 1 and 2 from FLOPs and timed CPU steps at paper scale",
     "rarity": "appearance-rarity scores of the training images (conditional IMLE supplement): per-category colour KDE",
     "rarity-experiment": "table + figure: diversity of sg2im / RetrieveGAN with and without rarity rebalancing",
+    "verify": "hash every output and compare it with the reference run in dvc.lock, stage by stage (numeric "
+              "differences of metrics and tables; exit status 0 only when reproduced)",
 }
 
 
@@ -113,11 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     module = importlib.import_module(args._module)
     try:
-        module.run(args.stage, args)
+        status = module.run(args.stage, args)  # None: success; a stage with a verdict returns its exit status
     except (InputError, ConfigError) as exc:
         print(f"retrievegan {args.stage}: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return int(status or 0)
 
 
 if __name__ == "__main__":

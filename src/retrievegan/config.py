@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 
 from retrievegan.errors import ConfigError
 
@@ -120,8 +119,16 @@ def from_json(cls: type[T], text: str, where: str = "config") -> T:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A config file as a mapping: YAML (PyYAML), or JSON for a ``.json`` file (JSON is YAML; reading it with the
+    standard library lets a machine without PyYAML, e.g. a GPU node with only the PyTorch stack, read configs
+    exported by ``python -m retrievegan.config export``)."""
     with open(path, encoding="utf-8") as handle:
-        data = yaml.safe_load(handle)
+        if str(path).endswith(".json"):
+            data = json.load(handle)
+        else:
+            import yaml
+
+            data = yaml.safe_load(handle)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the config must be a mapping")
     return data
@@ -136,3 +143,23 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
         else:
             out[key] = value
     return out
+
+
+def export_json(paths: list[str], out_dir: str | Path) -> list[Path]:
+    """Write ``<out_dir>/<name>.json`` for each YAML config (``python -m retrievegan.config export OUT YAML...``)."""
+    out = []
+    for path in paths:
+        target = Path(out_dir) / (Path(path).stem + ".json")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(load_yaml(path), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        out.append(target)
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) < 4 or sys.argv[1] != "export":
+        raise SystemExit("usage: python -m retrievegan.config export OUT_DIR CONFIG.yaml [...]")
+    for written in export_json(sys.argv[3:], sys.argv[2]):
+        print(written)

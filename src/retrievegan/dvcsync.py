@@ -20,7 +20,8 @@
 ``python -m retrievegan.dvcsync commit [STAGE ...]`` (``make dvc-commit``)
     record outputs Snakemake already produced in ``dvc.lock`` and the cache without running anything:
     ``dvc commit -f``, keeping the outputs' modification times (DVC 3 resets those of single-file outputs,
-    in no particular order, after which Snakemake would re-run whatever now looks older than its inputs).
+    in no particular order, after which Snakemake would re-run whatever now looks older than its inputs),
+    and copy the metric files and tables to ``reference-run/`` (git-tracked, for ``retrievegan verify``).
 
 Why touching is safe: a stage is touched only when (1) every output file hashes to the md5 ``dvc.lock``
 records, so no corrupted or foreign byte is ever marked up to date (DVC itself trusts its cache and its
@@ -442,7 +443,26 @@ def touch(root: Path, names: Sequence[str] = (), jobs: int = 4) -> Report:
 
 
 # --- commands ------------------------------------------------------------------------------------
+NO_REMOTE_HINT = ("the committed dvc.lock's artifacts live on the team's DVC remote (docs/scale.md); without "
+                  "access to it, produce them with `make reproduce` and check them with `make verify`")
+
+
+def missing_local_remote(root: Path, remote: str | None = None) -> str | None:
+    """The folder of a local-directory remote (the default one, or ``remote``) when it does not exist here."""
+    with _open_repo(root) as repo:
+        config = repo.config
+        name = remote or config["core"].get("remote")
+        url = (config["remote"].get(name) or {}).get("url", "") if name else ""
+    if not url or "://" in url:
+        return None
+    folder = Path(url) if os.path.isabs(url) else (root / ".dvc" / url)
+    return None if folder.is_dir() else f"{name}: {os.path.normpath(folder)}"
+
+
 def pull(root: Path, names: Sequence[str] = (), remote: str | None = None, jobs: int = 4) -> Report:
+    absent = missing_local_remote(root, remote)
+    if absent:
+        raise SyncError(f"the DVC remote folder does not exist on this machine ({absent}); {NO_REMOTE_HINT}")
     args = ["pull"] + (["-r", remote] if remote else []) + (["--with-deps", *names] if names else [])
     proc = dvc(root, *args, check=False)
     if proc.returncode != 0:
@@ -516,14 +536,18 @@ def restore_mtimes(recorded: Mapping[str, tuple[int, int]]) -> int:
     return changed
 
 
-def commit(root: Path, names: Sequence[str] = ()) -> int:
-    """``dvc commit -f [names]`` keeping the outputs' modification times; returns how many were restored."""
+def commit(root: Path, names: Sequence[str] = ()) -> tuple[int, list[str]]:
+    """``dvc commit -f [names]`` keeping the outputs' modification times, then the reference copies of the
+    metrics and tables under reference-run/ (``retrievegan.verify``: what ``make verify`` compares numbers
+    with when the remote is out of reach). Returns (paths whose mtime was restored, copied paths)."""
+    from retrievegan.verify import write_reference
+
     recorded = mtimes(_stage_out_paths(root, names))
     try:
         dvc(root, "commit", "-f", *names)
     finally:
         restored = restore_mtimes(recorded)
-    return restored
+    return restored, write_reference(root, names)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -550,9 +574,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("pushed; the remote holds every object of dvc.lock's outputs")
             return 0
         if args.command == "commit":
-            restored = commit(root, args.stages)
+            restored, copied = commit(root, args.stages)
             print(f"committed {', '.join(args.stages) or 'every stage'} to dvc.lock and the cache; "
-                  f"modification times kept ({restored} path(s) DVC had changed were put back)")
+                  f"modification times kept ({restored} path(s) DVC had changed were put back); "
+                  f"{len(copied)} metric / table output(s) copied to reference-run/. Commit dvc.lock and "
+                  f"reference-run/ together (`git add dvc.lock reference-run`).")
             return 0
         if args.command == "verify":
             stages = load_lock(root)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,6 +76,23 @@ def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
     """Save ``array`` as a .npy file (memory-mappable with ``np.load(mmap_mode='r')``)."""
     with atomic_open(path, "wb") as handle:
         np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
+
+
+NPZ_TIMESTAMP = (1980, 1, 1, 0, 0, 0)  # the earliest zip date: entries carry no build time
+
+
+def save_npz(path: str | os.PathLike[str], arrays: dict[str, np.ndarray]) -> None:
+    """An ``np.load``-able ``.npz`` of ``arrays`` (uncompressed, no pickles), byte-stable: ``np.savez`` stamps
+    every entry with the current time, which makes two identical runs write different files."""
+    import zipfile
+
+    with atomic_open(path, "wb") as handle:
+        with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for name, array in arrays.items():
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=NPZ_TIMESTAMP)
+                info.external_attr = 0o644 << 16
+                with archive.open(info, "w", force_zip64=True) as entry:
+                    np.lib.format.write_array(entry, np.asanyarray(array), allow_pickle=False)
 
 
 @contextlib.contextmanager
@@ -157,6 +175,40 @@ def load_array(path: str | os.PathLike[str], missing: str = "file not found", *,
     if expected:
         raise InputError(path, f"expected a {' '.join(expected)} array, got shape {array.shape} {array.dtype}")
     return array
+
+
+def _canonical(obj: Any) -> Any:
+    """A copy of a torch payload whose pickle does not depend on object identity: pickle writes a string it
+    has seen before *as the same object* as a back-reference, so a state dict whose keys are shared literals
+    (a fresh run) and one whose keys came out of another pickle (a resumed run) gave different bytes for the
+    same values. Every string is interned, every container rebuilt (``OrderedDict`` keeps its
+    ``_metadata``, the module versions ``load_state_dict`` reads); tensors and scalars are kept."""
+    import collections
+
+    if isinstance(obj, str):
+        return sys.intern(str(obj))
+    if isinstance(obj, collections.OrderedDict):
+        copy = collections.OrderedDict((_canonical(k), _canonical(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):
+            copy._metadata = _canonical(obj._metadata)  # type: ignore[attr-defined]
+        return copy
+    if type(obj) is dict:
+        return {_canonical(k): _canonical(v) for k, v in obj.items()}
+    if type(obj) is list:
+        return [_canonical(v) for v in obj]
+    if type(obj) is tuple:
+        return tuple(_canonical(v) for v in obj)
+    return obj
+
+
+def save_torch(path: str | os.PathLike[str], obj: Any) -> None:
+    """``torch.save(obj)`` atomically and byte-stable: the same values give the same bytes. Written through a
+    file handle, so the zip records are named ``archive/...`` (``torch.save`` to a path names them after the
+    file, here a random temporary name), and pickled from a canonical copy (``_canonical``)."""
+    import torch
+
+    with atomic_open(path, "wb") as handle:
+        torch.save(_canonical(obj), handle)
 
 
 def load_table_array(path: str | os.PathLike[str], dtype: np.dtype | str, num_rows: int | None = None,

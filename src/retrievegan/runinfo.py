@@ -1,16 +1,34 @@
-"""``run.json``: what every run folder records (resolved config, git SHA, seed, library versions)."""
+"""``run.json``: what every run folder records, and the provenance that stays out of it.
+
+Two records, kept apart so that the same commit, config and machine type give byte-identical outputs
+(``make verify`` compares every DVC-tracked file with ``dvc.lock``):
+
+* ``run.json`` (a declared, DVC-tracked output) holds what defines the result: the stage, the resolved
+  config, the seed, the library versions and whatever the caller adds (input hashes, counts, notes).
+  Nothing in it depends on where, when or by whom the run was made.
+* the **provenance** (``provenance(...)``): git SHA of the work tree, command line, working directory,
+  host, time, plus measured wall times and throughputs. It varies from run to run, so it is never written
+  into a declared output: ``report_provenance`` prints it as one line on stderr, which every Snakemake rule
+  sends to its job log (``results/<ds>/logs/<rule>.log``, not tracked by DVC)::
+
+      [provenance] results/synth/models/sg2im/run.json {"command": [...], "git_sha": "...", ...}
+
+  ``read_provenance(log)`` parses those lines back.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
 import importlib.metadata
+import json
 import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from retrievegan import io
 
@@ -27,6 +45,7 @@ _TRACKED_LIBRARIES = (
     "dvc",
     "pandas",
 )
+PROVENANCE_TAG = "[provenance]"
 
 
 def git_sha(cwd: str | os.PathLike[str] | None = None) -> str | None:
@@ -68,25 +87,63 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def run_record(stage: str, config: Any, seed: int | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The deterministic ``run.json`` content: stage, resolved config, seed, library versions (+ ``extra``).
+
+    ``extra`` must not hold anything that varies between runs of the same commit and config (times,
+    hosts, absolute paths): those go to ``report_provenance``.
+    """
     record = {
         "stage": stage,
         "config": to_jsonable(config),
         "seed": seed,
-        "git_sha": git_sha(),
         "versions": library_versions(),
-        "command": sys.argv,
-        "host": platform.node(),
-        "started_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if extra:
         record.update(to_jsonable(extra))
     return record
 
 
+def provenance(measured: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Where, when and from which commit this process ran (+ ``measured`` wall times etc.)."""
+    record = {
+        "git_sha": git_sha(),
+        "command": list(sys.argv),
+        "cwd": os.getcwd(),
+        "host": platform.node(),
+        "recorded_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if measured:
+        record.update(to_jsonable(measured))
+    return record
+
+
+def report_provenance(output: str | os.PathLike[str], measured: dict[str, Any] | None = None,
+                      stream: TextIO | None = None) -> dict[str, Any]:
+    """Print the provenance of ``output`` as one ``[provenance] <output> {json}`` line on stderr (the job log
+    under Snakemake; never a declared output) and return it."""
+    record = provenance(measured)
+    print(f"{PROVENANCE_TAG} {Path(output).as_posix()} {json.dumps(record, sort_keys=True)}",
+          file=stream or sys.stderr, flush=True)
+    return record
+
+
+def read_provenance(lines: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """output path -> provenance record, from the ``[provenance]`` lines of a job log (the last one wins)."""
+    found: dict[str, dict[str, Any]] = {}
+    for line in lines:
+        if line.startswith(PROVENANCE_TAG + " "):
+            path, _, text = line[len(PROVENANCE_TAG) + 1:].rstrip("\n").partition(" ")
+            found[path] = json.loads(text)
+    return found
+
+
 def write_run_json(
-    run_dir: str | os.PathLike[str], stage: str, config: Any, seed: int | None, extra: dict[str, Any] | None = None
+    run_dir: str | os.PathLike[str], stage: str, config: Any, seed: int | None, extra: dict[str, Any] | None = None,
+    measured: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``<run_dir>/run.json`` atomically and return its path."""
+    """Write ``<run_dir>/run.json`` atomically (deterministic content) and report its provenance
+    (+ ``measured``: wall times, throughput, resume step) to the job log; return its path."""
     path = Path(run_dir) / "run.json"
     io.write_json(path, run_record(stage, config, seed, extra))
+    report_provenance(path, measured)
     return path

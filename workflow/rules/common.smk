@@ -24,9 +24,45 @@ from retrievegan.eval.methods import RARITY_RUNS, VARIANTS as VARIANT_DECLARATIO
 VARIANTS = tuple(config.get("variants", []))
 ABLATION_SETTING = config.get("report", {}).get("ablation_setting", "pred_bbox")
 VARIANT_RUNS = variant_runs(VARIANTS, ABLATION_SETTING)
-# Variants that get train / sample rules: the configured ones (trained by `rule all`) and the arms of the opt-in
-# rarity experiment (workflow/rules/rarity.smk: `snakemake rarity_experiment`).
-RULE_VARIANTS = VARIANTS + tuple(r for r in RARITY_RUNS if r not in VARIANTS)
+
+
+# Claims (workflow/rules/claims.smk, retrievegan.eval.claims): the runs of the arms of C1-C4 with the training seeds of
+# `claims.seeds` (rule all) and `claims.full_seeds` (+ the C1 trace arms, target claims_full); seed s of an arm is the arm
+# itself when its config trains with s, else the declared variant <arm>__s<s> (retrievegan.eval.methods.claim_run).
+from retrievegan.eval.methods import CLAIM_ARMS, LONG_TRACE_ARM, TRACE_ARMS, claim_run
+
+CLAIMS = config.get("claims", {})
+
+
+def claim_runs(seeds, trace_arms=()):
+    """{arm: [run per seed]} for the arms of C1-C4 (+ each trace arm with its configured seed)."""
+    runs = {arm: [claim_run(config, arm, seed) for seed in seeds] for arm in CLAIM_ARMS}
+    runs.update({arm: [arm] for arm in trace_arms})
+    return runs
+
+
+# C1 trace arms of claims_full: generation losses only under soft / relaxed retrieval (+ 4x the steps: long_training)
+FULL_TRACE_ARMS = tuple(a for a in TRACE_ARMS if a != LONG_TRACE_ARM or CLAIMS.get("long_training", False))
+CLAIM_RUNS = {"claims": claim_runs(CLAIMS.get("seeds", [0])),
+              "claims_full": claim_runs(CLAIMS.get("full_seeds", [0, 1, 2]), FULL_TRACE_ARMS)}
+# the variant runs the claims train (the arms that are methods, with their configured seed, are the methods' runs)
+CLAIM_VARIANT_RUNS = tuple(dict.fromkeys(run for runs in CLAIM_RUNS.values() for arm_runs in runs.values()
+                                         for run in arm_runs if run in VARIANT_DECLARATIONS))
+# Variants that get train / sample rules: the configured ones (trained by `rule all`), the claims' variant runs and
+# the arms of the opt-in rarity experiment (workflow/rules/rarity.smk: `snakemake rarity_experiment`).
+RULE_VARIANTS = tuple(dict.fromkeys(VARIANTS + CLAIM_VARIANT_RUNS + RARITY_RUNS))
+
+
+def _claim_run_list(tag):
+    return list(dict.fromkeys(run for runs in CLAIM_RUNS[tag].values() for run in runs))
+
+
+def trace_runs(tag):
+    """Runs whose snapshots get a compatibility trace: the first seed of the C1 arms and of the full model, and the
+    trace arms."""
+    arms = CLAIM_RUNS[tag]
+    first = [arms[a][0] for a in ("retrievegan_no_gt_no_occur", "retrievegan_ep_frozen", "retrievegan")]
+    return list(dict.fromkeys(first + [r for a in TRACE_ARMS if a in arms for r in arms[a]]))
 
 
 def run_config(name):

@@ -149,6 +149,7 @@ rule report_md:
         group_mass=GROUP_MASS_FILES,
         quality=[SYNTHNET_QUALITY] if USES_SYNTHNET else [],
         extras=list(REPORT_EXTRAS.values()),
+        claims=CLAIMS_MD,
     output:
         REPORT_MD,
     params:
@@ -170,7 +171,7 @@ rule report_md:
         " --compatibility {input.compatibility} {params.variants} --factors {params.factors:q}"
         " --config-values {params.config_values:q} --group-mass {input.group_mass}"
         " --tables {input.tables} --figures {input.figures}"
-        " {params.quality} --extra {params.extras:q} --out {output} > {log} 2>&1"
+        " {params.quality} --extra {params.extras:q} --claims {input.claims} --out {output} > {log} 2>&1"
 
 
 ALL_TARGETS += EVAL_TARGETS

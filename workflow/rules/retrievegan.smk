@@ -17,6 +17,7 @@ from retrievegan.eval.methods import method_info
 
 RETRIEVEGAN_VARIANTS = ("retrievegan", "retrievegan_no_gt_no_occur", "retrievegan_gt_only", "retrievegan_occur_only")
 PATCH_BASES = RETRIEVEGAN_VARIANTS + ("pastegan",)
+# configured variants (Table 2) + the claims' variant runs + the rarity experiment's arms (common.smk RULE_VARIANTS)
 PATCH_VARIANTS = tuple(v for v in RULE_VARIANTS if VARIANT_DECLARATIONS[v].base in PATCH_BASES)
 PATCH_METHODS = PATCH_BASES + PATCH_VARIANTS
 _UNSUPPORTED = [v for v in VARIANTS if v not in PATCH_VARIANTS + SG2IM_VARIANTS]
@@ -123,7 +124,7 @@ for _method in PATCH_METHODS:
         output:
             manifest=f"{SAMPLES}/{_method}/{{setting}}/manifest.json",
         wildcard_constraints:
-            setting=ABLATION_SETTING if _method in RULE_VARIANTS else "pred_bbox|gt_bbox",
+            setting=ABLATION_SETTING if _method in VARIANT_DECLARATIONS else "pred_bbox|gt_bbox",
         params:
             cfg=section_json("sample"),
             inputs=lambda wildcards, input: input_options(input),

@@ -16,6 +16,8 @@ def configure(stage: str, parser: argparse.ArgumentParser) -> None:
                         help="the paper's dataset statistics CSV (train/val/test images, categories, patches)")
     parser.add_argument("--out-dir", required=True, help="folder for paper_estimate.{json,md} and run.json")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                        help="cuda: time real training steps on the GPU per precision mode (overrides estimate.device)")
 
 
 def run(stage: str, args: argparse.Namespace) -> None:
@@ -30,7 +32,10 @@ def run(stage: str, args: argparse.Namespace) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = estimate_config(json.loads(args.params) if args.params.strip() else {})
+    params = json.loads(args.params) if args.params.strip() else {}
+    if args.device is not None:
+        params["device"] = args.device
+    cfg = estimate_config(params)
     say = (lambda _message: None) if args.no_progress else (lambda message: print(message, flush=True))
     result = run_estimate(cfg, args.base_config, args.paper_config, args.dataset_stats, args.out_dir, say)
     both = result["totals"]["both"]
@@ -38,3 +43,7 @@ def run(stage: str, args: argparse.Namespace) -> None:
     print(f"paper estimate: Tables 1 + 2 = {both['total_flops'] / 1e18:.2f} EFLOPs, {low:,.0f}-{high:,.0f} "
           f"{cfg.reference_gpu} GPU-hours (FP32, utilisation {cfg.utilization[0]:g}-{cfg.utilization[1]:g}); "
           f"{result['wall_seconds']:.0f} s -> {args.out_dir}")
+    if both.get("measured_gpu_hours_training") is not None:
+        print(f"measured on {result['device'].get('gpu', result['device']['device'])}: Tables 1 + 2 training = "
+              f"{both['measured_gpu_hours_training']:,.1f} device-hours (largest run "
+              f"{both['measured_gpu_hours_max']:,.1f})")

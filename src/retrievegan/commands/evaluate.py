@@ -1,4 +1,4 @@
-"""Stages: synthnet, real-stats, real-metrics, metrics, compatibility, compat-summary, group-mass."""
+"""Stages: synthnet, real-stats, real-metrics, metrics, compatibility, compat-summary, group-mass, compat-trace."""
 
 from __future__ import annotations
 
@@ -58,6 +58,17 @@ def configure(stage: str, parser: argparse.ArgumentParser) -> None:
                             help="override an extra input path recorded in the checkpoint")
         parser.add_argument("--out", required=True, help="metric file metrics/group_mass/<method>.json")
         parser.add_argument("--threads", type=int, default=1)
+    elif stage == "compat-trace":  # --params: the `sample` section; --eval-params: bootstrap settings
+        parser.add_argument("--eval-params", default="{}", help="JSON of the evaluation section (bootstrap)")
+        parser.add_argument("--checkpoint", required=True, help="a trained RetrieveGAN (or variant) checkpoint")
+        parser.add_argument("--snapshots", required=True, help="its snapshots/ folder (step_<n>.pt)")
+        parser.add_argument("--data-dir", required=True)
+        parser.add_argument("--split", required=True, choices=["train", "val", "test"])
+        parser.add_argument("--patches", required=True, help="patches.csv")
+        parser.add_argument("--input", action="append", default=[], metavar="NAME=PATH",
+                            help="override an extra input path recorded in the checkpoint")
+        parser.add_argument("--out", required=True, help="metrics/compat_trace/<run>.json")
+        parser.add_argument("--threads", type=int, default=1)
     else:
         raise ValueError(stage)
 
@@ -96,19 +107,38 @@ def run(stage: str, args: argparse.Namespace) -> None:
                                     progress=not args.no_progress)
         print(f"{result['method']}: {result['metrics']}")
         return
+    if stage == "compat-trace":
+        from retrievegan.commands.training import _inputs
+        from retrievegan.eval.compat_trace import compatibility_trace
+        from retrievegan.eval.sampler import SampleConfig
+
+        _threads(args.threads)
+        sample_cfg = from_json(SampleConfig, args.params, "sample")
+        eval_cfg = from_json(EvaluationConfig, args.eval_params, "evaluation")
+        result = compatibility_trace(args.checkpoint, args.snapshots, args.data_dir, args.patches, args.out,
+                                     args.split, sample_cfg.seeds, sample_cfg.batch_size, sample_cfg.device,
+                                     eval_cfg.bootstrap_samples, eval_cfg.confidence, eval_cfg.seed,
+                                     _inputs(args.input), progress=not args.no_progress)
+        print(f"{result['method']} ({args.split}): steps {result['steps']}: pairwise same-theme "
+              f"{[round(v, 3) for v in result['scores']['compat_pairwise_same_theme']]}")
+        return
     if stage == "synthnet":
+        import time
         from pathlib import Path
 
         from retrievegan.eval.synthnet import SynthNetConfig, train_synthnet
 
         _threads(args.threads)
         cfg = from_json(SynthNetConfig, args.params, "synthnet")
+        started = time.perf_counter()
         record = train_synthnet(args.data_dir, cfg, args.out, verbose=True)
+        measured = {"train_seconds": round(time.perf_counter() - started, 2)}
         io.write_json(args.quality, {k: record[k] for k in ("extractor", "num_train_images", "evaluated_on",
-                                                            f"{record['evaluated_on']}_quality", "train_seconds")})
+                                                            f"{record['evaluated_on']}_quality")})
         if args.record:
             io.write_json(args.record, record)
-        runinfo.write_run_json(Path(args.out).parent, "synthnet", cfg, cfg.seed, {"data_dir": args.data_dir})
+        runinfo.write_run_json(Path(args.out).parent, "synthnet", cfg, cfg.seed, {"data_dir": args.data_dir},
+                               measured=measured)
         return
     cfg = from_json(EvaluationConfig, args.params, "evaluation")
     if stage == "real-stats":

@@ -49,6 +49,7 @@ def configure(stage: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--figures", nargs="*", default=[])
         parser.add_argument("--synthnet-quality", default=None)
         parser.add_argument("--group-mass", nargs="*", default=[], help="metrics/group_mass/*.json")
+        parser.add_argument("--claims", default=None, help="claims.md (`retrievegan claims`): REPORT.md opens with it")
         parser.add_argument("--extra", nargs="*", default=[], metavar="TITLE=PATH",
                             help="further result files for the 'Other results' section")
         parser.add_argument("--out", required=True)
@@ -124,7 +125,7 @@ def run(stage: str, args: argparse.Namespace) -> None:
 
         group_mass = [read_json_object(p, "group-mass file") for p in args.group_mass]
         write_report(args.out, results, cfg, evaluation, args.tables, args.figures, files + list(args.group_mass),
-                     quality, sizes.pop() if len(sizes) == 1 else None, extras, group_mass)
+                     quality, sizes.pop() if len(sizes) == 1 else None, extras, group_mass, args.claims)
         print(args.out)
     else:
         raise ValueError(stage)

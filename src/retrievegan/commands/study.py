@@ -92,16 +92,17 @@ def run(stage: str, args: argparse.Namespace) -> None:
 
         from retrievegan import io
         from retrievegan.study.pool import load_bundle
-        from retrievegan.study.simulate import patch_themes, simulate, truth
+        from retrievegan.study.simulate import SimulatedClock, patch_themes, simulate, truth
         from retrievegan.study.store import Store
 
         bundle = load_bundle(args.study_dir)
         themes = patch_themes(args.patch_table, bundle)
         sim_cfg = cfg.simulate
         with tempfile.TemporaryDirectory(prefix="study-sim-") as tmp:
-            store = Store(f"sqlite:///{Path(tmp) / 'simulated.sqlite'}", create=True)  # throwaway, never people's
+            clock = SimulatedClock()  # created_at: simulated time, the same on every run
+            store = Store(f"sqlite:///{Path(tmp) / 'simulated.sqlite'}", create=True, clock=clock)  # throwaway
             try:
-                people = simulate(bundle, themes, sim_cfg, store)
+                people = simulate(bundle, themes, sim_cfg, store, clock)
                 responses = store.export_responses()
                 plans = [store.get_plan(p) for p in people["participant_id"]]
             finally:

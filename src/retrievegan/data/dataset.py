@@ -72,27 +72,66 @@ class SceneGraphBatch:
     patch_ids: torch.Tensor  # (O,) int64; -1 for __image__ objects or without a patch bank
     image_ids: torch.Tensor  # (N,) int64
     image_index: torch.Tensor  # (N,) int64 row in the split
+    # --- computed once per batch on the host by the collate function (index tensors move with the batch, the
+    # Python values stay on the host): models read them instead of deriving them from device data, which would
+    # make the host wait for the device (a synchronisation) on a GPU ---
+    objects_per_image: tuple[int, ...] = ()  # objects of each image, __image__ included (host)
+    real_rows: torch.Tensor | None = None  # (R,) int64 rows of the real objects (not __image__), in batch order
+    image_rows: torch.Tensor | None = None  # (N,) int64 row of each image's __image__ node
+    extras: dict[str, Any] = dataclasses.field(default_factory=dict)  # method-specific (Method.host_prepare):
+    #   tensors move with the batch, other values stay on the host
 
     @property
     def num_images(self) -> int:
         return int(self.images.shape[0])
 
     @property
+    def max_objects(self) -> int:
+        """Most objects of one image, __image__ included (host value; computed from the data if the batch was
+        not made by :func:`collate_scene_graphs`, which synchronises on a GPU)."""
+        counts = self.objects_per_image or tuple(torch.bincount(self.obj_to_img, minlength=self.num_images).tolist())
+        return max(counts, default=0)
+
+    @property
+    def max_real_objects(self) -> int:
+        """Most real objects of one image (>= 1, host value)."""
+        return max(self.max_objects - 1, 1)
+
+    def real_index(self) -> torch.Tensor:
+        """(R,) int64 rows of the real objects (``real_rows``; derived from ``objs`` if missing)."""
+        return self.real_rows if self.real_rows is not None else torch.nonzero(self.objs != 0).squeeze(1)
+
+    def image_index_rows(self) -> torch.Tensor:
+        """(N,) int64 row of each image's ``__image__`` node (``image_rows``; derived from ``objs`` if missing)."""
+        return self.image_rows if self.image_rows is not None else torch.nonzero(self.objs == 0).squeeze(1)
+
+    @property
     def real_objects(self) -> torch.Tensor:
         """(O,) bool: True for real objects, False for the ``__image__`` nodes."""
         return self.objs != 0
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> SceneGraphBatch:
-        def move(value: Any) -> Any:
-            return value.to(device, non_blocking=non_blocking) if isinstance(value, torch.Tensor) else value
+    def _map(self, fn: Any) -> SceneGraphBatch:
+        """Apply ``fn`` to every tensor (the fields and the tensors of ``extras``); other values are kept."""
+        def apply(value: Any) -> Any:
+            if isinstance(value, torch.Tensor):
+                return fn(value)
+            if isinstance(value, dict):
+                return {k: apply(v) for k, v in value.items()}
+            return value
 
-        return SceneGraphBatch(**{f.name: move(getattr(self, f.name)) for f in dataclasses.fields(self)})
+        return SceneGraphBatch(**{f.name: apply(getattr(self, f.name)) for f in dataclasses.fields(self)})
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> SceneGraphBatch:
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> SceneGraphBatch:
-        def pin(value: Any) -> Any:
-            return value.pin_memory() if isinstance(value, torch.Tensor) else value
+        return self._map(lambda t: t.pin_memory())
 
-        return SceneGraphBatch(**{f.name: pin(getattr(self, f.name)) for f in dataclasses.fields(self)})
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor of the batch (fields and ``extras``)."""
+        found: list[torch.Tensor] = []
+        self._map(lambda t: found.append(t) or t)
+        return found
 
 
 def normalize_images(pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -266,34 +305,35 @@ class SceneGraphDataset(torch.utils.data.Dataset):
 
 
 def collate_scene_graphs(items: Sequence[SceneGraphItem]) -> SceneGraphBatch:
-    """Concatenate scene graphs into one batch (triple indices shifted to the batch's objects)."""
+    """Concatenate scene graphs into one batch (triple indices shifted to the batch's objects), and compute the
+    batch's index tensors and object counts here, on the host, once per batch (``objects_per_image``,
+    ``real_rows``, ``image_rows``)."""
     if not items:
         raise ValueError("cannot collate an empty batch")
     has_masks = items[0].masks is not None
     if any((item.masks is not None) != has_masks for item in items):
         raise ValueError("items disagree on whether masks are present")
-    triples, obj_to_img, triple_to_img, object_index = [], [], [], []
-    offset = 0
-    for i, item in enumerate(items):
-        num_objs = int(item.objs.shape[0])
-        shifted = item.triples.clone()
-        shifted[:, 0] += offset
-        shifted[:, 2] += offset
-        triples.append(shifted)
-        obj_to_img.append(torch.full((num_objs,), i, dtype=torch.int64))
-        triple_to_img.append(torch.full((int(item.triples.shape[0]),), i, dtype=torch.int64))
-        object_index.append(torch.arange(num_objs, dtype=torch.int64))
-        offset += num_objs
+    counts = [int(item.objs.shape[0]) for item in items]
+    triple_counts = [int(item.triples.shape[0]) for item in items]
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    triples = torch.cat([item.triples for item in items])
+    shift = torch.from_numpy(np.repeat(offsets, triple_counts))
+    triples = triples + torch.stack([shift, torch.zeros_like(shift), shift], dim=1)
+    objs = torch.cat([item.objs for item in items])
+    real = (objs != 0).numpy()
     return SceneGraphBatch(
         images=torch.stack([item.image for item in items]),
-        objs=torch.cat([item.objs for item in items]),
+        objs=objs,
         boxes=torch.cat([item.boxes for item in items]),
         masks=torch.cat([item.masks for item in items]) if has_masks else None,  # type: ignore[misc]
-        triples=torch.cat(triples),
-        obj_to_img=torch.cat(obj_to_img),
-        triple_to_img=torch.cat(triple_to_img),
-        object_index=torch.cat(object_index),
+        triples=triples,
+        obj_to_img=torch.from_numpy(np.repeat(np.arange(len(items), dtype=np.int64), counts)),
+        triple_to_img=torch.from_numpy(np.repeat(np.arange(len(items), dtype=np.int64), triple_counts)),
+        object_index=torch.from_numpy(np.concatenate([np.arange(c, dtype=np.int64) for c in counts])),
         patch_ids=torch.cat([item.patch_ids for item in items]),
         image_ids=torch.tensor([item.image_id for item in items], dtype=torch.int64),
         image_index=torch.tensor([item.image_index for item in items], dtype=torch.int64),
+        objects_per_image=tuple(counts),
+        real_rows=torch.from_numpy(np.flatnonzero(real).astype(np.int64)),
+        image_rows=torch.from_numpy(np.flatnonzero(~real).astype(np.int64)),
     )

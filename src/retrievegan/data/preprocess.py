@@ -6,7 +6,7 @@ Outputs in ``out_dir`` (all committed together only after every input was read a
     {train,val,test}.json            canonical scene graphs (scene_graph.py)
     {train,val,test}_images.npy      (N, S, S, 3) uint8 images resized to image_size (bilinear), memory-mappable
     stats.json                       the dataset-table row and what the filters dropped
-    run.json                         resolved config, git SHA, seed, library versions
+    run.json                         resolved config, seed, library versions (provenance: the job log)
 """
 
 from __future__ import annotations
@@ -113,6 +113,7 @@ def preprocess(source: str, source_cfg: CocoStuffConfig | VisualGenomeConfig, cf
         stack.enter_context(io.atomic_path(out_dir / "run.json")).write_text(
             io.dumps_json(runinfo.run_record("preprocess", {"source": source, "source_config": source_cfg,
                                                             "preprocess": cfg}, cfg.seed)), encoding="utf-8")
+    runinfo.report_provenance(out_dir / "run.json")
     return stats
 
 

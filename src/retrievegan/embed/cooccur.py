@@ -248,9 +248,8 @@ def train_cooccur(patches_dir: str | Path, cfg: CooccurConfig, model_dir: str | 
     trained = evaluate(model, bank, table, cfg, device)
     train_seconds = time.perf_counter() - t0
     model_dir = Path(model_dir)
-    with io.atomic_path(model_dir / "checkpoint.pt") as tmp:
-        torch.save({"state_dict": model.cpu().state_dict(), "channels": list(cfg.channels),
-                    "embed_dim": cfg.embed_dim, "config": runinfo.to_jsonable(cfg)}, tmp)
+    io.save_torch(model_dir / "checkpoint.pt", {"state_dict": model.cpu().state_dict(), "channels": list(cfg.channels),
+                                                "embed_dim": cfg.embed_dim, "config": runinfo.to_jsonable(cfg)})
     model.to(device)
     with io.atomic_memmap(embeddings_path, (len(bank), cfg.embed_dim), np.float32) as out:
         embed_rows(model, bank, None, cfg.batch_size, device, out=out)
@@ -270,8 +269,9 @@ def train_cooccur(patches_dir: str | Path, cfg: CooccurConfig, model_dir: str | 
     seconds = time.perf_counter() - t0
     runinfo.write_run_json(model_dir, "cooccur", cfg, cfg.seed, {
         "patches_dir": str(patches_dir), "embeddings": str(embeddings_path), "metrics": str(metrics_path),
-        "train_images": sampler.num_images, "history": history, "train_seconds": train_seconds, "seconds": seconds,
-        "input": "patch pixels (CooccurNet: PatchCNN multi-scale mean/std -> linear -> L2 normalise)"})
+        "train_images": sampler.num_images, "history": history,
+        "input": "patch pixels (CooccurNet: PatchCNN multi-scale mean/std -> linear -> L2 normalise)"},
+        measured={"train_seconds": round(train_seconds, 3), "seconds": round(seconds, 3)})
     return metrics
 
 

@@ -40,12 +40,12 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from retrievegan import io, runinfo, seeds
 from retrievegan.embed.bank import load_bank, resolve_device
 from retrievegan.embed.nets import CategoryCNN, mean_std, to_input
 from retrievegan.errors import InputError
+from retrievegan.progressbar import progress_bar as tqdm  # tqdm optional (the GPU checks import this module)
 
 RESNET_ARCHS = ("resnet18", "resnet34", "resnet50")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -145,9 +145,8 @@ def train_category_cnn(bank: np.ndarray, table: pd.DataFrame, cfg: FeaturesConfi
 
 
 def save_category_cnn(path: str | Path, model: CategoryCNN, cfg: FeaturesConfig, record: dict[str, Any]) -> None:
-    with io.atomic_path(path) as tmp:
-        torch.save({"state_dict": model.state_dict(), "channels": list(cfg.channels),
-                    "classes": record["classes"], "config": runinfo.to_jsonable(cfg)}, tmp)
+    io.save_torch(path, {"state_dict": model.state_dict(), "channels": list(cfg.channels),
+                         "classes": record["classes"], "config": runinfo.to_jsonable(cfg)})
 
 
 def load_category_cnn(path: str | Path) -> CategoryCNN:
@@ -329,14 +328,16 @@ def extract_patch_features(patches_dir: str | Path, cfg: FeaturesConfig, out_dir
         probe = knn_probe(feats, table, cfg.probe_max_queries)
     seconds = time.perf_counter() - start_time
     extra = {"patches_dir": str(patches_dir), "category_cnn": None if category_cnn is None else str(category_cnn),
-             "shape": [int(len(bank)), int(dim)], "layout": layout, "standardize_stats": stats, "probe": probe,
-             "seconds": seconds}
+             "shape": [int(len(bank)), int(dim)], "layout": layout, "standardize_stats": stats, "probe": probe}
     if cfg.backbone == "resnet":
-        extra["resnet_weights_file"] = str(resolve_resnet_weights(cfg.resnet_arch, cfg.resnet_weights))
+        from retrievegan.eval.weights import portable_path
+
+        extra["resnet_weights_file"] = portable_path(resolve_resnet_weights(cfg.resnet_arch, cfg.resnet_weights))
     io.write_json(out_dir / "patch_features.run.json",
                   runinfo.run_record("patch-features", cfg, cfg.seed if cfg.backbone == "category_cnn" else None,
                                      extra))
-    return extra
+    runinfo.report_provenance(out_dir / "patch_features.run.json", {"seconds": round(seconds, 3)})
+    return {**extra, "seconds": seconds}
 
 
 def load_patch_features(path: str | Path, num_patches: int | None = None) -> np.ndarray:

@@ -233,11 +233,12 @@ def run_prefilter(features_path: str | Path, patches_csv: str | Path, cfg: Prefi
         "categories_with_fewer_than_k_train_patches": {str(n): int(c) for n, c in per_cat.items() if c < cfg.k},
         "mean_distance_1nn": float(np.mean(dist[valid > 0, 0])) if (valid > 0).any() else None,
         "theme_coverage": theme_coverage(cand, table),
-        "seconds": time.perf_counter() - t0,
     }
+    seconds = time.perf_counter() - t0
     runinfo.write_run_json(out_dir, "prefilter", cfg, None, {"features": str(features_path),
-                                                             "patches_csv": str(patches_csv), **summary})
-    return summary
+                                                             "patches_csv": str(patches_csv), **summary},
+                           measured={"seconds": round(seconds, 3)})
+    return {**summary, "seconds": seconds}
 
 
 # --------------------------------------------------------------------------------------------------

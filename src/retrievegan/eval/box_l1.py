@@ -17,7 +17,8 @@ import torch
 
 from retrievegan import io, runinfo
 from retrievegan.data.dataset import SceneGraphDataset
-from retrievegan.eval.sampler import check_spec, pick_device, sequential_loader
+from retrievegan.device import pick_device
+from retrievegan.eval.sampler import check_spec, sequential_loader
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -82,7 +83,7 @@ def box_l1(checkpoint: str | Path, data_dir: str | Path, out_json: str | Path, s
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": sha256_file(checkpoint),
         "checkpoint_step": int(payload["step"]),
-        "git_sha": runinfo.git_sha(),
     }
     io.write_json(out_json, result)
+    runinfo.report_provenance(out_json)
     return result

@@ -139,6 +139,23 @@ def cluster_bootstrap(values: np.ndarray, clusters: np.ndarray, n_boot: int, con
     return float(low), float(high)
 
 
+SCORES = ("single_theme", "pairwise_same_theme")
+
+
+def score_means(table: pd.DataFrame, n_boot: int, confidence: float, rng: np.random.Generator,
+                prefix: str = "compat_") -> dict[str, float]:
+    """``{prefix}<score>`` (mean over the sets of :func:`score_records`' table) and ``_low`` / ``_high`` (percentile
+    interval, resampling scene graphs: :func:`cluster_bootstrap`), for both scores."""
+    out = {}
+    clusters = table["image_id"].to_numpy()
+    for column in SCORES:
+        low, high = cluster_bootstrap(table[column].to_numpy(float), clusters, n_boot, confidence, rng)
+        out[f"{prefix}{column}"] = float(table[column].mean())
+        out[f"{prefix}{column}_low"] = low
+        out[f"{prefix}{column}_high"] = high
+    return out
+
+
 def bootstrap_seed(seed: int, method: str, setting: str) -> list[int]:
     return [int(seed), zlib.crc32(f"{method}/{setting}".encode())]
 
@@ -214,11 +231,7 @@ def compatibility_score(retrievals_path: str | os.PathLike[str], patches_csv: st
         "bootstrap": {"samples": n_boot, "confidence": confidence},  # unit: scene graph; rng: bootstrap_seed()
         "metrics": {},
     }
-    for column in ("single_theme", "pairwise_same_theme"):
-        low, high = cluster_bootstrap(table[column].to_numpy(float), clusters, n_boot, confidence, rng)
-        result["metrics"][f"compat_{column}"] = float(table[column].mean())
-        result["metrics"][f"compat_{column}_low"] = low
-        result["metrics"][f"compat_{column}_high"] = high
+    result["metrics"].update(score_means(table, n_boot, confidence, rng))
     result["metrics"]["compat_chance_pairwise_same_theme"] = float(table["chance_pairwise_same_theme"].mean())
     if candidates is not None:
         if split is None:

@@ -114,10 +114,10 @@ class DsBackbone:
         return self.key == "alex"
 
     def describe(self) -> dict[str, Any]:
-        info = {"key": self.key, "metric_network": self.network, "weights": str(self.weights),
+        info = {"key": self.key, "metric_network": self.network, "weights": weights_mod.portable_path(self.weights),
                 "weights_sha256": self.weights_sha256, "comparable_to_paper": self.comparable_to_paper}
         if self.key == "alex":
-            info.update(lpips_version="0.1", lpips_linear_weights=str(lpips_linear_weights_path()))
+            info.update(lpips_version="0.1", lpips_linear_weights=weights_mod.portable_path(lpips_linear_weights_path()))
         else:
             info.update(form="LPIPS baseline form (unit-normalised channels, uniform layer weights) on synthnet "
                              "stem/stage1/stage2/stage3 maps; not LPIPS-calibrated, not comparable to the paper")

@@ -52,7 +52,8 @@ class Extractor:
         return self.key == "inception"
 
     def describe(self) -> dict[str, Any]:
-        return {"key": self.key, "torch_fidelity_name": self.fidelity_name, "weights": str(self.weights),
+        return {"key": self.key, "torch_fidelity_name": self.fidelity_name,
+                "weights": weights_mod.portable_path(self.weights),
                 "weights_sha256": self.weights_sha256, "fid_layer": self.fid_layer, "isc_layer": self.isc_layer,
                 "comparable_to_paper": self.comparable_to_paper}
 
@@ -171,9 +172,9 @@ def compute_reference(images_path: str | os.PathLike[str], split: str, extractor
         "batch_size": batch_size,
         "device": resolve_device(device),
     }
-    with io.atomic_open(out_path, "wb") as handle:
-        np.savez(handle, mu=stats["mu"], sigma=stats["sigma"],
-                 isc_features=features[extractor.isc_layer].numpy(), meta=np.array(json.dumps(meta, sort_keys=True)))
+    io.save_npz(out_path, {"mu": stats["mu"], "sigma": stats["sigma"],
+                           "isc_features": features[extractor.isc_layer].numpy(),
+                           "meta": np.array(json.dumps(meta, sort_keys=True))})
     return meta
 
 

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from retrievegan import io
-from retrievegan.errors import ConfigError
 
 TOLERANCE = 1e-4  # "more than one unit": mass > 1 + TOLERANCE (float rounding of a group that got exactly 1)
 LARGE_EXCESS = 0.1  # also reported: mass > 1.1
@@ -60,33 +59,24 @@ def measure_group_mass(checkpoint: str | os.PathLike[str], data_dir: str | os.Pa
                        progress: bool = True) -> dict[str, Any]:
     """Run the trained method's test-time retrieval in ``relaxed`` mode over ``split`` and summarise the
     group masses (module docstring); writes ``out_json`` if given."""
-    import torch
-    from tqdm import tqdm
-
     from retrievegan.data.dataset import SceneGraphDataset
-    from retrievegan.eval.sampler import check_spec, pick_device, sequential_loader
+    from retrievegan.eval.sampler import check_spec, pick_device
+    from retrievegan.eval.test_retrieval import require_retrieval, test_retrievals
     from retrievegan.models.retrieval import group_masses
-    from retrievegan.seeds import SAMPLE_NOISE, image_generators
     from retrievegan.train.checkpoint import sha256_file
     from retrievegan.train.loop import load_trained
 
     checkpoint = Path(checkpoint)
     device = pick_device(device_name)
     method, nets, payload = load_trained(checkpoint, device, inputs)
-    if not hasattr(method, "test_retrieval"):
-        raise ConfigError(f"{payload['method']} has no differentiable retrieval (RetrieveGAN and its variants do)")
+    require_retrieval(method, payload["method"])
     dataset = SceneGraphDataset(data_dir, split, patches_csv)
     check_spec(method.spec, dataset.spec, dataset.graphs_path)
     masses: list[np.ndarray] = []
-    with torch.no_grad():
-        for batch in tqdm(sequential_loader(dataset, batch_size, 0), desc="group mass", disable=not progress):
-            ids = batch.image_ids.tolist()
-            batch = batch.to(device)
-            for seed in seeds:
-                gens = image_generators((SAMPLE_NOISE, seed), ids, device)
-                _, mask, out = method.test_retrieval(nets, batch, gens, "relaxed")
-                per_image = group_masses(out.relaxed, mask).cpu().numpy()
-                masses += [row[~np.isnan(row)] for row in per_image]
+    for _, _, _, mask, out in test_retrievals(method, nets, dataset, seeds, batch_size, device, "relaxed",
+                                              "group mass", progress):
+        per_image = group_masses(out.relaxed, mask).cpu().numpy()
+        masses += [row[~np.isnan(row)] for row in per_image]
     retrieval = method.config.retrieval
     result = {
         "method": payload["method"],

@@ -11,7 +11,8 @@ training registry builds its base method's class, and ``models/<name>/``, ``samp
 the name. The workflow trains the variants listed in the config's top-level ``variants`` and samples /
 evaluates them in ``report.ablation_setting`` only (Table 2's setting). Training-seed arms are variants
 named ``<arm>__s<seed>`` (:func:`seeded`), so results per seed never share a folder. A variant belongs to one
-``experiment``: ``table2`` (the configurable Table 2 rows) or ``rarity`` (the opt-in rarity-rebalancing
+``experiment``: ``table2`` (the configurable Table 2 rows), ``claims`` (the arms of the paper's claims,
+workflow/rules/claims.smk) or ``rarity`` (the opt-in rarity-rebalancing
 experiment, :data:`RARITY_ARMS`: sg2im and RetrieveGAN with and without rebalancing, per training seed; its
 rules always exist, its target is ``snakemake rarity_experiment``).
 
@@ -110,7 +111,7 @@ class Variant:
     of the whole config by :func:`variant_config` before the rules build the method's, train and features JSON.
     ``factor`` / ``level``: what the variant changes, as Table 2 shows it (``level`` = the value in this arm);
     ``reason``: why the arm exists (cited in the table note and REPORT.md). ``experiment``: ``table2`` (a Table 2
-    row when configured in ``variants``) or ``rarity`` (an arm of the rarity experiment, never a Table 2 row).
+    row when configured in ``variants``), ``claims`` (an arm of the claims, retrievegan.eval.claims) or ``rarity`` (an arm of the rarity experiment, never a Table 2 row).
     """
 
     name: str
@@ -152,7 +153,7 @@ class Variant:
 
 
 SEED_SEPARATOR = "__s"
-EXPERIMENTS = ("table2", "rarity")
+EXPERIMENTS = ("table2", "claims", "rarity")
 
 # Table 2 factors beyond the two losses: (column, config path of the value a run used).
 TABLE2_FACTORS: tuple[tuple[str, str], ...] = (
@@ -161,7 +162,7 @@ TABLE2_FACTORS: tuple[tuple[str, str], ...] = (
     ("Patch features", "features.pooling"),
 )
 
-VARIANTS: dict[str, Variant] = {
+TABLE2_VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
         Variant("retrievegan_soft", "retrievegan", "RetrieveGAN (soft retrieval)", (("retrieval.mode", "soft"),),
@@ -200,11 +201,80 @@ def seeded(variant: Variant, seeds: Sequence[int]) -> tuple[Variant, ...]:
     """One variant per training seed, named ``<variant>__s<seed>`` (its `<section>.train.seed` overridden)."""
     section = METHODS[variant.base].section
     return tuple(dataclasses.replace(variant, name=f"{variant.name}{SEED_SEPARATOR}{seed}",
+                                     label=f"{variant.label} (training seed {seed})",
                                      overrides=variant.overrides + ((f"{section}.train.seed", int(seed)),))
                  for seed in seeds)
 
 
-VARIANTS.update({run.name: run for arm in RARITY_ARMS for run in seeded(arm, RARITY_SEEDS)})  # the rarity arms
+# --- arms of the paper's claims (retrievegan.eval.claims; config `claims`) ---------------------------------------
+# Trained by the claims rules (workflow/rules/claims.smk), never Table 2 rows. Each arm of C1-C4 runs with the
+# training seeds of `claims.seeds` (default run) or `claims.full_seeds` (`snakemake claims_full`); seed s of an arm
+# is the arm itself when s is the seed its config already trains with, else the variant `<arm>__s<s>`.
+CLAIM_VARIANTS: dict[str, Variant] = {
+    v.name: dataclasses.replace(v, experiment="claims")
+    for v in (
+        Variant("retrievegan_ep_frozen", "retrievegan_no_gt_no_occur",
+                "RetrieveGAN, E_p frozen at initialisation (no L_gt_sel, no L_occur_sel)",
+                (("retrievegan.freeze_retriever", True),), "E_p", "frozen at initialisation",
+                "claim C1's control: the generation-losses-only arm with E_p never updated (same initial E_p, "
+                "candidates, generator and budget), so any compatibility gain of the trained arm is E_p's learning"),
+        Variant("retrievegan_non_iterative", "retrievegan", "RetrieveGAN (non-iterative retrieval: fixed query)",
+                (("retrieval.greedy", False),), "Query update", "none (the initial query is kept)",
+                "claim C4: the query is never updated by the selected patches (retrieval.greedy false), every "
+                "other part of training and retrieval is the full model's"),
+        Variant("retrievegan_no_gt_no_occur_soft", "retrievegan_no_gt_no_occur",
+                "RetrieveGAN, generation losses only, soft retrieval", (("retrieval.mode", "soft"),), "Retrieval",
+                "soft", "claim C1 trace (opt-in, claims_full): the generation-only arm with the group-capped soft "
+                "relaxation instead of straight-through selection"),
+        Variant("retrievegan_no_gt_no_occur_relaxed", "retrievegan_no_gt_no_occur",
+                "RetrieveGAN, generation losses only, relaxed retrieval (eq. 4)", (("retrieval.mode", "relaxed"),),
+                "Retrieval", "relaxed", "claim C1 trace (opt-in, claims_full): the generation-only arm with eq. 4 as "
+                "written (relaxed n-hot vector, no straight-through)"),
+        Variant("retrievegan_no_gt_no_occur_long", "retrievegan_no_gt_no_occur",
+                "RetrieveGAN, generation losses only, 4x the training steps", (("retrievegan.train.steps", 960),),
+                "Steps", "960", "claim C1 trace (opt-in, claims_full): does E_p learn compatibility from the "
+                "generation losses given 4x the embedded budget (960 instead of 240 steps)?"),
+    )
+}
+CLAIM_ARMS: tuple[str, ...] = ("retrievegan_no_gt_no_occur", "retrievegan_ep_frozen", "pastegan", "retrievegan",
+                               "retrievegan_occur_only", "retrievegan_gt_only", "retrievegan_non_iterative")
+TRACE_ARMS: tuple[str, ...] = ("retrievegan_no_gt_no_occur_soft", "retrievegan_no_gt_no_occur_relaxed",
+                               "retrievegan_no_gt_no_occur_long")
+LONG_TRACE_ARM = "retrievegan_no_gt_no_occur_long"  # opt-in within claims_full (`claims.long_training`)
+CLAIM_SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)  # the training seeds a claim arm can run with (schema enum)
+
+
+def _arm_template(name: str) -> Variant:
+    """A claim arm as a Variant to seed: a declared claim variant, or a method without overrides."""
+    if name in CLAIM_VARIANTS:
+        return CLAIM_VARIANTS[name]
+    return Variant(name, name, METHODS[name].label, (), "Training seed", "", "the method itself", "claims")
+
+
+SEEDED_VARIANTS: dict[str, Variant] = {v.name: v for arm in CLAIM_ARMS for v in seeded(_arm_template(arm), CLAIM_SEEDS)}
+RARITY_VARIANTS: dict[str, Variant] = {run.name: run for arm in RARITY_ARMS for run in seeded(arm, RARITY_SEEDS)}
+VARIANTS: dict[str, Variant] = {**TABLE2_VARIANTS, **CLAIM_VARIANTS, **SEEDED_VARIANTS, **RARITY_VARIANTS}
+
+
+def training_seed(config: Mapping[str, Any], name: str) -> int:
+    """The training seed a method or variant runs with: its section's `train.seed`, else the common `train.seed`."""
+    cfg = variant_config(config, name)
+    own = (cfg.get(method_info(name).section) or {}).get("train", {}).get("seed")
+    return int(own if own is not None else cfg["train"]["seed"])
+
+
+def claim_run(config: Mapping[str, Any], arm: str, seed: int) -> str:
+    """The run of claim arm ``arm`` with training seed ``seed``: the arm itself when its config trains with that
+    seed already (the default run reuses it), else the declared ``<arm>__s<seed>``."""
+    if arm not in CLAIM_ARMS and arm not in TRACE_ARMS:
+        raise ValueError(f"unknown claim arm {arm!r}; known: {list(CLAIM_ARMS + TRACE_ARMS)}")
+    if training_seed(config, arm) == int(seed):
+        return arm
+    name = f"{arm}{SEED_SEPARATOR}{int(seed)}"
+    if name not in VARIANTS:
+        raise ValueError(f"claim arm {arm} has no declared run for training seed {seed} (declared seeds: "
+                         f"{list(CLAIM_SEEDS)}; trace arms run with the configured seed only)")
+    return name
 
 
 def variant_config(config: Mapping[str, Any], name: str) -> dict[str, Any]:

@@ -145,12 +145,12 @@ def evaluate_run(run_dir: str | os.PathLike[str], method: str, setting: str, spl
                      "ds": "LPIPS(sample0, sample1) per scene graph; mean and std (ddof=0) over the split",
                      "device": device, "batch_size": cfg.batch_size},
         "manifest": {k: v for k, v in run.manifest.items() if k not in ("image_ids", "config")},
-        "seconds": round(time.perf_counter() - started, 2),
         "versions": runinfo.library_versions(),
     }
     if details_json is not None:
         io.write_json(details_json, details)
     io.write_json(out_json, record)
+    runinfo.report_provenance(out_json, {"seconds": round(time.perf_counter() - started, 2)})
     return record
 
 

@@ -18,7 +18,8 @@ from PIL import Image, ImageDraw
 from retrievegan import io
 from retrievegan.data.dataset import SceneGraphDataset, collate_scene_graphs, to_uint8
 from retrievegan.errors import InputError
-from retrievegan.eval.sampler import check_spec, pick_device
+from retrievegan.device import pick_device
+from retrievegan.eval.sampler import check_spec
 from retrievegan.seeds import SAMPLE_NOISE, image_generators
 
 LABEL_WIDTH = 150
@@ -56,7 +57,7 @@ def progress_figure(checkpoint: str | Path, snapshots_dir: str | Path, data_dir:
     dataset = SceneGraphDataset(data_dir, split)
     check_spec(method.spec, dataset.spec, dataset.graphs_path)
     count = min(num_images, len(dataset))
-    batch = collate_scene_graphs([dataset[i] for i in range(count)]).to(device)
+    batch = method.host_prepare(collate_scene_graphs([dataset[i] for i in range(count)])).to(device)
     ids = batch.image_ids.tolist()
     snapshot_setting = "gt_bbox" if "gt_bbox" in method.settings else method.settings[0]
 

@@ -16,11 +16,12 @@ from typing import Any, Literal
 
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from retrievegan import io, runinfo
 from retrievegan.data.dataset import DataSpec, SceneGraphDataset, collate_scene_graphs, to_uint8
+from retrievegan.device import pick_device
 from retrievegan.errors import ConfigError, InputError
+from retrievegan.progressbar import progress_bar
 from retrievegan.seeds import SAMPLE_NOISE, image_generators
 
 SAMPLE_DIRS = ("sample0", "sample1")
@@ -40,14 +41,6 @@ class SampleConfig:
             raise ValueError("the two sample seeds must differ")
         if self.batch_size < 1 or self.num_workers < 0:
             raise ValueError("batch_size must be >= 1 and num_workers >= 0")
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ConfigError("device is cuda but no CUDA device is available")
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def check_spec(trained: DataSpec, data: DataSpec, where: Path) -> None:
@@ -76,7 +69,7 @@ def sample(checkpoint: str | Path, data_dir: str | Path, setting: str, out_dir: 
     from retrievegan.train.loop import load_trained
 
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
-    device = pick_device(cfg.device)
+    device = pick_device(cfg.device, "sample.device")
     method, nets, payload = load_trained(checkpoint, device, inputs)
     if setting not in method.settings:
         raise ConfigError(f"{payload['method']} does not support setting {setting!r} (supports {method.settings})")
@@ -93,11 +86,11 @@ def sample(checkpoint: str | Path, data_dir: str | Path, setting: str, out_dir: 
             target.unlink()
     records: list[dict[str, Any]] = []
     image_ids: list[int] = []
-    bar = tqdm(total=len(dataset), desc=f"sample {payload['method']} {setting}", unit="img", disable=not progress)
+    bar = progress_bar(total=len(dataset), desc=f"sample {payload['method']} {setting}", unit="img", disable=not progress)
     with torch.no_grad():
         for batch in sequential_loader(dataset, cfg.batch_size, cfg.num_workers):
             ids = batch.image_ids.tolist()
-            batch = batch.to(device)
+            batch = method.host_prepare(batch).to(device)
             for k, seed in enumerate(cfg.seeds):
                 gens = image_generators((SAMPLE_NOISE, seed), ids, device)
                 result = method.sample(nets, batch, setting, gens)
@@ -128,7 +121,7 @@ def sample(checkpoint: str | Path, data_dir: str | Path, setting: str, out_dir: 
         "seed_rule": SEED_RULE,
         "data_dir": str(data_dir),
         "config": runinfo.to_jsonable(cfg),
-        "git_sha": runinfo.git_sha(),
     }
     io.write_json(out_dir / "manifest.json", manifest)
+    runinfo.report_provenance(out_dir / "manifest.json")
     return manifest

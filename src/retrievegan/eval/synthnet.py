@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -127,8 +126,7 @@ def save_synthnet(path: str | os.PathLike[str], model: SynthNet, extra: dict[str
     payload = {"format": CHECKPOINT_FORMAT, "arch": dict(model.arch),
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                "extra": json.dumps(extra or {}, sort_keys=True)}
-    with io.atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    io.save_torch(path, payload)
 
 
 def load_synthnet(path: str | os.PathLike[str]) -> SynthNet:
@@ -285,7 +283,6 @@ def train_synthnet(data_dir: str | os.PathLike[str], cfg: SynthNetConfig, out_pa
     theme_t = torch.from_numpy(t_themes)
     cats_t = torch.from_numpy(t_cats)
     history = []
-    started = time.perf_counter()
     for epoch in range(cfg.epochs):
         model.train()
         order = torch.randperm(len(t_images), generator=generator)
@@ -324,7 +321,6 @@ def train_synthnet(data_dir: str | os.PathLike[str], cfg: SynthNetConfig, out_pa
         "evaluated_on": eval_split,
         f"{eval_split}_quality": final,
         "history": history,
-        "train_seconds": round(time.perf_counter() - started, 2),
         "category_names": list(vocab.object_names[1:]),
     }
     save_synthnet(out_path, model, {k: record[k] for k in ("arch", "config", "trained_on", "evaluated_on")})

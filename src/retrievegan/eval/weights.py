@@ -84,6 +84,20 @@ def resolve_vgg19_weights(configured: str | os.PathLike[str] | None, config_key:
     return resolve_weights(configured, VGG19_URL, "VGG-19 (ImageNet, torchvision; the perceptual loss)", config_key)
 
 
+def portable_path(path: str | os.PathLike[str]) -> str:
+    """How a weights file is named in a tracked output: a path relative to the working directory stays as it
+    is (a workflow output), one inside it is made relative, any other absolute location (the torch hub cache
+    in a home folder, a site-packages folder) is machine-specific and recorded by file name only (its sha256
+    beside it identifies the content; the full path is in the job log's provenance)."""
+    path = Path(path)
+    if not path.is_absolute():
+        return path.as_posix()
+    try:
+        return path.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return path.name
+
+
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

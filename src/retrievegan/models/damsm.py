@@ -59,18 +59,33 @@ class TextEncoder(nn.Module):
         for param in self.rnn.parameters():
             param.uniform_(-bound, bound, generator=generator)
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None,
+                order: torch.Tensor | None = None, restore: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``order`` / ``restore`` (N,) on the tokens' device (:func:`sort_by_length`), with ``lengths`` then the
+        host lengths in ``order``: the rows go through the LSTM longest first and come back in their order, the
+        permutations ``pack_padded_sequence`` would make itself, without reading a device tensor on the host (a
+        GPU synchronisation). Same numbers; dropout masks then follow the sorted rows."""
+        if order is not None:
+            tokens = tokens.index_select(0, order)
         emb = self.embedding(tokens)
         if generator is not None and self.training and self.dropout > 0:
             keep = torch.rand(emb.shape, generator=generator, device=emb.device) >= self.dropout
             emb = emb * keep / (1.0 - self.dropout)
-        packed = pack_padded_sequence(emb, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(emb, lengths.cpu(), batch_first=True, enforce_sorted=order is not None)
         output, (hidden, _) = self.rnn(packed)
         output, _ = pad_packed_sequence(output, batch_first=True, total_length=tokens.shape[1])
+        if restore is not None:
+            output, hidden = output.index_select(0, restore), hidden.index_select(1, restore)
         words = output.transpose(1, 2)  # (N, D, L), zeros at padding
         sentence = hidden.transpose(0, 1).reshape(tokens.shape[0], -1)  # (N, D): [forward last, backward first]
         return words, sentence
+
+
+def sort_by_length(lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(order, restore) (N,) int64 for host ``lengths`` (N,): ``order`` puts the rows longest first exactly as
+    ``pack_padded_sequence(enforce_sorted=False)`` would (the same ``torch.sort``), ``restore`` undoes it."""
+    _, order = torch.sort(lengths, descending=True)
+    return order, torch.argsort(order)
 
 
 class CnnImageEncoder(nn.Module):

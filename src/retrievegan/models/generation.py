@@ -39,9 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from retrievegan.models.graph import pool_edges
+from retrievegan.models.graph import edge_counts, pool_edges
 from retrievegan.models.layers import activation, cnn, norm2d
-from retrievegan.models.layout import boxes_to_grid, crop_boxes, positions_in_image
+from retrievegan.models.layout import boxes_to_grid, crop_boxes
 
 IN_IMAGE = 0  # predicate index of __in_image__ (vocab convention)
 
@@ -100,15 +100,15 @@ class CropGraphConv(nn.Module):
         self.post = nn.Sequential(*[m for m in (norm2d(normalization, out_dim),) if m is not None],
                                   activation(activation_name))
 
-    def forward(self, obj_maps: torch.Tensor, pred_maps: torch.Tensor,
-                edges: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, obj_maps: torch.Tensor, pred_maps: torch.Tensor, edges: torch.Tensor,
+                counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         s_idx, o_idx = edges[:, 0], edges[:, 1]
         num, _, h, w = obj_maps.shape
         t = self.net1(torch.cat([obj_maps[s_idx], pred_maps, obj_maps[o_idx]], dim=1))
         hid, p = self.hidden_dim, self.pred_out_dim
         subj, pred, obj = t[:, :hid], t[:, hid:hid + p], t[:, hid + p:]
         pooled = pool_edges(subj.reshape(subj.shape[0], -1), obj.reshape(obj.shape[0], -1), s_idx, o_idx, num,
-                            self.pooling).view(num, hid, h, w)
+                            self.pooling, counts).view(num, hid, h, w)
         return self.post(self.net2(pooled) + self.skip(obj_maps)), self.pred_post(pred)
 
 
@@ -128,8 +128,9 @@ class CropRefiner(nn.Module):
     def forward(self, crop_maps: torch.Tensor, pred_vecs: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
         h, w = crop_maps.shape[-2:]
         pred_maps = pred_vecs[:, :, None, None].expand(-1, -1, h, w)
+        counts = edge_counts(edges[:, 0], edges[:, 1], crop_maps.shape[0], crop_maps.dtype)  # shared by every layer
         for layer in self.layers:
-            crop_maps, pred_maps = layer(crop_maps, pred_maps, edges)
+            crop_maps, pred_maps = layer(crop_maps, pred_maps, edges, counts)
         return crop_maps
 
 
@@ -162,30 +163,48 @@ class ObjectImageFuser(nn.Module):
         warped = F.grid_sample(u, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (O, D, S, S)
         cover = F.grid_sample(u.new_ones(num, 1, h, w), grid, mode="bilinear", padding_mode="zeros",
                               align_corners=False)  # (O, 1, S, S) box coverage in [0, 1]
-        real = ~is_image
-        img_rows = torch.nonzero(is_image).squeeze(1)
-        if img_rows.numel() != num_images or not torch.equal(obj_to_img[img_rows],
-                                                            torch.arange(num_images, device=obj_to_img.device)):
-            raise ValueError("every image needs exactly one __image__ node (in image order)")
-        canvas = warped[img_rows]  # u_img: (N, D, S, S)
-        if bool(real.any()):
-            ur, cr = warped[real], cover[real]
-            scores = (self.f(ur) * self.h(rel_vecs[real])[:, :, None, None]).sum(1, keepdim=True)
-            scores = scores / math.sqrt(self.attention_dim)  # (R, 1, S, S)
-            # softmax over the objects of each image that cover the pixel: pad to (N, R_max, S, S); a finite
-            # floor instead of -inf keeps uncovered pixels NaN-free (their weight is then zeroed by the coverage)
-            floor = torch.finfo(scores.dtype).min
-            scores = scores.masked_fill(cr <= 0, floor)
-            img = obj_to_img[real]
-            pos, most = positions_in_image(img, num_images)
-            padded = scores.new_full((num_images, most, size, size), floor)
-            padded = padded.index_put((img, pos), scores[:, 0])
-            att = torch.softmax(padded, dim=1)
-            a_i = att[img, pos][:, None] * cr  # (R, 1, S, S), faded at soft box edges, 0 outside the box
-            contrib = a_i * self.g(ur)
-            fused = canvas.new_zeros(canvas.shape).index_add(0, img, contrib)
-            canvas = canvas + self.lambda_a * fused
-        return canvas
+        real_rows, img_rows = split_objects(is_image, obj_to_img, num_images)
+        canvas = warped.index_select(0, img_rows)  # u_img: (N, D, S, S)
+        if real_rows.shape[0] == 0:
+            return canvas
+        ur, cr = warped.index_select(0, real_rows), cover.index_select(0, real_rows)
+        scores = (self.f(ur) * self.h(rel_vecs.index_select(0, real_rows))[:, :, None, None]).sum(1, keepdim=True)
+        scores = scores / math.sqrt(self.attention_dim)  # (R, 1, S, S)
+        # softmax over the objects of each image that cover the pixel: pad to (N, R, S, S) (R bounds every image's
+        # count without reading it on the host; the padding's floor adds exact zeros); a finite floor instead of
+        # -inf keeps uncovered pixels NaN-free (their weight is then zeroed by the coverage)
+        floor = torch.finfo(scores.dtype).min
+        scores = scores.masked_fill(cr <= 0, floor)
+        img = obj_to_img.index_select(0, real_rows)
+        pos = real_rows - first_rows(img_rows).index_select(0, img)  # rank of each real object in its image
+        padded = scores.new_full((num_images, real_rows.shape[0], size, size), floor)
+        padded = padded.index_put((img, pos), scores[:, 0])
+        att = torch.softmax(padded, dim=1)
+        a_i = att[img, pos][:, None] * cr  # (R, 1, S, S), faded at soft box edges, 0 outside the box
+        contrib = a_i * self.g(ur)
+        fused = contrib.new_zeros(canvas.shape).index_add(0, img, contrib)
+        return canvas + self.lambda_a * fused
+
+
+def split_objects(is_image: torch.Tensor, obj_to_img: torch.Tensor, num_images: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(real rows (R,), image-node rows (N,)) without a host synchronisation: a stable sort puts the real
+    objects first, in order. The batch layout (``collate_scene_graphs``: the objects of each image contiguous,
+    in image order, its one ``__image__`` node last) is checked on the device (``torch._assert_async``)."""
+    order = torch.argsort(is_image.to(torch.uint8), stable=True)
+    num = is_image.shape[0] - num_images
+    real_rows, img_rows = order[:num], order[num:]
+    images = torch.arange(num_images + 1, device=obj_to_img.device)
+    after = torch.cat([obj_to_img, images[-1:]]).index_select(0, img_rows + 1)  # the image of the next row
+    ok = ((is_image.sum() == num_images) & (obj_to_img[1:] >= obj_to_img[:-1]).all()
+          & (obj_to_img.index_select(0, img_rows) == images[:-1]).all() & (after == images[1:]).all())
+    torch._assert_async(ok, "every image needs its objects contiguous, in image order, its one __image__ node last")
+    return real_rows, img_rows
+
+
+def first_rows(image_rows: torch.Tensor) -> torch.Tensor:
+    """(N,) first object row of each image when every image's objects are contiguous and end with its
+    ``__image__`` node (the collate function's layout): 0, then one past the previous image's node."""
+    return torch.cat([image_rows.new_zeros(1), image_rows[:-1] + 1])
 
 
 class ResidualBlock(nn.Module):
@@ -231,11 +250,13 @@ class Decoder(nn.Module):
 def relation_vectors(pred_vecs: torch.Tensor, triples: torch.Tensor, num_objects: int) -> torch.Tensor:
     """(O, P): for each object the predicate vector of its ``__in_image__`` triple (subject side); zero if none.
 
-    pred_vecs (T, P), triples (T, 3) ``(s, p, o)``.
+    pred_vecs (T, P), triples (T, 3) ``(s, p, o)``; every object is the subject of at most one ``__in_image__``
+    triple (the scene-graph format). Sums the masked vectors per subject: exact (one nonzero term per object),
+    and no host synchronisation (no boolean-mask indexing).
     """
-    rel = pred_vecs.new_zeros(num_objects, pred_vecs.shape[1])
-    sel = triples[:, 1] == IN_IMAGE
-    return rel.index_copy(0, triples[sel, 0], pred_vecs[sel]) if bool(sel.any()) else rel
+    sel = (triples[:, 1] == IN_IMAGE).unsqueeze(1)
+    masked = torch.where(sel, pred_vecs, torch.zeros_like(pred_vecs))
+    return pred_vecs.new_zeros(num_objects, pred_vecs.shape[1]).index_add(0, triples[:, 0], masked)
 
 
 class PatchSceneGenerator(nn.Module):
@@ -265,13 +286,14 @@ class PatchSceneGenerator(nn.Module):
                num_images: int, boxes: torch.Tensor, obj_vecs: torch.Tensor,
                pred_vecs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(images (N, 3, S, S), crop features of the real objects (R, D_c, h, w))."""
-        real = objs != 0
-        feats = self.crop_encoder(crops[real])
+        is_image = objs == 0
+        real_rows, _ = split_objects(is_image, obj_to_img, num_images)
+        feats = self.crop_encoder(crops[real_rows])  # advanced indexing keeps the crops' (channels-last) strides
         maps = feats.new_zeros((objs.shape[0],) + tuple(feats.shape[1:]))
-        maps = maps.index_copy(0, torch.nonzero(real).squeeze(1), feats)
+        maps = maps.index_copy(0, real_rows, feats)
         refined = self.refiner(maps, pred_vecs, triples[:, [0, 2]])
         rel = relation_vectors(pred_vecs, triples, objs.shape[0])
-        canvas = self.fuser(refined, obj_vecs, rel, boxes, obj_to_img, ~real, num_images)
+        canvas = self.fuser(refined, obj_vecs, rel, boxes, obj_to_img, is_image, num_images)
         return self.decoder(canvas), feats
 
     def forward(self, objs: torch.Tensor, triples: torch.Tensor, obj_to_img: torch.Tensor, num_images: int,
@@ -286,7 +308,8 @@ class PatchSceneGenerator(nn.Module):
             feats.append(feat)
         out: dict[str, object] = {"images": images, "boxes": boxes_pred, "obj_vecs": obj_vecs}
         if match_crops:
-            real = objs != 0
-            generated = crop_boxes(images[0], boxes[real], obj_to_img[real], self.crop_size)
+            real_rows, _ = split_objects(objs == 0, obj_to_img, num_images)
+            generated = crop_boxes(images[0], boxes.index_select(0, real_rows), obj_to_img.index_select(0, real_rows),
+                                   self.crop_size)
             out["crop_match"] = (feats[0], self.crop_encoder(generated))
         return out

@@ -18,13 +18,22 @@ from retrievegan.models.layers import mlp
 POOLINGS = ("avg", "sum")
 
 
+def edge_counts(s_idx: torch.Tensor, o_idx: torch.Tensor, num_objects: int, dtype: torch.dtype) -> torch.Tensor:
+    """(num_objects, 1): how many candidates average-pooling divides each object's sum by (>= 1). The same for
+    every layer of a graph: compute it once per forward and pass it to :func:`pool_edges`."""
+    ones = torch.ones(s_idx.shape[0], dtype=dtype, device=s_idx.device)
+    counts = torch.zeros(num_objects, dtype=dtype, device=s_idx.device).index_add(0, s_idx, ones).index_add(0, o_idx, ones)
+    return counts.clamp(min=1).unsqueeze(1)
+
+
 def pool_edges(subject_vecs: torch.Tensor, object_vecs: torch.Tensor, s_idx: torch.Tensor, o_idx: torch.Tensor,
-               num_objects: int, pooling: str = "avg") -> torch.Tensor:
+               num_objects: int, pooling: str = "avg", counts: torch.Tensor | None = None) -> torch.Tensor:
     """Pool per-triple candidate vectors onto objects.
 
     subject_vecs, object_vecs: (T, H) candidates for the subject / object of each triple.
     s_idx, o_idx: (T,) int64 object indices. Returns (num_objects, H): for each object the mean (or sum)
-    of every candidate addressed to it; zero for objects in no triple.
+    of every candidate addressed to it; zero for objects in no triple. ``counts``: :func:`edge_counts` (else
+    computed here).
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -32,9 +41,9 @@ def pool_edges(subject_vecs: torch.Tensor, object_vecs: torch.Tensor, s_idx: tor
     pooled = subject_vecs.new_zeros(num_objects, hidden)
     pooled = pooled.index_add(0, s_idx, subject_vecs).index_add(0, o_idx, object_vecs)
     if pooling == "avg":
-        ones = subject_vecs.new_ones(s_idx.shape[0])
-        counts = subject_vecs.new_zeros(num_objects).index_add(0, s_idx, ones).index_add(0, o_idx, ones)
-        pooled = pooled / counts.clamp(min=1).unsqueeze(1)
+        if counts is None or counts.dtype != subject_vecs.dtype:
+            counts = edge_counts(s_idx, o_idx, num_objects, subject_vecs.dtype)
+        pooled = pooled / counts
     return pooled
 
 
@@ -60,15 +69,15 @@ class GraphTripleConv(nn.Module):
         self.net1 = mlp([3 * input_dim, hidden_dim, 2 * hidden_dim + self.output_dim], normalization=mlp_normalization)
         self.net2 = mlp([hidden_dim, hidden_dim, self.output_dim], normalization=mlp_normalization)
 
-    def forward(self, obj_vecs: torch.Tensor, pred_vecs: torch.Tensor,
-                edges: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, obj_vecs: torch.Tensor, pred_vecs: torch.Tensor, edges: torch.Tensor,
+                counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         s_idx, o_idx = edges[:, 0], edges[:, 1]
         hidden, d_out = self.hidden_dim, self.output_dim
         triple_vecs = self.net1(torch.cat([obj_vecs[s_idx], pred_vecs, obj_vecs[o_idx]], dim=1))
         subject_cand = triple_vecs[:, :hidden]
         new_pred_vecs = triple_vecs[:, hidden:hidden + d_out]
         object_cand = triple_vecs[:, hidden + d_out:]
-        pooled = pool_edges(subject_cand, object_cand, s_idx, o_idx, obj_vecs.shape[0], self.pooling)
+        pooled = pool_edges(subject_cand, object_cand, s_idx, o_idx, obj_vecs.shape[0], self.pooling, counts)
         return self.net2(pooled), new_pred_vecs
 
 
@@ -81,10 +90,10 @@ class GraphTripleConvNet(nn.Module):
         self.layers = nn.ModuleList(
             GraphTripleConv(dim, dim, hidden_dim, pooling, mlp_normalization) for _ in range(num_layers))
 
-    def forward(self, obj_vecs: torch.Tensor, pred_vecs: torch.Tensor,
-                edges: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, obj_vecs: torch.Tensor, pred_vecs: torch.Tensor, edges: torch.Tensor,
+                counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         for layer in self.layers:
-            obj_vecs, pred_vecs = layer(obj_vecs, pred_vecs, edges)
+            obj_vecs, pred_vecs = layer(obj_vecs, pred_vecs, edges, counts)
         return obj_vecs, pred_vecs
 
 
@@ -117,5 +126,6 @@ class SceneGraphEncoder(nn.Module):
         pred_vecs = self.pred_embeddings(triples[:, 1])
         if isinstance(self.first, nn.Linear):
             return self.first(obj_vecs), pred_vecs
-        obj_vecs, pred_vecs = self.first(obj_vecs, pred_vecs, edges)
-        return self.rest(obj_vecs, pred_vecs, edges)
+        counts = edge_counts(edges[:, 0], edges[:, 1], objs.shape[0], obj_vecs.dtype)  # shared by every layer
+        obj_vecs, pred_vecs = self.first(obj_vecs, pred_vecs, edges, counts)
+        return self.rest(obj_vecs, pred_vecs, edges, counts)

@@ -77,12 +77,15 @@ def boxes_to_grid(boxes: torch.Tensor, height: int, width: int | None = None) ->
 
 
 def masks_to_layout(vecs: torch.Tensor, boxes: torch.Tensor, masks: torch.Tensor | None, obj_to_img: torch.Tensor,
-                    num_images: int, height: int, width: int | None = None) -> torch.Tensor:
+                    num_images: int, height: int, width: int | None = None, positions: torch.Tensor | None = None,
+                    max_objects: int | None = None) -> torch.Tensor:
     """Scene layout: each object's vector spread over its mask warped into its box, summed per image.
 
     vecs: (O, D); boxes: (O, 4); masks: (O, M, M) soft masks in [0, 1] or None (the whole box);
     obj_to_img: (O,) int64 in [0, N). Returns (N, D, H, W).
     Equal to sg2im's ``grid_sample(vec * mask)`` (sampling is linear), computed as ``vec * grid_sample(mask)``.
+    ``positions`` (O,) (each object's rank in its image) and ``max_objects`` (host int): the batch's
+    ``object_index`` and ``max_objects``; without them they are computed here (a host synchronisation on a GPU).
     """
     width = height if width is None else width
     num = vecs.shape[0]
@@ -93,7 +96,10 @@ def masks_to_layout(vecs: torch.Tensor, boxes: torch.Tensor, masks: torch.Tensor
     grid = boxes_to_grid(boxes.to(masks.dtype), height, width)
     sampled = F.grid_sample(masks.unsqueeze(1), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     # per image: (D, O_n) @ (O_n, H*W), batched over images with the object lists zero-padded
-    position, max_objects = positions_in_image(obj_to_img, num_images)
+    if positions is None or max_objects is None:
+        position, max_objects = positions_in_image(obj_to_img, num_images)
+    else:
+        position = positions
     dim = vecs.shape[1]
     padded_vecs = vecs.new_zeros(num_images, max_objects, dim).index_put((obj_to_img, position), vecs)
     padded_masks = vecs.new_zeros(num_images, max_objects, height * width).index_put(

@@ -25,6 +25,7 @@ last), so per-image tensors ``(B, N, ...)`` index object ``j`` of image ``b`` at
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -121,7 +122,9 @@ class PatchBank:
 
     Small banks (float32 copy <= 1 GiB, e.g. the embedded benchmark's) are converted once; larger ones
     (the paper's 600K patches) are read and converted per call, only at the rows asked for. Both give the
-    same values.
+    same values. For larger banks :meth:`crops` and :meth:`select` gather the uint8 pixels on the device instead
+    (CPU: the memory map; CUDA: a copy when it takes at most a quarter of the GPU's memory, e.g. the paper's
+    7.4 GB bank on an 80 GB GPU) and normalise only the rows they gather: no host round trip, no synchronisation.
     """
 
     def __init__(self, path: str | Path):
@@ -134,6 +137,8 @@ class PatchBank:
         self.size = int(self.pixels.shape[1])
         self._cache: torch.Tensor | None = None
         self._cache_ok = self.pixels.size * 4 <= CACHE_LIMIT_BYTES
+        self._device_pixels: torch.Tensor | None = None  # (P, C*C*3) uint8 on the device (crops)
+        self._norm: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return int(self.pixels.shape[0])
@@ -142,16 +147,24 @@ class PatchBank:
     def row_size(self) -> int:
         return 3 * self.size * self.size
 
-    def _normalise(self, pixels: np.ndarray, device: torch.device) -> torch.Tensor:
+    def _scale_shift(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(3,) scale and shift of the normalisation on ``device`` (made once per device)."""
+        if device not in self._norm:  # computed on the host, copied once (non-blocking: no wait for the device)
+            std = torch.tensor(IMAGENET_STD)
+            scale, shift = 1.0 / (255.0 * std), -torch.tensor(IMAGENET_MEAN) / std
+            self._norm[device] = (scale.to(device, non_blocking=True), shift.to(device, non_blocking=True))
+        return self._norm[device]
+
+    def _normalise(self, pixels: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
         """(R, C, C, 3) uint8 -> (R, C * C * 3) float32 ImageNet-normalised, channels last."""
-        scale = 1.0 / (255.0 * torch.tensor(IMAGENET_STD, device=device))
-        shift = -torch.tensor(IMAGENET_MEAN, device=device) / torch.tensor(IMAGENET_STD, device=device)
-        x = torch.from_numpy(np.array(pixels)).to(device).float().mul_(scale).add_(shift)
-        return x.reshape(x.shape[0], -1)
+        if isinstance(pixels, np.ndarray):
+            pixels = torch.from_numpy(np.array(pixels)).to(device)
+        return normalise_pixels(pixels, *self._scale_shift(device))
 
     def _check(self, ids: torch.Tensor) -> None:
-        if ids.numel() and int(ids.max()) >= len(self):
-            raise InputError(self.path, f"patch id {int(ids.max())} outside the bank of {len(self)} patches")
+        """Every id is a bank row (checked on the device: no host synchronisation)."""
+        if ids.numel():
+            torch._assert_async(ids.max() < len(self), f"{self.path}: a patch id is outside the bank of {len(self)}")
 
     def rows(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(values (U, C*C*3), index)``: normalised channels-last rows and ``ids``' positions in them (-1 kept)."""
@@ -171,8 +184,35 @@ class PatchBank:
         lead = tuple(flat.shape[:-1])
         return flat.reshape(lead + (self.size, self.size, 3)).movedim(-1, -3)
 
+    def device_pixels(self, device: torch.device) -> torch.Tensor | None:
+        """The bank's uint8 pixels ``(P, C*C*3)`` on ``device``: on the CPU the memory map itself (no copy, pages
+        read when gathered), on a GPU a copy when it takes at most a quarter of its memory (else None)."""
+        if self._device_pixels is not None and self._device_pixels.device == device:
+            return self._device_pixels
+        flat = self.pixels.reshape(len(self), -1)
+        if device.type == "cpu":
+            with warnings.catch_warnings():  # a read-only memory map: never written to
+                warnings.simplefilter("ignore", UserWarning)
+                self._device_pixels = torch.from_numpy(flat)
+        elif self.pixels.size <= torch.cuda.get_device_properties(device).total_memory // 4:
+            self._device_pixels = torch.from_numpy(np.ascontiguousarray(flat)).to(device)
+        else:
+            return None
+        return self._device_pixels
+
     def crops(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids (...) int64 bank rows (-1: none) -> (..., 3, C, C) float32 ImageNet-normalised (zeros for -1)."""
+        """ids (...) int64 bank rows (-1: none) -> (..., 3, C, C) float32 ImageNet-normalised (zeros for -1). From
+        the normalised cache (small banks) or the device pixels: gathers without a host synchronisation."""
+        flat = ids.reshape(-1)
+        pixels = None if self._cache_ok else self.device_pixels(ids.device)
+        if self._cache_ok or pixels is not None:
+            self._check(ids)
+            if self._cache_ok:
+                values = self.rows(ids)[0].index_select(0, flat.clamp(min=0))
+            else:
+                values = self._normalise(pixels.index_select(0, flat.clamp(min=0)), ids.device)
+            out = torch.where((flat >= 0).unsqueeze(1), values, torch.zeros_like(values))
+            return self.to_crops(out.view(tuple(ids.shape) + (values.shape[1],)))
         values, index = self.rows(ids)
         flat = index.reshape(-1)
         out = values.new_zeros((flat.shape[0], values.shape[1]))
@@ -183,40 +223,63 @@ class PatchBank:
     def select(self, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Weighted patches: weights (B, N, K) over candidate ids (B, N, K) -> (B, N, 3, C, C), differentiable
         in ``weights`` (:class:`WeightedRows`: only the nonzero weights are gathered; the gradient of every
-        weight is its patch's dot product with the output gradient)."""
+        weight is its patch's dot product with the output gradient). From the normalised cache when the bank is
+        small, else from the device pixels, normalised as gathered (the same values, no host round trip)."""
+        self._check(ids)
+        pixels = None if self._cache_ok else self.device_pixels(ids.device)
+        if pixels is not None:
+            scale, shift = self._scale_shift(ids.device)
+            return self.to_crops(WeightedRows.apply(weights, pixels, ids, scale, shift))
         values, index = self.rows(ids)
-        return self.to_crops(WeightedRows.apply(weights, values, index))
+        return self.to_crops(WeightedRows.apply(weights, values, index, None, None))
+
+
+def normalise_pixels(pixels: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """(R, C * C * 3) or (R, C, C, 3) uint8 -> (R, C * C * 3) float32 ``pixels * scale + shift`` per channel
+    (channels last: ImageNet-normalised patches)."""
+    x = pixels.float().view(pixels.shape[0], -1, 3).mul_(scale).add_(shift)
+    return x.reshape(x.shape[0], -1)
 
 
 class WeightedRows(torch.autograd.Function):
     """out[b, n] = sum_k weights[b, n, k] * values[index[b, n, k]] (index -1: nothing), without building the
-    (B, N, K, X) tensor. weights (B, N, K), values (U, X) constant, index (B, N, K) -> (B, N, X)."""
+    (B, N, K, X) tensor. weights (B, N, K), values (U, X) constant, index (B, N, K) -> (B, N, X). With ``scale`` /
+    ``shift`` the values are uint8 pixel rows, normalised as they are gathered (:func:`normalise_pixels`).
+
+    The forward pass gathers only the nonzero weights (``nonzero``: one host synchronisation; the backward pass has
+    none)."""
 
     @staticmethod
-    def forward(ctx, weights: torch.Tensor, values: torch.Tensor,  # type: ignore[override]
-                index: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, weights: torch.Tensor, values: torch.Tensor, index: torch.Tensor,  # type: ignore[override]
+                scale: torch.Tensor | None, shift: torch.Tensor | None) -> torch.Tensor:
         b, n, k = weights.shape
         flat_w, flat_i = weights.reshape(-1), index.reshape(-1)
         pos = torch.nonzero((flat_w != 0) & (flat_i >= 0)).squeeze(1)
-        out = values.new_zeros((b * n, values.shape[1]))
+        picked = WeightedRows.rows(values, flat_i[pos], scale, shift)
+        out = picked.new_zeros((b * n, picked.shape[1]))
         rows = torch.div(pos, k, rounding_mode="floor")
-        out.index_add_(0, rows, flat_w[pos, None].to(values.dtype) * values[flat_i[pos]])
-        ctx.save_for_backward(values, index)
+        out.index_add_(0, rows, flat_w[pos, None].to(picked.dtype) * picked)
+        ctx.save_for_backward(values, index, *(() if scale is None else (scale, shift)))
         return out.view(b, n, -1)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
-        values, index = ctx.saved_tensors
+    def rows(values: torch.Tensor, index: torch.Tensor, scale: torch.Tensor | None,
+             shift: torch.Tensor | None) -> torch.Tensor:
+        return values[index] if scale is None else normalise_pixels(values.index_select(0, index), scale, shift)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        values, index, *norm = ctx.saved_tensors
+        scale, shift = norm if norm else (None, None)
         b, n, k = index.shape
         g = grad.reshape(b * n, -1)
         idx = index.reshape(b * n, k)
-        grad_w = g.new_zeros((b * n, k))
-        for j in range(k):  # one candidate column at a time: (B*N, X) working set
+        columns = []
+        for j in range(k):  # one candidate column at a time: (B*N, X) working set; -1 rows get 0 (no sync)
             col = idx[:, j]
-            ok = torch.nonzero(col >= 0).squeeze(1)
-            if ok.numel():
-                grad_w[ok, j] = (values[col[ok]] * g[ok]).sum(-1)
-        return grad_w.view(b, n, k), None, None
+            dot = (WeightedRows.rows(values, col.clamp(min=0), scale, shift) * g).sum(-1)
+            columns.append(torch.where(col >= 0, dot, torch.zeros_like(dot)))
+        return torch.stack(columns, dim=1).view(b, n, k), None, None, None, None
 
 
 def load_rows(path: str | Path, num_rows: int, what: str, dtype_kind: str = "f") -> np.ndarray:
@@ -230,28 +293,26 @@ def load_rows(path: str | Path, num_rows: int, what: str, dtype_kind: str = "f")
 
 
 def object_slots(batch: SceneGraphBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """(real (O,) bool, image (R,), slot (R,), N): the real objects and their (image, slot) positions; N = the
-    largest number of real objects of an image (>= 1)."""
-    real = batch.real_objects
-    img, slot = batch.obj_to_img[real], batch.object_index[real]
-    most = int(slot.max().item()) + 1 if slot.numel() else 1
-    return real, img, slot, most
+    """(real rows (R,), image (R,), slot (R,), N): the real objects and their (image, slot) positions; N = the
+    largest number of real objects of an image (>= 1). From the batch's host counts and index tensors: no host
+    synchronisation."""
+    real = batch.real_index()
+    img, slot = batch.obj_to_img.index_select(0, real), batch.object_index.index_select(0, real)
+    return real, img, slot, batch.max_real_objects
 
 
 def slot_rows(batch: SceneGraphBatch) -> torch.Tensor:
     """(B, N) int64: the patch-bank row of object j of image b (``batch.patch_ids``), -1 padding."""
     real, img, slot, most = object_slots(batch)
     rows = torch.full((batch.num_images, most), -1, dtype=torch.long, device=batch.objs.device)
-    rows[img, slot] = batch.patch_ids[real]
-    return rows
+    return rows.index_put((img, slot), batch.patch_ids.index_select(0, real))
 
 
 def slots_to_objects(values: torch.Tensor, batch: SceneGraphBatch) -> torch.Tensor:
     """values (B, N, ...) per slot -> (O, ...) in object order (zeros for the image nodes)."""
     real, img, slot, _ = object_slots(batch)
     out = values.new_zeros((batch.objs.shape[0],) + tuple(values.shape[2:]))
-    out[real] = values[img, slot]
-    return out
+    return out.index_copy(0, real, values[img, slot])
 
 
 def slot_lists(values: torch.Tensor, batch: SceneGraphBatch) -> list[list[int]]:
@@ -370,27 +431,30 @@ class PatchGanMethod(Method):
             if cfg.p_img_weight > 0:
                 terms.add("p_img", vgg(recon.float(), batch.images.float(), pixel_weights), cfg.p_img_weight)
             if cfg.p_obj_weight > 0:
-                real = batch.real_objects
-                crops = crop_boxes(recon, batch.boxes[real], batch.obj_to_img[real], self.bank.size)
-                crop_weights = None if pixel_weights is None else crop_boxes(
-                    pixel_weights, batch.boxes[real], batch.obj_to_img[real], self.bank.size)
+                real = batch.real_index()
+                boxes, owners = batch.boxes.index_select(0, real), batch.obj_to_img.index_select(0, real)
+                crops = crop_boxes(recon, boxes, owners, self.bank.size)
+                crop_weights = None if pixel_weights is None else crop_boxes(pixel_weights, boxes, owners,
+                                                                             self.bank.size)
                 terms.add("p_obj", vgg(crops.float(), gt_crops[real].float(), crop_weights), cfg.p_obj_weight)
 
     def adversarial_terms(self, terms: losses.LossSum, nets: Mapping[str, nn.Module], batch: SceneGraphBatch,
                           images: torch.Tensor, suffix: str = "") -> None:
         """Generator's adversarial (D_img, D_obj) and auxiliary-classification losses for ``images`` (N, 3, S, S)."""
         cfg = self.config
-        real = batch.real_objects
-        scores, class_logits = nets["d_obj"](images, batch.boxes[real], batch.obj_to_img[real])
+        real = batch.real_index()
+        scores, class_logits = nets["d_obj"](images, batch.boxes.index_select(0, real),
+                                             batch.obj_to_img.index_select(0, real))
         terms.add(f"adv_obj{suffix}", losses.generator_adversarial(scores, cfg.gan_loss), cfg.adv_obj_weight)
-        terms.add(f"ac_obj{suffix}", losses.auxiliary_classification(class_logits, batch.objs[real]),
+        terms.add(f"ac_obj{suffix}", losses.auxiliary_classification(class_logits, batch.objs.index_select(0, real)),
                   cfg.ac_obj_weight)
         terms.add(f"adv_img{suffix}", losses.generator_adversarial(nets["d_img"](images), cfg.gan_loss),
                   cfg.adv_img_weight)
 
     def box_term(self, terms: losses.LossSum, batch: SceneGraphBatch, boxes_pred: torch.Tensor) -> None:
-        real = batch.real_objects  # the image node's box is always (0, 0, 1, 1): not a prediction target
-        terms.add("bbox", losses.box_regression(boxes_pred[real], batch.boxes[real], self.config.box_loss),
+        real = batch.real_index()  # the image node's box is always (0, 0, 1, 1): not a prediction target
+        terms.add("bbox", losses.box_regression(boxes_pred.index_select(0, real), batch.boxes.index_select(0, real),
+                                                self.config.box_loss),
                   self.config.bbox_weight)
 
     def discriminator_step(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, cache: Any,
@@ -398,8 +462,9 @@ class PatchGanMethod(Method):
         """D_obj: adversarial + auxiliary classification of the real crops (PasteGAN code); D_img: adversarial.
         ``cache``: {"fake": (N, 3, S, S), "recon": (N, 3, S, S) or None}, detached."""
         kind = self.config.gan_loss
-        real = batch.real_objects
-        boxes, obj_to_img, labels = batch.boxes[real], batch.obj_to_img[real], batch.objs[real]
+        real = batch.real_index()
+        boxes, obj_to_img, labels = (batch.boxes.index_select(0, real), batch.obj_to_img.index_select(0, real),
+                                     batch.objs.index_select(0, real))
         fakes = [("", cache["fake"])] + ([("_rec", cache["recon"])] if cache.get("recon") is not None else [])
         terms = losses.LossSum()
         d_obj = nets["d_obj"]

@@ -66,6 +66,9 @@ class RetrieveGanConfig(PatchGanConfig):
     occur_form: OccurForm = "sum"  # paper eq. 3: sum over the pairs of an image (mean: the former average)
     gt_query: Literal["random", "first"] = "random"  # ours: whose GT patch is the L_gt query (per image)
     sample_gumbel: bool = True  # ours: Gumbel noise at test time (the two samples differ by their retrieval seed)
+    freeze_retriever: bool = False  # ours (claim C1's control arm): E_p keeps its initial weights (no gradient, no update)
+    trace_retriever: bool = True  # ours (diagnostics, no effect on training): on logged steps, losses.jsonl ``meta`` gets
+    # the norm of the gradient reaching E_p from each loss group and the retrieval's sharpness (:meth:`RetrieveGan.trace`)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -129,7 +132,16 @@ class RetrieveGan(PatchGanMethod):
 
     def extra_networks(self, generator: torch.Generator) -> dict[str, nn.Module]:
         dim, cfg = int(self.features.shape[1]), self.config.retrieval
-        return {"retriever": build(lambda: PatchRetriever(dim, cfg), generator)}
+        retriever = build(lambda: PatchRetriever(dim, cfg), generator)
+        if self.config.freeze_retriever:  # the loop leaves parameters a method froze frozen (Adam: no gradient)
+            retriever.requires_grad_(False)
+        return {"retriever": retriever}
+
+    def notes(self) -> dict[str, str]:
+        notes = dict(super().notes())
+        if self.config.freeze_retriever:
+            notes["retriever"] = "frozen at its initialisation (freeze_retriever: true): E_p gets no update"
+        return notes
 
     # --- retrieval ---
     def embed(self, retriever: nn.Module, ids: torch.Tensor) -> torch.Tensor:
@@ -183,20 +195,70 @@ class RetrieveGan(PatchGanMethod):
         self.adversarial_terms(terms, nets, batch, fake)
         if cfg.adversarial_on_reconstruction:
             self.adversarial_terms(terms, nets, batch, recon, "_rec")
-        if cfg.cooccurrence:
+        groups = {"generation": terms.total}  # every term so far: E_p's only route into them is the selected path
+        if cfg.cooccurrence and cfg.occur_sel_weight > 0:
             cooc = gather_rows(self.cooccur, ids)  # (B, N, k, E)
-            terms.add("occur_sel", cooccurrence_loss(out.select(cooc), mask.any(-1), cfg.occur_form),
-                      cfg.occur_sel_weight)
-        if cfg.gt_selection:  # drawn last from each image's generator: the other terms do not depend on it
+            groups["occur_sel"] = cfg.occur_sel_weight * cooccurrence_loss(out.select(cooc), mask.any(-1),
+                                                                           cfg.occur_form)
+            terms.add("occur_sel", groups["occur_sel"])
+        if cfg.gt_selection and cfg.gt_sel_weight > 0:  # drawn last from each image's generators (others unaffected)
             slots = self.gt_query_slots(rows, ctx.generators)
             arange = torch.arange(rows.shape[0], device=rows.device)
             query = emb_all[arange, slots, gt_pos[arange, slots].clamp(min=0)]
             out_gt = self.retrieve(emb_all, ids_gt >= 0, ctx.generators, cfg.retrieval.mode, cfg.retrieval.gumbel,
                                    query=query)
             include = (rows >= 0) & (torch.arange(rows.shape[1], device=rows.device)[None] != slots[:, None])
-            terms.add("gt_sel", gt_selection_loss(out_gt, gt_pos, include), cfg.gt_sel_weight)
+            groups["gt_sel"] = cfg.gt_sel_weight * gt_selection_loss(out_gt, gt_pos, include)
+            terms.add("gt_sel", groups["gt_sel"])
+        meta = self.trace(nets["retriever"], groups, out, emb_all[:, :, :k], mask) \
+            if ctx.log_step and cfg.trace_retriever else {}
         recon_cache = recon.detach() if cfg.adversarial_on_reconstruction else None
-        return StepOutput(terms.result(), terms.logs, cache={"fake": fake.detach(), "recon": recon_cache})
+        return StepOutput(terms.result(), terms.logs, cache={"fake": fake.detach(), "recon": recon_cache}, meta=meta)
+
+    def trace(self, retriever: nn.Module, groups: Mapping[str, torch.Tensor], out: RetrievalOutput,
+              emb: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Diagnostics of one step for losses.jsonl ``meta`` (claim C1: does the generation loss reach E_p?).
+
+        * ``ep_grad/<group>``: L2 norm of the gradient of a weighted loss group w.r.t. E_p's parameters, for
+          ``generation`` (every term before the retrieval losses: adversarial + auxiliary classification on the
+          retrieved-patch image; box and reconstruction terms do not depend on E_p), ``occur_sel``, ``gt_sel``,
+          and ``ep_grad/total`` (their sum: what the optimiser step gets). ``torch.autograd.grad`` with the graph
+          kept, so the update itself is unchanged. Left out when E_p is frozen or under DDP (whose reducer expects
+          one backward pass).
+        * ``retrieval/entropy_ratio``: mean over objects of the entropy of the object's selection distribution
+          (``out.probs``) divided by log(its number of candidates): 1 = uniform, 0 = deterministic.
+        * ``retrieval/score_std``: mean over objects of the std, over its candidates, of the score -||q - E_p(p)|| /
+          tau for the initial query; the Gumbel noise added to it has std pi / sqrt(6) = 1.28.
+        ``emb`` ``(B, N, K, D)``: the retrieval's candidate embeddings, ``mask`` ``(B, N, K)``: real candidates.
+        """
+        meta: dict[str, torch.Tensor] = {}
+        params = [p for p in retriever.parameters() if p.requires_grad]
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if params and not distributed:
+            vectors = {}
+            for name, loss in groups.items():
+                if loss is None or not loss.requires_grad:
+                    continue
+                grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+                vectors[name] = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                                           for g, p in zip(grads, params)])
+                meta[f"ep_grad/{name}"] = vectors[name].norm().detach()
+            if vectors:
+                meta["ep_grad/total"] = torch.stack(list(vectors.values())).sum(0).norm().detach()
+        with torch.no_grad():
+            valid = out.index >= 0  # (B, N)
+            cand = mask.bool()
+            p = out.probs.clamp(min=1e-30)
+            entropy = -(out.probs * p.log()).sum(-1)
+            count = cand.sum(-1).clamp(min=2).to(p.dtype)
+            ratio = entropy / count.log()
+            dist = torch.linalg.vector_norm(emb - out.query[:, None, None, :], dim=-1) / self.config.retrieval.tau
+            mean = (dist * cand).sum(-1) / count
+            std = (((dist - mean[..., None]) ** 2 * cand).sum(-1) / count).sqrt()
+            if bool(valid.any()):
+                meta["retrieval/entropy_ratio"] = ratio[valid].mean()
+                meta["retrieval/score_std"] = std[valid].mean()
+        return meta
 
     # --- inference ---
     def test_retrieval(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch,

@@ -8,13 +8,16 @@ tie, when it answers at random, choosing the left set with probability ``0.5 + l
 
 They go through the same plan and storage code as people (``make_plan``, ``Store``), with
 ``id_source = "simulated"``, ids ``sim<NNNN>`` and the app version ``SIMULATED_APP_VERSION``, and
-their responses are exported in the same CSV format. The expected preference of the attentive
+their responses are exported in the same CSV format. Their time stamps (``created_at``) come from a
+``SimulatedClock`` that starts at ``SIMULATION_EPOCH`` and advances by each simulated response time, so the
+exported files are the same bytes on every run. The expected preference of the attentive
 participants is computed exactly from their plans (``truth``), so the analysis can be checked
 against it.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +32,20 @@ from retrievegan.study.store import Store
 
 SIMULATED_APP_VERSION = "simulated"
 SIMULATED_CONSENT = "simulated"
+SIMULATION_EPOCH = _dt.datetime(2000, 1, 1, tzinfo=_dt.timezone.utc)  # simulated time starts here
+
+
+class SimulatedClock:
+    """``Store(..., clock=SimulatedClock())``: simulated UTC time, moved on by ``advance`` only."""
+
+    def __init__(self, start: _dt.datetime = SIMULATION_EPOCH):
+        self.now = start
+
+    def __call__(self) -> _dt.datetime:
+        return self.now
+
+    def advance(self, milliseconds: int) -> None:
+        self.now += _dt.timedelta(milliseconds=milliseconds)
 
 
 def patch_themes(patch_table: str | Path, bundle: Bundle) -> dict[int, int]:
@@ -60,8 +77,10 @@ def choice_probability_left(trial: Trial, themes: dict[int, int], cfg: Simulatio
     return (1.0 - cfg.noise) * judged + cfg.noise * random_left
 
 
-def simulate(bundle: Bundle, themes: dict[int, int], cfg: SimulationConfig, store: Store) -> pd.DataFrame:
-    """Run ``cfg.participants`` simulated participants into ``store``; return who they were."""
+def simulate(bundle: Bundle, themes: dict[int, int], cfg: SimulationConfig, store: Store,
+             clock: SimulatedClock | None = None) -> pd.DataFrame:
+    """Run ``cfg.participants`` simulated participants into ``store``; return who they were. ``clock``: the
+    store's simulated clock, advanced by every simulated response time."""
     rows = []
     for index in range(cfg.participants):
         rng = np.random.default_rng([cfg.seed, index])
@@ -73,6 +92,8 @@ def simulate(bundle: Bundle, themes: dict[int, int], cfg: SimulationConfig, stor
             p_left = choice_probability_left(trial, themes, cfg, attentive)
             side = "left" if rng.random() < p_left else "right"
             response_ms = int(rng.lognormal(np.log(2500.0), 0.5))
+            if clock is not None:
+                clock.advance(response_ms)
             store.record_response(plan, trial.trial_id, side, response_ms, SIMULATED_APP_VERSION, SIMULATED_CONSENT)
         rows.append({"participant_id": participant_id, "attentive": attentive, "plan_seed": plan.seed})
     return pd.DataFrame(rows)

@@ -116,9 +116,13 @@ class DatabaseMissing(ConfigError):
 class Store:
     """Thread-safe handle on the study database (share one per process, e.g. ``st.cache_resource``)."""
 
-    def __init__(self, url: str, *, busy_timeout_s: float = 30.0, create: bool = False):
-        """Open the study database at ``url``; ``create`` makes the file and the tables if missing."""
+    def __init__(self, url: str, *, busy_timeout_s: float = 30.0, create: bool = False,
+                 clock: Callable[[], _dt.datetime] = _now):
+        """Open the study database at ``url``; ``create`` makes the file and the tables if missing. ``clock``:
+        the time stamped into ``created_at`` / ``shown_at`` (UTC now; simulated participants pass a simulated
+        clock, so that their exported responses are the same bytes on every run)."""
         self.url = url
+        self._clock = clock
         self._busy_timeout_s = busy_timeout_s
         sa_url = dburl.parse(url, "study database URL")
         self.shown_url = sa_url.render_as_string(hide_password=True)
@@ -226,7 +230,7 @@ class Store:
         self._insert_ignore(PLANS, {
             "participant_id": plan.participant_id, "id_source": id_source, "study_id": plan.study_id,
             "plan_seed": plan.seed, "n_trials": len(plan.trials), "plan_json": json.dumps(plan.to_json()),
-            "app_version": app_version, "created_at": _now()}, ["participant_id"])
+            "app_version": app_version, "created_at": self._clock()}, ["participant_id"])
         stored = self.get_plan(plan.participant_id)
         assert stored is not None
         return stored
@@ -241,7 +245,7 @@ class Store:
         if validate_participant_id(participant_id) is None:
             raise StoreError("invalid participant id")
         return self._insert_ignore(CONSENTS, {"participant_id": participant_id, "consent_version": consent_version,
-                                              "created_at": _now()}, ["participant_id", "consent_version"])
+                                              "created_at": self._clock()}, ["participant_id", "consent_version"])
 
     def has_consent(self, participant_id: str, consent_version: str) -> bool:
         with self.engine.connect() as conn:
@@ -253,7 +257,7 @@ class Store:
 
     def record_display(self, participant_id: str, trial_id: str) -> None:
         """Note that ``trial_id`` is on the participant's screen (the first call per trial stands)."""
-        self._insert_ignore(DISPLAYS, {"participant_id": participant_id, "trial_id": trial_id, "shown_at": _now()},
+        self._insert_ignore(DISPLAYS, {"participant_id": participant_id, "trial_id": trial_id, "shown_at": self._clock()},
                             ["participant_id", "trial_id"])
 
     def record_response(self, plan: Plan, trial_id: str, chosen_side: str, response_time_ms: int,
@@ -276,7 +280,7 @@ class Store:
             "response_time_ms": max(0, min(int(response_time_ms), 2**31 - 1)), "plan_seed": plan.seed,
             "study_id": plan.study_id, "app_version": app_version, "consent_version": consent_version,
             "first_shown_at": self._first_shown(plan.participant_id, trial_id), "browser_token": browser_token,
-            "created_at": _now()}, ["participant_id", "trial_id"])
+            "created_at": self._clock()}, ["participant_id", "trial_id"])
 
     def _first_shown(self, participant_id: str, trial_id: str) -> _dt.datetime | None:
         with self.engine.connect() as conn:
@@ -312,7 +316,7 @@ class Store:
             return None
         self._insert_ignore(COMPLETIONS, {"participant_id": plan.participant_id,
                                           "completion_code": secrets.token_hex(4).upper(),
-                                          "created_at": _now()}, ["participant_id"])
+                                          "created_at": self._clock()}, ["participant_id"])
         with self.engine.connect() as conn:
             return conn.execute(sa.select(COMPLETIONS.c.completion_code).where(
                 COMPLETIONS.c.participant_id == plan.participant_id)).scalar_one()

@@ -1,24 +1,25 @@
-"""Checkpoints: atomic save, safe load (``weights_only``), RNG state capture/restore, file hashes.
+"""Checkpoints: atomic, byte-stable save, safe load (``weights_only``), file hashes.
 
 A training checkpoint is a dict::
 
     format, version, method (registry name), method_config, train_config, spec, inputs, config_hash,
     step, epoch, world_size, networks {name: state_dict}, optimizers {name: state_dict},
-    scalers {phase: state_dict}, rng {python, numpy, torch, cuda}
+    scalers {phase: state_dict}
     [batch_sampler {kind, seed, batch_size, categories, probabilities_sha256, next_batch}: rarity.dataset only]
 
 Every value is a tensor or a plain Python container/scalar, so ``torch.load(weights_only=True)``
-reads it without unpickling arbitrary objects.
+reads it without unpickling arbitrary objects. No global RNG state is stored: the harness draws every
+random number from explicit generators derived from the seeds (a resumed run needs none), and the
+process-wide Python / NumPy states differ per process, which made every checkpoint's bytes differ
+between two otherwise identical runs. Same computation, same bytes (``make verify``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from retrievegan import io
@@ -28,46 +29,9 @@ FORMAT = "retrievegan-checkpoint"
 VERSION = 1
 
 
-def capture_rng() -> dict[str, Any]:
-    """Global RNG states (python, numpy, torch CPU, every CUDA device). The harness draws from none of
-    them, but third-party code might; a resumed run restores them all."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": _to_lists(random.getstate()),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-    return state
-
-
-def restore_rng(state: dict[str, Any]) -> None:
-    random.setstate(_to_tuples(state["python"]))
-    numpy_state = state["numpy"]
-    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
-                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _to_lists(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_to_lists(v) for v in value]
-    return value
-
-
-def _to_tuples(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_to_tuples(v) for v in value)
-    return value
-
-
 def save(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` atomically (temporary file + rename)."""
-    with io.atomic_open(path, "wb") as handle:
-        torch.save(payload, handle)
+    """Write ``payload`` atomically (temporary file + rename), byte-stable (``io.save_torch``)."""
+    io.save_torch(path, payload)
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

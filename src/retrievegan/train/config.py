@@ -33,10 +33,13 @@ class TrainConfig:
     checkpoint_every: int = 10_000  # steps between resumable checkpoints (sg2im: 10000)
     snapshot_every: int = 0  # steps between generator snapshots for progress figures (0: first and last only)
     log_every: int = 10  # steps between lines of losses.jsonl (sg2im: print_every 10)
-    amp: bool = False  # mixed precision (CUDA only; ignored on CPU)
-    amp_dtype: Literal["float16", "bfloat16"] = "float16"
+    amp: bool = False  # mixed precision: torch.autocast on the run's device (CUDA; also the CPU, e.g. for tests)
+    amp_dtype: Literal["float16", "bfloat16"] = "float16"  # float16 adds a GradScaler per phase
     compile: bool = False  # torch.compile every network
     compile_backend: str = "inductor"
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"  # reduce-overhead: CUDA graphs
+    adam: Literal["auto", "fused", "foreach"] = "auto"  # Adam kernels; auto: fused on CUDA, foreach on the CPU
+    channels_last: bool = False  # networks and images in channels-last memory format (tensor cores like it)
     deterministic: bool = False  # torch.use_deterministic_algorithms (warn-only on CUDA) + no cuDNN autotuning
     device: Literal["auto", "cpu", "cuda"] = "auto"
     sync_batchnorm: bool = True  # BatchNorm -> SyncBatchNorm under DDP on CUDA (batch statistics over all processes)
@@ -51,4 +54,4 @@ class TrainConfig:
 
     # keys that do not change what a run computes: a run may resume with other values for them
     OPERATIONAL = ("steps", "num_workers", "checkpoint_every", "snapshot_every", "log_every", "compile",
-                   "compile_backend", "device")
+                   "compile_backend", "compile_mode", "adam", "channels_last", "device")

@@ -36,10 +36,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from retrievegan import io, runinfo
 from retrievegan.config import from_mapping
+from retrievegan.device import pick_device
+from retrievegan.progressbar import progress_bar
 from retrievegan.data.dataset import DataSpec, SceneGraphBatch, SceneGraphDataset, collate_scene_graphs
 from retrievegan.errors import ConfigError, InputError
 from retrievegan.models.damsm import (
@@ -230,7 +231,7 @@ def pretrain_damsm(cfg: DamsmConfig, data_dir: str | Path, out_dir: str | Path, 
     from retrievegan.train.checkpoint import save, sha256_file
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    device = pick_device(cfg.device)
+    device = pick_device(cfg.device, "damsm.device")
     train_set = SceneGraphDataset(data_dir, "train")
     eval_set = SceneGraphDataset(data_dir, eval_split)
     if len(train_set) < cfg.batch_size:
@@ -247,7 +248,7 @@ def pretrain_damsm(cfg: DamsmConfig, data_dir: str | Path, out_dir: str | Path, 
     total = cfg.epochs * steps_per_epoch
     lines: list[str] = []
     step, lr, start = 0, cfg.lr, time.perf_counter()
-    bar = tqdm(total=total, desc="pretrain damsm", unit="step", disable=not progress, mininterval=30.0)
+    bar = progress_bar(total=total, desc="pretrain damsm", unit="step", disable=not progress, mininterval=30.0)
     for epoch in range(cfg.epochs):
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -265,7 +266,7 @@ def pretrain_damsm(cfg: DamsmConfig, data_dir: str | Path, out_dir: str | Path, 
             step += 1
             bar.update(1)
             if step % cfg.log_every == 0 or step == total:
-                record = {"step": step, "epoch": epoch, "seconds": round(time.perf_counter() - start, 3), "lr": lr,
+                record = {"step": step, "epoch": epoch, "lr": lr,
                           "loss": round(float(loss.detach()), 6), **{k: round(float(v.detach()), 6) for k, v in terms.items()}}
                 lines.append(json.dumps(record, sort_keys=True) + "\n")
         if lr > cfg.lr / 10:
@@ -276,7 +277,7 @@ def pretrain_damsm(cfg: DamsmConfig, data_dir: str | Path, out_dir: str | Path, 
     model.image_encoder.cpu().eval()
     after = evaluate(model, eval_set, eval_batch, cfg.eval_batches, torch.device("cpu"))
     evaluation = {"split": eval_split, "batch_size": eval_batch, "chance_r1": 1.0 / eval_batch,
-                  "before": before, "after": after, "steps": step, "train_seconds": round(wall, 3)}
+                  "before": before, "after": after, "steps": step}
     payload = {"format": FORMAT, "version": VERSION, "config": runinfo.to_jsonable(cfg),
                "spec": runinfo.to_jsonable(train_set.spec), "words": list(model.vocab.words), "step": step,
                "text_encoder": model.text_encoder.state_dict(), "image_encoder": model.image_encoder.state_dict()}
@@ -284,19 +285,12 @@ def pretrain_damsm(cfg: DamsmConfig, data_dir: str | Path, out_dir: str | Path, 
     io.write_text(out_dir / "losses.jsonl", "".join(lines))
     io.write_json(out_dir / "evaluation.json", evaluation)
     runinfo.write_run_json(out_dir, "pretrain-damsm", cfg, cfg.seed, {
-        "data_dir": str(data_dir), "device": str(device), "steps": step, "wall_seconds": round(wall, 3),
+        "data_dir": str(data_dir), "device": str(device), "steps": step,
         "image_encoder": ("inception: ImageNet Inception-v3, frozen trunk (AttnGAN)" if cfg.image_encoder == "inception"
                           else "cnn: trained from scratch here; substitutes AttnGAN's ImageNet Inception-v3"),
-        "checkpoint_sha256": sha256_file(out_dir / "checkpoint.pt"), "evaluation": evaluation})
-    return evaluation
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ConfigError("damsm.device is cuda but no CUDA device is available")
-        return torch.device("cuda")
-    return torch.device("cpu")
+        "checkpoint_sha256": sha256_file(out_dir / "checkpoint.pt"), "evaluation": evaluation},
+        measured={"train_seconds": round(wall, 3)})
+    return {**evaluation, "train_seconds": round(wall, 3)}
 
 
 def damsm_config(params: Mapping[str, Any] | None) -> DamsmConfig:

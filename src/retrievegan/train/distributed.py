@@ -54,13 +54,6 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def all_true(flag: bool, info: DistInfo, device: torch.device) -> bool:
-    """True only if ``flag`` holds on every process (e.g. "the loss is finite")."""
-    if not info.enabled:
-        return flag
-    value = torch.tensor([1 if flag else 0], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MIN)
-    return bool(value.item())
 
 
 class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):

@@ -20,7 +20,8 @@ from retrievegan.data.dataset import SceneGraphDataset
 from retrievegan.data.patches import load_patch_table
 from retrievegan.data.scene_graph import SPLITS
 from retrievegan.errors import InputError
-from retrievegan.eval.sampler import check_spec, pick_device, sequential_loader
+from retrievegan.device import pick_device
+from retrievegan.eval.sampler import check_spec, sequential_loader
 
 
 def gcn_features(checkpoint: str | Path, data_dir: str | Path, patches_csv: str | Path, out_path: str | Path,
@@ -59,4 +60,5 @@ def gcn_features(checkpoint: str | Path, data_dir: str | Path, patches_csv: str 
         "checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint), "method": payload["method"],
         "data_dir": str(data_dir), "patches_csv": str(patches_csv), "shape": list(features.shape)})
     io.write_json(out_path.with_name(out_path.stem + ".run.json"), record)
+    runinfo.report_provenance(out_path.with_name(out_path.stem + ".run.json"))
     return features

@@ -5,12 +5,15 @@
 the training split. Features:
 
 * resumable checkpoints written atomically every ``checkpoint_every`` steps to
-  ``<out_dir>/state/<config hash>/last.pt`` (networks, optimisers, grad scalers, step, global RNG
-  states); ``resume=True`` continues from there. Data order and per-image noise derive from
+  ``<out_dir>/state/<config hash>/last.pt`` (networks, optimisers, grad scalers, step; no global RNG
+  state: every draw comes from an explicit generator); ``resume=True`` continues from there. Data order and per-image noise derive from
   ``(seed, epoch, image_id)``, so a killed and resumed run computes the same parameters as an
   uninterrupted one (bit for bit on the CPU with ``deterministic``);
-* mixed precision on CUDA (``amp``), ``torch.compile`` (``compile``), DistributedDataParallel when
-  launched by ``torchrun`` (NCCL on CUDA, gloo on the CPU);
+* mixed precision (``amp``: autocast in bf16, or fp16 with grad scalers), ``torch.compile`` (``compile``,
+  ``compile_mode``), fused Adam on CUDA (``adam``), channels-last memory (``channels_last``),
+  DistributedDataParallel when launched by ``torchrun`` (NCCL on CUDA, gloo on the CPU);
+* no host synchronisation inside a step beyond one read of the "losses finite" flags (none with fused
+  Adam: :class:`Trainer`); the index tensors a step needs come from the collate function;
 * a JSONL loss log, a tqdm progress bar with ETA, generator snapshots for progress figures;
 * rarity rebalancing (``rarity.dataset`` / ``rarity.loss``, off by default; :mod:`retrievegan.train.rebalance`):
   the rarity batch sampler instead of the epoch permutation (its state goes into the checkpoint) and per-pixel
@@ -40,16 +43,16 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
-
 from retrievegan import io, runinfo
 from retrievegan.data.dataset import DataSpec, SceneGraphBatch, SceneGraphDataset, collate_scene_graphs
 from retrievegan.data.rarity import RarityConfig
+from retrievegan.device import pick_device
 from retrievegan.errors import ConfigError, InputError
+from retrievegan.progressbar import progress_bar
 from retrievegan.seeds import INIT, TRAIN_NOISE, derive_seed, image_generators
 from retrievegan.train import checkpoint as ckpt
 from retrievegan.train.config import TrainConfig
-from retrievegan.train.distributed import DistInfo, EpochBatchSampler, all_true, barrier, init_distributed
+from retrievegan.train.distributed import DistInfo, EpochBatchSampler, barrier, init_distributed
 from retrievegan.train.method import Method, StepContext
 from retrievegan.train.rebalance import Rebalancing, rebalancing
 from retrievegan.train.registry import create_method
@@ -64,14 +67,6 @@ class TrainResult:
     resumed_from: int | None
     wall_seconds: float
     images_per_second: float  # over the steps of this invocation
-
-
-def pick_device(cfg: TrainConfig, local_rank: int = 0) -> torch.device:
-    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ConfigError("train.device is cuda but no CUDA device is available")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
 
 
 @contextlib.contextmanager
@@ -93,8 +88,27 @@ def torch_flags(cfg: TrainConfig, device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = previous[2], previous[3]
 
 
+def adam_kernels(cfg: TrainConfig, device: torch.device) -> str:
+    """``fused`` (one kernel per step for all parameters; CUDA default) or ``foreach`` (CPU default: the same
+    numbers as PyTorch's per-parameter loop, bit for bit, in a handful of multi-tensor ops)."""
+    if cfg.adam != "auto":
+        return cfg.adam
+    return "fused" if device.type == "cuda" else "foreach"
+
+
 class Trainer:
-    """A method's networks, optimisers and grad scalers, and one training step (no file I/O)."""
+    """A method's networks, optimisers and grad scalers, and one training step (no file I/O).
+
+    A step is ``prepare`` (host side: per-image generators, ``Method.host_prepare``, the copy to the device)
+    then ``step`` (device side). ``step`` runs both phases' forward and backward passes, then applies the
+    updates: a phase whose loss is not finite is skipped, and a non-finite generator loss skips the
+    discriminator update too (sg2im). Deciding that needs the losses' values on the host -- one
+    synchronisation per step -- except with fused Adam and no grad scaler, where the flags go to the fused
+    kernels on the device (``found_inf``) and the host reads them only when it logs (no synchronisation in a
+    step). The discriminator's forward pass does not depend on the generator's update (it reads the generator
+    step's detached ``cache``), so updating both after both backward passes gives sg2im's "G update, then D
+    update" numbers exactly.
+    """
 
     def __init__(self, method: Method, cfg: TrainConfig, device: torch.device, dist_info: DistInfo = DistInfo(),
                  rebalance: Rebalancing | None = None):
@@ -108,17 +122,23 @@ class Trainer:
             raise ValueError(f"{method.name}: no network has the generator role")
         if dist_info.enabled and cfg.sync_batchnorm and device.type == "cuda":
             nets = {k: nn.SyncBatchNorm.convert_sync_batchnorm(v) for k, v in nets.items()}
-        self.nets: dict[str, nn.Module] = {k: v.to(device) for k, v in nets.items()}
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.nets: dict[str, nn.Module] = {k: v.to(device, memory_format=self.memory_format) for k, v in nets.items()}
+        self.adam = adam_kernels(cfg, device)
         self.optimizers = {}
         for name, net in self.nets.items():
             opt = method.optimizer(name)
+            kernels = {"fused": True} if self.adam == "fused" else {"foreach": True}
             self.optimizers[name] = torch.optim.Adam(net.parameters(), lr=opt.lr, betas=opt.betas, eps=opt.eps,
-                                                     weight_decay=opt.weight_decay)
-        self.amp = cfg.amp and device.type == "cuda"
+                                                     weight_decay=opt.weight_decay, **kernels)
+        self.amp = cfg.amp
         self.amp_dtype = torch.float16 if cfg.amp_dtype == "float16" else torch.bfloat16
         scale = self.amp and self.amp_dtype == torch.float16
         self.scalers = {phase: torch.amp.GradScaler(device.type, enabled=scale)
                         for phase in ("generator", "discriminator")}
+        # no synchronisation per step: fused kernels take the skip flags on the device (a grad scaler sets its own)
+        self.device_skip = self.adam == "fused" and not scale
+        self._pending: list[torch.Tensor] = []  # device skip flags of steps not yet read by the host
         self.wrapped: dict[str, nn.Module] = {}
         for name, net in self.nets.items():
             module: nn.Module = net
@@ -127,7 +147,8 @@ class Trainer:
                     module, device_ids=[device.index] if device.type == "cuda" else None,
                     find_unused_parameters=method.ddp_find_unused_parameters)
             if cfg.compile:
-                module = torch.compile(module, backend=cfg.compile_backend)
+                mode = None if cfg.compile_mode == "default" else cfg.compile_mode
+                module = torch.compile(module, backend=cfg.compile_backend, mode=mode)
             self.wrapped[name] = module
 
     # --- one step -----------------------------------------------------------------------------------
@@ -154,51 +175,109 @@ class Trainer:
     def _autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp)
 
-    def _update(self, role: str, loss: torch.Tensor) -> bool:
-        finite = all_true(bool(torch.isfinite(loss.detach()).item()), self.dist, self.device)
-        if not finite:
-            if not self.cfg.skip_nonfinite:
-                raise FloatingPointError(f"non-finite {role} loss")
-            return False
-        names = self.names(role)
-        for name in names:
+    def _backward(self, role: str, loss: torch.Tensor) -> torch.Tensor:
+        """Gradients of ``loss`` for the networks of ``role``; returns the device flag "the loss is finite"."""
+        for name in self.names(role):
             self.optimizers[name].zero_grad(set_to_none=True)
+        finite = torch.isfinite(loss.detach())
+        self.scalers[role].scale(loss).backward()
+        return finite
+
+    def _apply(self, role: str, skip: torch.Tensor | bool) -> None:
+        """Adam step of the networks of ``role`` unless ``skip`` (a host bool, or a device flag for fused Adam)."""
         scaler = self.scalers[role]
-        scaler.scale(loss).backward()
-        for name in names:
+        if isinstance(skip, torch.Tensor):
+            for name in self.names(role):
+                self.optimizers[name].found_inf = skip  # read by the fused kernels: skip without a sync
+                try:
+                    self.optimizers[name].step()
+                finally:
+                    del self.optimizers[name].found_inf
+            return
+        if skip:
+            return
+        for name in self.names(role):
             scaler.step(self.optimizers[name])
         scaler.update()
-        return True
 
-    def context(self, batch: SceneGraphBatch, step: int, epoch: int) -> StepContext:
+    def context(self, batch: SceneGraphBatch, step: int, epoch: int, log_step: bool = False) -> StepContext:
         gens = image_generators((self.cfg.seed, TRAIN_NOISE, epoch), batch.image_ids.tolist(), self.device)
         weights = None if self.rebalance is None else self.rebalance.pixel_weights(batch)
         if weights is not None:
             weights = weights.to(self.device, non_blocking=True)
-        return StepContext(step=step, epoch=epoch, device=self.device, generators=gens, pixel_weights=weights)
+        return StepContext(step=step, epoch=epoch, device=self.device, generators=gens, log_step=log_step,
+                           pixel_weights=weights)
+
+    def is_log_step(self, step: int) -> bool:
+        """Whether the step after ``step`` completed steps is written to losses.jsonl."""
+        return (step + 1) % self.cfg.log_every == 0 or step + 1 == self.cfg.steps
+
+    def prepare(self, batch: SceneGraphBatch, step: int, epoch: int) -> tuple[SceneGraphBatch, StepContext]:
+        """Host side of a step (CPU batch in): per-image generators, the method's host inputs, the copy to the
+        device (asynchronous from pinned memory)."""
+        ctx = self.context(batch, step, epoch, self.is_log_step(step))
+        batch = self.method.host_prepare(batch).to(self.device, non_blocking=True)
+        if self.memory_format is torch.channels_last:
+            batch = dataclasses.replace(batch, images=batch.images.contiguous(memory_format=torch.channels_last))
+        return batch, ctx
+
+    def step(self, batch: SceneGraphBatch, ctx: StepContext) -> dict[str, Any]:
+        """Device side of a step: both phases, then the updates (see the class docstring). Returns the logs:
+        ``G`` / ``D`` detached loss terms (device tensors) and ``skipped`` (1 if the generator update was skipped;
+        a device tensor when no synchronisation was made)."""
+        self.method.train_modes(self.nets, ctx.step)
+        with self._frozen("generator"):
+            with self._autocast():
+                g_out = self.method.generator_step(self._view("generator"), batch, ctx)
+            g_ok = self._backward("generator", g_out.loss)
+        logs: dict[str, Any] = {"G": dict(g_out.logs), "D": {}, "skipped": 0, "meta": dict(g_out.meta)}
+        d_ok = None
+        if self.names("discriminator"):
+            with self._frozen("discriminator"):
+                with self._autocast():
+                    d_out = self.method.discriminator_step(self._view("discriminator"), batch, g_out.cache, ctx)
+                if d_out is not None:
+                    logs["D"] = dict(d_out.logs)
+                    d_ok = self._backward("discriminator", d_out.loss)
+        flags = torch.stack([g_ok, g_ok if d_ok is None else d_ok])
+        if self.dist.enabled:  # every process takes the same decision
+            flags = flags.to(torch.int32)
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MIN)
+            flags = flags.bool()
+        g_skip = ~flags[0]
+        d_skip = g_skip | ~flags[1]
+        if self.device_skip:
+            self._apply("generator", g_skip.float())
+            if d_ok is not None:
+                self._apply("discriminator", d_skip.float())
+            self._pending.append(g_skip | d_skip)
+            if len(self._pending) >= 64:  # fold on the device, without reading anything
+                self._pending = [torch.stack(self._pending).any()]
+            logs["skipped"] = g_skip.to(torch.int64)
+            return logs
+        g_skip_host, d_skip_host = torch.stack([g_skip, d_skip]).tolist()  # the step's one synchronisation
+        if (g_skip_host or d_skip_host) and not self.cfg.skip_nonfinite:
+            raise FloatingPointError(f"non-finite {'generator' if g_skip_host else 'discriminator'} loss")
+        self._apply("generator", g_skip_host)
+        if d_ok is not None:
+            self._apply("discriminator", d_skip_host)
+        logs["skipped"] = int(g_skip_host)
+        return logs
 
     def train_step(self, batch: SceneGraphBatch, step: int, epoch: int) -> dict[str, Any]:
-        """Generator update, then discriminator update, on one (local) batch. Returns detached logs."""
-        ctx = self.context(batch, step, epoch)
-        batch = batch.to(self.device, non_blocking=True)
-        self.method.train_modes(self.nets, step)
-        with self._frozen("generator"), self._autocast():
-            g_out = self.method.generator_step(self._view("generator"), batch, ctx)
-        logs: dict[str, Any] = {"G": dict(g_out.logs), "D": {}, "skipped": 0}
-        with self._frozen("generator"):
-            g_ok = self._update("generator", g_out.loss)
-        if not g_ok:
-            logs["skipped"] = 1  # sg2im skips the whole iteration on a non-finite generator loss
-            return logs
-        if self.names("discriminator"):
-            with self._frozen("discriminator"), self._autocast():
-                d_out = self.method.discriminator_step(self._view("discriminator"), batch, g_out.cache, ctx)
-            if d_out is not None:
-                logs["D"] = dict(d_out.logs)
-                with self._frozen("discriminator"):
-                    if not self._update("discriminator", d_out.loss):
-                        logs["skipped"] = 1
-        return logs
+        """Generator update, then discriminator update, on one (local, CPU) batch. Returns detached logs (the
+        generator step's diagnostics of a logged step under ``"meta"``)."""
+        return self.step(*self.prepare(batch, step, epoch))
+
+    def check_finite(self) -> None:
+        """With device-side skipping: read the skip flags of the steps since the last call (one synchronisation)
+        and stop if a loss was not finite and ``skip_nonfinite`` is off. Call before saving state."""
+        if not self._pending:
+            return
+        skipped = bool(torch.stack(self._pending).any())
+        self._pending.clear()
+        if skipped and not self.cfg.skip_nonfinite:
+            raise FloatingPointError("non-finite loss (update skipped on the device; skip_nonfinite is false)")
 
     # --- state --------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -262,10 +341,17 @@ class LossLog:
 
 
 def _flat_logs(logs: Mapping[str, Any]) -> dict[str, float]:
-    flat = {}
-    for phase in ("G", "D"):
-        for key, value in logs.get(phase, {}).items():
-            flat[f"{phase}/{key}"] = round(float(value), 6)
+    """``{"G/<term>": value, "D/<term>": value, "meta/<name>": value, "skipped": 0|1}`` from a step's logs
+    (``meta``: the method's diagnostics of a logged step): every device value read in one copy to the host."""
+    keys = [f"{phase}/{key}" for phase in ("G", "D", "meta") for key in logs.get(phase, {})]
+    values = [logs[phase][key] for phase in ("G", "D", "meta") for key in logs.get(phase, {})]
+    values.append(logs.get("skipped", 0))
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
+    if tensors:
+        host = iter(torch.stack([t.detach().float().reshape(()) for t in tensors]).tolist())
+        values = [next(host) if isinstance(v, torch.Tensor) else float(v) for v in values]
+    flat = {k: round(float(v), 6) for k, v in zip(keys, values)}
+    flat["skipped"] = int(values[-1])
     return flat
 
 
@@ -283,7 +369,7 @@ def train(method_name: str, method_params: Mapping[str, Any] | None, cfg: TrainC
     out_dir = Path(out_dir)
     data_dir = Path(data_dir)
     patches = None if patches_csv is None else Path(patches_csv)
-    device = pick_device(cfg, int(os.environ.get("LOCAL_RANK", "0")))
+    device = pick_device(cfg.device, "train.device", int(os.environ.get("LOCAL_RANK", "0")))
     owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     dist_info = init_distributed(device.type == "cuda")
     try:
@@ -350,7 +436,6 @@ def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: Train
             if payload.get("config_hash") != chash:
                 raise InputError(last, "state was written by another configuration")
             trainer.load_state(payload)
-            ckpt.restore_rng(payload["rng"])
             step = resumed_from = int(payload["step"])
             if rebalance is not None and rebalance.sampler is not None:
                 try:
@@ -372,7 +457,7 @@ def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: Train
                     "method_config": runinfo.to_jsonable(method.config), "train_config": runinfo.to_jsonable(cfg),
                     "spec": runinfo.to_jsonable(dataset.spec), "inputs": {k: str(v) for k, v in method.inputs.items()},
                     "config_hash": chash, "step": current, "epoch": current // steps_per_epoch,
-                    "world_size": dist_info.world_size, "rng": ckpt.capture_rng(), **trainer.state(),
+                    "world_size": dist_info.world_size, **trainer.state(),
                     **({"batch_sampler": rebalance.sampler.state_dict(current)}
                        if rebalance is not None and rebalance.sampler is not None else {})}
         log = None
@@ -387,7 +472,7 @@ def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: Train
                 if int(stale.stem.split("_")[1]) > step:
                     stale.unlink()
         start_step, start_time = step, time.perf_counter()
-        bar = tqdm(total=cfg.steps, initial=step, desc=f"train {method_name}", unit="step",
+        bar = progress_bar(total=cfg.steps, initial=step, desc=f"train {method_name}", unit="step",
                    disable=not (progress and dist_info.is_main), dynamic_ncols=True,
                    mininterval=0.5 if sys.stderr.isatty() else 30.0)
         try:
@@ -397,14 +482,18 @@ def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: Train
                     logs = trainer.train_step(batch, step, epoch)
                     step += 1
                     bar.update(1)
+                    if step % cfg.log_every == 0 or step == cfg.steps:
+                        trainer.check_finite()
                     if log is not None and (step % cfg.log_every == 0 or step == cfg.steps):
-                        elapsed = time.perf_counter() - start_time
                         flat = _flat_logs(logs)
-                        rate = (step - start_step) * cfg.batch_size / max(elapsed, 1e-9)
-                        log.write({"step": step, "epoch": epoch, "seconds": round(elapsed, 3),
-                                   "meta": {"images_per_s": round(rate, 3), "skipped": logs["skipped"]}, **flat})
+                        skipped = flat.pop("skipped")
+                        meta = {k[len("meta/"):]: flat.pop(k) for k in list(flat) if k.startswith("meta/")}
+                        # no wall times here (a tracked output: byte-identical across runs); those go to
+                        # the provenance line of the job log and Snakemake's benchmark file
+                        log.write({"step": step, "epoch": epoch, "meta": {"skipped": skipped, **meta}, **flat})
                         bar.set_postfix({k: f"{v:.3f}" for k, v in flat.items() if k.endswith("/total")})
                     if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                        trainer.check_finite()
                         if dist_info.is_main:
                             ckpt.save(last, payload_at(step))
                         barrier(dist_info)
@@ -416,6 +505,7 @@ def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: Train
             bar.close()
             if log is not None:
                 log.close()
+        trainer.check_finite()
         wall = time.perf_counter() - start_time
         throughput = (step - start_step) * cfg.batch_size / max(wall, 1e-9)
         final = out_dir / "checkpoint.pt"
@@ -428,12 +518,14 @@ def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: Train
             snapshots = out_dir / "snapshots"
             shutil.rmtree(snapshots, ignore_errors=True)
             os.replace(state_dir / "snapshots", snapshots)
+            # resumed_from and the times differ between an interrupted and an uninterrupted run of the same
+            # computation: provenance (job log), not run.json
             runinfo.write_run_json(out_dir, "train", resolved, cfg.seed, {
-                "config_hash": chash, "steps": step, "resumed_from": resumed_from, "world_size": dist_info.world_size,
-                "method_notes": dict(method.notes()),
-                "device": str(device), "wall_seconds_this_invocation": round(wall, 3),
-                "images_per_second_this_invocation": round(throughput, 3),
-                "checkpoint_sha256": ckpt.sha256_file(final)})
+                "config_hash": chash, "steps": step, "world_size": dist_info.world_size,
+                "method_notes": dict(method.notes()), "device": str(device),
+                "checkpoint_sha256": ckpt.sha256_file(final)},
+                measured={"resumed_from": resumed_from, "wall_seconds_this_invocation": round(wall, 3),
+                          "images_per_second_this_invocation": round(throughput, 3)})
             shutil.rmtree(state_dir, ignore_errors=True)
             with contextlib.suppress(OSError):
                 (out_dir / "state").rmdir()

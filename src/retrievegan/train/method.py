@@ -8,11 +8,18 @@ per network, from ``method.optimizer(name)``), mixed precision, DDP, compilation
 
 Per step the loop calls, in this order (sg2im's order: G first, then D):
 
+0. ``host_prepare(batch)`` on the CPU batch, before it moves to the device;
 1. ``train_modes(nets, step)``;
 2. ``generator_step(nets, batch, ctx)`` -> ``StepOutput(loss, logs, cache)``; the loop back-propagates
    ``loss`` into the generator networks (discriminators are frozen during this call);
 3. ``discriminator_step(nets, batch, cache, ctx)`` -> ``StepOutput`` or None; back-propagated into
-   the discriminator networks. ``cache`` is whatever step 2 returned (e.g. detached fake images).
+   the discriminator networks. ``cache`` is whatever step 2 returned (e.g. detached fake images). It must
+   not depend on the generator networks' parameters: the loop applies both updates after both backward
+   passes (the same numbers as updating G before D's forward pass, with one host synchronisation per step).
+
+Inside steps 1-3 nothing should need a device value on the host (``.item()``, ``bool(t)``, ``.tolist()``,
+boolean-mask indexing, ``nonzero``, ``unique``...): each is a GPU synchronisation. Use the host values and
+index tensors of the batch (``objects_per_image``, ``real_rows``, ``image_rows``, ``extras``).
 
 Randomness: ``ctx.generators`` holds one ``torch.Generator`` per image of the batch, seeded from
 ``(seed, epoch, image_id)``; draw every per-image random tensor from its image's generator so that
@@ -47,6 +54,7 @@ class StepContext:
     # rarity.loss (train/rebalance.py): (N, 1, S, S) per-pixel weights in (0, 1] of the reconstruction losses;
     # None: unweighted (methods declaring ``supports_rarity_loss`` use it)
     pixel_weights: torch.Tensor | None = None
+    log_step: bool = False  # this step's logs go to losses.jsonl: the time for costly diagnostics (``meta``)
 
 
 @dataclasses.dataclass
@@ -54,6 +62,7 @@ class StepOutput:
     loss: torch.Tensor  # scalar to back-propagate
     logs: Mapping[str, torch.Tensor]  # detached scalars for losses.jsonl (weighted terms + "total")
     cache: Any = None  # handed from generator_step to discriminator_step
+    meta: Mapping[str, float] = dataclasses.field(default_factory=dict)  # diagnostics -> losses.jsonl ``meta``
 
 
 @dataclasses.dataclass
@@ -99,6 +108,12 @@ class Method(abc.ABC):
     @abc.abstractmethod
     def optimizer(self, network: str) -> AdamConfig:
         """Adam settings of one network."""
+
+    def host_prepare(self, batch: SceneGraphBatch) -> SceneGraphBatch:
+        """Host-side inputs of a CPU batch before it moves to the device (default: none). Work that needs the
+        batch's values in Python (e.g. AttnGAN's sentences) goes here, into ``batch.extras``: done on the device
+        inside a step it would make the host wait for the GPU. The loop and the sampler call it."""
+        return batch
 
     def train_modes(self, nets: Mapping[str, nn.Module], step: int) -> None:
         """Put networks in train/eval mode before a step (default: all in train mode)."""

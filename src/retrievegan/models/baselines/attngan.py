@@ -48,7 +48,8 @@ from torch import nn
 
 from retrievegan.data.dataset import DataSpec, SceneGraphBatch
 from retrievegan.errors import ConfigError
-from retrievegan.models.damsm import damsm_losses, identical_texts, to_imagenet_normalized, to_tanh_range
+from retrievegan.models.damsm import (damsm_losses, identical_texts, sort_by_length, to_imagenet_normalized,
+                                     to_tanh_range)
 from retrievegan.models.init import build
 from retrievegan.train import losses
 from retrievegan.train.config import AdamConfig
@@ -319,13 +320,26 @@ class AttnGanMethod(Method):
         nets["image_encoder"].eval()
 
     # --- helpers ---
-    def encode_text(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch) -> tuple[torch.Tensor, ...]:
-        """tokens (N, L), lengths (N,), words (N, D, L), sentence (N, D), padding (N, L) of the batch's sentences."""
+    def host_prepare(self, batch: SceneGraphBatch) -> SceneGraphBatch:
+        """The batch's sentences as tokens, made on the host from the CPU batch (``extras``: ``tokens`` (N, L),
+        ``token_lengths`` (N,) and the longest-first ``token_order`` / ``token_restore`` (N,) move to the device;
+        ``sorted_lengths_host`` stays on the host for the LSTM's packing)."""
         tokens, lengths = self.damsm.tokens(batch)
-        device = batch.images.device
-        tokens = tokens.to(device)
+        order, restore = sort_by_length(lengths)
+        extras = {**batch.extras, "tokens": tokens, "token_lengths": lengths, "token_order": order,
+                  "token_restore": restore, "sorted_lengths_host": tuple(lengths[order].tolist())}
+        return dataclasses.replace(batch, extras=extras)
+
+    def encode_text(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch) -> tuple[torch.Tensor, ...]:
+        """tokens (N, L), lengths (N,), words (N, D, L), sentence (N, D), padding (N, L) of the batch's sentences
+        (from ``host_prepare``'s extras; a batch without them is tokenised here, reading it on the host)."""
+        if "tokens" not in batch.extras:
+            batch = self.host_prepare(batch.to("cpu")).to(batch.images.device)
+        tokens, lengths = batch.extras["tokens"], batch.extras["token_lengths"]
         with torch.no_grad():
-            words, sentence = nets["text_encoder"](tokens, lengths)
+            words, sentence = nets["text_encoder"](tokens, torch.tensor(batch.extras["sorted_lengths_host"]),
+                                                   order=batch.extras["token_order"],
+                                                   restore=batch.extras["token_restore"])
         return tokens, lengths, words, sentence, tokens == 0
 
     def noise(self, batch: SceneGraphBatch, generators: Sequence[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:

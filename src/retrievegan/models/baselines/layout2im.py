@@ -43,7 +43,7 @@ from torch import nn
 from retrievegan.data.dataset import DataSpec, SceneGraphBatch
 from retrievegan.errors import ConfigError
 from retrievegan.models.init import build
-from retrievegan.models.layout import crop_boxes, positions_in_image
+from retrievegan.models.layout import crop_boxes
 from retrievegan.train import losses
 from retrievegan.train.config import AdamConfig
 from retrievegan.train.method import Method, Role, SampleOutput, StepContext, StepOutput
@@ -68,6 +68,9 @@ class Layout2ImConfig:
     d_img_dims: tuple[int, ...] = (64, 128, 256, 512, 1024)  # ImageDiscriminator (conv_dim 64)
     d_obj_dims: tuple[int, ...] = (64, 128, 256, 512, 1024)  # ObjectDiscriminator
     spectral_norm: bool = True  # layout2im add_sn on both discriminators
+    batch_discriminator_calls: bool = False  # ours (GPU speed): one D call per phase on real + fakes concatenated
+    # (layout2im: one call per input; the same logits up to rounding, but one spectral-norm power iteration per
+    # phase instead of one per call)
     lambda_img_rec: float = 1.0  # layout2im --lambda_img_rec (L1)
     lambda_z_rec: float = 10.0  # layout2im --lambda_z_rec
     lambda_img_adv: float = 1.0  # layout2im --lambda_img_adv
@@ -122,18 +125,28 @@ class _SpectralNorm:
             self.sn_v.copy_(F.normalize(torch.randn(self.sn_v.shape, generator=generator), dim=0, eps=1e-12))
 
     def normalized_weight(self) -> torch.Tensor:
+        """weight / sigma, sigma = u^T W v after one power iteration (training), as
+        ``torch.nn.utils.spectral_norm`` (its clones of u and v too: under ``torch.compile`` the saved tensors
+        could otherwise alias the buffers the next call updates). In fp32 whatever the autocast state (in bf16
+        the iteration's vectors would lose precision, and ``dot`` refuses mixed dtypes)."""
         if not self.spectral:
             return self.weight
-        matrix = self.weight.reshape(self.weight.shape[0], -1)
-        if self.training:
-            with torch.no_grad():
-                v = F.normalize(matrix.t() @ self.sn_u, dim=0, eps=1e-12)
-                u = F.normalize(matrix @ v, dim=0, eps=1e-12)
-                self.sn_v.copy_(v)
-                self.sn_u.copy_(u)
-        u, v = self.sn_u.clone(), self.sn_v.clone()
-        sigma = torch.dot(u, matrix @ v)
+        with torch.autocast(self.weight.device.type, enabled=False):
+            matrix = self.weight.reshape(self.weight.shape[0], -1)
+            if self.training:
+                with torch.no_grad():
+                    v = _unit(torch.mv(matrix.t(), self.sn_u))
+                    u = _unit(torch.mv(matrix, v))
+                    self.sn_v.copy_(v)
+                    self.sn_u.copy_(u)
+            u, v = self.sn_u.clone(), self.sn_v.clone()
+            sigma = torch.dot(u, torch.mv(matrix, v))
         return self.weight / sigma
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """``F.normalize(x, dim=0, eps=1e-12)`` of a vector, bit for bit, in three ops instead of four."""
+    return x / torch.linalg.vector_norm(x).clamp_min(1e-12)
 
 
 class SNConv2d(_SpectralNorm, nn.Conv2d):
@@ -243,7 +256,8 @@ class LayoutEncoder(nn.Module):
     """Objects of N images -> fused layout features (N, C, S / 2^k, S / 2^k).
 
     forward(categories (O,), boxes (O, 4), z (O, Z), obj_to_img (O,), positions (O,) = order of each object
-    in its image's conv-LSTM sequence, num_images N).
+    in its image's conv-LSTM sequence, num_images N, steps = the most objects of an image (host int; None:
+    computed, a host synchronisation on a GPU)).
     """
 
     def __init__(self, cfg: Layout2ImConfig, num_classes: int, image_size: int):
@@ -260,7 +274,7 @@ class LayoutEncoder(nn.Module):
         self.residual = nn.Sequential(*[ResidualBlock(cfg.clstm_dims[-1]) for _ in range(cfg.res_blocks)])
 
     def forward(self, categories: torch.Tensor, boxes: torch.Tensor, z: torch.Tensor, obj_to_img: torch.Tensor,
-                positions: torch.Tensor, num_images: int) -> torch.Tensor:
+                positions: torch.Tensor, num_images: int, steps: int | None = None) -> torch.Tensor:
         vec = torch.cat([self.embedding(categories), z], dim=1)
         # the first 1x1 conv (no bias) of the vector spread over its box mask, computed as
         # (W vec) * mask: the same numbers without convolving the (O, E + Z, S, S) map
@@ -271,8 +285,10 @@ class LayoutEncoder(nn.Module):
             x = norm(x if k == 0 else conv(x), categories)
             if k < last:  # layout2im: no activation after the last conv before the conv-LSTM
                 x = F.relu(x)
-        counts = torch.bincount(obj_to_img, minlength=num_images)
-        steps = int(counts.max()) if counts.numel() and len(categories) else 0
+        counts = torch.zeros(num_images, dtype=torch.int64, device=obj_to_img.device).index_add(
+            0, obj_to_img, torch.ones_like(obj_to_img))
+        if steps is None:
+            steps = int(counts.max()) if counts.numel() and len(categories) else 0
         _, channels, height, width = x.shape
         sequence = x.new_zeros(num_images, max(steps, 1), channels, height, width)
         sequence[obj_to_img, positions] = x
@@ -321,8 +337,9 @@ class Layout2ImGenerator(nn.Module):
     """Real objects of N images -> images.
 
     forward(categories (O,), boxes (O, 4), obj_to_img (O,), positions (O,), num_images N, z_rand (O, Z),
-    images (N, 3, S, S) | None, eps (O, Z) | None): with ``images`` (training), also the variational
-    reconstruction path; without, only ``image_rand`` (sampling).
+    images (N, 3, S, S) | None, eps (O, Z) | None, steps: the most objects of an image (host int) | None):
+    with ``images`` (training), also the variational reconstruction path; without, only ``image_rand``
+    (sampling).
     """
 
     def __init__(self, cfg: Layout2ImConfig, spec: DataSpec):
@@ -333,13 +350,13 @@ class Layout2ImGenerator(nn.Module):
         self.decoder = Decoder(cfg.clstm_dims[-1], cfg.decoder_dims)
 
     def render(self, categories: torch.Tensor, boxes: torch.Tensor, obj_to_img: torch.Tensor, positions: torch.Tensor,
-               num_images: int, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.layout_encoder(categories, boxes, z, obj_to_img, positions, num_images))
+               num_images: int, z: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        return self.decoder(self.layout_encoder(categories, boxes, z, obj_to_img, positions, num_images, steps))
 
     def forward(self, categories: torch.Tensor, boxes: torch.Tensor, obj_to_img: torch.Tensor, positions: torch.Tensor,
                 num_images: int, z_rand: torch.Tensor, images: torch.Tensor | None = None,
-                eps: torch.Tensor | None = None) -> Layout2ImOutput:
-        image_rand = self.render(categories, boxes, obj_to_img, positions, num_images, z_rand)
+                eps: torch.Tensor | None = None, steps: int | None = None) -> Layout2ImOutput:
+        image_rand = self.render(categories, boxes, obj_to_img, positions, num_images, z_rand, steps)
         if images is None:
             return Layout2ImOutput(image_rand, None, None, None, None, None, None, None)
         if eps is None:
@@ -347,7 +364,7 @@ class Layout2ImGenerator(nn.Module):
         crops_real = crop_boxes(images, boxes, obj_to_img, self.crop_size)
         mu, logvar = self.crop_encoder(crops_real, categories)
         z_rec = mu + torch.exp(0.5 * logvar) * eps
-        image_rec = self.render(categories, boxes, obj_to_img, positions, num_images, z_rec)
+        image_rec = self.render(categories, boxes, obj_to_img, positions, num_images, z_rec, steps)
         crops_rand = crop_boxes(image_rand, boxes, obj_to_img, self.crop_size)
         z_rand_rec, _ = self.crop_encoder(crops_rand, categories)
         crops_rec = crop_boxes(image_rec, boxes, obj_to_img, self.crop_size)
@@ -454,53 +471,71 @@ class Layout2ImMethod(Method):
 
     # --- helpers ---
     def objects(self, batch: SceneGraphBatch, generators: Sequence[torch.Generator],
-                with_eps: bool) -> dict[str, torch.Tensor]:
+                with_eps: bool) -> dict[str, Any]:
         """The real objects of the batch, their conv-LSTM positions and per-object noise.
 
         Per image n, from ``generators[n]``: the object order (a random permutation when
         ``shuffle_objects``), then ``z_rand`` (O_n, Z), then (training) ``eps`` (O_n, Z).
         Returns categories (O,), boxes (O, 4), obj_to_img (O,), positions (O,), z_rand (O, Z), eps (O, Z) | None.
+        Uses the batch's host counts and index tensors (the collate function's layout), so nothing is read back
+        from the device.
         """
         if len(generators) != batch.num_images:
             raise ValueError(f"{len(generators)} generators for {batch.num_images} images")
-        keep = batch.real_objects
-        obj_to_img = batch.obj_to_img[keep]
+        real_rows = batch.real_index()
+        obj_to_img = batch.obj_to_img.index_select(0, real_rows)
+        local = batch.object_index.index_select(0, real_rows)  # rank in its image (real objects come first)
         device, z_dim = batch.images.device, self.config.z_dim
-        positions, _ = positions_in_image(obj_to_img, batch.num_images)
-        counts = torch.bincount(obj_to_img, minlength=batch.num_images).tolist()
+        counts = self.object_counts(batch)
         z_rand, eps, order = [], [], []
-        for n, (count, gen) in enumerate(zip(counts, generators)):
+        for count, gen in zip(counts, generators):  # random draws only: each image's own stream
             if self.config.shuffle_objects:
                 order.append(torch.randperm(count, generator=gen, device=device))
-            else:
-                order.append(torch.arange(count, device=device))
             z_rand.append(torch.randn(count, z_dim, generator=gen, device=device))
             if with_eps:
                 eps.append(torch.randn(count, z_dim, generator=gen, device=device))
-        # object j of image n (in batch order) takes sequence slot inverse(order_n)[j]
-        slots = torch.cat([torch.argsort(o) for o in order]) if order else positions
-        index = torch.argsort(obj_to_img, stable=True)
-        shuffled = torch.empty_like(positions)
-        shuffled[index] = slots
-        return {"categories": batch.objs[keep], "boxes": batch.boxes[keep], "obj_to_img": obj_to_img,
-                "positions": shuffled, "z_rand": torch.cat(z_rand)[torch.argsort(index)] if z_rand else None,
-                "eps": torch.cat(eps)[torch.argsort(index)] if with_eps else None}
+        positions = local
+        if order:  # object j of image n takes sequence slot inverse(order_n)[j]: one scatter for the batch
+            start = torch.arange(local.shape[0], device=device) - local  # first real row of each object's image
+            positions = torch.empty_like(local).index_put_((start + torch.cat(order),), local)
+        return {"categories": batch.objs.index_select(0, real_rows), "boxes": batch.boxes.index_select(0, real_rows),
+                "obj_to_img": obj_to_img, "positions": positions, "z_rand": torch.cat(z_rand) if z_rand else None,
+                "eps": torch.cat(eps) if with_eps else None}
+
+    @staticmethod
+    def object_counts(batch: SceneGraphBatch) -> list[int]:
+        """Real objects of each image (host values; from the data for a batch not made by the collate function)."""
+        if batch.objects_per_image:
+            return [c - 1 for c in batch.objects_per_image]
+        return torch.bincount(batch.obj_to_img[batch.real_objects], minlength=batch.num_images).tolist()
+
+    def scores(self, net: nn.Module, inputs: Sequence[torch.Tensor]) -> list[Any]:
+        """``net`` on each of ``inputs`` (layout2im: one call each); with ``batch_discriminator_calls`` one call on
+        their concatenation, split back (the discriminators have no batch statistics, so every logit is the
+        same function of its own input; only the spectral-norm power iteration runs once instead of per call)."""
+        if not self.config.batch_discriminator_calls:
+            return [net(x) for x in inputs]
+        sizes = [int(x.shape[0]) for x in inputs]
+        out = net(torch.cat(list(inputs)))
+        if isinstance(out, tuple):
+            return list(zip(*(part.split(sizes) for part in out)))
+        return list(out.split(sizes))
 
     # --- losses ---
     def generator_step(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, ctx: StepContext) -> StepOutput:
         cfg = self.config
         o = self.objects(batch, ctx.generators, with_eps=True)
         out = nets["generator"](o["categories"], o["boxes"], o["obj_to_img"], o["positions"], batch.num_images,
-                                o["z_rand"], batch.images, o["eps"])
+                                o["z_rand"], batch.images, o["eps"], steps=max(self.object_counts(batch)))
         terms = losses.LossSum()
         terms.add("img_rec", losses.pixel_l1(out.image_rec, batch.images), cfg.lambda_img_rec)
         terms.add("z_rec", F.l1_loss(out.z_rand_rec.float(), o["z_rand"].float()), cfg.lambda_z_rec)
         kl = -0.5 * (1 + out.logvar - out.mu.pow(2) - out.logvar.exp()).float().sum() / batch.num_images
         terms.add("kl", kl, cfg.kl_weight)
-        img_adv = 0.5 * (losses.bce_to(nets["d_img"](out.image_rec), 1.0) + losses.bce_to(nets["d_img"](out.image_rand), 1.0))
+        img_rec, img_rand = self.scores(nets["d_img"], [out.image_rec, out.image_rand])
+        img_adv = 0.5 * (losses.bce_to(img_rec, 1.0) + losses.bce_to(img_rand, 1.0))
         terms.add("img_adv", img_adv, cfg.lambda_img_adv)
-        real_rec, cls_rec = nets["d_obj"](out.crops_rec)
-        real_rand, cls_rand = nets["d_obj"](out.crops_rand)
+        (real_rec, cls_rec), (real_rand, cls_rand) = self.scores(nets["d_obj"], [out.crops_rec, out.crops_rand])
         terms.add("obj_adv", 0.5 * (losses.bce_to(real_rec, 1.0) + losses.bce_to(real_rand, 1.0)), cfg.lambda_obj_adv)
         terms.add("obj_cls", 0.5 * (losses.auxiliary_classification(cls_rec, o["categories"])
                                     + losses.auxiliary_classification(cls_rand, o["categories"])), cfg.lambda_obj_cls)
@@ -513,14 +548,12 @@ class Layout2ImMethod(Method):
                            ctx: StepContext) -> StepOutput | None:
         cfg = self.config
         terms = losses.LossSum()
-        d_img = nets["d_img"]
-        img_fake = 0.5 * (losses.bce_to(d_img(cache["image_rec"]), 0.0) + losses.bce_to(d_img(cache["image_rand"]), 0.0))
-        terms.add("img_adv_real", losses.bce_to(d_img(batch.images), 1.0), cfg.lambda_img_adv)
+        img_rec, img_rand, img_real = self.scores(nets["d_img"], [cache["image_rec"], cache["image_rand"], batch.images])
+        img_fake = 0.5 * (losses.bce_to(img_rec, 0.0) + losses.bce_to(img_rand, 0.0))
+        terms.add("img_adv_real", losses.bce_to(img_real, 1.0), cfg.lambda_img_adv)
         terms.add("img_adv_fake", img_fake, cfg.lambda_img_adv)
-        d_obj = nets["d_obj"]
-        fake_rec, _ = d_obj(cache["crops_rec"])
-        fake_rand, _ = d_obj(cache["crops_rand"])
-        real, real_cls = d_obj(cache["crops_real"])
+        (fake_rec, _), (fake_rand, _), (real, real_cls) = self.scores(
+            nets["d_obj"], [cache["crops_rec"], cache["crops_rand"], cache["crops_real"]])
         terms.add("obj_adv_real", losses.bce_to(real, 1.0), cfg.lambda_obj_adv)
         terms.add("obj_adv_fake", 0.5 * (losses.bce_to(fake_rec, 0.0) + losses.bce_to(fake_rand, 0.0)), cfg.lambda_obj_adv)
         terms.add("obj_cls_real", losses.auxiliary_classification(real_cls, cache["categories"]), cfg.lambda_obj_cls)
@@ -535,5 +568,5 @@ class Layout2ImMethod(Method):
             raise ValueError(f"layout2im has no setting {setting!r} (it needs ground-truth boxes)")
         o = self.objects(batch, generators, with_eps=False)
         out = nets["generator"](o["categories"], o["boxes"], o["obj_to_img"], o["positions"], batch.num_images,
-                                o["z_rand"])
+                                o["z_rand"], steps=max(self.object_counts(batch)))
         return SampleOutput(images=out.image_rand)

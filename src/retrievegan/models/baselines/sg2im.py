@@ -96,7 +96,9 @@ class Sg2ImGenerator(nn.Module):
     """Scene graph -> image.
 
     forward(objs (O,), triples (T, 3), obj_to_img (O,), num_images N, noise (N, Z, S, S) or None,
-    boxes (O, 4) or None [None: predicted], masks (O, M, M) or None [None: predicted]) -> Sg2ImOutput.
+    boxes (O, 4) or None [None: predicted], masks (O, M, M) or None [None: predicted], positions (O,) rank of
+    each object in its image and max_objects (host int) [the batch's ``object_index`` / ``max_objects``; None:
+    computed, a host synchronisation on a GPU]) -> Sg2ImOutput.
     """
 
     def __init__(self, cfg: Sg2ImConfig, spec: DataSpec):
@@ -113,7 +115,8 @@ class Sg2ImGenerator(nn.Module):
 
     def forward(self, objs: torch.Tensor, triples: torch.Tensor, obj_to_img: torch.Tensor, num_images: int,
                 noise: torch.Tensor | None = None, boxes: torch.Tensor | None = None,
-                masks: torch.Tensor | None = None) -> Sg2ImOutput:
+                masks: torch.Tensor | None = None, positions: torch.Tensor | None = None,
+                max_objects: int | None = None) -> Sg2ImOutput:
         obj_vecs, _ = self.encoder(objs, triples)
         boxes_pred = self.box_net(obj_vecs)
         mask_logits = self.mask_net(obj_vecs) if self.mask_net is not None else None
@@ -121,7 +124,8 @@ class Sg2ImGenerator(nn.Module):
         layout_masks = masks
         if layout_masks is None and mask_logits is not None:
             layout_masks = mask_logits.sigmoid()
-        layout = masks_to_layout(obj_vecs, layout_boxes, layout_masks, obj_to_img, num_images, self.image_size)
+        layout = masks_to_layout(obj_vecs, layout_boxes, layout_masks, obj_to_img, num_images, self.image_size,
+                                 positions=positions, max_objects=max_objects)
         if self.noise_dim:
             expected = (num_images, self.noise_dim, self.image_size, self.image_size)
             if noise is None or tuple(noise.shape) != expected:
@@ -191,7 +195,8 @@ class Sg2ImMethod(Method):
 
     def _run(self, generator: nn.Module, batch: SceneGraphBatch, noise: torch.Tensor | None,
              boxes: torch.Tensor | None, masks: torch.Tensor | None) -> Sg2ImOutput:
-        return generator(batch.objs, batch.triples, batch.obj_to_img, batch.num_images, noise, boxes, masks)
+        return generator(batch.objs, batch.triples, batch.obj_to_img, batch.num_images, noise, boxes, masks,
+                         positions=batch.object_index, max_objects=batch.max_objects)
 
     # --- losses ---
     def generator_step(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, ctx: StepContext) -> StepOutput:

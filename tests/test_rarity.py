@@ -339,6 +339,11 @@ def test_switches_off_change_nothing_and_each_switch_changes_the_run(tiny_datase
         runs[name] = ckpt.load(result.checkpoint)
     assert "batch_sampler" not in runs["off"] and "batch_sampler" not in runs["loss"]
     assert runs["off"]["config_hash"] == runs["default"]["config_hash"]
+    off_run, default_run = ((tmp_path / name / "run.json").read_text() for name in ("off", "default"))
+    assert off_run == default_run and '"rarity"' not in off_run  # off: run.json as without the option
+    for name in ("dataset", "loss"):
+        recorded = json.loads((tmp_path / name / "run.json").read_text())["config"]["rarity"]["config"]
+        assert (recorded["dataset"], recorded["loss"]) == (name == "dataset", name == "loss")
     assert_states_equal(runs["off"]["networks"], runs["default"]["networks"])
     for name in ("dataset", "loss"):
         assert runs[name]["config_hash"] != runs["default"]["config_hash"]

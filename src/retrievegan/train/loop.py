@@ -402,7 +402,9 @@ def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: Train
             "patches": None if patches is None else str(patches),
             "inputs": {k: str(v) for k, v in method.inputs.items()},
             "spec": dataset.spec,
-            "rarity": {"config": rarity, **({} if rebalance is None else rebalance.record())},
+            # rarity rebalancing: recorded when a switch is on; absent = both off (a default run's run.json is
+            # byte-identical to one of a harness without the option)
+            **({} if rebalance is None else {"rarity": {"config": rarity, **rebalance.record()}}),
         }
         identity = {
             "method": method_name,

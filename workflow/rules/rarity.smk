@@ -5,9 +5,9 @@
 # retrievegan.eval.methods.RARITY_SEEDS (variants `<arm>__s<seed>`, RARITY_RUNS: train / sample rules in train.smk,
 # sample.smk, retrievegan.smk; metrics in metrics.smk), evaluated in report.ablation_setting like every variant.
 #
-# NOT in `rule all` (12 extra trainings, ~30-60 CPU minutes on 2 shared cores, beyond the 15-minute budget):
+# NOT in `rule all` (12 extra trainings, measured ~28 CPU-minutes, ~55 min wall on 2 shared cores; beyond the budget):
 #   snakemake --cores 2 rarity_experiment
-# With `rarity.in_report: true` rule all runs it too and REPORT.md gets its section. The reference run's outputs
+# With `rarity.in_report: true` rule all runs it too and REPORT.md gets its section. A preliminary run's outputs
 # are stored in docs/rarity/ (docs/rarity.md).
 from retrievegan.eval.methods import RARITY_RUNS, method_info
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from train_support import TINY_SG2IM_NO_BATCHNORM, TINY_TRAIN, train_config
 
@@ -74,21 +75,35 @@ def test_two_gloo_processes_give_the_gradients_of_one_process_on_the_doubled_bat
     assert any(not torch.allclose(half_grads[k], expected[k], rtol=1e-4, atol=1e-7) for k in expected)
 
 
-def test_cli_training_under_torchrun_matches_one_process(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("rarity", [False, True], ids=["default", "rarity_rebalancing"])
+def test_cli_training_under_torchrun_matches_one_process(rarity, tiny_dataset, tmp_path):
     """End to end through `retrievegan train` under torchrun. Random batches have unequal object counts per
-    process, so only per-image losses (pixel L1, D_img) split exactly: the object-averaged ones are off here."""
+    process, so only per-image losses (pixel L1, D_img) split exactly: the object-averaged ones are off here.
+    With rarity rebalancing (both switches) the processes take disjoint shares of the sampler's one stream and
+    weight their own images' pixel losses: the same run as one process."""
+    from retrievegan.data.rarity import RarityConfig, compute_rarity
+
     cfg = {**TINY_TRAIN, "steps": 2, "snapshot_every": 0}
+    options, kwargs = [], {}
+    if rarity:
+        scores = compute_rarity(tiny_dataset.data_dir, tmp_path / "rarity", RarityConfig(), progress=False)
+        both = RarityConfig(dataset=True, loss=True)
+        options = ["--rarity-params", json.dumps({"dataset": True, "loss": True}), "--rarity-scores", str(scores)]
+        kwargs = {"rarity": both, "rarity_scores": scores}
     # (and no normalisation: a bias followed by instance norm has a ~0 gradient, whose sign Adam amplifies)
     params = {**TINY_SG2IM_NO_BATCHNORM, "normalization": "none", "bbox_weight": 0.0, "mask_weight": 0.0,
               "d_obj_weight": 0.0, "ac_weight": 0.0}
     _torchrun(["-m", "retrievegan.cli", "train", "--no-progress", "--method", "sg2im", "--params", json.dumps(params),
                "--train-params", json.dumps(cfg), "--data-dir", str(tiny_dataset.data_dir),
-               "--out-dir", str(tmp_path / "ddp"), "--threads", "1"])
+               "--out-dir", str(tmp_path / "ddp"), "--threads", "1", *options])
     run = json.loads((tmp_path / "ddp" / "run.json").read_text())
     assert run["world_size"] == 2 and run["steps"] == 2
-    single = train("sg2im", params, train_config(**cfg), tiny_dataset.data_dir, tmp_path / "single", progress=False)
-    a = ckpt.load(tmp_path / "ddp" / "checkpoint.pt")["networks"]
-    b = ckpt.load(single.checkpoint)["networks"]
+    single = train("sg2im", params, train_config(**cfg), tiny_dataset.data_dir, tmp_path / "single", progress=False,
+                   **kwargs)
+    ddp_payload, single_payload = ckpt.load(tmp_path / "ddp" / "checkpoint.pt"), ckpt.load(single.checkpoint)
+    assert ddp_payload.get("batch_sampler") == single_payload.get("batch_sampler")
+    assert ("batch_sampler" in single_payload) == rarity
+    a, b = ddp_payload["networks"], single_payload["networks"]
     assert set(a) == set(b) == {"generator", "d_img"}
     for name in b:
         for key, value in b[name].items():

@@ -11,7 +11,9 @@ from retrievegan.eval import methods as m
 
 
 def test_declared_variants_are_valid_and_change_one_factor_of_the_full_model():
-    assert set(m.TABLE2_VARIANTS) <= set(m.VARIANTS) and set(m.CLAIM_VARIANTS) <= set(m.VARIANTS)
+    assert set(m.TABLE2_VARIANT_NAMES) == set(m.TABLE2_VARIANTS)
+    assert set(m.TABLE2_VARIANTS) | set(m.CLAIM_VARIANTS) | set(m.SEEDED_VARIANTS) | set(m.RARITY_RUNS) == set(m.VARIANTS)
+    assert {m.VARIANTS[n].experiment for n in {**m.CLAIM_VARIANTS, **m.SEEDED_VARIANTS}} == {"claims"}
     for name, variant in m.TABLE2_VARIANTS.items():
         assert variant.name == name and variant.base == "retrievegan" and len(variant.overrides) == 1
         assert variant.factor in {column for column, _ in m.TABLE2_FACTORS}
@@ -60,6 +62,20 @@ def test_a_variant_is_evaluated_like_its_base_in_table_2s_setting_only():
     assert ("retrievegan_gt_only", "gt_bbox") not in runs and ("retrievegan_gt_only", "pred_bbox") in runs
     assert {("retrievegan", "gt_bbox"), ("pastegan", "gt_bbox"), ("sg2im", "gt_bbox")} <= set(runs)
     assert ("retrievegan_gt_only", "gt_bbox") in m.evaluation_runs(m.METHOD_NAMES, m.SETTINGS)  # no setting given
+
+
+def test_rarity_arms_are_per_seed_variants_of_sg2im_and_retrievegan_with_both_switches_or_none():
+    assert len(m.RARITY_RUNS) == 4 * len(m.RARITY_SEEDS) and len(m.RARITY_SEEDS) >= 3
+    for name in m.RARITY_RUNS:
+        variant = m.VARIANTS[name]
+        cfg = m.variant_config({"rarity": {"dataset": False, "loss": False}, "train": {"seed": 0}}, name)
+        assert variant.experiment == "rarity" and variant.training_seed in m.RARITY_SEEDS
+        assert cfg[m.METHODS[variant.base].section]["train"]["seed"] == variant.training_seed
+        on = variant.arm.endswith("_rarity")
+        assert cfg["rarity"] == {"dataset": on, "loss": on}
+        assert m.method_info(name).variant_of == variant.base in ("sg2im", "retrievegan")
+    with pytest.raises(ValueError, match="unknown experiment"):
+        m.Variant("x", "sg2im", "x", (), "x", "x", "x", "nope")
 
 
 def test_the_registry_builds_a_variants_base_class():

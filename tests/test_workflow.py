@@ -157,3 +157,41 @@ def test_variants_train_their_base_method_with_their_overrides_and_nothing_else(
     assert factors["retrievegan_relaxed"]["Retrieval"] == "relaxed" and factors["retrievegan"]["Retrieval"] == "hard"
     assert factors["retrievegan_occur_mean"]["L_occur form"] == "mean"
     assert factors["retrievegan_pool_last"]["Patch features"] == "last"
+
+
+def test_rarity_experiment_trains_its_arms_with_the_switches_and_default_runs_without_them(tmp_path):
+    """`snakemake rarity_experiment`: the rarity scores once, every arm of retrievegan.eval.methods.RARITY_ARMS per
+    seed, rebalanced arms (only) with --rarity-params / --rarity-scores, evaluated in report.ablation_setting; the
+    default runs' commands carry no rarity option; `rarity.in_report` puts the experiment into REPORT.md."""
+    import json
+    import shlex
+
+    from retrievegan.eval.methods import RARITY_RUNS, VARIANTS
+
+    work = tiny_workdir(tmp_path)
+    commands = _dry_run_commands(work, "rarity_experiment", "--configfile", "tiny.yaml")
+    (scores,) = commands["rarity"]
+    assert "--out-dir results/tiny/data/rarity" in scores and '"dataset"' not in scores
+    trained = {shlex.split(c)[shlex.split(c).index("--method") + 1]: c
+               for rule, cs in commands.items() if rule.startswith("train_") for c in cs}
+    assert set(RARITY_RUNS) <= set(trained)
+    for name in RARITY_RUNS:
+        words = shlex.split(trained[name].split(" > ")[0])
+        rebalanced = VARIANTS[name].arm.endswith("_rarity")
+        assert ("--rarity-scores" in words) == rebalanced, name
+        if rebalanced:
+            assert words[words.index("--rarity-scores") + 1] == "results/tiny/data/rarity/rarity.npz"
+            assert json.loads(words[words.index("--rarity-params") + 1])["dataset"] is True
+        train = json.loads(words[words.index("--train-params") + 1])
+        assert train["seed"] == VARIANTS[name].training_seed, name
+    assert all("--rarity" not in trained[m] for m in ("sg2im",) if m in trained)
+    (experiment,) = commands["rarity_experiment"]
+    assert all(f"metrics/{name}_pred_bbox.json" in experiment for name in RARITY_RUNS)
+    samples = [c for rule, cs in commands.items() if rule.startswith("sample_") for c in cs]
+    assert all("--setting pred_bbox" in c for c in samples)
+    default = _dry_run_commands(work, "--configfile", "tiny.yaml")
+    assert not any("rarity" in c for cs in default.values() for c in cs)
+    (work / "opt.yaml").write_text("rarity: {in_report: true}\n")
+    with_report = _dry_run_commands(work, "--configfile", "tiny.yaml", "opt.yaml")
+    assert "rarity_experiment" in with_report
+    assert "results/tiny/rarity/rarity_section.md" in with_report["report_md"][0]

@@ -54,6 +54,8 @@ STAGES: dict[str, str] = {
     "figure-losses": "retrievegan.commands.report",
     "report": "retrievegan.commands.report",
     "paper-estimate": "retrievegan.commands.estimate",
+    "rarity": "retrievegan.commands.rarity",
+    "rarity-experiment": "retrievegan.commands.rarity",
     "verify": "retrievegan.commands.verify",
 }
 
@@ -95,6 +97,8 @@ HELP: dict[str, str] = {
     "figure-losses": "training-loss curves of one method from its losses.jsonl",
     "report": "REPORT.md linking tables and figures and stating what is comparable to the paper",
     "paper-estimate": "projected GPU-hours of the paper's Tables 1 and 2 from FLOPs and timed CPU steps at paper scale",
+    "rarity": "appearance-rarity scores of the training images (conditional IMLE supplement): per-category colour KDE",
+    "rarity-experiment": "table + figure: diversity of sg2im / RetrieveGAN with and without rarity rebalancing",
     "verify": "hash every output and compare it with the reference run in dvc.lock, stage by stage (numeric "
               "differences of metrics and tables; exit status 0 only when reproduced)",
 }

@@ -19,7 +19,7 @@ ALL_TARGETS = []
 
 # Variants (extra trained arms, declared in retrievegan.eval.methods.VARIANTS): the config's top-level
 # `variants` list; each is trained on run_config(<name>) and sampled / evaluated in report.ablation_setting.
-from retrievegan.eval.methods import VARIANTS as VARIANT_DECLARATIONS, variant_config, variant_runs
+from retrievegan.eval.methods import RARITY_RUNS, VARIANTS as VARIANT_DECLARATIONS, variant_config, variant_runs
 
 VARIANTS = tuple(config.get("variants", []))
 ABLATION_SETTING = config.get("report", {}).get("ablation_setting", "pred_bbox")
@@ -48,6 +48,9 @@ CLAIM_RUNS = {"claims": claim_runs(CLAIMS.get("seeds", [0])),
 # the variant runs the claims train (the arms that are methods, with their configured seed, are the methods' runs)
 CLAIM_VARIANT_RUNS = tuple(dict.fromkeys(run for runs in CLAIM_RUNS.values() for arm_runs in runs.values()
                                          for run in arm_runs if run in VARIANT_DECLARATIONS))
+# Variants that get train / sample rules: the configured ones (trained by `rule all`), the claims' variant runs and
+# the arms of the opt-in rarity experiment (workflow/rules/rarity.smk: `snakemake rarity_experiment`).
+RULE_VARIANTS = tuple(dict.fromkeys(VARIANTS + CLAIM_VARIANT_RUNS + RARITY_RUNS))
 
 
 def _claim_run_list(tag):
@@ -72,6 +75,33 @@ def section_json(name, drop=(), cfg=None):
     `--params` option."""
     cfg = config if cfg is None else cfg
     return json.dumps({k: v for k, v in cfg[name].items() if k not in drop}, sort_keys=True)
+
+
+# Rarity rebalancing (conditional IMLE supplement; config `rarity`, retrievegan.data.rarity): the scores file, and
+# the extra input and options of a training job whose run config switches rarity.dataset or rarity.loss on
+# (none otherwise, so the command of a default run is unchanged).
+RARITY_SCORES = f"{DATA}/rarity/rarity.npz"
+
+
+def rarity_on(name):
+    """Whether the run config of method / variant `name` switches rarity rebalancing on."""
+    section = run_config(name).get("rarity", {})
+    return bool(section.get("dataset") or section.get("loss"))
+
+
+def rarity_inputs(name):
+    """{"rarity": rarity.npz} for a run with rarity rebalancing, else {} (a training rule's extra input)."""
+    return {"rarity": RARITY_SCORES} if rarity_on(name) else {}
+
+
+def rarity_options(name):
+    """` --rarity-params JSON --rarity-scores rarity.npz` for a run with rarity rebalancing, else ""."""
+    if not rarity_on(name):
+        return ""
+    import shlex
+
+    params = section_json("rarity", drop=("in_report",), cfg=run_config(name))
+    return f" --rarity-params {shlex.quote(params)} --rarity-scores {RARITY_SCORES}"
 
 
 def train_json(method, cfg=None):

@@ -31,6 +31,9 @@ if COMPAT_FILES:
 if STUDY_SIMULATE:
     REPORT_EXTRAS["User study, SIMULATED participants (not people)"] = STUDY_REPORT["simulated"]["figure"]
     REPORT_EXTRAS["User study, SIMULATED participants: aggregates"] = STUDY_REPORT["simulated"]["summary"]
+if RARITY.get("in_report"):  # opt-in (rarity.smk): the rarity experiment trains 12 more runs
+    REPORT_EXTRAS["Rarity rebalancing (conditional IMLE supplement)"] = RARITY_EXPERIMENT["section"]
+    REPORT_EXTRAS["Rarity rebalancing: figure"] = RARITY_EXPERIMENT["figure"]
 if config.get("estimate", {}).get("in_report"):  # opt-in: the estimate takes ~10 min on 2 cores
     REPORT_EXTRAS["Paper-scale compute estimate (projection)"] = f"{RES}/estimate/paper_estimate.md"
 DVC_METRICS = METRIC_FILES + [f"{METRICS}/real_data.json"] + COMPAT_FILES + GROUP_MASS_FILES + (

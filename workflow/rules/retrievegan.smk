@@ -17,13 +17,13 @@ from retrievegan.eval.methods import method_info
 
 RETRIEVEGAN_VARIANTS = ("retrievegan", "retrievegan_no_gt_no_occur", "retrievegan_gt_only", "retrievegan_occur_only")
 PATCH_BASES = RETRIEVEGAN_VARIANTS + ("pastegan",)
-# configured variants (Table 2) + the claims' variant runs (common.smk CLAIM_VARIANT_RUNS: not Table 2 rows)
-PATCH_VARIANTS = tuple(dict.fromkeys(v for v in VARIANTS + CLAIM_VARIANT_RUNS if VARIANT_DECLARATIONS[v].base in PATCH_BASES))
+# configured variants (Table 2) + the claims' variant runs + the rarity experiment's arms (common.smk RULE_VARIANTS)
+PATCH_VARIANTS = tuple(v for v in RULE_VARIANTS if VARIANT_DECLARATIONS[v].base in PATCH_BASES)
 PATCH_METHODS = PATCH_BASES + PATCH_VARIANTS
-_UNSUPPORTED = [v for v in VARIANTS if v not in PATCH_VARIANTS]
-if _UNSUPPORTED:  # only the patch methods' rules (below) train variants so far
+_UNSUPPORTED = [v for v in VARIANTS if v not in PATCH_VARIANTS + SG2IM_VARIANTS]
+if _UNSUPPORTED:  # only the patch methods' rules (below) and sg2im's (train.smk) train variants so far
     raise WorkflowError(f"config variants {_UNSUPPORTED}: their base methods have no variant rules (supported: "
-                        f"variants of {', '.join(PATCH_BASES)}; add them to the base's rule file)")
+                        f"variants of sg2im, {', '.join(PATCH_BASES)}; add them to the base's rule file)")
 
 
 def patch_method_section(method):
@@ -65,8 +65,9 @@ def patch_method_inputs(method):
 
 
 def input_options(input):
-    """`--input NAME=PATH` for every named input except the canonical data and the patch table."""
-    skip = {"vocab", "graphs", "images", "table", "checkpoint"}
+    """`--input NAME=PATH` for every named input except the canonical data, the patch table and the rarity
+    scores (`--rarity-scores`)."""
+    skip = {"vocab", "graphs", "images", "table", "checkpoint", "rarity"}
     return " ".join(f"--input {name}={path}" for name, path in input.items() if name not in skip)
 
 
@@ -82,6 +83,7 @@ for _method in PATCH_METHODS:
             graphs=f"{MODEL_DATA}/train.json",
             images=f"{MODEL_DATA}/train_images.npy",
             **patch_method_inputs(_method),
+            **rarity_inputs(_method),
         output:
             checkpoint=f"{RES}/models/{_method}/checkpoint.pt",
             run=f"{RES}/models/{_method}/run.json",
@@ -92,6 +94,7 @@ for _method in PATCH_METHODS:
             method=_method,
             cfg=patch_method_json(_method),
             train=train_json(patch_method_section(_method), run_config(_method)),
+            rarity=rarity_options(_method),
             inputs=lambda wildcards, input: input_options(input),
             data_dir=lambda wildcards, input: os.path.dirname(input.vocab),
             out_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),
@@ -105,7 +108,7 @@ for _method in PATCH_METHODS:
         shell:
             "{params.launch} train --no-progress --method {params.method} --params {params.cfg:q}"
             " --train-params {params.train:q} --data-dir {params.data_dir} --patches {input.table} {params.inputs}"
-            " --out-dir {params.out_dir} --resume --threads {threads} > {log} 2>&1"
+            "{params.rarity} --out-dir {params.out_dir} --resume --threads {threads} > {log} 2>&1"
 
     rule:
         name:

@@ -33,4 +33,22 @@ rule sample_sg2im:
         " --threads {threads} > {log} 2>&1"
 
 
+# sg2im's variants (SG2IM_VARIANTS, train.smk): sampled in report.ablation_setting only, like every variant
+if SG2IM_VARIANTS:
+
+    use rule sample_sg2im as sample_sg2im_variant with:
+        input:
+            checkpoint=f"{RES}/models/{{variant}}/checkpoint.pt",
+            vocab=f"{MODEL_DATA}/vocab.json",
+            graphs=f"{MODEL_DATA}/{config['sample']['split']}.json",
+            images=f"{MODEL_DATA}/{config['sample']['split']}_images.npy",
+        output:
+            manifest=f"{SAMPLES}/{{variant}}/{{setting}}/manifest.json",
+        wildcard_constraints:
+            variant="|".join(SG2IM_VARIANTS),
+            setting=ABLATION_SETTING,
+        log:
+            f"{LOGS}/sample_{{variant}}_{{setting}}.log",
+
+
 ALL_TARGETS += [f"{SAMPLES}/sg2im/{setting}/manifest.json" for setting in ("pred_bbox", "gt_bbox")]

@@ -7,6 +7,9 @@
 # always passes --resume: a job killed mid-run continues from results/<ds>/models/<method>/state/<hash>/
 # (kept outside the declared outputs, so Snakemake's clean-up of the failed job leaves it alone; the hash
 # covers everything that changes the computation, so a changed config starts afresh).
+# Rarity rebalancing (config `rarity`): a run whose config switches it on also reads the rarity scores
+# (rarity.smk) and passes --rarity-params / --rarity-scores (rarity_options, common.smk); otherwise its command is
+# unchanged. sg2im's variants (retrievegan.eval.methods.VARIANTS: the rarity experiment's arms) reuse this rule.
 
 MODELS = f"{RES}/models"
 FEATURES = f"{RES}/features"
@@ -21,6 +24,7 @@ rule train_sg2im:
         vocab=f"{MODEL_DATA}/vocab.json",
         graphs=f"{MODEL_DATA}/train.json",
         images=f"{MODEL_DATA}/train_images.npy",
+        **rarity_inputs("sg2im"),
     output:
         checkpoint=f"{MODELS}/sg2im/checkpoint.pt",
         run=f"{MODELS}/sg2im/run.json",
@@ -28,8 +32,10 @@ rule train_sg2im:
         snapshots=directory(f"{MODELS}/sg2im/snapshots"),
     params:
         launch=gpu_launcher("train"),
+        method="sg2im",
         cfg=section_json("sg2im", drop=("train",)),
         train=train_json("sg2im"),
+        rarity=rarity_options("sg2im"),
         data_dir=lambda wildcards, input: os.path.dirname(input.vocab),
         out_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),
     threads: 2
@@ -40,8 +46,40 @@ rule train_sg2im:
     benchmark:
         f"{BENCH}/train_sg2im.tsv"
     shell:
-        "{params.launch} train --method sg2im --params {params.cfg:q} --train-params {params.train:q}"
-        " --data-dir {params.data_dir} --out-dir {params.out_dir} --resume --threads {threads} > {log} 2>&1"
+        "{params.launch} train --method {params.method} --params {params.cfg:q} --train-params {params.train:q}"
+        " --data-dir {params.data_dir}{params.rarity} --out-dir {params.out_dir} --resume --threads {threads}"
+        " > {log} 2>&1"
+
+
+SG2IM_VARIANTS = tuple(v for v in RULE_VARIANTS if VARIANT_DECLARATIONS[v].base == "sg2im")
+
+if SG2IM_VARIANTS:
+
+    use rule train_sg2im as train_sg2im_variant with:
+        input:
+            vocab=f"{MODEL_DATA}/vocab.json",
+            graphs=f"{MODEL_DATA}/train.json",
+            images=f"{MODEL_DATA}/train_images.npy",
+            rarity=lambda wildcards: list(rarity_inputs(wildcards.variant).values()),
+        output:
+            checkpoint=f"{MODELS}/{{variant}}/checkpoint.pt",
+            run=f"{MODELS}/{{variant}}/run.json",
+            losses=f"{MODELS}/{{variant}}/losses.jsonl",
+            snapshots=directory(f"{MODELS}/{{variant}}/snapshots"),
+        wildcard_constraints:
+            variant="|".join(SG2IM_VARIANTS),
+        params:
+            launch=gpu_launcher("train"),
+            method=lambda wildcards: wildcards.variant,
+            cfg=lambda wildcards: section_json("sg2im", drop=("train",), cfg=run_config(wildcards.variant)),
+            train=lambda wildcards: train_json("sg2im", run_config(wildcards.variant)),
+            rarity=lambda wildcards: rarity_options(wildcards.variant),
+            data_dir=lambda wildcards, input: os.path.dirname(input.vocab),
+            out_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),
+        log:
+            f"{LOGS}/train_{{variant}}.log",
+        benchmark:
+            f"{BENCH}/train_{{variant}}.tsv"
 
 
 rule gcn_features:

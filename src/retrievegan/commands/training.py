@@ -37,6 +37,10 @@ def configure(stage: str, parser: argparse.ArgumentParser) -> None:
                             help="extra input file a method declares (repeatable)")
         parser.add_argument("--out-dir", required=True, help="run folder (checkpoint.pt, run.json, losses.jsonl)")
         parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this config")
+        parser.add_argument("--rarity-params", default="{}",
+                            help="JSON of the `rarity` section (dataset / loss rebalancing; default: off)")
+        parser.add_argument("--rarity-scores", default=None,
+                            help="rarity.npz of `retrievegan rarity` (needed when rarity.dataset or rarity.loss)")
     elif stage == "sample":
         parser.add_argument("--checkpoint", required=True)
         parser.add_argument("--data-dir", required=True)
@@ -83,16 +87,19 @@ def run(stage: str, args: argparse.Namespace) -> None:
     progress = not args.no_progress
     _threads(args)
     if stage == "train":
+        from retrievegan.data.rarity import RarityConfig
         from retrievegan.train.config import TrainConfig
         from retrievegan.train.loop import train
 
         cfg = from_json(TrainConfig, args.train_params, "train")
+        rarity = from_json(RarityConfig, args.rarity_params, "rarity")
         try:
             params = json.loads(args.params) if args.params.strip() else {}
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{args.method}: invalid JSON ({exc})") from exc
         result = train(args.method, params, cfg, args.data_dir, args.out_dir, patches_csv=args.patches,
-                       inputs=_inputs(args.input), resume=args.resume, progress=progress)
+                       inputs=_inputs(args.input), resume=args.resume, progress=progress, rarity=rarity,
+                       rarity_scores=args.rarity_scores)
         resumed = "" if result.resumed_from is None else f" (resumed from step {result.resumed_from})"
         print(f"{args.method}: {result.steps} steps{resumed}, {result.wall_seconds:.1f} s, "
               f"{result.images_per_second:.1f} images/s -> {result.checkpoint}")

@@ -10,7 +10,11 @@ training registry builds its base method's class, and ``models/<name>/``, ``samp
 ``metrics/<name>_<setting>.json``, ``metrics/compatibility/<name>_<setting>.json`` and its Table 2 row carry
 the name. The workflow trains the variants listed in the config's top-level ``variants`` and samples /
 evaluates them in ``report.ablation_setting`` only (Table 2's setting). Training-seed arms are variants
-named ``<arm>__s<seed>`` (:func:`seeded`), so results per seed never share a folder.
+named ``<arm>__s<seed>`` (:func:`seeded`), so results per seed never share a folder. A variant belongs to one
+``experiment``: ``table2`` (the configurable Table 2 rows), ``claims`` (the arms of the paper's claims,
+workflow/rules/claims.smk) or ``rarity`` (the opt-in rarity-rebalancing
+experiment, :data:`RARITY_ARMS`: sg2im and RetrieveGAN with and without rebalancing, per training seed; its
+rules always exist, its target is ``snakemake rarity_experiment``).
 
 Metric names encode the metric, the network that produced the features, the split and the setting::
 
@@ -95,7 +99,7 @@ TABLE2_ROWS: tuple[str, ...] = ("retrievegan_no_gt_no_occur", "retrievegan_gt_on
 # Config sections a variant may change: the base method's own section (and its `train` block), the sections
 # its training rule reads (`retrieval`, `train`) and, for methods reading patch features, `features` (the
 # variant then gets its own features/variants/<name>/patch_features.npy, extracted with the shared backbone).
-VARIANT_SECTIONS = frozenset({"retrievegan", "pastegan", "sg2im", "retrieval", "train", "features"})
+VARIANT_SECTIONS = frozenset({"retrievegan", "pastegan", "sg2im", "retrieval", "train", "features", "rarity"})
 VARIANT_FEATURE_KEYS = frozenset({"pooling", "standardize"})  # extraction-only keys (same backbone)
 
 
@@ -106,7 +110,8 @@ class Variant:
     ``overrides``: ((dotted config path, value), ...), e.g. ``(("retrieval.mode", "soft"),)``; applied to a copy
     of the whole config by :func:`variant_config` before the rules build the method's, train and features JSON.
     ``factor`` / ``level``: what the variant changes, as Table 2 shows it (``level`` = the value in this arm);
-    ``reason``: why the arm exists (cited in the table note and REPORT.md).
+    ``reason``: why the arm exists (cited in the table note and REPORT.md). ``experiment``: ``table2`` (a Table 2
+    row when configured in ``variants``), ``claims`` (an arm of the claims, retrievegan.eval.claims) or ``rarity`` (an arm of the rarity experiment, never a Table 2 row).
     """
 
     name: str
@@ -116,10 +121,13 @@ class Variant:
     factor: str
     level: str
     reason: str
+    experiment: str = "table2"
 
     def __post_init__(self) -> None:
         if self.base not in METHODS:
             raise ValueError(f"variant {self.name}: unknown base method {self.base!r}")
+        if self.experiment not in EXPERIMENTS:
+            raise ValueError(f"variant {self.name}: unknown experiment {self.experiment!r} (known: {EXPERIMENTS})")
         for path, _ in self.overrides:
             section, _, key = path.partition(".")
             if section not in VARIANT_SECTIONS or not key:
@@ -134,11 +142,18 @@ class Variant:
         """The name without a training-seed suffix (``retrievegan_soft__s1`` -> ``retrievegan_soft``)."""
         return self.name.split(SEED_SEPARATOR)[0]
 
+    @property
+    def training_seed(self) -> int | None:
+        """The training seed of a per-seed arm (``<arm>__s<seed>``), else None."""
+        _, sep, seed = self.name.rpartition(SEED_SEPARATOR)
+        return int(seed) if sep and seed.isdigit() else None
+
     def overrides_section(self, section: str) -> bool:
         return any(path.split(".")[0] == section for path, _ in self.overrides)
 
 
 SEED_SEPARATOR = "__s"
+EXPERIMENTS = ("table2", "claims", "rarity")
 
 # Table 2 factors beyond the two losses: (column, config path of the value a run used).
 TABLE2_FACTORS: tuple[tuple[str, str], ...] = (
@@ -169,6 +184,19 @@ TABLE2_VARIANTS: dict[str, Variant] = {
 }
 
 
+# The rarity-rebalancing experiment (conditional IMLE supplement, App. B: CRN 0.12 -> 0.13 LPIPS with dataset + loss
+# rebalancing): sg2im (a CRN decoder) and RetrieveGAN, each without and with both rebalancings, per training seed.
+RARITY_SEEDS: tuple[int, ...] = (0, 1, 2)
+RARITY_ON = (("rarity.dataset", True), ("rarity.loss", True))
+RARITY_ARMS: tuple[Variant, ...] = tuple(
+    Variant(f"{base}_{level}", base, f"{METHODS[base].label} ({what})", overrides, "Rarity rebalancing", what,
+            f"the supplement's {why} (App. A/B), on the embedded benchmark", "rarity")
+    for base in ("sg2im", "retrievegan")
+    for level, overrides, what, why in (
+        ("plain", (), "no rebalancing", "baseline arm without rebalancing"),
+        ("rarity", RARITY_ON, "dataset + loss rebalancing", "dataset and loss rebalancing by appearance rarity")))
+
+
 def seeded(variant: Variant, seeds: Sequence[int]) -> tuple[Variant, ...]:
     """One variant per training seed, named ``<variant>__s<seed>`` (its `<section>.train.seed` overridden)."""
     section = METHODS[variant.base].section
@@ -183,7 +211,7 @@ def seeded(variant: Variant, seeds: Sequence[int]) -> tuple[Variant, ...]:
 # training seeds of `claims.seeds` (default run) or `claims.full_seeds` (`snakemake claims_full`); seed s of an arm
 # is the arm itself when s is the seed its config already trains with, else the variant `<arm>__s<s>`.
 CLAIM_VARIANTS: dict[str, Variant] = {
-    v.name: v
+    v.name: dataclasses.replace(v, experiment="claims")
     for v in (
         Variant("retrievegan_ep_frozen", "retrievegan_no_gt_no_occur",
                 "RetrieveGAN, E_p frozen at initialisation (no L_gt_sel, no L_occur_sel)",
@@ -220,11 +248,12 @@ def _arm_template(name: str) -> Variant:
     """A claim arm as a Variant to seed: a declared claim variant, or a method without overrides."""
     if name in CLAIM_VARIANTS:
         return CLAIM_VARIANTS[name]
-    return Variant(name, name, METHODS[name].label, (), "Training seed", "", "the method itself")
+    return Variant(name, name, METHODS[name].label, (), "Training seed", "", "the method itself", "claims")
 
 
 SEEDED_VARIANTS: dict[str, Variant] = {v.name: v for arm in CLAIM_ARMS for v in seeded(_arm_template(arm), CLAIM_SEEDS)}
-VARIANTS: dict[str, Variant] = {**TABLE2_VARIANTS, **CLAIM_VARIANTS, **SEEDED_VARIANTS}
+RARITY_VARIANTS: dict[str, Variant] = {run.name: run for arm in RARITY_ARMS for run in seeded(arm, RARITY_SEEDS)}
+VARIANTS: dict[str, Variant] = {**TABLE2_VARIANTS, **CLAIM_VARIANTS, **SEEDED_VARIANTS, **RARITY_VARIANTS}
 
 
 def training_seed(config: Mapping[str, Any], name: str) -> int:
@@ -284,6 +313,8 @@ def base_method(name: str) -> str:
 
 
 VARIANT_NAMES: tuple[str, ...] = tuple(VARIANTS)
+TABLE2_VARIANT_NAMES: tuple[str, ...] = tuple(n for n, v in VARIANTS.items() if v.experiment == "table2")
+RARITY_RUNS: tuple[str, ...] = tuple(n for n, v in VARIANTS.items() if v.experiment == "rarity")
 RUN_NAMES: tuple[str, ...] = METHOD_NAMES + VARIANT_NAMES
 
 

@@ -357,6 +357,7 @@ class PatchGanMethod(Method):
 
     needs_patch_ids = True
     required_inputs: tuple[str, ...] = ("patches",)  # patches.npy (the bank pixels)
+    supports_rarity_loss = True  # rarity.loss weights the reconstruction path's L1 and perceptual losses
 
     def __init__(self, config: PatchGanConfig, spec: DataSpec, inputs: Mapping[str, Any] | None = None):
         super().__init__(config, spec, inputs)
@@ -447,19 +448,23 @@ class PatchGanMethod(Method):
 
     # --- shared losses ---
     def reconstruction_terms(self, terms: losses.LossSum, batch: SceneGraphBatch, recon: torch.Tensor,
-                             gt_crops: torch.Tensor) -> None:
-        """L1 reconstruction + perceptual (image, object) of the reconstruction path. gt_crops (O, 3, C, C)."""
+                             gt_crops: torch.Tensor, pixel_weights: torch.Tensor | None = None) -> None:
+        """L1 reconstruction + perceptual (image, object) of the reconstruction path. gt_crops (O, 3, C, C).
+        ``pixel_weights`` (N, 1, S, S) (rarity.loss): weights every term per pixel; the object-level perceptual
+        loss gets the mask cropped at each object's box, like the image."""
         cfg = self.config
-        terms.add("recon_img", losses.pixel_l1(recon, batch.images), cfg.recon_img_weight)
+        terms.add("recon_img", losses.pixel_l1(recon, batch.images, pixel_weights), cfg.recon_img_weight)
         if self.uses_perceptual():
             vgg = self.perceptual(recon.device)
             if cfg.p_img_weight > 0:
-                terms.add("p_img", vgg(recon.float(), batch.images.float()), cfg.p_img_weight)
+                terms.add("p_img", vgg(recon.float(), batch.images.float(), pixel_weights), cfg.p_img_weight)
             if cfg.p_obj_weight > 0:
                 real = batch.real_index()
-                crops = crop_boxes(recon, batch.boxes.index_select(0, real), batch.obj_to_img.index_select(0, real),
-                                   self.bank.size)
-                terms.add("p_obj", vgg(crops.float(), gt_crops[real].float()), cfg.p_obj_weight)
+                boxes, owners = batch.boxes.index_select(0, real), batch.obj_to_img.index_select(0, real)
+                crops = crop_boxes(recon, boxes, owners, self.bank.size)
+                crop_weights = None if pixel_weights is None else crop_boxes(pixel_weights, boxes, owners,
+                                                                             self.bank.size)
+                terms.add("p_obj", vgg(crops.float(), gt_crops[real].float(), crop_weights), cfg.p_obj_weight)
 
     def adversarial_terms(self, terms: losses.LossSum, nets: Mapping[str, nn.Module], batch: SceneGraphBatch,
                           images: torch.Tensor, suffix: str = "") -> None:

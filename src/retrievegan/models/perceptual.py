@@ -46,11 +46,16 @@ class VggPerceptualLoss(nn.Module):
             out.append(x)
         return out
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """``weights`` (N, 1, H, W) in (0, 1] (loss rebalancing): each layer's L1 term weighted by the mask
+        average-pooled to that layer's size (the conditional IMLE supplement's ``M_i``)."""
         fx = self._features(x)
         with torch.no_grad():
             fy = self._features(y)
-        return sum(w * F.l1_loss(a, b) for w, a, b in zip(LAYER_WEIGHTS, fx, fy))
+        if weights is None:
+            return sum(w * F.l1_loss(a, b) for w, a, b in zip(LAYER_WEIGHTS, fx, fy))
+        return sum(w * (F.adaptive_avg_pool2d(weights.to(a.dtype), a.shape[-2:]) * (a - b).abs()).mean()
+                   for w, a, b in zip(LAYER_WEIGHTS, fx, fy))
 
 
 def load_vgg_perceptual(configured: str | os.PathLike[str] | None, config_key: str,

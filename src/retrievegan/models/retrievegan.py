@@ -218,7 +218,7 @@ class RetrieveGan(PatchGanMethod):
         fake, recon = gen["images"]
         terms = losses.LossSum()
         self.box_term(terms, batch, gen["boxes"])
-        self.reconstruction_terms(terms, batch, recon, gt_crops)
+        self.reconstruction_terms(terms, batch, recon, gt_crops, ctx.pixel_weights)
         self.adversarial_terms(terms, nets, batch, fake)
         if cfg.adversarial_on_reconstruction:
             self.adversarial_terms(terms, nets, batch, recon, "_rec")

@@ -5,6 +5,7 @@ A training checkpoint is a dict::
     format, version, method (registry name), method_config, train_config, spec, inputs, config_hash,
     step, epoch, world_size, networks {name: state_dict}, optimizers {name: state_dict},
     scalers {phase: state_dict}
+    [batch_sampler {kind, seed, batch_size, categories, probabilities_sha256, next_batch}: rarity.dataset only]
 
 Every value is a tensor or a plain Python container/scalar, so ``torch.load(weights_only=True)``
 reads it without unpickling arbitrary objects. No global RNG state is stored: the harness draws every

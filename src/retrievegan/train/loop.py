@@ -14,7 +14,11 @@ the training split. Features:
   DistributedDataParallel when launched by ``torchrun`` (NCCL on CUDA, gloo on the CPU);
 * no host synchronisation inside a step beyond one read of the "losses finite" flags (none with fused
   Adam: :class:`Trainer`); the index tensors a step needs come from the collate function;
-* a JSONL loss log, a tqdm progress bar with ETA, generator snapshots for progress figures.
+* a JSONL loss log, a tqdm progress bar with ETA, generator snapshots for progress figures;
+* rarity rebalancing (``rarity.dataset`` / ``rarity.loss``, off by default; :mod:`retrievegan.train.rebalance`):
+  the rarity batch sampler instead of the epoch permutation (its state goes into the checkpoint) and per-pixel
+  weights of the reconstruction losses in ``StepContext.pixel_weights``. With both off nothing changes: no
+  state, no hash key, the same checkpoint bytes.
 
 When the run completes, ``<out_dir>`` receives ``checkpoint.pt`` (the final full checkpoint),
 ``losses.jsonl``, ``snapshots/step_<n>.pt`` and ``run.json``, and the state folder is removed. The state
@@ -41,6 +45,7 @@ import torch
 from torch import nn
 from retrievegan import io, runinfo
 from retrievegan.data.dataset import DataSpec, SceneGraphBatch, SceneGraphDataset, collate_scene_graphs
+from retrievegan.data.rarity import RarityConfig
 from retrievegan.device import pick_device
 from retrievegan.errors import ConfigError, InputError
 from retrievegan.progressbar import progress_bar
@@ -49,6 +54,7 @@ from retrievegan.train import checkpoint as ckpt
 from retrievegan.train.config import TrainConfig
 from retrievegan.train.distributed import DistInfo, EpochBatchSampler, barrier, init_distributed
 from retrievegan.train.method import Method, StepContext
+from retrievegan.train.rebalance import Rebalancing, rebalancing
 from retrievegan.train.registry import create_method
 
 SNAPSHOT_FORMAT = "retrievegan-snapshot"
@@ -104,8 +110,10 @@ class Trainer:
     update" numbers exactly.
     """
 
-    def __init__(self, method: Method, cfg: TrainConfig, device: torch.device, dist_info: DistInfo = DistInfo()):
+    def __init__(self, method: Method, cfg: TrainConfig, device: torch.device, dist_info: DistInfo = DistInfo(),
+                 rebalance: Rebalancing | None = None):
         self.method, self.cfg, self.device, self.dist = method, cfg, device, dist_info
+        self.rebalance = rebalance
         self.roles = dict(method.roles())
         nets = method.build_networks(torch.Generator().manual_seed(derive_seed(cfg.seed, INIT)))
         if set(nets) != set(self.roles):
@@ -194,7 +202,11 @@ class Trainer:
 
     def context(self, batch: SceneGraphBatch, step: int, epoch: int, log_step: bool = False) -> StepContext:
         gens = image_generators((self.cfg.seed, TRAIN_NOISE, epoch), batch.image_ids.tolist(), self.device)
-        return StepContext(step=step, epoch=epoch, device=self.device, generators=gens, log_step=log_step)
+        weights = None if self.rebalance is None else self.rebalance.pixel_weights(batch)
+        if weights is not None:
+            weights = weights.to(self.device, non_blocking=True)
+        return StepContext(step=step, epoch=epoch, device=self.device, generators=gens, log_step=log_step,
+                           pixel_weights=weights)
 
     def is_log_step(self, step: int) -> bool:
         """Whether the step after ``step`` completed steps is written to losses.jsonl."""
@@ -290,9 +302,13 @@ class Trainer:
 
 
 def make_loader(dataset: SceneGraphDataset, cfg: TrainConfig, epoch: int, start: int, dist_info: DistInfo,
-                device: torch.device) -> torch.utils.data.DataLoader:
-    sampler = EpochBatchSampler(len(dataset), cfg.batch_size, cfg.seed, epoch, start, dist_info.rank,
-                                dist_info.world_size)
+                device: torch.device, rebalance: Rebalancing | None = None) -> torch.utils.data.DataLoader:
+    if rebalance is not None and rebalance.sampler is not None:  # rarity.dataset: global batches = step numbers
+        per_epoch = len(dataset) // cfg.batch_size
+        sampler = rebalance.sampler.batches(epoch * per_epoch + start, per_epoch - start)
+    else:
+        sampler = EpochBatchSampler(len(dataset), cfg.batch_size, cfg.seed, epoch, start, dist_info.rank,
+                                    dist_info.world_size)
     return torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, collate_fn=collate_scene_graphs, num_workers=cfg.num_workers,
         pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(0))
@@ -350,8 +366,10 @@ def _snapshot(trainer: Trainer, method_name: str, step: int, path: Path) -> None
 
 def train(method_name: str, method_params: Mapping[str, Any] | None, cfg: TrainConfig, data_dir: str | Path,
           out_dir: str | Path, patches_csv: str | Path | None = None, inputs: Mapping[str, str | Path] | None = None,
-          resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train ``method_name`` on ``<data_dir>/train.json`` and write its run folder ``out_dir``."""
+          resume: bool = False, progress: bool = True, rarity: RarityConfig | None = None,
+          rarity_scores: str | Path | None = None) -> TrainResult:
+    """Train ``method_name`` on ``<data_dir>/train.json`` and write its run folder ``out_dir``. ``rarity``: the
+    ``rarity`` section (dataset / loss rebalancing; None: off), ``rarity_scores``: its ``rarity.npz``."""
     out_dir = Path(out_dir)
     data_dir = Path(data_dir)
     patches = None if patches_csv is None else Path(patches_csv)
@@ -360,7 +378,7 @@ def train(method_name: str, method_params: Mapping[str, Any] | None, cfg: TrainC
     dist_info = init_distributed(device.type == "cuda")
     try:
         return _train(method_name, method_params, cfg, data_dir, out_dir, patches, inputs, resume, progress, device,
-                      dist_info)
+                      dist_info, rarity or RarityConfig(), rarity_scores)
     finally:
         if dist_info.enabled and owns_group:
             torch.distributed.destroy_process_group()
@@ -368,12 +386,18 @@ def train(method_name: str, method_params: Mapping[str, Any] | None, cfg: TrainC
 
 def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: TrainConfig, data_dir: Path,
            out_dir: Path, patches: Path | None, inputs: Mapping[str, str | Path] | None, resume: bool, progress: bool,
-           device: torch.device, dist_info: DistInfo) -> TrainResult:
+           device: torch.device, dist_info: DistInfo, rarity: RarityConfig,
+           rarity_scores: str | Path | None) -> TrainResult:
     with torch_flags(cfg, device):
         dataset = SceneGraphDataset(data_dir, "train", patches)
         method = create_method(method_name, method_params, dataset.spec, inputs)
         if method.needs_patch_ids and patches is None:
             raise ConfigError(f"{method_name} needs the patch table (--patches)")
+        if rarity.loss and not method.supports_rarity_loss:
+            raise ConfigError(f"rarity.loss: {method_name} has no reconstruction loss to weight (supported: sg2im, "
+                              "RetrieveGAN and PasteGAN)")
+        rebalance = rebalancing(rarity, rarity_scores, dataset, cfg.batch_size, cfg.seed, dist_info.rank,
+                                dist_info.world_size)
         resolved = {
             "method": method_name,
             "method_config": method.config,
@@ -382,6 +406,9 @@ def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: Train
             "patches": None if patches is None else str(patches),
             "inputs": {k: str(v) for k, v in method.inputs.items()},
             "spec": dataset.spec,
+            # rarity rebalancing: recorded when a switch is on; absent = both off (a default run's run.json is
+            # byte-identical to one of a harness without the option)
+            **({} if rebalance is None else {"rarity": {"config": rarity, **rebalance.record()}}),
         }
         identity = {
             "method": method_name,
@@ -391,9 +418,11 @@ def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: Train
             "patches_sha256": _sha256_or_none(patches),
             "inputs": {k: str(v) for k, v in method.inputs.items()},
         }
+        if rebalance is not None:  # absent when off: the hash (and the checkpoint) of a default run is unchanged
+            identity["rarity"] = rebalance.identity()
         chash = config_hash(identity)
         state_dir = out_dir / "state" / chash[:16]
-        trainer = Trainer(method, cfg, device, dist_info)
+        trainer = Trainer(method, cfg, device, dist_info, rebalance)
         step, resumed_from = 0, None
         last = state_dir / "last.pt"
         finished = out_dir / "checkpoint.pt"
@@ -414,6 +443,13 @@ def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: Train
                 raise InputError(last, "state was written by another configuration")
             trainer.load_state(payload)
             step = resumed_from = int(payload["step"])
+            if rebalance is not None and rebalance.sampler is not None:
+                try:
+                    next_batch = rebalance.sampler.load_state_dict(payload.get("batch_sampler") or {})
+                except ValueError as exc:
+                    raise InputError(last, str(exc)) from exc
+                if next_batch != step:
+                    raise InputError(last, f"batch sampler at batch {next_batch}, training at step {step}")
         elif dist_info.is_main:
             shutil.rmtree(state_dir, ignore_errors=True)
         barrier(dist_info)
@@ -427,7 +463,9 @@ def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: Train
                     "method_config": runinfo.to_jsonable(method.config), "train_config": runinfo.to_jsonable(cfg),
                     "spec": runinfo.to_jsonable(dataset.spec), "inputs": {k: str(v) for k, v in method.inputs.items()},
                     "config_hash": chash, "step": current, "epoch": current // steps_per_epoch,
-                    "world_size": dist_info.world_size, **trainer.state()}
+                    "world_size": dist_info.world_size, **trainer.state(),
+                    **({"batch_sampler": rebalance.sampler.state_dict(current)}
+                       if rebalance is not None and rebalance.sampler is not None else {})}
         log = None
         if dist_info.is_main:
             state_dir.mkdir(parents=True, exist_ok=True)
@@ -446,7 +484,7 @@ def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: Train
         try:
             while step < cfg.steps:
                 epoch, offset = divmod(step, steps_per_epoch)
-                for batch in make_loader(dataset, cfg, epoch, offset, dist_info, device):
+                for batch in make_loader(dataset, cfg, epoch, offset, dist_info, device, rebalance):
                     logs = trainer.train_step(batch, step, epoch)
                     step += 1
                     bar.update(1)

@@ -47,9 +47,13 @@ def discriminator_adversarial(scores_real: torch.Tensor, scores_fake: torch.Tens
     return F.relu(1.0 - scores_real).mean() + F.relu(1.0 + scores_fake).mean()
 
 
-def pixel_l1(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference of two image batches (N, 3, S, S) -> scalar."""
-    return F.l1_loss(fake.float(), real.float())
+def pixel_l1(fake: torch.Tensor, real: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean absolute difference of two image batches (N, 3, S, S) -> scalar. ``weights`` (N, 1, S, S) in (0, 1]
+    (loss rebalancing, the conditional IMLE supplement's rarity mask): the mean of ``weights * |fake - real|``
+    over the same elements (the mask scales each pixel's term, as the supplement's ``||M o (y - y~)||_1``)."""
+    if weights is None:
+        return F.l1_loss(fake.float(), real.float())
+    return (weights.float() * (fake.float() - real.float()).abs()).mean()
 
 
 def box_regression(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> torch.Tensor:

@@ -51,6 +51,9 @@ class StepContext:
     epoch: int
     device: torch.device
     generators: Sequence[torch.Generator]  # one per image of the batch, on ``device``
+    # rarity.loss (train/rebalance.py): (N, 1, S, S) per-pixel weights in (0, 1] of the reconstruction losses;
+    # None: unweighted (methods declaring ``supports_rarity_loss`` use it)
+    pixel_weights: torch.Tensor | None = None
     log_step: bool = False  # this step's logs go to losses.jsonl: the time for costly diagnostics (``meta``)
 
 
@@ -78,6 +81,8 @@ class Method(abc.ABC):
     required_inputs: ClassVar[tuple[str, ...]] = ()  # named extra files (``--input name=path``)
     # DDP: tolerate parameters that get no gradient in a step (e.g. a head whose loss weight is 0)
     ddp_find_unused_parameters: ClassVar[bool] = True
+    # loss rebalancing (rarity.loss): the method weights its reconstruction losses with ``ctx.pixel_weights``
+    supports_rarity_loss: ClassVar[bool] = False
 
     def __init__(self, config: Any, spec: DataSpec, inputs: Mapping[str, Path] | None = None):
         if not isinstance(config, self.config_class):

@@ -148,7 +148,7 @@ class PasteGan(PatchGanMethod):
         fake, recon = gen["images"]
         terms = losses.LossSum()
         self.box_term(terms, batch, gen["boxes"])
-        self.reconstruction_terms(terms, batch, recon, gt_crops)
+        self.reconstruction_terms(terms, batch, recon, gt_crops, ctx.pixel_weights)
         if cfg.p_sel_weight > 0:
             terms.add("p_img_sel", self.perceptual(fake.device)(fake.float(), batch.images.float()), cfg.p_sel_weight)
         if cfg.crop_match_weight > 0:

@@ -138,6 +138,7 @@ class Sg2ImMethod(Method):
     name = "sg2im"
     config_class = Sg2ImConfig
     settings = ("pred_bbox", "gt_bbox")
+    supports_rarity_loss = True  # rarity.loss weights the pixel L1 (sg2im has no perceptual loss)
 
     def __init__(self, config: Sg2ImConfig, spec: DataSpec, inputs: Mapping[str, Any] | None = None):
         super().__init__(config, spec, inputs)
@@ -203,7 +204,7 @@ class Sg2ImMethod(Method):
         gt_masks = batch.masks if cfg.gt_masks_in_training and cfg.mask_size else None
         out = self._run(nets["generator"], batch, self.noise(batch, ctx.generators), batch.boxes, gt_masks)
         terms = losses.LossSum()
-        terms.add("l1_pixel", losses.pixel_l1(out.images, batch.images), cfg.l1_pixel_weight)
+        terms.add("l1_pixel", losses.pixel_l1(out.images, batch.images, ctx.pixel_weights), cfg.l1_pixel_weight)
         terms.add("bbox", losses.box_regression(out.boxes, batch.boxes, cfg.box_loss), cfg.bbox_weight)
         if cfg.mask_weight > 0 and batch.masks is not None and out.mask_logits is not None:
             terms.add("mask", losses.mask_bce(out.mask_logits, batch.masks), cfg.mask_weight)

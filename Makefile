@@ -8,7 +8,7 @@ CORES ?= 2
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: reproduce verify test venv lint lock benchmarks clean-results dvc-pull dvc-push dvc-commit
+.PHONY: reproduce table2-variants verify test venv lint lock benchmarks clean-results dvc-pull dvc-push dvc-commit
 
 venv: $(STAMP)
 
@@ -22,6 +22,11 @@ $(STAMP): pyproject.toml requirements.lock
 # Whole workflow on the embedded synthetic benchmark (CPU, no data, no network).
 reproduce: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile workflow/profiles/default --cores $(CORES)
+
+# Opt-in after `make reproduce`: Table 2's variant rows (soft / relaxed retrieval, L_occur as a mean; config `variants`).
+TABLE2_VARIANTS ?= retrievegan_soft,retrievegan_relaxed,retrievegan_occur_mean
+table2-variants: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile workflow/profiles/default --cores $(CORES) --config 'variants=[$(TABLE2_VARIANTS)]'
 
 # After `make reproduce`: hash every output and compare it with the reference run in dvc.lock, stage by
 # stage (exit status 0 only when reproduced). VERIFY_ARGS: e.g. --rtol 1e-3 on another CPU type.

@@ -120,6 +120,22 @@ def test_three_seeds_give_verdicts_in_both_directions_and_one_seed_none(tmp_path
     assert not math.isnan(c1["value_a_low"])  # one seed: the within-seed (scene-graph) interval is shown
 
 
+def test_an_arm_left_out_of_the_run_gives_inconclusive_rows_that_say_why_and_a_typo_is_an_error(tmp_path):
+    arms, runs = _fixture(tmp_path, (0, 1, 2))
+    del arms["retrievegan_ep_frozen"], arms["retrievegan_non_iterative"]  # config `claims.arms` without them
+    claims, detail = cl.evaluate_claims(arms, runs, cl.ClaimsConfig())
+    v = dict(zip(claims["claim"], claims["verdict"]))
+    assert v["C4"] == "inconclusive" and v["C2"] == "inconclusive"  # C4 contradicted with the arm (test above)
+    frozen = detail[detail["arm_b"] == "retrievegan_ep_frozen"]
+    assert len(frozen) > 0 and set(frozen["verdict"]) == {"inconclusive"} and frozen["difference"].isna().all()
+    assert all("retrievegan_ep_frozen not trained in this run" in r and "claims_full" in r for r in frozen["reason"])
+    pastegan = detail[(detail["claim"] == "C1") & (detail["arm_b"] == "pastegan")]
+    assert set(pastegan["paired_seeds"]) == {3} and not pastegan["difference"].isna().any()  # the rest still counts
+    arms["retrievegan_ep_frozn"] = ["x"]
+    with pytest.raises(ValueError, match="unknown claim arm"):
+        cl.write_claims(tmp_path / "c.csv", tmp_path / "c.md", tmp_path / "d.csv", arms, runs, cl.ClaimsConfig(), (0,))
+
+
 def test_two_runs_of_one_arm_with_the_same_seed_are_an_error(tmp_path):
     arms, runs = _fixture(tmp_path, (0, 1, 2))
     runs.seeds["retrievegan__s1"] = 0

@@ -112,6 +112,10 @@ def test_variants_train_their_base_method_with_their_overrides_and_nothing_else(
 
     work = tiny_workdir(tmp_path, variants=list(TABLE2_VARIANTS))
     commands = _dry_run_commands(work, "--configfile", "tiny.yaml")
+    assert not any(f"train_{n}" in commands for n in CLAIM_VARIANTS)  # default `claims.arms`: no extra training
+    from retrievegan.eval.methods import CLAIM_ARMS
+    work = tiny_workdir(tmp_path / "all-arms", variants=list(TABLE2_VARIANTS), claims={"arms": list(CLAIM_ARMS)})
+    commands = _dry_run_commands(work, "--configfile", "tiny.yaml")
 
     def option(command: str, name: str) -> str:
         words = shlex.split(command.split(" > ")[0])

@@ -34,17 +34,18 @@ from retrievegan.eval.methods import CLAIM_ARMS, LONG_TRACE_ARM, TRACE_ARMS, cla
 CLAIMS = config.get("claims", {})
 
 
-def claim_runs(seeds, trace_arms=()):
-    """{arm: [run per seed]} for the arms of C1-C4 (+ each trace arm with its configured seed)."""
-    runs = {arm: [claim_run(config, arm, seed) for seed in seeds] for arm in CLAIM_ARMS}
+def claim_runs(seeds, arms=CLAIM_ARMS, trace_arms=()):
+    """{arm: [run per seed]} for the given arms of C1-C4 (+ each trace arm with its configured seed)."""
+    runs = {arm: [claim_run(config, arm, seed) for seed in seeds] for arm in arms}
     runs.update({arm: [arm] for arm in trace_arms})
     return runs
 
 
 # C1 trace arms of claims_full: generation losses only under soft / relaxed retrieval (+ 4x the steps: long_training)
 FULL_TRACE_ARMS = tuple(a for a in TRACE_ARMS if a != LONG_TRACE_ARM or CLAIMS.get("long_training", False))
-CLAIM_RUNS = {"claims": claim_runs(CLAIMS.get("seeds", [0])),
-              "claims_full": claim_runs(CLAIMS.get("full_seeds", [0, 1, 2]), FULL_TRACE_ARMS)}
+# `claims` runs the arms of `claims.arms` (default: the runs the default target trains anyway); claims_full all of them
+CLAIM_RUNS = {"claims": claim_runs(CLAIMS.get("seeds", [0]), CLAIMS.get("arms", CLAIM_ARMS)),
+              "claims_full": claim_runs(CLAIMS.get("full_seeds", [0, 1, 2]), CLAIM_ARMS, FULL_TRACE_ARMS)}
 # the variant runs the claims train (the arms that are methods, with their configured seed, are the methods' runs)
 CLAIM_VARIANT_RUNS = tuple(dict.fromkeys(run for runs in CLAIM_RUNS.values() for arm_runs in runs.values()
                                          for run in arm_runs if run in VARIANT_DECLARATIONS))
@@ -61,7 +62,7 @@ def trace_runs(tag):
     """Runs whose snapshots get a compatibility trace: the first seed of the C1 arms and of the full model, and the
     trace arms."""
     arms = CLAIM_RUNS[tag]
-    first = [arms[a][0] for a in ("retrievegan_no_gt_no_occur", "retrievegan_ep_frozen", "retrievegan")]
+    first = [arms[a][0] for a in ("retrievegan_no_gt_no_occur", "retrievegan_ep_frozen", "retrievegan") if a in arms]
     return list(dict.fromkeys(first + [r for a in TRACE_ARMS if a in arms for r in arms[a]]))
 
 

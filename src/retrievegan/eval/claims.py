@@ -267,9 +267,17 @@ def _interval(low: float, high: float, digits: int = 3) -> str:
 def compare(comp: Comparison, arms: Mapping[str, Sequence[str]], runs: Runs, cfg: ClaimsConfig) -> dict[str, Any]:
     """One comparison: per-seed values of both arms, the paired difference, its interval and verdict."""
     per_arm: dict[str, dict[int, tuple[float, str, tuple | None]]] = {}
+    absent = [arm for arm in (comp.arm_a, comp.arm_b) if arm not in arms]
+    if absent:  # an arm left out of this run (config `claims.arms`): no numbers, inconclusive, and why
+        return {"arm_a": comp.arm_a, "arm_b": comp.arm_b, "metric": comp.metric, "metric_name": "",
+                "setting": comp.setting, "direction": comp.direction, "decides": comp.decides, "paired_seeds": 0,
+                "seeds": "", "difference": math.nan, "difference_low": math.nan, "difference_high": math.nan,
+                "verdict": "inconclusive",
+                "reason": f"arm {', '.join(absent)} not trained in this run (config `claims.arms`; "
+                          "`snakemake claims_full` trains every arm)",
+                **{f"value_{t}{k}": math.nan for t in ("a", "b") for k in ("", "_low", "_high")},
+                **{f"value_{t}_per_seed": "" for t in ("a", "b")}, **{f"value_{t}_interval": "none" for t in ("a", "b")}}
     for arm in (comp.arm_a, comp.arm_b):
-        if arm not in arms:
-            raise ValueError(f"arm {arm!r} has no runs (known arms: {sorted(arms)})")
         values: dict[int, tuple[float, str, tuple | None]] = {}
         for run in arms[arm]:
             seed = runs.seeds.get(run)
@@ -544,7 +552,14 @@ def write_claims(out_csv: str | os.PathLike[str], out_md: str | os.PathLike[str]
                  losses: Mapping[str, str | os.PathLike[str]] | None = None,
                  trace_files: Sequence[str | os.PathLike[str]] = (), trace_modes: Mapping[str, str] | None = None,
                  title: str = "Claims") -> pd.DataFrame:
-    """Evaluate every claim and write the three outputs; returns the claims table."""
+    """Evaluate every claim and write the three outputs; returns the claims table. An arm of C1-C4 absent from
+    ``arms`` (left out of the run, config `claims.arms`) gives its comparisons no numbers and verdict inconclusive."""
+    from retrievegan.eval.methods import CLAIM_ARMS, TRACE_ARMS
+
+    known = (*CLAIM_ARMS, *TRACE_ARMS, *TABLE1_ARMS)
+    unknown = sorted(set(arms) - set(known))
+    if unknown:
+        raise ValueError(f"unknown claim arm(s) {unknown}; known: {list(known)}")
     claims, detail = evaluate_claims(arms, runs, cfg, study_csv)
     arm_of = {run: arm for arm, arm_runs in arms.items() for run in arm_runs}
     grad, untraced = gradient_trace(losses or {}, arm_of)

@@ -136,6 +136,15 @@ def test_an_arm_left_out_of_the_run_gives_inconclusive_rows_that_say_why_and_a_t
         cl.write_claims(tmp_path / "c.csv", tmp_path / "c.md", tmp_path / "d.csv", arms, runs, cl.ClaimsConfig(), (0,))
 
 
+def test_the_repository_configs_claims_section_parses():
+    """The `claims` section as the rule passes it (JSON of config/config.yaml's section) is a valid ClaimsConfig."""
+    from retrievegan.config import from_json, load_yaml
+
+    section = load_yaml(Path(__file__).resolve().parents[1] / "config" / "config.yaml")["claims"]
+    cfg = from_json(cl.ClaimsConfig, json.dumps(section), "claims")
+    assert cfg.arms is not None and set(cfg.arms) < set(m.CLAIM_ARMS) and "retrievegan_ep_frozen" not in cfg.arms
+
+
 def test_two_runs_of_one_arm_with_the_same_seed_are_an_error(tmp_path):
     arms, runs = _fixture(tmp_path, (0, 1, 2))
     runs.seeds["retrievegan__s1"] = 0

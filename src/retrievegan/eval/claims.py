@@ -65,6 +65,7 @@ class ClaimsConfig:
     confidence: float = 0.95  # two-sided t-interval over seeds
     trace_split: Literal["train", "val", "test"] = "val"  # compatibility over training steps (never tune on test)
     long_training: bool = False  # claims_full also trains the C1 arm for 4x the steps (the rules read it)
+    arms: tuple[str, ...] | None = None  # ours: arms of C1-C4 in `claims` (the rules read it; None: every arm)
 
     def __post_init__(self) -> None:
         if self.min_seeds < 2:

@@ -360,7 +360,8 @@ def evaluate_claims(arms: Mapping[str, Sequence[str]], runs: Runs, cfg: ClaimsCo
             rows, final, parts = study_claim(study_csv, claim)
             deciding = rows
         detail += rows
-        head = deciding[0] if deciding else {}
+        # the row shown: the first deciding comparison with numbers (an arm left out of the run has none)
+        head = next((r for r in deciding if r.get("paired_seeds")), deciding[0] if deciding else {})
         summary.append({
             "claim": claim.id, "statement": claim.statement, "source": claim.source, "experiment": claim.experiment,
             "metric": head.get("metric_name") or head.get("metric", ""), "setting": head.get("setting", ""),

@@ -137,6 +137,23 @@ def test_an_arm_left_out_of_the_run_gives_inconclusive_rows_that_say_why_and_a_t
         cl.write_claims(tmp_path / "c.csv", tmp_path / "c.md", tmp_path / "d.csv", arms, runs, cl.ClaimsConfig(), (0,))
 
 
+def test_the_claims_command_writes_its_outputs_and_a_provenance_line(tmp_path, capsys):
+    from retrievegan import runinfo
+    from retrievegan.cli import main as cli_main
+
+    arms, _ = _fixture(tmp_path, (0, 1, 2))
+    files = [str(p) for p in (tmp_path / "metrics").glob("*.json")]
+    compat = [str(p) for p in (tmp_path / "metrics" / "compatibility").glob("*.json")]
+    run_json = [str(p) for p in (tmp_path / "models").glob("*/run.json")]
+    out = tmp_path / "claims.csv"
+    code = cli_main(["claims", "--seeds", "0", "1", "2", "--arms", json.dumps(arms), "--metrics", *files,
+                     "--compatibility", *compat, "--run-json", *run_json, "--out-csv", str(out),
+                     "--out-md", str(tmp_path / "claims.md"), "--out-comparisons", str(tmp_path / "cmp.csv")])
+    assert code in (0, None) and list(pd.read_csv(out)["claim"]) == ["C1", "C2", "C3", "C4", "C5", "C6"]
+    record = runinfo.read_provenance(capsys.readouterr().err.splitlines())[out.as_posix()]
+    assert record["git_sha"] and record["recorded_utc"]
+
+
 def test_the_repository_configs_claims_section_parses():
     """The `claims` section as the rule passes it (JSON of config/config.yaml's section) is a valid ClaimsConfig."""
     from retrievegan.config import from_json, load_yaml

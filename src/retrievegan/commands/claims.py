@@ -50,6 +50,9 @@ def run(stage: str, args: argparse.Namespace) -> None:
                               args.compat_trace, json.loads(args.trace_modes), args.title)
         for rec in claims.to_dict("records"):
             print(f"{rec['claim']}: {rec['verdict']} ({rec['basis']})")
+        from retrievegan import runinfo
+
+        runinfo.report_provenance(args.out_csv)  # the commit and time of claims.csv (headline_provenance.json)
         return
     from retrievegan.eval import headline
 

@@ -129,6 +129,7 @@ def test_an_arm_left_out_of_the_run_gives_inconclusive_rows_that_say_why_and_a_t
     frozen = detail[detail["arm_b"] == "retrievegan_ep_frozen"]
     assert len(frozen) > 0 and set(frozen["verdict"]) == {"inconclusive"} and frozen["difference"].isna().all()
     assert all("retrievegan_ep_frozen not trained in this run" in r and "claims_full" in r for r in frozen["reason"])
+    assert not frozen["value_a"].isna().any() and frozen["value_b"].isna().all()  # the arm that ran keeps its values
     assert claims.set_index("claim").loc["C1", "arm_b"] == "pastegan"  # the table shows a comparison with numbers
     pastegan = detail[(detail["claim"] == "C1") & (detail["arm_b"] == "pastegan")]
     assert set(pastegan["paired_seeds"]) == {3} and not pastegan["difference"].isna().any()  # the rest still counts

@@ -222,10 +222,13 @@ class Runs:
 
 # --- statistics --------------------------------------------------------------------------------------------------
 def t_interval(values: Sequence[float], confidence: float) -> tuple[float, float, float]:
-    """(mean, low, high): two-sided Student-t interval of the mean; (mean, nan, nan) for fewer than two values."""
+    """(mean, low, high): two-sided Student-t interval of the mean; (mean, nan, nan) for fewer than two values
+    (all nan for none)."""
     from scipy import stats
 
     x = np.asarray(values, dtype=float)
+    if len(x) == 0:
+        return math.nan, math.nan, math.nan
     mean = float(x.mean())
     if len(x) < 2:
         return mean, math.nan, math.nan
@@ -268,19 +271,9 @@ def _interval(low: float, high: float, digits: int = 3) -> str:
 def compare(comp: Comparison, arms: Mapping[str, Sequence[str]], runs: Runs, cfg: ClaimsConfig) -> dict[str, Any]:
     """One comparison: per-seed values of both arms, the paired difference, its interval and verdict."""
     per_arm: dict[str, dict[int, tuple[float, str, tuple | None]]] = {}
-    absent = [arm for arm in (comp.arm_a, comp.arm_b) if arm not in arms]
-    if absent:  # an arm left out of this run (config `claims.arms`): no numbers, inconclusive, and why
-        return {"arm_a": comp.arm_a, "arm_b": comp.arm_b, "metric": comp.metric, "metric_name": "",
-                "setting": comp.setting, "direction": comp.direction, "decides": comp.decides, "paired_seeds": 0,
-                "seeds": "", "difference": math.nan, "difference_low": math.nan, "difference_high": math.nan,
-                "verdict": "inconclusive",
-                "reason": f"arm {', '.join(absent)} not trained in this run (config `claims.arms`; "
-                          "`snakemake claims_full` trains every arm)",
-                **{f"value_{t}{k}": math.nan for t in ("a", "b") for k in ("", "_low", "_high")},
-                **{f"value_{t}_per_seed": "" for t in ("a", "b")}, **{f"value_{t}_interval": "none" for t in ("a", "b")}}
     for arm in (comp.arm_a, comp.arm_b):
         values: dict[int, tuple[float, str, tuple | None]] = {}
-        for run in arms[arm]:
+        for run in arms.get(arm, ()):  # an arm left out of this run (config `claims.arms`) has no runs
             seed = runs.seeds.get(run)
             if seed is None:
                 raise InputError(f"models/{run}/run.json", "not given to `retrievegan claims`")
@@ -291,8 +284,12 @@ def compare(comp: Comparison, arms: Mapping[str, Sequence[str]], runs: Runs, cfg
     a, b = per_arm[comp.arm_a], per_arm[comp.arm_b]
     seeds = sorted(set(a) & set(b))
     diffs = [a[s][0] - b[s][0] for s in seeds]
-    mean, low, high = t_interval(diffs, cfg.confidence) if diffs else (math.nan, math.nan, math.nan)
+    mean, low, high = t_interval(diffs, cfg.confidence)
     v, why = verdict(low, high, len(seeds), cfg.min_seeds, comp.direction == "higher")
+    absent = [arm for arm in (comp.arm_a, comp.arm_b) if arm not in arms]
+    if absent:  # no paired seeds, so inconclusive by the rule; say why
+        why = (f"arm {', '.join(absent)} not trained in this run (config `claims.arms`; `snakemake claims_full` "
+               "trains every arm)")
     row: dict[str, Any] = {"arm_a": comp.arm_a, "arm_b": comp.arm_b, "metric": comp.metric,
                            "metric_name": a[seeds[0]][1] if seeds else "", "setting": comp.setting,
                            "direction": comp.direction, "decides": comp.decides, "paired_seeds": len(seeds),

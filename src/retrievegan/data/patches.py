@@ -22,12 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
-from tqdm import tqdm
 
 from retrievegan import io, runinfo
 from retrievegan.data.scene_graph import SPLITS, SceneGraph, read_split, read_vocab
 from retrievegan.errors import InputError
+from retrievegan.progressbar import progress_bar
 
 COLUMNS = ("patch_id", "split", "image_index", "image_id", "object_index", "category", "category_name",
            "x0", "y0", "x1", "y1", "theme")
@@ -50,6 +49,8 @@ def crop_box_pixels(box: tuple[float, float, float, float], width: int, height: 
 
 def _crop_image(path: Path, graph: SceneGraph, crop_size: int) -> np.ndarray:
     """(O, C, C, 3) uint8 crops of the real objects of one image."""
+    from PIL import Image  # here, not at module level: the training path imports this module (load_patch_table)
+
     try:
         with Image.open(path) as img:
             rgb = img.convert("RGB")
@@ -82,7 +83,7 @@ def build_patch_bank(data_dir: str | Path, cfg: PatchConfig, out_dir: str | Path
                           np.uint8) as bank, ThreadPoolExecutor(max_workers=max(1, cfg.num_workers)) as pool:
         crops = pool.map(_crop_image, [p for p, _ in jobs], [g for _, g in jobs], [cfg.crop_size] * len(jobs))
         offset = 0
-        for block in tqdm(crops, total=len(jobs), desc="patch bank", disable=not progress, unit="img"):
+        for block in progress_bar(crops, total=len(jobs), desc="patch bank", disable=not progress, unit="img"):
             bank[offset:offset + len(block)] = block
             offset += len(block)
         assert offset == len(rows)

@@ -208,7 +208,7 @@ def compute_rarity(data_dir: str | os.PathLike[str], out_dir: str | os.PathLike[
                    split: str = "train", progress: bool = True) -> Path:
     """``retrievegan rarity``: the rarity scores of every (image, category) pair of ``split`` (module docstring)
     -> ``<out_dir>/{rarity.npz, categories.csv, run.json}``. Returns the npz path."""
-    from tqdm import tqdm
+    from retrievegan.progressbar import progress_bar
 
     from retrievegan.data.dataset import SceneGraphDataset, collate_scene_graphs
 
@@ -218,7 +218,7 @@ def compute_rarity(data_dir: str | os.PathLike[str], out_dir: str | os.PathLike[
     pixels = io.load_array(dataset.images_path)
     size = dataset.image_size
     parts = []
-    for start in tqdm(range(0, len(dataset), cfg.batch_size), desc="rarity: label maps", unit="chunk",
+    for start in progress_bar(range(0, len(dataset), cfg.batch_size), desc="rarity: label maps", unit="chunk",
                       disable=not progress):
         rows = range(start, min(start + cfg.batch_size, len(dataset)))
         batch = collate_scene_graphs([dataset[i] for i in rows])

@@ -35,12 +35,12 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from retrievegan import io, runinfo, seeds
 from retrievegan.embed.bank import image_keys, load_bank, resolve_device
 from retrievegan.embed.nets import CooccurNet, to_input
 from retrievegan.errors import InputError
+from retrievegan.progressbar import progress_bar
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,7 +231,7 @@ def train_cooccur(patches_dir: str | Path, cfg: CooccurConfig, model_dir: str | 
     history = []
     running, running_active, n_running = 0.0, 0.0, 0
     model.train()
-    for step in tqdm(range(cfg.steps), desc="cooccur", disable=not progress, unit="step"):
+    for step in progress_bar(range(cfg.steps), desc="cooccur", disable=not progress, unit="step"):
         batch = sampler.sample(rng, cfg.images_per_batch)
         x = to_input(np.asarray(bank[batch.rows]), device)
         loss, active = batch_all_triplet_loss(model(x), batch, cfg.margin)

@@ -39,12 +39,12 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from retrievegan import io, runinfo
 from retrievegan.data.patches import load_patch_table
 from retrievegan.embed.bank import check_patch_ids, image_keys, resolve_device
 from retrievegan.errors import ConfigError, InputError
+from retrievegan.progressbar import progress_bar
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,7 +149,7 @@ def prefilter_candidates(features: np.ndarray, table: pd.DataFrame, cfg: Prefilt
     out_i = np.full((num, k), -1, dtype=np.int64)
     out_d = np.full((num, k), np.inf, dtype=np.float32)
     categories = np.unique(cats)
-    for c in tqdm(categories, desc="prefilter", disable=not progress, unit="category"):
+    for c in progress_bar(categories, desc="prefilter", disable=not progress, unit="category"):
         cand_rows = np.flatnonzero(train & (cats == c))
         query_rows = np.flatnonzero(cats == c)
         if len(cand_rows) == 0:

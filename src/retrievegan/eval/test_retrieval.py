@@ -22,13 +22,13 @@ def test_retrievals(method: Any, nets: Mapping[str, Any], dataset: Any, seeds: S
     """Yields ``(batch, sample index, candidate ids (B, N, k), mask (B, N, k), RetrievalOutput)`` for every batch
     of ``dataset`` (in order) and every seed of ``seeds``; ``batch`` is on ``device``. Runs under ``no_grad``."""
     import torch
-    from tqdm import tqdm
+    from retrievegan.progressbar import progress_bar
 
     from retrievegan.eval.sampler import sequential_loader
     from retrievegan.seeds import SAMPLE_NOISE, image_generators
 
     with torch.no_grad():
-        for batch in tqdm(sequential_loader(dataset, batch_size, 0), desc=desc, disable=not progress):
+        for batch in progress_bar(sequential_loader(dataset, batch_size, 0), desc=desc, disable=not progress):
             ids = batch.image_ids.tolist()
             batch = method.host_prepare(batch).to(device)  # host inputs made on the host (no device reads)
             for index, seed in enumerate(seeds):

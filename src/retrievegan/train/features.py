@@ -13,15 +13,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from retrievegan import io, runinfo
 from retrievegan.data.dataset import SceneGraphDataset
 from retrievegan.data.patches import load_patch_table
 from retrievegan.data.scene_graph import SPLITS
-from retrievegan.errors import InputError
 from retrievegan.device import pick_device
+from retrievegan.errors import InputError
 from retrievegan.eval.sampler import check_spec, sequential_loader
+from retrievegan.progressbar import progress_bar
 
 
 def gcn_features(checkpoint: str | Path, data_dir: str | Path, patches_csv: str | Path, out_path: str | Path,
@@ -40,7 +40,7 @@ def gcn_features(checkpoint: str | Path, data_dir: str | Path, patches_csv: str 
         for split in SPLITS:
             dataset = SceneGraphDataset(data_dir, split, patches_csv)
             check_spec(method.spec, dataset.spec, dataset.graphs_path)
-            for batch in tqdm(sequential_loader(dataset, batch_size, 0), desc=f"gcn features {split}",
+            for batch in progress_bar(sequential_loader(dataset, batch_size, 0), desc=f"gcn features {split}",
                               disable=not progress, unit="batch"):
                 batch = batch.to(device)
                 vecs = method.object_features(nets, batch).float().cpu().numpy()

@@ -5,10 +5,10 @@
 # retrievegan.eval.methods.RARITY_SEEDS (variants `<arm>__s<seed>`, RARITY_RUNS: train / sample rules in train.smk,
 # sample.smk, retrievegan.smk; metrics in metrics.smk), evaluated in report.ablation_setting like every variant.
 #
-# NOT in `rule all` (12 extra trainings, measured ~28 CPU-minutes, ~55 min wall on 2 shared cores; beyond the budget):
+# NOT in `rule all` (12 extra trainings, measured ~22-28 CPU-minutes, 32-55 min wall on 2 shared cores; beyond the budget):
 #   snakemake --cores 2 rarity_experiment
-# With `rarity.in_report: true` rule all runs it too and REPORT.md gets its section. A preliminary run's outputs
-# are stored in docs/rarity/ (docs/rarity.md).
+# With `rarity.in_report: true` rule all runs it too and REPORT.md gets its section. The run at commit b7e2fb4
+# is stored in docs/rarity/ (docs/rarity.md).
 from retrievegan.eval.methods import RARITY_RUNS, method_info
 
 RARITY = config.get("rarity", {})

@@ -318,3 +318,26 @@ def test_frozen_e_p_is_never_updated_and_the_trace_leaves_training_unchanged(tin
     assert rec["steps"] == [0, 1, 2] and len(rec["scores"]["compat_pairwise_same_theme"]) == 3
     assert all(0 <= v <= 1 for v in rec["scores"]["compat_pairwise_same_theme"])
     assert json.loads((tmp_path / "trace.json").read_text())["split"] == "val"
+
+
+def test_trace_tables_give_each_snapshot_schedule_its_own_table():
+    """A run with another snapshot schedule (claims.long_training: 4x the steps) gets its own table: every row has
+    as many cells as its header."""
+    def trace(method, steps):
+        vals = [0.1 + 0.01 * i for i in range(len(steps))]
+        return {"method": method, "steps": list(steps), "split": "val", "random_candidates":
+                {"compat_pairwise_same_theme": 0.144}, "scores": {"compat_pairwise_same_theme": vals,
+                                                                  "compat_pairwise_same_theme_low": vals,
+                                                                  "compat_pairwise_same_theme_high": vals}}
+
+    traces = [trace("a", (0, 50, 100)), trace("b", (0, 50, 100)), trace("long", (0, 50, 100, 150, 200))]
+    lines = cl.trace_lines(pd.DataFrame(), traces, {}, ())
+    tables, header = [], None
+    for line in lines:
+        if line.startswith("| run |"):
+            header = line.count("|")
+            tables.append([])
+        elif line.startswith("| `") and header is not None:
+            assert line.count("|") == header, line
+            tables[-1].append(line.split("`")[1])
+    assert tables == [["a", "b"], ["long"]]

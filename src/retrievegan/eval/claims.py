@@ -463,16 +463,16 @@ def trace_lines(grad: pd.DataFrame, traces: Sequence[Mapping[str, Any]], arms_tr
     if traces:
         lines += [f"Compatibility of each training snapshot's retrievals (pairwise same-theme rate, "
                   f"{traces[0]['split']} split, both sample seeds; random choice among the same candidates: "
-                  f"{traces[0]['random_candidates']['compat_pairwise_same_theme']:.3f}):", "",
-                  "| run | " + " | ".join(f"step {s}" for s in traces[0]["steps"]) + " |",
-                  "|---|" + "---:|" * len(traces[0]["steps"])]
+                  f"{traces[0]['random_candidates']['compat_pairwise_same_theme']:.3f}):", ""]
+        schedules: dict[tuple[int, ...], list[dict]] = {}  # runs with the same snapshot steps share a table
         for rec in traces:
-            vals = rec["scores"]["compat_pairwise_same_theme"]
-            cells = [f"{v:.3f}" for v in vals] + [""] * (len(traces[0]["steps"]) - len(vals))
-            if rec["steps"] != traces[0]["steps"]:
-                cells = [f"{v:.3f} (step {s})" for s, v in zip(rec["steps"], vals)]
-            lines.append(f"| `{rec['method']}` | " + " | ".join(cells) + " |")
-        lines.append("")
+            schedules.setdefault(tuple(rec["steps"]), []).append(rec)
+        for steps, recs in schedules.items():
+            lines += ["| run | " + " | ".join(f"step {s}" for s in steps) + " |", "|---|" + "---:|" * len(steps)]
+            for rec in recs:
+                cells = [f"{v:.3f}" for v in rec["scores"]["compat_pairwise_same_theme"]]
+                lines.append(f"| `{rec['method']}` | " + " | ".join(cells) + " |")
+            lines.append("")
         for rec in traces:
             vals = rec["scores"]["compat_pairwise_same_theme"]
             lows, highs = rec["scores"]["compat_pairwise_same_theme_low"], rec["scores"]["compat_pairwise_same_theme_high"]

@@ -303,3 +303,36 @@ def test_commit_keeps_modification_times(tmp_path):
     os.utime(files[0])
     assert dvcsync.restore_mtimes(recorded) == 2
     assert [p.stat().st_mtime_ns for p in files] == [1_600_000_000_000_000_000 + i for i in range(3)]
+
+
+def test_stray_files_are_other_targets_outputs_in_a_stage_folder(tmp_path):
+    """`dvcsync commit` refuses a folder output that holds other targets' files (an opt-in run's samples,
+    metrics or trace in the same folder): dvc.lock would record them and no plain `make reproduce` match it.
+    A stage job's undeclared side files (images beside its manifest, a run.json) are the stage's."""
+    import base64
+
+    files = {"r/samples/a/pred/manifest.json": "own", "r/samples/a/pred/sample0/1.png": "side",
+             "r/samples/extra/pred/manifest.json": "other", "r/samples/extra/pred/sample0/1.png": "side",
+             "r/details/a_pred.json": "own", "r/details/extra_pred.json": "other", "r/details/run.json": "side",
+             "r/models/a/snapshots/step_0.pt": "side"}
+    for rel in files:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    produced = [p for p, kind in files.items() if kind == "own"] + ["r/models/a/snapshots"]  # + a directory()
+    metadata = tmp_path / ".snakemake/metadata"
+    metadata.mkdir(parents=True)
+    long_name = "r/" + "x" * 300 + ".json"  # a name over 255 characters: split into "@"-prefixed folders
+    for path in produced + [p for p, kind in files.items() if kind == "other"] + [long_name]:
+        encoded = base64.urlsafe_b64encode(path.encode()).decode()
+        chunks = [encoded[i:i + 254] for i in range(0, len(encoded), 254)]
+        record = metadata.joinpath(*["@" + c for c in chunks[:-1]], chunks[-1])
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text("{}")
+    declared = dvcsync.snakemake_outputs(tmp_path)
+    assert long_name in declared and "r/samples/extra/pred/manifest.json" in declared
+    stage = dvcsync.LockedStage("s", "snakemake x", (), {}, tuple(dvcsync.LockedOut(p, "", None) for p in
+                                                                  ("r/samples", "r/details", "r/models/a")))
+    assert dvcsync.stray_files(tmp_path, stage, produced, declared) == [
+        "r/details/extra_pred.json", "r/samples/extra/pred/manifest.json", "r/samples/extra/pred/sample0/1.png"]
+    assert dvcsync.stray_files(tmp_path, stage, produced + ["r/samples/extra/pred/manifest.json",
+                                                            "r/details/extra_pred.json"], declared) == []

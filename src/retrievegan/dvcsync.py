@@ -36,6 +36,7 @@ and reported (``dvc repro <stage>`` re-runs it).
 from __future__ import annotations
 
 import argparse
+import base64
 import dataclasses
 import graphlib
 import hashlib
@@ -536,12 +537,112 @@ def restore_mtimes(recorded: Mapping[str, tuple[int, int]]) -> int:
     return changed
 
 
+def snakemake_outputs(root: Path) -> set[str]:
+    """Every output file Snakemake has made in this working directory, for any target (its metadata records,
+    ``.snakemake/metadata/<urlsafe base64 of the path>``, long names split into ``@``-prefixed folders)."""
+    top = root / ".snakemake" / "metadata"
+    found: set[str] = set()
+    if not top.is_dir():
+        return found
+    for folder, _, files in os.walk(top):
+        parts = [p.removeprefix("@") for p in Path(folder).relative_to(top).parts]
+        for name in files:
+            encoded = "".join(parts) + name
+            try:
+                found.add(os.path.normpath(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()))
+            except (ValueError, UnicodeDecodeError):
+                continue
+    return found
+
+
+def stray_files(root: Path, stage: LockedStage, produced: Iterable[str], declared: Iterable[str]) -> list[str]:
+    """Files inside the stage's folder outputs that other targets left there, as paths relative to ``root``.
+
+    ``produced``: the stage's own Snakemake outputs (``snakemake --summary`` of its command: files, or
+    ``directory()`` outputs); ``declared``: every output Snakemake has made here (:func:`snakemake_outputs`).
+    A file is the stage's when it is (inside) a produced output. It is a stray when it is (inside) an output of
+    another job, or when it is a job's undeclared side file (images beside a manifest, a ``run.json``) and the
+    nearest folder above it that holds a declared output holds only other jobs' outputs. Strays come from the
+    opt-in runs (``claims_full``, ``table2-variants``, ``rarity_experiment``) writing into the same folders:
+    ``dvc commit`` would hash them into the folder's entry, and no plain ``make reproduce`` could match it.
+    """
+    own = {os.path.normpath(p) for p in produced}
+    other = {os.path.normpath(p) for p in declared} - own
+    by_folder: dict[str, set[str]] = {}  # folder -> "own" / "other": whose declared outputs lie directly in it
+    for path in own:
+        by_folder.setdefault(os.path.dirname(path), set()).add("own")
+    for path in other:
+        by_folder.setdefault(os.path.dirname(path), set()).add("other")
+
+    def covered(rel: str, paths: set[str]) -> bool:
+        parts = Path(rel).parts
+        return any(os.path.join(*parts[:i]) in paths for i in range(1, len(parts) + 1))
+
+    strays = []
+    for out in stage.outs:
+        top = root / out.path
+        if not top.is_dir():
+            continue
+        for folder, _, files in os.walk(top):
+            for name in files:
+                rel = os.path.relpath(os.path.join(folder, name), root)
+                if covered(rel, own):
+                    continue
+                if covered(rel, other):
+                    strays.append(rel)
+                    continue
+                parent = os.path.dirname(rel)
+                while parent and parent not in by_folder and _inside(parent, out.path) and parent != out.path:
+                    parent = os.path.dirname(parent)
+                if by_folder.get(parent) == {"other"}:
+                    strays.append(rel)
+    return sorted(strays)
+
+
+def _dvc_yaml_stages(root: Path, names: Sequence[str]) -> list[LockedStage]:
+    """The dvc.yaml stages ``names`` (all when empty) as commands and output paths (no hashes)."""
+    with _open_repo(root) as repo:
+        stages = list(repo.index.stages)
+    return [LockedStage(s.addressing, str(s.cmd), (), {}, tuple(LockedOut(str(o.def_path), "", None)
+                                                                    for o in s.outs))
+            for s in stages if not names or s.addressing in names or s.addressing.split("@")[0] in names]
+
+
+def check_no_strays(root: Path, names: Sequence[str] = ()) -> None:
+    """Raise SyncError when a folder output of the stages holds files their own Snakemake jobs do not produce
+    (:func:`stray_files`); only stages with a folder output are asked (``snakemake --summary``)."""
+    problems = []
+    declared = snakemake_outputs(root)
+    for stage in _dvc_yaml_stages(root, names):
+        if not any((root / out.path).is_dir() for out in stage.outs):
+            continue
+        argv, configfiles = snakemake_argv(stage.cmd)
+        exe = shutil.which(argv[0]) or str(Path(sys.executable).with_name("snakemake"))
+        config_args = ["--configfile", *configfiles] if configfiles else []
+        summary = subprocess.run([exe, *argv[1:], "--summary", *config_args], cwd=root, capture_output=True,
+                                 text=True)
+        if summary.returncode != 0:
+            detail = (summary.stdout + summary.stderr)[-3000:]
+            raise SyncError(f"stage {stage.name}: snakemake --summary failed:\n{detail}")
+        strays = stray_files(root, stage, parse_summary(summary.stdout), declared)
+        if strays:
+            problems.append(f"  {stage.name}: {len(strays)} file(s), e.g. " + ", ".join(strays[:5]))
+    if problems:
+        raise SyncError("refusing to commit: these stage output folders hold files that the stages' own jobs do "
+                        "not produce (left by opt-in targets such as claims_full, table2-variants or "
+                        "rarity_experiment); dvc.lock would record them and no plain `make reproduce` could match "
+                        "it. Record the reference run in a clone that ran only `make reproduce`, or move the files "
+                        "away first:\n" + "\n".join(problems))
+
+
 def commit(root: Path, names: Sequence[str] = ()) -> tuple[int, list[str]]:
     """``dvc commit -f [names]`` keeping the outputs' modification times, then the reference copies of the
     metrics and tables under reference-run/ (``retrievegan.verify``: what ``make verify`` compares numbers
-    with when the remote is out of reach). Returns (paths whose mtime was restored, copied paths)."""
+    with when the remote is out of reach). Refuses when a folder output holds files its stage's jobs do not
+    produce (:func:`check_no_strays`). Returns (paths whose mtime was restored, copied paths)."""
     from retrievegan.verify import write_reference
 
+    check_no_strays(root, names)
     recorded = mtimes(_stage_out_paths(root, names))
     try:
         dvc(root, "commit", "-f", *names)

@@ -610,13 +610,16 @@ def _dvc_yaml_stages(root: Path, names: Sequence[str]) -> list[LockedStage]:
 
 def check_no_strays(root: Path, names: Sequence[str] = ()) -> None:
     """Raise SyncError when a folder output of the stages holds files their own Snakemake jobs do not produce
-    (:func:`stray_files`); only stages with a folder output are asked (``snakemake --summary``)."""
+    (:func:`stray_files`); only Snakemake stages with a folder output are asked (``snakemake --summary``)."""
     problems = []
     declared = snakemake_outputs(root)
     for stage in _dvc_yaml_stages(root, names):
         if not any((root / out.path).is_dir() for out in stage.outs):
             continue
-        argv, configfiles = snakemake_argv(stage.cmd)
+        try:
+            argv, configfiles = snakemake_argv(stage.cmd)
+        except SyncError:  # not a Snakemake stage: no declared outputs to compare with
+            continue
         exe = shutil.which(argv[0]) or str(Path(sys.executable).with_name("snakemake"))
         config_args = ["--configfile", *configfiles] if configfiles else []
         summary = subprocess.run([exe, *argv[1:], "--summary", *config_args], cwd=root, capture_output=True,

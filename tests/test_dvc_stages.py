@@ -330,9 +330,8 @@ def test_stray_files_are_other_targets_outputs_in_a_stage_folder(tmp_path):
         record.write_text("{}")
     declared = dvcsync.snakemake_outputs(tmp_path)
     assert long_name in declared and "r/samples/extra/pred/manifest.json" in declared
-    stage = dvcsync.LockedStage("s", "snakemake x", (), {}, tuple(dvcsync.LockedOut(p, "", None) for p in
-                                                                  ("r/samples", "r/details", "r/models/a")))
-    assert dvcsync.stray_files(tmp_path, stage, produced, declared) == [
+    outs = ("r/samples", "r/details", "r/models/a")
+    assert dvcsync.stray_files(tmp_path, outs, produced, declared) == [
         "r/details/extra_pred.json", "r/samples/extra/pred/manifest.json", "r/samples/extra/pred/sample0/1.png"]
-    assert dvcsync.stray_files(tmp_path, stage, produced + ["r/samples/extra/pred/manifest.json",
-                                                            "r/details/extra_pred.json"], declared) == []
+    assert dvcsync.stray_files(tmp_path, outs, produced + ["r/samples/extra/pred/manifest.json",
+                                                           "r/details/extra_pred.json"], declared) == []

@@ -337,6 +337,16 @@ def stage_rules(stage: LockedStage, summary: Mapping[str, SummaryRow]) -> list[s
     return sorted({item.rule for item in stage_rows(stage, summary).values()})
 
 
+def _snakemake_exe(argv: Sequence[str]) -> str:
+    return shutil.which(argv[0]) or str(Path(sys.executable).with_name("snakemake"))
+
+
+def _summary(root: Path, argv: Sequence[str], extra: Sequence[str] = ()) -> subprocess.CompletedProcess:
+    """``snakemake --summary`` of a stage command (``argv``: :func:`snakemake_argv`), ``extra`` words last."""
+    return subprocess.run([_snakemake_exe(argv), *argv[1:], "--summary", *extra], cwd=root, capture_output=True,
+                          text=True)
+
+
 def touch_stage(root: Path, stage: LockedStage, ancestors: Sequence[LockedStage] = ()) -> subprocess.CompletedProcess | None:
     """``<stage cmd> --touch --forcerun <its rules> --configfile ... <locked values>``; None when Snakemake
     already has the stage up to date (nothing pending, metadata for every output): nothing is touched.
@@ -352,7 +362,7 @@ def touch_stage(root: Path, stage: LockedStage, ancestors: Sequence[LockedStage]
     Snakemake sees the upstream jobs with the params they were touched with.
     """
     argv, configfiles = snakemake_argv(stage.cmd)
-    exe = shutil.which(argv[0]) or str(Path(sys.executable).with_name("snakemake"))
+    exe = _snakemake_exe(argv)
     values: dict[str, Any] = {}
     for item in [*ancestors, stage]:
         values = merge(values, locked_config(item, configfiles))
@@ -361,8 +371,7 @@ def touch_stage(root: Path, stage: LockedStage, ancestors: Sequence[LockedStage]
         overlay.write_text(yaml.safe_dump(values, sort_keys=True), encoding="utf-8")
         # --configfile goes last (it takes every following word); repeating the stage's own files keeps them.
         config_args = ["--configfile", *configfiles, str(overlay)]
-        summary = subprocess.run([exe, *argv[1:], "--summary", *config_args], cwd=root, capture_output=True,
-                                 text=True)
+        summary = _summary(root, argv, config_args)
         rows = stage_rows(stage, parse_summary(summary.stdout)) if summary.returncode == 0 else {}
         if not rows:
             detail = (summary.stdout + summary.stderr)[-3000:] if summary.returncode else \
@@ -490,17 +499,25 @@ def push(root: Path, names: Sequence[str] = (), remote: str | None = None, jobs:
         raise SyncError(f"after dvc push the remote still lacks objects (dvc status -c): {status}")
 
 
-def _stage_out_paths(root: Path, names: Sequence[str]) -> list[Path]:
-    """The outputs of the dvc.yaml stages ``names`` (all when empty; a foreach group name selects its
-    members), also of stages that are not in dvc.lock yet."""
+@dataclasses.dataclass(frozen=True)
+class YamlStage:
+    """A dvc.yaml stage: its command and output paths (relative to the project root); no hashes."""
+    name: str
+    cmd: str
+    outs: tuple[str, ...]
+
+
+def yaml_stages(root: Path, names: Sequence[str]) -> list[YamlStage]:
+    """The dvc.yaml stages ``names`` (all when empty; a foreach group name selects its members), also those
+    not in dvc.lock yet; an unknown name is an error."""
     with _open_repo(root) as repo:
         stages = list(repo.index.stages)
     known = {s.addressing for s in stages} | {s.addressing.split("@")[0] for s in stages}
     unknown = sorted(set(names) - known)
     if unknown:
         raise SyncError(f"stage(s) {unknown} not in dvc.yaml")
-    selected = [s for s in stages if not names or s.addressing in names or s.addressing.split("@")[0] in names]
-    return [Path(out.fs_path) for stage in selected for out in stage.outs]
+    return [YamlStage(s.addressing, str(s.cmd), tuple(str(out.def_path) for out in s.outs)) for s in stages
+            if not names or s.addressing in names or s.addressing.split("@")[0] in names]
 
 
 def mtimes(paths: Iterable[Path]) -> dict[str, tuple[int, int]]:
@@ -555,8 +572,8 @@ def snakemake_outputs(root: Path) -> set[str]:
     return found
 
 
-def stray_files(root: Path, stage: LockedStage, produced: Iterable[str], declared: Iterable[str]) -> list[str]:
-    """Files inside the stage's folder outputs that other targets left there, as paths relative to ``root``.
+def stray_files(root: Path, outs: Iterable[str], produced: Iterable[str], declared: Iterable[str]) -> list[str]:
+    """Files inside a stage's folder outputs ``outs`` that other targets left there, as paths relative to ``root``.
 
     ``produced``: the stage's own Snakemake outputs (``snakemake --summary`` of its command: files, or
     ``directory()`` outputs); ``declared``: every output Snakemake has made here (:func:`snakemake_outputs`).
@@ -579,8 +596,8 @@ def stray_files(root: Path, stage: LockedStage, produced: Iterable[str], declare
         return any(os.path.join(*parts[:i]) in paths for i in range(1, len(parts) + 1))
 
     strays = []
-    for out in stage.outs:
-        top = root / out.path
+    for out in outs:
+        top = root / out
         if not top.is_dir():
             continue
         for folder, _, files in os.walk(top):
@@ -592,42 +609,30 @@ def stray_files(root: Path, stage: LockedStage, produced: Iterable[str], declare
                     strays.append(rel)
                     continue
                 parent = os.path.dirname(rel)
-                while parent and parent not in by_folder and _inside(parent, out.path) and parent != out.path:
+                while parent and parent not in by_folder and _inside(parent, out) and parent != out:
                     parent = os.path.dirname(parent)
                 if by_folder.get(parent) == {"other"}:
                     strays.append(rel)
     return sorted(strays)
 
 
-def _dvc_yaml_stages(root: Path, names: Sequence[str]) -> list[LockedStage]:
-    """The dvc.yaml stages ``names`` (all when empty) as commands and output paths (no hashes)."""
-    with _open_repo(root) as repo:
-        stages = list(repo.index.stages)
-    return [LockedStage(s.addressing, str(s.cmd), (), {}, tuple(LockedOut(str(o.def_path), "", None)
-                                                                    for o in s.outs))
-            for s in stages if not names or s.addressing in names or s.addressing.split("@")[0] in names]
-
-
-def check_no_strays(root: Path, names: Sequence[str] = ()) -> None:
+def check_no_strays(root: Path, stages: Sequence[YamlStage]) -> None:
     """Raise SyncError when a folder output of the stages holds files their own Snakemake jobs do not produce
     (:func:`stray_files`); only Snakemake stages with a folder output are asked (``snakemake --summary``)."""
     problems = []
     declared = snakemake_outputs(root)
-    for stage in _dvc_yaml_stages(root, names):
-        if not any((root / out.path).is_dir() for out in stage.outs):
+    for stage in stages:
+        if not any((root / out).is_dir() for out in stage.outs):
             continue
         try:
-            argv, configfiles = snakemake_argv(stage.cmd)
+            argv, _ = snakemake_argv(stage.cmd)
         except SyncError:  # not a Snakemake stage: no declared outputs to compare with
             continue
-        exe = shutil.which(argv[0]) or str(Path(sys.executable).with_name("snakemake"))
-        config_args = ["--configfile", *configfiles] if configfiles else []
-        summary = subprocess.run([exe, *argv[1:], "--summary", *config_args], cwd=root, capture_output=True,
-                                 text=True)
+        summary = _summary(root, argv)  # argv holds the stage's own --configfile words
         if summary.returncode != 0:
             detail = (summary.stdout + summary.stderr)[-3000:]
             raise SyncError(f"stage {stage.name}: snakemake --summary failed:\n{detail}")
-        strays = stray_files(root, stage, parse_summary(summary.stdout), declared)
+        strays = stray_files(root, stage.outs, parse_summary(summary.stdout), declared)
         if strays:
             problems.append(f"  {stage.name}: {len(strays)} file(s), e.g. " + ", ".join(strays[:5]))
     if problems:
@@ -645,8 +650,9 @@ def commit(root: Path, names: Sequence[str] = ()) -> tuple[int, list[str]]:
     produce (:func:`check_no_strays`). Returns (paths whose mtime was restored, copied paths)."""
     from retrievegan.verify import write_reference
 
-    check_no_strays(root, names)
-    recorded = mtimes(_stage_out_paths(root, names))
+    stages = yaml_stages(root, names)
+    check_no_strays(root, stages)
+    recorded = mtimes(root / out for stage in stages for out in stage.outs)
     try:
         dvc(root, "commit", "-f", *names)
     finally:

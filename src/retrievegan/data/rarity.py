@@ -124,10 +124,11 @@ def rarity_mask(labels: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     labelled = labels >= 0
     flat = labels.clamp(min=0).flatten(1)
     values = scores.to(torch.float64).gather(1, flat).view_as(labels)
-    if bool((labelled & ~(values > 0)).any()):
-        bad = int(torch.nonzero(labelled & ~(values > 0))[0, 0])
+    unscored = labelled & ~(values > 0)
+    if bool(unscored.any()):
+        bad = int(torch.nonzero(unscored)[0, 0])
         raise ValueError(f"image {bad} of the batch has a category without a positive rarity score (category "
-                         f"{int(labels[labelled & ~(values > 0)][0])}): the scores do not belong to these images")
+                         f"{int(labels[unscored][0])}): the scores do not belong to these images")
     inf = torch.tensor(float("inf"), dtype=values.dtype, device=values.device)
     high = torch.where(labelled, values, -inf).flatten(1).max(1).values
     low = torch.where(labelled, values, inf).flatten(1).min(1).values
@@ -250,9 +251,7 @@ def compute_rarity(data_dir: str | os.PathLike[str], out_dir: str | os.PathLike[
         "category_pixels": cat_pixels, "category_images": cat_images, "category_kde": cat_kde,
         "category_factor": cat_factor,
     }
-    with io.atomic_path(npz) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
+    io.save_npz(npz, arrays)
     table = RarityTable(npz)
     io.write_text(out_dir / "categories.csv", categories_csv(table, names, reasons, cfg))
     runinfo.write_run_json(out_dir, "rarity", {"rarity": cfg, "data_dir": str(data_dir), "split": split}, None, {

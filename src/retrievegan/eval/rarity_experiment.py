@@ -21,16 +21,14 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io as _io
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from retrievegan import io
 from retrievegan.errors import InputError
+from retrievegan.eval.claims import t_interval
 from retrievegan.eval.methods import METHODS, RARITY_ARMS, VARIANTS
 from retrievegan.eval.tables import Cell, Column, Table, na
 
@@ -119,17 +117,13 @@ class Summary:
 
 
 def t_summary(values: Sequence[float], confidence: float) -> Summary | None:
-    """Mean and Student-t interval over the values (training seeds); None for no value, no interval for one."""
-    from scipy import stats
-
-    x = np.asarray([v for v in values if v is not None], dtype=np.float64)
-    if len(x) == 0:
+    """Mean and Student-t interval over the values (training seeds; ``claims.t_interval``); None for no value, no
+    interval for one."""
+    x = [v for v in values if v is not None]
+    if not x:
         return None
-    mean = float(x.mean())
-    if len(x) < 2:
-        return Summary(mean, None, None, 1)
-    half = float(stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
-    return Summary(mean, mean - half, mean + half, len(x))
+    mean, low, high = t_interval(x, confidence)
+    return Summary(mean, None, None, 1) if len(x) < 2 else Summary(mean, low, high, len(x))
 
 
 def paired_differences(runs: Sequence[RunMetrics], base: str, metric: str) -> list[float]:
@@ -315,9 +309,8 @@ def write_experiment(metric_files: Sequence[str | os.PathLike[str]], compat_file
     runs = read_runs(metric_files, compat_files)
     if not runs:
         raise InputError(out_dir, "no metric files given")
-    arms = {(r.base, r.rebalanced) for r in runs}
-    missing = [a.name for a in RARITY_ARMS
-               if (a.base, bool(a.overrides)) not in arms]
+    ran = {r.arm for r in runs}
+    missing = [a.name for a in RARITY_ARMS if a.name not in ran]
     if missing:
         raise InputError(metric_files[0], f"no runs of the arm(s) {missing}")
     out_dir = Path(out_dir)

@@ -8,7 +8,7 @@ slot is drawn, with replacement, with probability proportional to its rarity sco
 category; equal portions are ours: slot ``j`` of global batch ``b`` belongs to category ``top[(b * B + j) mod T]``,
 so over the run every category gets exactly ``1 / T`` of the slots, also when ``B`` is not a multiple of ``T``.
 
-Determinism: the draws of global batch ``b`` come from ``numpy.random.default_rng(derive_seed(seed, tag, b))``,
+Determinism: the draws of global batch ``b`` come from ``seeds.numpy_rng(seed, tag, b)``,
 so the stream is a function of the run's seed and the batch number only (not of DataLoader workers or
 prefetching). DDP: every process computes the same global batch and takes its contiguous ``B / K`` share of
 the slots (as ``EpochBatchSampler``): the processes' streams are disjoint parts of one stream, and the
@@ -34,7 +34,7 @@ import torch
 
 from retrievegan.data.rarity import RarityConfig, RarityTable, label_maps, rarity_mask
 from retrievegan.errors import ConfigError, InputError
-from retrievegan.seeds import derive_seed, tag
+from retrievegan.seeds import numpy_rng, tag
 from retrievegan.train.checkpoint import sha256_file
 
 REBALANCE_ORDER = tag("rarity-rebalance")
@@ -60,21 +60,23 @@ class RarityBatchSampler:
             raise ValueError("every category of the sampler needs finite, non-negative scores and one image")
         self.probabilities = columns / totals[:, None]  # (T, N)
         self._cdf = np.cumsum(columns, axis=1)
-        self._totals = self._cdf[:, -1].copy()
         self.num_items = columns.shape[1]
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.fingerprint = hashlib.sha256(np.ascontiguousarray(self.probabilities).tobytes()).hexdigest()
 
+    def _slots(self, batch: int) -> np.ndarray:
+        """(B,) index into ``categories`` of every slot of global batch ``batch``: equal portions, round robin."""
+        return (batch * self.batch_size + np.arange(self.batch_size)) % len(self.categories)
+
     def slot_categories(self, batch: int) -> np.ndarray:
         """(B,) the category of every slot of global batch ``batch``."""
-        slots = batch * self.batch_size + np.arange(self.batch_size)
-        return self.categories[slots % len(self.categories)]
+        return self.categories[self._slots(batch)]
 
     def global_batch(self, batch: int) -> np.ndarray:
         """(B,) int64 image rows of global batch ``batch`` (every process computes the same)."""
-        rng = np.random.default_rng(derive_seed(self.seed, REBALANCE_ORDER, batch))
-        which = (batch * self.batch_size + np.arange(self.batch_size)) % len(self.categories)
-        u = rng.random(self.batch_size) * self._totals[which]
+        rng = numpy_rng(self.seed, REBALANCE_ORDER, batch)
+        which = self._slots(batch)
+        u = rng.random(self.batch_size) * self._cdf[which, -1]
         rows = np.array([np.searchsorted(self._cdf[t], x, side="right") for t, x in zip(which, u)], dtype=np.int64)
         return np.minimum(rows, self.num_items - 1)
 
@@ -126,16 +128,16 @@ class Rebalancing:
     table: RarityTable
     scores: np.ndarray  # (N, C) float64
     sampler: RarityBatchSampler | None
-    image_size: int
+    scores_sha256: str  # of the scores file, hashed once
 
     def identity(self) -> dict[str, Any]:
         """What changes the computation (part of the training run's config hash)."""
         config = {k: v for k, v in dataclasses.asdict(self.cfg).items() if k != "batch_size"}  # chunking only
-        return {"config": config, "scores_sha256": sha256_file(self.table.path)}
+        return {"config": config, "scores_sha256": self.scores_sha256}
 
     def record(self) -> dict[str, Any]:
         """For run.json: the switches, the scores file, the sampler's categories."""
-        out: dict[str, Any] = {"scores": str(self.table.path), "scores_sha256": sha256_file(self.table.path)}
+        out: dict[str, Any] = {"scores": str(self.table.path), "scores_sha256": self.scores_sha256}
         if self.sampler is not None:
             out["top_categories"] = [int(c) for c in self.sampler.categories]
         return out
@@ -168,4 +170,4 @@ def rebalancing(cfg: RarityConfig | None, scores_path: str | Path | None, datase
                                          world_size)
         except ValueError as exc:
             raise InputError(table.path, str(exc)) from exc
-    return Rebalancing(cfg, table, scores, sampler, dataset.image_size)
+    return Rebalancing(cfg, table, scores, sampler, sha256_file(table.path))

@@ -293,7 +293,61 @@ def test_sg2im_and_retrievegan_weight_only_their_reconstruction_losses(tiny_data
             assert torch.equal(weighted[key], plain[key]), (name, key)
 
 
+def test_retrievegan_weights_its_perceptual_losses_per_pixel(tiny_dataset, tmp_path):
+    """rarity.loss through the method's perceptual path (VGG-19 with random weights: the weighting, not the
+    features, is under test): a constant 1/2 halves p_img and p_obj (the object crops get the mask cropped at
+    their boxes), a mask that is not constant gives neither the plain nor the halved value."""
+    from patchgan_support import build_inputs, retrievegan_params
+
+    from retrievegan.estimate.paper import install_random_perceptual
+
+    inputs = build_inputs(tiny_dataset.patches_dir, tmp_path)
+    ds = SceneGraphDataset(tiny_dataset.data_dir, "train", inputs.patches_csv)
+    batch = collate_scene_graphs([ds[i] for i in range(3)])
+    method = create_method("retrievegan", retrievegan_params(p_img_weight=1.0, p_obj_weight=0.5), ds.spec,
+                           inputs.retrievegan())
+    assert install_random_perceptual(method, torch.Generator().manual_seed(3)) is not None
+    nets = method.build_networks(torch.Generator().manual_seed(0))
+    shape = (3, 1, ds.image_size, ds.image_size)
+    left = torch.zeros(shape)
+    left[..., : ds.image_size // 2] = 1.0
+    with torch.no_grad():
+        plain, half, masked = (method.generator_step(nets, batch, _ctx(batch, w)).logs
+                               for w in (None, torch.full(shape, 0.5), left))
+    for term in ("p_img", "p_obj", "recon_img"):
+        assert plain[term] > 0, term
+        assert torch.allclose(half[term], 0.5 * plain[term], rtol=1e-5), term
+        assert not torch.allclose(masked[term], plain[term]) and not torch.allclose(masked[term], half[term]), term
+
+
 # --- training --------------------------------------------------------------------------------------------------
+def test_repeated_images_under_the_rarity_sampler_get_their_own_noise(tiny_dataset, scores_path):
+    """The epoch permutation shows an image once per epoch: its noise derives from (seed, epoch, image id). The
+    rarity sampler draws with replacement: every slot of global batch ``step`` gets its own noise, and a process
+    of a DDP run derives the slots of its share of the global batch (the same keys as one process)."""
+    from retrievegan.data.dataset import SceneGraphDataset as Dataset
+    from retrievegan.train.distributed import DistInfo
+
+    ds = Dataset(tiny_dataset.data_dir, "train")
+    batch = collate_scene_graphs([ds[0], ds[1], ds[0], ds[0]])
+    method = create_method("sg2im", TINY_SG2IM, ds.spec, {})
+    cfg = train_config(batch_size=4)
+    plain = loop.Trainer(method, cfg, torch.device("cpu"))
+    prefix, keys = plain.noise_keys(batch, step=5, epoch=1)
+    assert keys[0] == keys[2] == keys[3] != keys[1]  # image ids: one noise per image per epoch
+    rebalance = rebalancing(RarityConfig(dataset=True), scores_path, ds, 4, cfg.seed)
+    rarity = loop.Trainer(method, cfg, torch.device("cpu"), rebalance=rebalance)
+    slot_prefix, slots = rarity.noise_keys(batch, step=5, epoch=1)
+    assert slots == [0, 1, 2, 3] and slot_prefix != prefix and slot_prefix[-1] == 5
+    assert rarity.noise_keys(batch, step=6, epoch=1)[0] != slot_prefix  # the next global batch: new noise
+    ctx = rarity.context(batch, 5, 1)
+    draws = [torch.randn(8, generator=g) for g in ctx.generators]
+    assert not torch.equal(draws[0], draws[2]) and not torch.equal(draws[2], draws[3])
+    half = collate_scene_graphs([ds[0], ds[0]])
+    rarity.dist = DistInfo(rank=1, world_size=2)  # the second process (its key derivation only: no process group)
+    assert rarity.noise_keys(half, step=5, epoch=1) == (slot_prefix, [2, 3])
+
+
 def test_training_with_rebalancing_resumes_bit_identically(tiny_dataset, scores_path, tmp_path, monkeypatch):
     """Killed mid-run (an exception after step 7; the state at step 6 is on disk) and resumed == uninterrupted:
     networks, optimisers and the batch sampler's state; the steps cross an epoch boundary (11 steps per epoch)."""

@@ -11,7 +11,7 @@ from retrievegan.eval import methods as m
 
 
 def test_declared_variants_are_valid_and_change_one_factor_of_the_full_model():
-    assert set(m.TABLE2_VARIANT_NAMES) == set(m.TABLE2_VARIANTS)
+    assert {n for n, v in m.VARIANTS.items() if v.experiment == "table2"} == set(m.TABLE2_VARIANTS)
     assert set(m.TABLE2_VARIANTS) | set(m.CLAIM_VARIANTS) | set(m.SEEDED_VARIANTS) | set(m.RARITY_RUNS) == set(m.VARIANTS)
     assert {m.VARIANTS[n].experiment for n in {**m.CLAIM_VARIANTS, **m.SEEDED_VARIANTS}} == {"claims"}
     for name, variant in m.TABLE2_VARIANTS.items():
@@ -70,6 +70,7 @@ def test_rarity_arms_are_per_seed_variants_of_sg2im_and_retrievegan_with_both_sw
         variant = m.VARIANTS[name]
         cfg = m.variant_config({"rarity": {"dataset": False, "loss": False}, "train": {"seed": 0}}, name)
         assert variant.experiment == "rarity" and variant.training_seed in m.RARITY_SEEDS
+        assert name == f"{variant.arm}{m.SEED_SEPARATOR}{variant.training_seed}"
         assert cfg[m.METHODS[variant.base].section]["train"]["seed"] == variant.training_seed
         on = variant.arm.endswith("_rarity")
         assert cfg["rarity"] == {"dataset": on, "loss": on}

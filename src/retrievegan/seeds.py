@@ -16,6 +16,7 @@ import numpy as np
 INIT = 1  # network initialisation
 TRAIN_NOISE = 2  # per-image noise while training
 SAMPLE_NOISE = 3  # per-image noise while sampling
+TRAIN_SLOT_NOISE = 4  # per-slot noise while training on batches that may repeat an image (rarity sampler)
 
 
 def tag(name: str) -> int:

@@ -144,9 +144,10 @@ class Variant:
 
     @property
     def training_seed(self) -> int | None:
-        """The training seed of a per-seed arm (``<arm>__s<seed>``), else None."""
-        _, sep, seed = self.name.rpartition(SEED_SEPARATOR)
-        return int(seed) if sep and seed.isdigit() else None
+        """The training seed this variant overrides (`<section>.train.seed`, set by :func:`seeded` for the per-seed
+        runs ``<arm>__s<seed>``), else None (the run trains with the configured seed: :func:`training_seed`)."""
+        seed = dict(self.overrides).get(f"{METHODS[self.base].section}.train.seed")
+        return None if seed is None else int(seed)
 
     def overrides_section(self, section: str) -> bool:
         return any(path.split(".")[0] == section for path, _ in self.overrides)
@@ -313,7 +314,6 @@ def base_method(name: str) -> str:
 
 
 VARIANT_NAMES: tuple[str, ...] = tuple(VARIANTS)
-TABLE2_VARIANT_NAMES: tuple[str, ...] = tuple(n for n, v in VARIANTS.items() if v.experiment == "table2")
 RARITY_RUNS: tuple[str, ...] = tuple(n for n, v in VARIANTS.items() if v.experiment == "rarity")
 RUN_NAMES: tuple[str, ...] = METHOD_NAMES + VARIANT_NAMES
 

@@ -8,7 +8,8 @@ the training split. Features:
   ``<out_dir>/state/<config hash>/last.pt`` (networks, optimisers, grad scalers, step; no global RNG
   state: every draw comes from an explicit generator); ``resume=True`` continues from there. Data order and per-image noise derive from
   ``(seed, epoch, image_id)``, so a killed and resumed run computes the same parameters as an
-  uninterrupted one (bit for bit on the CPU with ``deterministic``);
+  uninterrupted one (bit for bit on the CPU with ``deterministic``); under the rarity batch sampler, which may
+  repeat an image, the noise derives from ``(seed, global batch, slot)`` instead (:meth:`Trainer.noise_keys`);
 * mixed precision (``amp``: autocast in bf16, or fp16 with grad scalers), ``torch.compile`` (``compile``,
   ``compile_mode``), fused Adam on CUDA (``adam``), channels-last memory (``channels_last``),
   DistributedDataParallel when launched by ``torchrun`` (NCCL on CUDA, gloo on the CPU);
@@ -49,7 +50,7 @@ from retrievegan.data.rarity import RarityConfig
 from retrievegan.device import pick_device
 from retrievegan.errors import ConfigError, InputError
 from retrievegan.progressbar import progress_bar
-from retrievegan.seeds import INIT, TRAIN_NOISE, derive_seed, image_generators
+from retrievegan.seeds import INIT, TRAIN_NOISE, TRAIN_SLOT_NOISE, derive_seed, image_generators
 from retrievegan.train import checkpoint as ckpt
 from retrievegan.train.config import TrainConfig
 from retrievegan.train.distributed import DistInfo, EpochBatchSampler, barrier, init_distributed
@@ -200,8 +201,21 @@ class Trainer:
             scaler.step(self.optimizers[name])
         scaler.update()
 
+    def noise_keys(self, batch: SceneGraphBatch, step: int, epoch: int) -> tuple[tuple[int, ...], list[int]]:
+        """``(prefix, keys)`` of the per-image noise generators (``derive_seed(*prefix, key)``): an image's id
+        within its epoch (the epoch permutation shows every image once), or, under the rarity batch sampler
+        (which draws with replacement: an image may fill several slots of a batch or of nearby batches), the
+        image's slot in global batch ``step`` (= the sampler's batch number), so that every draw of an image
+        gets its own noise. Neither depends on the number of processes (a process's slots are its contiguous
+        share of the global batch)."""
+        if self.rebalance is not None and self.rebalance.sampler is not None:
+            share = len(batch.image_ids)
+            first = self.dist.rank * share
+            return (self.cfg.seed, TRAIN_SLOT_NOISE, step), list(range(first, first + share))
+        return (self.cfg.seed, TRAIN_NOISE, epoch), batch.image_ids.tolist()
+
     def context(self, batch: SceneGraphBatch, step: int, epoch: int, log_step: bool = False) -> StepContext:
-        gens = image_generators((self.cfg.seed, TRAIN_NOISE, epoch), batch.image_ids.tolist(), self.device)
+        gens = image_generators(*self.noise_keys(batch, step, epoch), self.device)
         weights = None if self.rebalance is None else self.rebalance.pixel_weights(batch)
         if weights is not None:
             weights = weights.to(self.device, non_blocking=True)

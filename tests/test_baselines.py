@@ -240,6 +240,34 @@ def test_spectral_norm_divides_by_the_largest_singular_value():
     assert torch.equal(u, conv.sn_u)  # evaluation does not iterate
 
 
+def test_spectral_norm_matches_torch_and_its_backward_never_sees_the_next_update():
+    """Two training forwards before the first backward (as a D called on real, then fake images): the first
+    call's gradient is the one of torch's own spectral norm at the same u, v, although the second call updated
+    the buffers in place."""
+    from torch.nn.utils import spectral_norm  # the hook version: v from u, then u from v (as layout2im's)
+
+    from retrievegan.models.baselines.layout2im import SNConv2d
+    from retrievegan.models.init import build
+
+    ours = build(lambda: SNConv2d(4, 6, 3, padding=1), torch.Generator().manual_seed(0))
+    theirs = torch.nn.Conv2d(4, 6, 3, padding=1)
+    theirs.load_state_dict({"weight": ours.weight.detach(), "bias": ours.bias.detach()})
+    theirs = spectral_norm(theirs, eps=1e-12)
+    with torch.no_grad():
+        theirs.weight_u.copy_(ours.sn_u)
+        theirs.weight_v.copy_(ours.sn_v)
+    gen = torch.Generator().manual_seed(1)
+    x1, x2 = torch.randn(2, 4, 5, 5, generator=gen), torch.randn(2, 4, 5, 5, generator=gen)
+    grads = []
+    for conv in (ours, theirs):
+        first, second = conv(x1), conv(x2)
+        first.square().sum().backward()
+        grads.append((conv.weight if conv is ours else conv.weight_orig).grad.clone())
+        assert torch.isfinite(second).all()
+    assert torch.allclose(ours.sn_u, theirs.weight_u, atol=1e-6)
+    assert torch.allclose(grads[0], grads[1], rtol=1e-5, atol=1e-6)
+
+
 def test_attngan_needs_a_damsm_and_a_matching_image_size(tiny_dataset, damsm_run):
     spec = SceneGraphDataset(tiny_dataset.data_dir, "train").spec
     with pytest.raises(ConfigError, match="damsm"):

@@ -10,10 +10,12 @@ so over the run every category gets exactly ``1 / T`` of the slots, also when ``
 
 Determinism: the draws of global batch ``b`` come from ``seeds.numpy_rng(seed, tag, b)``,
 so the stream is a function of the run's seed and the batch number only (not of DataLoader workers or
-prefetching). DDP: every process computes the same global batch and takes its contiguous ``B / K`` share of
-the slots (as ``EpochBatchSampler``): the processes' streams are disjoint parts of one stream, and the
-world size does not change what is computed. Resume: :meth:`RarityBatchSampler.state_dict` (kind, seed, batch
-size, categories, a hash of the draw probabilities, the next batch) goes into the checkpoint;
+prefetching). Drawn with replacement, an image may fill several slots: each slot gets its own training noise
+(``(seed, global batch, slot)``: ``Trainer.noise_keys``), never a copy of another draw's. DDP: every process
+computes the same global batch and takes its contiguous ``B / K`` share of the slots (as ``EpochBatchSampler``):
+the processes' streams are disjoint parts of one stream, and the world size does not change what is computed.
+Resume: :meth:`RarityBatchSampler.state_dict` (kind, seed, batch size, categories, a hash of the draw
+probabilities, the next batch) goes into the checkpoint;
 :meth:`~RarityBatchSampler.load_state_dict` refuses a state of another stream and continues at its next batch.
 
 **Loss rebalancing** (:meth:`Rebalancing.pixel_weights`): ``(N, 1, S, S)`` normalised rarity masks of a batch

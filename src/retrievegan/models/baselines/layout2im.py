@@ -126,9 +126,11 @@ class _SpectralNorm:
 
     def normalized_weight(self) -> torch.Tensor:
         """weight / sigma, sigma = u^T W v after one power iteration (training), as
-        ``torch.nn.utils.spectral_norm`` (its clones of u and v too: under ``torch.compile`` the saved tensors
-        could otherwise alias the buffers the next call updates). In fp32 whatever the autocast state (in bf16
-        the iteration's vectors would lose precision, and ``dot`` refuses mixed dtypes)."""
+        ``torch.nn.utils.spectral_norm``. The backward pass must not see the buffers (the next call updates them
+        in place: under ``torch.compile`` saved tensors could alias them): in training sigma uses the iteration's
+        own fresh vectors (the values just copied into the buffers; no clones needed), in evaluation clones of
+        the buffers (as ``torch.nn.utils.spectral_norm``). In fp32 whatever the autocast state (in bf16 the
+        iteration's vectors would lose precision, and ``dot`` refuses mixed dtypes)."""
         if not self.spectral:
             return self.weight
         with torch.autocast(self.weight.device.type, enabled=False):
@@ -139,7 +141,8 @@ class _SpectralNorm:
                     u = _unit(torch.mv(matrix, v))
                     self.sn_v.copy_(v)
                     self.sn_u.copy_(u)
-            u, v = self.sn_u.clone(), self.sn_v.clone()
+            else:
+                u, v = self.sn_u.clone(), self.sn_v.clone()
             sigma = torch.dot(u, torch.mv(matrix, v))
         return self.weight / sigma
 

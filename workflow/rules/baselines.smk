@@ -27,6 +27,7 @@ rule pretrain_damsm:
         cfg=section_json("damsm"),
         data_dir=lambda wildcards, input: os.path.dirname(input.vocab),
         out_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),
+    priority: PRIORITY["filler_training"]
     threads: 1
     resources:
         **cluster_resources("train"),
@@ -57,6 +58,7 @@ rule train_layout2im:
         train=train_json("layout2im"),
         data_dir=lambda wildcards, input: os.path.dirname(input.vocab),
         out_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),
+    priority: PRIORITY["filler_training"]
     threads: 1
     resources:
         **cluster_resources("train"),
@@ -89,6 +91,7 @@ rule train_attngan:
         train=train_json("attngan"),
         data_dir=lambda wildcards, input: os.path.dirname(input.vocab),
         out_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),
+    priority: PRIORITY["filler_training"]
     threads: 1
     resources:
         **cluster_resources("train"),

@@ -113,6 +113,14 @@ def train_json(method, cfg=None):
     return json.dumps({**cfg["train"], **cfg[method].get("train", {})}, sort_keys=True)
 
 
+# Scheduling priorities (Snakemake `priority:`, highest first among the jobs that are ready; no effect on any
+# output). On 2 cores the run is paced by the chain train_sg2im -> gcn_features -> prefilter (+ the patch bank,
+# its embeddings) -> the five patch methods' trainings, so that chain starts first; the other baselines'
+# single-thread trainings (layout2im, AttnGAN and its DAMSM) are long, independent and fill a free core;
+# everything else (sampling, metrics, figures) follows.
+PRIORITY = {"critical": 100, "patch_training": 50, "filler_training": 10}
+
+
 def cluster_resources(resource_class):
     """`resources: **cluster_resources("train")`: mem_mb, runtime, gpu (+ slurm_partition, slurm_account,
     gpu_model, slurm_extra) of one class of the `cluster` config section, as the SLURM executor plugin

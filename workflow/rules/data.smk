@@ -108,6 +108,7 @@ rule patches:
         cfg=section_json("patches"),
         data_dir=lambda wildcards, input: os.path.dirname(input.vocab),
         out_dir=lambda wildcards, output: os.path.dirname(output.bank),
+    priority: PRIORITY["critical"]
     threads: config["patches"].get("num_workers", 4)
     resources:
         **cluster_resources("data"),

@@ -30,6 +30,7 @@ rule category_cnn:
         cfg=section_json("features"),
         patches_dir=lambda wildcards, input: os.path.dirname(input.bank),
         out_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),
+    priority: PRIORITY["critical"]
     threads: 1
     resources:
         **cluster_resources("train"),
@@ -57,6 +58,7 @@ rule patch_features:
         backbone=lambda wildcards, input: (
             f"--category-cnn {input.category_cnn}" if "category_cnn" in input.keys() else ""
         ),
+    priority: PRIORITY["critical"]
     threads: 1
     resources:
         **cluster_resources("train"),
@@ -119,6 +121,7 @@ rule cooccur:
         cfg=section_json("cooccur"),
         patches_dir=lambda wildcards, input: os.path.dirname(input.bank),
         model_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),
+    priority: PRIORITY["critical"]
     threads: 1
     resources:
         **cluster_resources("train"),
@@ -145,6 +148,7 @@ rule prefilter:
     params:
         cfg=section_json("prefilter"),
         out_dir=lambda wildcards, output: os.path.dirname(output.candidates),
+    priority: PRIORITY["critical"]
     threads: 1
     resources:
         **cluster_resources("train"),

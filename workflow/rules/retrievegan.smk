@@ -98,6 +98,7 @@ for _method in PATCH_METHODS:
             inputs=lambda wildcards, input: input_options(input),
             data_dir=lambda wildcards, input: os.path.dirname(input.vocab),
             out_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),
+        priority: PRIORITY["patch_training"]
         threads: 1
         resources:
             **cluster_resources("train"),

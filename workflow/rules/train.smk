@@ -38,6 +38,7 @@ rule train_sg2im:
         rarity=rarity_options("sg2im"),
         data_dir=lambda wildcards, input: os.path.dirname(input.vocab),
         out_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),
+    priority: PRIORITY["critical"]
     threads: 2
     resources:
         **cluster_resources("train"),
@@ -95,6 +96,7 @@ rule gcn_features:
         run=f"{FEATURES}/gcn_features.run.json",
     params:
         data_dir=lambda wildcards, input: os.path.dirname(input.vocab),
+    priority: PRIORITY["critical"]
     threads: 2
     resources:
         **cluster_resources("sample"),

@@ -138,6 +138,50 @@ def complete_run(run_dir: Path, jobs: int | None) -> tuple[Path, float, float] |
     return None
 
 
+_STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
+_JOB = re.compile(r"^\s+jobid: (\d+)$")
+_THREADS = re.compile(r"^\s+threads: (\d+)$")
+_DONE = re.compile(r"^Finished jobid: (\d+)")
+_CORES = re.compile(r"^Provided cores: (\d+)$", re.M)
+
+
+def core_occupancy(text: str) -> tuple[int, int, int] | None:
+    """``(cores, elapsed s, idle core-seconds)`` of a Snakemake log: from each job's start and finish stamps (1 s
+    resolution) and its ``threads`` (1 when the log names none), the seconds x cores that no job held between the
+    first start and the last finish (None: no finished job). How well the scheduler packed the jobs: the elapsed
+    time is (busy + idle core-seconds) / cores."""
+    from datetime import datetime
+
+    found = _CORES.search(text)
+    if found is None:
+        return None
+    cores = int(found.group(1))
+    now, current = None, None
+    start: dict[str, datetime] = {}
+    end: dict[str, datetime] = {}
+    threads: dict[str, int] = {}
+    for line in text.splitlines():
+        if stamp := _STAMP.match(line):
+            now = datetime.strptime(stamp.group(1), "%a %b %d %H:%M:%S %Y")
+        elif (job := _JOB.match(line)) and now is not None:
+            current = job.group(1)
+            start.setdefault(current, now)
+        elif (used := _THREADS.match(line)) and current is not None:
+            threads[current] = int(used.group(1))
+        elif (done := _DONE.match(line)) and now is not None:
+            end[done.group(1)] = now
+    finished = [job for job in end if job in start]
+    if not finished:
+        return None
+    first = min(start[job] for job in finished)
+    elapsed = int((max(end[job] for job in finished) - first).total_seconds())
+    held = [0] * elapsed
+    for job in finished:
+        for second in range(int((start[job] - first).total_seconds()), int((end[job] - first).total_seconds())):
+            held[second] += min(threads.get(job, 1), cores)
+    return cores, elapsed, sum(max(0, cores - n) for n in held)
+
+
 def reference_run_rows(run_dir: Path, label: str, configfile: str | None) -> list[dict[str, Any]]:
     """Elapsed time of the complete workflow run in ``run_dir`` and, if it was a fresh ``make reproduce``,
     the ``.venv`` install before it and the total."""
@@ -150,6 +194,12 @@ def reference_run_rows(run_dir: Path, label: str, configfile: str | None) -> lis
     log, start, elapsed = found
     rows = [row(label, f"workflow elapsed ({jobs} jobs, --cores as run)", elapsed, "s", better="lower",
                 note=f"Snakemake's 'Elapsed time' in {log}")]
+    occupancy = core_occupancy(log.read_text(errors="replace"))
+    if occupancy is not None:
+        cores, span, idle = occupancy
+        rows.append(row(label, "idle core-seconds (no job held the core)", idle, "core-s", better="lower",
+                        note=f"{cores} cores x {span} s from the first job's start to the last one's finish, less "
+                             "each running job's threads, per second of the log's stamps"))
     stamp, venv_cfg = run_dir / ".venv/.installed", run_dir / ".venv/pyvenv.cfg"
     if stamp.is_file() and venv_cfg.is_file():
         installed, created = stamp.stat().st_mtime, venv_cfg.stat().st_mtime

@@ -18,7 +18,7 @@ from test_workflow import REPO, snakemake, tiny_workdir
 
 sys.path.insert(0, str(REPO))  # the benchmarks package lives at the repository root
 from benchmarks import common as bench  # noqa: E402
-from benchmarks.__main__ import run_module, snakemake_benchmarks, write_outputs  # noqa: E402
+from benchmarks.__main__ import core_occupancy, run_module, snakemake_benchmarks, write_outputs  # noqa: E402
 
 GPU_CLUSTER = {"partition": "cpu", "account": "proj42", "gpu_model": "a100",
                "resources": {"train": {"gpus": 4, "mem_mb": 64000, "runtime": 2880, "partition": "gpu",
@@ -181,3 +181,24 @@ def test_workflow_benchmark_files_and_outputs(tmp_path):
         table = list(csv.DictReader(handle))
     assert [r["metric"] for r in table] == [r["metric"] for r in rows] and table[0]["unit"] == "s"
     assert "| workflow tiny | synth wall time | 66 |" in (tmp_path / "out/benchmarks.md").read_text()
+
+
+def _job(stamp: str, jobid: int, rule: str, threads: int | None) -> str:
+    return (f"[Sun Nov 29 08:{stamp} 2026]\nlocalrule {rule}:\n    output: x{jobid}\n    jobid: {jobid}\n"
+            + (f"    threads: {threads}\n" if threads else "") + "    resources: tmpdir=/tmp\n\n")
+
+
+def _done(stamp: str, jobid: int) -> str:
+    return f"[Sun Nov 29 08:{stamp} 2026]\nFinished jobid: {jobid} (Rule: r)\n1 of 3 steps (33%) done\n"
+
+
+def test_core_occupancy_counts_the_cores_no_job_held():
+    """2 cores: a 2-thread job 0-10 s, then a 1-thread job 10-30 s beside a 1-thread job 10-20 s (no threads
+    line: 1): the second core idles 20-30 s, 10 core-seconds of 60."""
+    log = ("Provided cores: 2\nRules claiming more threads will be scaled down.\n\n" + _job("00:00", 1, "a", 2)
+           + _done("00:10", 1) + _job("00:10", 2, "b", 1) + _job("00:10", 3, "c", None) + _done("00:20", 3)
+           + _done("00:30", 2))
+    assert core_occupancy(log) == (2, 30, 10)
+    assert core_occupancy(log.replace("Provided cores: 2", "Provided cores: 1")) == (1, 30, 0)  # threads capped
+    assert core_occupancy("Provided cores: 2\n" + _job("00:00", 1, "a", 1)) is None  # nothing finished
+

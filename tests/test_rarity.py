@@ -325,10 +325,7 @@ def test_repeated_images_under_the_rarity_sampler_get_their_own_noise(tiny_datas
     """The epoch permutation shows an image once per epoch: its noise derives from (seed, epoch, image id). The
     rarity sampler draws with replacement: every slot of global batch ``step`` gets its own noise, and a process
     of a DDP run derives the slots of its share of the global batch (the same keys as one process)."""
-    from retrievegan.data.dataset import SceneGraphDataset as Dataset
-    from retrievegan.train.distributed import DistInfo
-
-    ds = Dataset(tiny_dataset.data_dir, "train")
+    ds = SceneGraphDataset(tiny_dataset.data_dir, "train")
     batch = collate_scene_graphs([ds[0], ds[1], ds[0], ds[0]])
     method = create_method("sg2im", TINY_SG2IM, ds.spec, {})
     cfg = train_config(batch_size=4)
@@ -343,9 +340,11 @@ def test_repeated_images_under_the_rarity_sampler_get_their_own_noise(tiny_datas
     ctx = rarity.context(batch, 5, 1)
     draws = [torch.randn(8, generator=g) for g in ctx.generators]
     assert not torch.equal(draws[0], draws[2]) and not torch.equal(draws[2], draws[3])
-    half = collate_scene_graphs([ds[0], ds[0]])
-    rarity.dist = DistInfo(rank=1, world_size=2)  # the second process (its key derivation only: no process group)
-    assert rarity.noise_keys(half, step=5, epoch=1) == (slot_prefix, [2, 3])
+    half = collate_scene_graphs([ds[0], ds[0]])  # the second of 2 processes: its share of the global batch of 4
+    second = loop.Trainer(method, cfg, torch.device("cpu"), rebalance=rebalancing(
+        RarityConfig(dataset=True), scores_path, ds, 4, cfg.seed, rank=1, world_size=2))
+    assert second.noise_keys(half, step=5, epoch=1) == (slot_prefix, [2, 3])
+    assert second.rebalance.sampler.local_batch(5) == rebalance.sampler.global_batch(5)[2:].tolist()
 
 
 def test_training_with_rebalancing_resumes_bit_identically(tiny_dataset, scores_path, tmp_path, monkeypatch):

@@ -7,8 +7,8 @@
 #
 # NOT in `rule all` (12 extra trainings, measured ~22-28 CPU-minutes, 32-55 min wall on 2 shared cores; beyond the budget):
 #   snakemake --cores 2 rarity_experiment
-# With `rarity.in_report: true` rule all runs it too and REPORT.md gets its section. The run at commit b7e2fb4
-# is stored in docs/rarity/ (docs/rarity.md).
+# With `rarity.in_report: true` rule all runs it too and REPORT.md gets its section. The stored run (plain arms
+# trained at b7e2fb4, rebalanced arms at 24bac5d) is in docs/rarity/ (docs/rarity.md).
 from retrievegan.eval.methods import RARITY_RUNS, method_info
 
 RARITY = config.get("rarity", {})

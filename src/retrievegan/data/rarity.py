@@ -209,9 +209,8 @@ def compute_rarity(data_dir: str | os.PathLike[str], out_dir: str | os.PathLike[
                    split: str = "train", progress: bool = True) -> Path:
     """``retrievegan rarity``: the rarity scores of every (image, category) pair of ``split`` (module docstring)
     -> ``<out_dir>/{rarity.npz, categories.csv, run.json}``. Returns the npz path."""
-    from retrievegan.progressbar import progress_bar
-
     from retrievegan.data.dataset import SceneGraphDataset, collate_scene_graphs
+    from retrievegan.progressbar import progress_bar
 
     dataset = SceneGraphDataset(data_dir, split)
     names = dataset.spec.object_names

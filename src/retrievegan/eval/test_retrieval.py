@@ -22,9 +22,9 @@ def test_retrievals(method: Any, nets: Mapping[str, Any], dataset: Any, seeds: S
     """Yields ``(batch, sample index, candidate ids (B, N, k), mask (B, N, k), RetrievalOutput)`` for every batch
     of ``dataset`` (in order) and every seed of ``seeds``; ``batch`` is on ``device``. Runs under ``no_grad``."""
     import torch
-    from retrievegan.progressbar import progress_bar
 
     from retrievegan.eval.sampler import sequential_loader
+    from retrievegan.progressbar import progress_bar
     from retrievegan.seeds import SAMPLE_NOISE, image_generators
 
     with torch.no_grad():

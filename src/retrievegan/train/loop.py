@@ -206,12 +206,10 @@ class Trainer:
         within its epoch (the epoch permutation shows every image once), or, under the rarity batch sampler
         (which draws with replacement: an image may fill several slots of a batch or of nearby batches), the
         image's slot in global batch ``step`` (= the sampler's batch number), so that every draw of an image
-        gets its own noise. Neither depends on the number of processes (a process's slots are its contiguous
-        share of the global batch)."""
+        gets its own noise. Neither depends on the number of processes (the sampler's ``local_slots``: this
+        process's share of the global batch)."""
         if self.rebalance is not None and self.rebalance.sampler is not None:
-            share = len(batch.image_ids)
-            first = self.dist.rank * share
-            return (self.cfg.seed, TRAIN_SLOT_NOISE, step), list(range(first, first + share))
+            return (self.cfg.seed, TRAIN_SLOT_NOISE, step), list(self.rebalance.sampler.local_slots)
         return (self.cfg.seed, TRAIN_NOISE, epoch), batch.image_ids.tolist()
 
     def context(self, batch: SceneGraphBatch, step: int, epoch: int, log_step: bool = False) -> StepContext:

@@ -82,10 +82,16 @@ class RarityBatchSampler:
         rows = np.array([np.searchsorted(self._cdf[t], x, side="right") for t, x in zip(which, u)], dtype=np.int64)
         return np.minimum(rows, self.num_items - 1)
 
+    @property
+    def local_slots(self) -> range:
+        """The slots of every global batch that this process takes: its contiguous ``B / K`` share."""
+        share = self.batch_size // self.world_size
+        return range(self.rank * share, (self.rank + 1) * share)
+
     def local_batch(self, batch: int) -> list[int]:
         """This process's contiguous share of global batch ``batch``."""
-        share = self.batch_size // self.world_size
-        return self.global_batch(batch)[self.rank * share:(self.rank + 1) * share].tolist()
+        slots = self.local_slots
+        return self.global_batch(batch)[slots.start:slots.stop].tolist()
 
     def batches(self, first: int, count: int) -> BatchRange:
         """A DataLoader batch sampler over global batches ``first .. first + count - 1``."""

@@ -51,7 +51,7 @@ def _fid_is_rows(extractor, label: str, gen_paths, real_npy: Path, n: int, tmp: 
     import torch_fidelity
 
     from retrievegan.eval import fidelity
-    from retrievegan.eval.samples import ArrayDataset, PngDataset
+    from retrievegan.eval.image_datasets import ArrayDataset, PngDataset
 
     real = np.load(real_npy)
     stats_s, _ = timed(lambda: fidelity.compute_reference(real_npy, "test", extractor, BATCH, "cpu",
@@ -96,7 +96,7 @@ def run() -> list[dict]:
     import torch
 
     from retrievegan.eval import diversity, fidelity
-    from retrievegan.eval.samples import PairDataset, PngDataset
+    from retrievegan.eval.image_datasets import PairDataset, PngDataset
     from retrievegan.eval.synthnet import SynthNet, save_synthnet
     from retrievegan.eval.weights import MissingWeightsError
 

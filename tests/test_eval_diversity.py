@@ -10,7 +10,7 @@ import torchvision
 
 from eval_support import add_noise, smooth_images, tiny_synthnet
 from retrievegan.eval import diversity
-from retrievegan.eval.samples import ArrayDataset, PairDataset
+from retrievegan.eval.image_datasets import ArrayDataset, PairDataset
 from retrievegan.eval.weights import ALEXNET_URL, MissingWeightsError
 
 

@@ -11,7 +11,7 @@ import torch
 from eval_support import add_noise, smooth_images, tiny_synthnet
 from retrievegan.errors import InputError
 from retrievegan.eval import fidelity
-from retrievegan.eval.samples import ArrayDataset
+from retrievegan.eval.image_datasets import ArrayDataset
 from retrievegan.eval.weights import INCEPTION_URL, MissingWeightsError
 
 

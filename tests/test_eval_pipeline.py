@@ -156,7 +156,8 @@ def test_inception_run_without_weights_fails_before_any_work(evaluated, tiny_dat
 
 
 def test_wrong_resolution_is_refused(tiny_dataset, tmp_path):
-    from retrievegan.eval.samples import PngDataset, open_run
+    from retrievegan.eval.image_datasets import PngDataset
+    from retrievegan.eval.samples import open_run
 
     ids = [g.image_id for g in read_split(tiny_dataset.data_dir / "test.json").graphs]
     small = np.zeros((len(ids), 16, 16, 3), np.uint8)

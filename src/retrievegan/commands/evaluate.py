@@ -83,8 +83,8 @@ def run(stage: str, args: argparse.Namespace) -> None:
     import os
 
     # Before torch loads OpenMP (as `retrievegan train`, commands/training.py): idle worker threads sleep instead of
-    # spinning. synthnet / real-stats / metrics run with 2 threads beside another job on 2 cores; spinning made
-    # synthnet's epoch cost ~6x the CPU time (58 vs 10 CPU-s measured on the shared machine), same weights.
+    # spinning. synthnet runs with 2 threads beside another job on 2 cores; spinning made synthnet's epoch cost ~6x
+    # the CPU time (58 vs 10 CPU-s measured on the shared machine), same weights.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from retrievegan import io, runinfo
     from retrievegan.eval.metrics import EvaluationConfig

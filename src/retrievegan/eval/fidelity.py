@@ -156,7 +156,8 @@ class Reference:
 def compute_reference(images_path: str | os.PathLike[str], split: str, extractor: Extractor, batch_size: int,
                       device: str, out_path: str | os.PathLike[str], verbose: bool = False) -> dict[str, Any]:
     """Features of the real ``{split}_images.npy`` -> ``out_path`` (.npz: mu, sigma, isc_features, meta)."""
-    from retrievegan.eval.samples import ArrayDataset, load_image_array
+    from retrievegan.eval.image_datasets import ArrayDataset
+    from retrievegan.eval.samples import load_image_array
 
     images = load_image_array(images_path)
     features = extract_features(ArrayDataset(images), extractor, batch_size, device, verbose)

@@ -1,4 +1,5 @@
-"""Figures (matplotlib object API + seaborn styles; no pyplot state):
+"""Figures (matplotlib object API + seaborn styles; no pyplot state; seaborn is imported by the two figures that use
+it: a qualitative-figure job does not pay for its import):
 
 * ``qualitative``: per run, the paper's qualitative figure: for a few test scene graphs, the graph as
   text, the real image, the two generated samples and, for methods that retrieve patches, every
@@ -20,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
@@ -137,6 +137,8 @@ def qualitative_figure(run_dir: str | os.PathLike[str], method: str, setting: st
 # --- compatibility -----------------------------------------------------------------------------
 
 def compatibility_figure(compat_files: Sequence[str | os.PathLike[str]], out_png: str | os.PathLike[str]) -> Path:
+    import seaborn as sns
+
     from retrievegan.eval.samples import read_json_object
 
     records = [read_json_object(p, "compatibility file") for p in compat_files]
@@ -205,6 +207,8 @@ def read_losses(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 def losses_figure(loss_file: str | os.PathLike[str], method: str, out_png: str | os.PathLike[str],
                   smoothing: int = 1) -> Path:
+    import seaborn as sns
+
     frame = read_losses(loss_file)
     keys = [c for c in frame.columns if c != "step"]
     if not keys:

@@ -91,7 +91,8 @@ def evaluate_run(run_dir: str | os.PathLike[str], method: str, setting: str, spl
     Writes the lean metric file ``out_json`` (what DVC shows) and, if given, ``details_json`` (extractor
     weights and their hashes, reference statistics, protocol, manifest, library versions)."""
     from retrievegan.eval import diversity, fidelity
-    from retrievegan.eval.samples import PairDataset, PngDataset, open_run
+    from retrievegan.eval.image_datasets import PairDataset, PngDataset
+    from retrievegan.eval.samples import open_run
 
     started = time.perf_counter()
     device = fidelity.resolve_device(cfg.device)

@@ -6,13 +6,13 @@
     sample0/<image_id:012d>.png, sample1/<image_id:012d>.png
     retrievals.json   (methods that retrieve patches)
 
-and the image datasets torch-fidelity / LPIPS read: each item is a (3, H, W) uint8 tensor.
+Torch-free (the light report stages read sample folders and JSON files without importing torch): the image
+datasets torch-fidelity / LPIPS read are in :mod:`retrievegan.eval.image_datasets`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from retrievegan import io
 import os
 import re
 from collections.abc import Sequence
@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
+from retrievegan import io
 from retrievegan.errors import InputError
 
 SAMPLE_DIRS = ("sample0", "sample1")
@@ -128,50 +127,6 @@ def read_png(path: Path, size: tuple[int, int] | None) -> np.ndarray:
         raise InputError(path, f"image is {array.shape[1]}x{array.shape[0]} px, the real images are "
                          f"{size[1]}x{size[0]} (metrics compare images at the same resolution)")
     return array
-
-
-class PngDataset(Dataset):
-    """Items: (3, H, W) uint8 tensors read from ``paths`` (in that order)."""
-
-    def __init__(self, paths: Sequence[Path], size: tuple[int, int] | None = None):
-        self.paths = list(paths)
-        self.size = size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(read_png(self.paths[i], self.size)).permute(2, 0, 1).contiguous()
-
-
-class ArrayDataset(Dataset):
-    """Items: (3, S, S) uint8 tensors from an (N, S, S, 3) uint8 array (e.g. ``{split}_images.npy``)."""
-
-    def __init__(self, images: np.ndarray):
-        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise ValueError(f"expected (N, S, S, 3) uint8, got {images.shape} {images.dtype}")
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(np.array(self.images[i])).permute(2, 0, 1).contiguous()
-
-
-class PairDataset(Dataset):
-    """Items: (2, 3, H, W) uint8: the two samples of one scene graph."""
-
-    def __init__(self, first: Dataset, second: Dataset):
-        if len(first) != len(second):
-            raise ValueError("pair datasets must have equal lengths")
-        self.first, self.second = first, second
-
-    def __len__(self) -> int:
-        return len(self.first)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.stack([self.first[i], self.second[i]])
 
 
 def load_image_array(path: str | os.PathLike[str]) -> np.ndarray:

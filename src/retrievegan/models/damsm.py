@@ -34,6 +34,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from retrievegan import io
 from retrievegan.data.dataset import IMAGENET_MEAN, IMAGENET_STD
+from retrievegan.models.init import meta_device
 
 INCEPTION_URL = "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth"  # torchvision IMAGENET1K_V1
 
@@ -154,7 +155,7 @@ class InceptionImageEncoder(nn.Module):
         from retrievegan.errors import InputError
 
         state = io.read_torch(path, "Inception-v3 weights not found")
-        with torch.device("meta"):  # no allocation, no global-RNG initialisation
+        with meta_device():  # no allocation, no global-RNG initialisation
             reference = inception_v3(weights=None, aux_logits=True, init_weights=False)
         reference = reference.to_empty(device="cpu")
         try:

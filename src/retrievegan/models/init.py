@@ -2,7 +2,8 @@
 
 ``build(factory, generator)`` constructs the module on the ``meta`` device (no memory, no random
 draws), materialises it on the CPU and initialises every parameter and buffer from the explicit
-``torch.Generator``:
+``torch.Generator`` (``meta_device()``: the meta-device context, without the constructors' own random
+initialisation):
 
 * ``nn.Linear`` / ``nn.Conv2d`` / ``nn.ConvTranspose2d``: PyTorch's default scheme (Kaiming-uniform
   with a = sqrt(5), bias U(-1/sqrt(fan_in), 1/sqrt(fan_in))), or Kaiming-normal weights (fan_in,
@@ -14,12 +15,14 @@ draws), materialises it on the CPU and initialises every parameter and buffer fr
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -85,9 +88,40 @@ def initialize_(root: nn.Module, generator: torch.Generator) -> nn.Module:
     return root
 
 
+# the random initialisations module constructors run (reset_parameters); their meta-device forms are skipped
+_RANDOM_INIT = frozenset({
+    torch.Tensor.normal_, torch.Tensor.uniform_, nn.init.normal_, nn.init.uniform_, nn.init.trunc_normal_,
+    nn.init.kaiming_normal_, nn.init.kaiming_uniform_, nn.init.xavier_normal_, nn.init.xavier_uniform_,
+    nn.init.orthogonal_,
+})
+
+
+class _SkipMetaInit(TorchFunctionMode):
+    """A constructor's random initialisation of a meta tensor returns the tensor untouched: a meta tensor holds no
+    values, and PyTorch computes meta-device random draws through its Python references, whose first call imports
+    ``torch._dynamo`` (~1.3 s in every process that builds a network; measured on the 2-core machine)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 - torch's protocol
+        kwargs = kwargs or {}
+        if func in _RANDOM_INIT:
+            target = args[0] if args else kwargs.get("tensor")  # nn.init passes its tensor by keyword
+            if isinstance(target, torch.Tensor) and target.is_meta:
+                return target
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def meta_device() -> Iterator[None]:
+    """``torch.device("meta")`` as the default device, skipping the constructors' random initialisation of meta
+    tensors (their values do not exist: a module built here is materialised with ``to_empty`` and initialised
+    afterwards, or only its shapes are used)."""
+    with torch.device("meta"), _SkipMetaInit():
+        yield
+
+
 def build(factory: Callable[[], M], generator: torch.Generator, device: torch.device | str = "cpu") -> M:
     """``factory()`` built on the meta device, materialised on ``device`` and initialised from ``generator``."""
-    with torch.device("meta"):
+    with meta_device():
         module = factory()
     module = module.to_empty(device=device)
     initialize_(module, generator)

@@ -50,7 +50,7 @@ from retrievegan.data.dataset import DataSpec, SceneGraphBatch
 from retrievegan.errors import ConfigError
 from retrievegan.models.damsm import (damsm_losses, identical_texts, sort_by_length, to_imagenet_normalized,
                                      to_tanh_range)
-from retrievegan.models.init import build
+from retrievegan.models.init import build, meta_device
 from retrievegan.train import losses
 from retrievegan.train.config import AdamConfig
 from retrievegan.train.method import Method, Role, SampleOutput, StepContext, StepOutput
@@ -268,7 +268,7 @@ class AttnGanMethod(Method):
         self.damsm = load_damsm(self.inputs["damsm"], spec)
         self.stage_sizes = [spec.image_size // 2 ** (config.stages - 1 - k) for k in range(config.stages)]
         # fail early on an impossible size (the networks check it again when built)
-        with torch.device("meta"):
+        with meta_device():
             AttnGanGenerator(config, self.damsm.config.embed_dim, spec.image_size)
 
     def notes(self) -> Mapping[str, str]:

@@ -145,11 +145,12 @@ _DONE = re.compile(r"^Finished jobid: (\d+)")
 _CORES = re.compile(r"^Provided cores: (\d+)$", re.M)
 
 
-def core_occupancy(text: str) -> tuple[int, int, int] | None:
-    """``(cores, elapsed s, idle core-seconds)`` of a Snakemake log: from each job's start and finish stamps (1 s
-    resolution) and its ``threads`` (1 when the log names none), the seconds x cores that no job held between the
-    first start and the last finish (None: no finished job). How well the scheduler packed the jobs: the elapsed
-    time is (busy + idle core-seconds) / cores."""
+def core_occupancy(text: str) -> tuple[int, int, int, int] | None:
+    """``(cores, elapsed s, idle core-seconds, busy core-seconds)`` of a Snakemake log: from each job's start and
+    finish stamps (1 s resolution) and its ``threads`` (1 when the log names none), the seconds x cores that no job
+    held between the first start and the last finish, and those the jobs held (None: no finished job). The busy
+    core-seconds are the work (a job's threads held for its duration); the idle ones, how well the scheduler packed
+    it: the elapsed time is (busy + idle) / cores."""
     from datetime import datetime
 
     found = _CORES.search(text)
@@ -179,7 +180,7 @@ def core_occupancy(text: str) -> tuple[int, int, int] | None:
     for job in finished:
         for second in range(int((start[job] - first).total_seconds()), int((end[job] - first).total_seconds())):
             held[second] += min(threads.get(job, 1), cores)
-    return cores, elapsed, sum(max(0, cores - n) for n in held)
+    return cores, elapsed, sum(max(0, cores - n) for n in held), sum(min(cores, n) for n in held)
 
 
 def reference_run_rows(run_dir: Path, label: str, configfile: str | None) -> list[dict[str, Any]]:
@@ -196,10 +197,12 @@ def reference_run_rows(run_dir: Path, label: str, configfile: str | None) -> lis
                 note=f"Snakemake's 'Elapsed time' in {log}")]
     occupancy = core_occupancy(log.read_text(errors="replace"))
     if occupancy is not None:
-        cores, span, idle = occupancy
+        cores, span, idle, busy = occupancy
         rows.append(row(label, "idle core-seconds (no job held the core)", idle, "core-s", better="lower",
                         note=f"{cores} cores x {span} s from the first job's start to the last one's finish, less "
                              "each running job's threads, per second of the log's stamps"))
+        rows.append(row(label, "busy core-seconds (jobs' threads x their durations)", busy, "core-s", better="lower",
+                        note="the work the run held cores for (the same stamps); elapsed ~ (busy + idle) / cores"))
     stamp, venv_cfg = run_dir / ".venv/.installed", run_dir / ".venv/pyvenv.cfg"
     if stamp.is_file() and venv_cfg.is_file():
         installed, created = stamp.stat().st_mtime, venv_cfg.stat().st_mtime

@@ -194,11 +194,11 @@ def _done(stamp: str, jobid: int) -> str:
 
 def test_core_occupancy_counts_the_cores_no_job_held():
     """2 cores: a 2-thread job 0-10 s, then a 1-thread job 10-30 s beside a 1-thread job 10-20 s (no threads
-    line: 1): the second core idles 20-30 s, 10 core-seconds of 60."""
+    line: 1): the second core idles 20-30 s, 10 core-seconds of 60; the jobs held 20 + 20 + 10."""
     log = ("Provided cores: 2\nRules claiming more threads will be scaled down.\n\n" + _job("00:00", 1, "a", 2)
            + _done("00:10", 1) + _job("00:10", 2, "b", 1) + _job("00:10", 3, "c", None) + _done("00:20", 3)
            + _done("00:30", 2))
-    assert core_occupancy(log) == (2, 30, 10)
-    assert core_occupancy(log.replace("Provided cores: 2", "Provided cores: 1")) == (1, 30, 0)  # threads capped
+    assert core_occupancy(log) == (2, 30, 10, 50)
+    assert core_occupancy(log.replace("Provided cores: 2", "Provided cores: 1")) == (1, 30, 0, 30)  # threads capped
     assert core_occupancy("Provided cores: 2\n" + _job("00:00", 1, "a", 1)) is None  # nothing finished
 

@@ -22,8 +22,8 @@ rule sample_sg2im:
         cfg=section_json("sample"),
         data_dir=lambda wildcards, input: os.path.dirname(input.vocab),
         out_dir=lambda wildcards, output: os.path.dirname(output.manifest),
-    # One thread, as the other methods' samplers: two threads took 7.5 s a setting, one 10.5 s, but the two settings
-    # then run side by side on the 2-core machine; the samples are bit-identical.
+    # One thread, as the other methods' samplers: two threads took 7.5 s a setting, one 8.5-10.5 s, but the two
+    # settings then run side by side on the 2-core machine; the samples are bit-identical.
     threads: 1
     resources:
         **cluster_resources("sample"),

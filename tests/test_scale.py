@@ -201,4 +201,3 @@ def test_core_occupancy_counts_the_cores_no_job_held():
     assert core_occupancy(log) == (2, 30, 10, 50)
     assert core_occupancy(log.replace("Provided cores: 2", "Provided cores: 1")) == (1, 30, 0, 30)  # threads capped
     assert core_occupancy("Provided cores: 2\n" + _job("00:00", 1, "a", 1)) is None  # nothing finished
-

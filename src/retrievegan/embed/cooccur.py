@@ -40,6 +40,7 @@ from retrievegan import io, runinfo, seeds
 from retrievegan.embed.bank import image_keys, load_bank, resolve_device
 from retrievegan.embed.nets import CooccurNet, to_input
 from retrievegan.errors import InputError
+from retrievegan.models.init import meta_device
 from retrievegan.progressbar import progress_bar
 
 
@@ -279,7 +280,7 @@ def load_cooccur(path: str | Path) -> CooccurNet:
     """The trained F_occur of ``retrievegan cooccur`` (eval mode, CPU)."""
     ckpt = io.read_torch(path, "co-occurrence checkpoint not found (run `retrievegan cooccur`)")
     try:
-        with torch.device("meta"):
+        with meta_device():
             model = CooccurNet(ckpt["channels"], ckpt["embed_dim"])
         model.load_state_dict(ckpt["state_dict"], assign=True)
     except (KeyError, RuntimeError) as exc:

@@ -45,6 +45,7 @@ from retrievegan import io, runinfo, seeds
 from retrievegan.embed.bank import load_bank, resolve_device
 from retrievegan.embed.nets import CategoryCNN, mean_std, to_input
 from retrievegan.errors import InputError
+from retrievegan.models.init import meta_device
 from retrievegan.progressbar import progress_bar as tqdm  # tqdm optional (the GPU checks import this module)
 
 RESNET_ARCHS = ("resnet18", "resnet34", "resnet50")
@@ -153,7 +154,7 @@ def load_category_cnn(path: str | Path) -> CategoryCNN:
     """The trained ``CategoryCNN`` of ``retrievegan category-cnn`` (eval mode, CPU)."""
     ckpt = io.read_torch(path, "category CNN checkpoint not found (run `retrievegan category-cnn`)")
     try:
-        with torch.device("meta"):
+        with meta_device():
             model = CategoryCNN(ckpt["channels"], len(ckpt["classes"]))
         model.load_state_dict(ckpt["state_dict"], assign=True)
     except (KeyError, RuntimeError) as exc:
@@ -187,7 +188,7 @@ def load_resnet(arch: str, weights_path: str | Path) -> nn.Module:
     from torchvision import models
 
     state = io.read_torch(weights_path, "ResNet weights not found")
-    with torch.device("meta"):  # no random initialisation: every tensor comes from the file
+    with meta_device():  # no random initialisation: every tensor comes from the file
         model = getattr(models, arch)(weights=None)
     try:
         model.load_state_dict(state, assign=True)

@@ -9,6 +9,7 @@ import torch
 
 from retrievegan.errors import ConfigError
 from retrievegan.estimate.config import EstimateConfig
+from retrievegan.models.init import meta_device
 
 
 def steps_from_epochs(epochs: int, images: int, batch_size: int) -> int:
@@ -55,7 +56,7 @@ def evaluation_flops_per_image(image_size: int) -> dict[str, int]:
     Inception-v3 at 299 px (FID + IS share one pass) and LPIPS's AlexNet trunk at the image size."""
     from torchvision.models import alexnet, inception_v3
 
-    with torch.device("meta"):
+    with meta_device():
         inception = inception_v3(weights=None, aux_logits=False, init_weights=False).eval()
         alex = alexnet(weights=None).features[:12].eval()  # LPIPS taps relu1..relu5 (no last max-pool)
         with torch.no_grad():

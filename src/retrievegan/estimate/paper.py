@@ -23,6 +23,7 @@ from retrievegan import runinfo
 from retrievegan.config import from_mapping, load_yaml, merge
 from retrievegan.errors import ConfigError, InputError
 from retrievegan.estimate.config import EstimateConfig
+from retrievegan.models.init import meta_device
 
 
 def load_paper_config(base: str | Path, paper: str | Path) -> dict[str, Any]:
@@ -166,7 +167,7 @@ def patch_feature_dim(features: Mapping[str, Any]) -> int:
     from retrievegan.embed.nets import CategoryCNN
 
     cfg = from_mapping(FeaturesConfig, features, "features")
-    with torch.device("meta"):
+    with meta_device():
         if cfg.backbone == "resnet":
             from torchvision import models
 

@@ -38,6 +38,7 @@ from torch import nn
 
 from retrievegan import io
 from retrievegan.errors import InputError
+from retrievegan.models.init import meta_device
 
 EXTRACTOR_NAME = "synthnet"
 CHECKPOINT_FORMAT = "retrievegan-synthnet-v1"
@@ -85,7 +86,7 @@ class SynthNet(nn.Module):
     @classmethod
     def initialised(cls, generator: torch.Generator, **arch: Any) -> SynthNet:
         """A new model whose parameters are drawn from ``generator`` only."""
-        with torch.device("meta"):
+        with meta_device():
             model = cls(**arch)
         model = model.to_empty(device="cpu")
         for module in model.modules():
@@ -134,7 +135,7 @@ def load_synthnet(path: str | os.PathLike[str]) -> SynthNet:
     payload = io.read_torch(path, "synthnet checkpoint not found (the workflow trains it: `retrievegan synthnet`)")
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise InputError(path, f"not a synthnet checkpoint (expected format {CHECKPOINT_FORMAT!r})")
-    with torch.device("meta"):
+    with meta_device():
         model = SynthNet(**payload["arch"])
     model = model.to_empty(device="cpu")
     model.load_state_dict(payload["state_dict"])

@@ -268,6 +268,41 @@ def test_spectral_norm_matches_torch_and_its_backward_never_sees_the_next_update
     assert torch.allclose(grads[0], grads[1], rtol=1e-5, atol=1e-6)
 
 
+def test_batched_spectral_weights_equal_each_layers_own_bit_for_bit():
+    """``spectral_weights`` (the discriminators' batched power iterations: foreach ops, sigma from the iteration's
+    ``W v``) gives every layer's ``normalized_weight()``, the same buffer updates and the same weight gradients,
+    bit for bit, for two calls in a row (as a D on real, then fake images); a layer without spectral
+    normalisation passes its weight through."""
+    from retrievegan.models.baselines.layout2im import ObjectDiscriminator, SNConv2d, SNLinear, spectral_weights
+    from retrievegan.models.init import build
+
+    def layers():
+        gen = torch.Generator().manual_seed(3)
+        return [build(lambda: SNConv2d(4, 6, 3, padding=1), gen), build(lambda: SNLinear(5, 7), gen),
+                build(lambda: SNConv2d(6, 2, 1, spectral=False), gen), build(lambda: SNConv2d(6, 6, 1), gen)]
+
+    batched, own = layers(), layers()
+    for _ in range(2):
+        found, expected = spectral_weights(batched), [layer.normalized_weight() for layer in own]
+        assert all(torch.equal(a, b) for a, b in zip(found, expected))
+        sum((w * (i + 1)).square().sum() for i, w in enumerate(found)).backward()
+        sum((w * (i + 1)).square().sum() for i, w in enumerate(expected)).backward()
+    for a, b in zip(batched, own):
+        assert torch.equal(a.weight.grad, b.weight.grad)
+        if a.spectral:
+            assert torch.equal(a.sn_u, b.sn_u) and torch.equal(a.sn_v, b.sn_v)
+    assert found[2] is batched[2].weight
+
+    # a whole discriminator: the batched forward against each layer's own (weights from the layers themselves)
+    net = build(lambda: ObjectDiscriminator((8, 16), 5, True), torch.Generator().manual_seed(4))
+    crops = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    real, cls = net(crops)
+    net.load_state_dict(state)
+    h = torch.relu(net.trunk(crops)).sum(dim=(2, 3))  # each SN layer computes its own weight
+    assert torch.equal(real, net.real_head(h).view(-1)) and torch.equal(cls, net.class_head(h))
+
+
 def test_attngan_needs_a_damsm_and_a_matching_image_size(tiny_dataset, damsm_run):
     spec = SceneGraphDataset(tiny_dataset.data_dir, "train").spec
     with pytest.raises(ConfigError, match="damsm"):

@@ -43,6 +43,38 @@ def test_one_step_lowers_generator_and_discriminator_losses(tiny_dataset):
     assert any(k.startswith("encoder.") for k in changed) and any(k.startswith("crn.") for k in changed)
 
 
+def test_gradients_equal_a_plain_backward_bit_for_bit(tiny_dataset):
+    """``Trainer._backward`` (``torch.autograd.grad`` into ``.grad`` without DDP) gives the gradients that
+    ``loss.backward()`` into cleared gradients gives, bit for bit, for every parameter of both roles (the other
+    role's parameters get none)."""
+    ds = SceneGraphDataset(tiny_dataset.data_dir, "train")
+    batch = collate_scene_graphs([ds[i] for i in range(4)])
+    trainers = [Trainer(create_method("sg2im", TINY_SG2IM, ds.spec), train_config(), torch.device("cpu"))
+                for _ in range(2)]
+    for role in ("generator", "discriminator"):
+        grads = []
+        for use_trainer, trainer in zip((True, False), trainers):
+            ctx = trainer.context(batch, 0, 0)
+            with trainer._frozen(role):
+                out = trainer.method.generator_step(trainer._view(role), batch, ctx)
+                if role == "discriminator":
+                    out = trainer.method.discriminator_step(trainer._view(role), batch, out.cache, ctx)
+                for net in trainer.nets.values():
+                    net.zero_grad(set_to_none=True)
+                if use_trainer:
+                    assert bool(trainer._backward(role, out.loss))
+                else:
+                    out.loss.backward()
+            grads.append({f"{n}.{k}": p.grad for n, net in trainer.nets.items() for k, p in net.named_parameters()})
+        mine, plain = grads
+        assert mine.keys() == plain.keys()
+        for key, grad in plain.items():
+            assert (grad is None) == (mine[key] is None), key
+            assert grad is None or torch.equal(grad, mine[key]), key
+        owned = {f"{n}." for n in trainers[0].names(role)}
+        assert all((grad is not None) == any(k.startswith(o) for o in owned) for k, grad in mine.items())
+
+
 def test_run_folder_contents(tiny_sg2im_run):
     out = tiny_sg2im_run.out_dir
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "losses.jsonl", "run.json", "snapshots"]

@@ -177,11 +177,26 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp)
 
     def _backward(self, role: str, loss: torch.Tensor) -> torch.Tensor:
-        """Gradients of ``loss`` for the networks of ``role``; returns the device flag "the loss is finite"."""
+        """Gradients of ``loss`` for the networks of ``role``; returns the device flag "the loss is finite".
+
+        Without DDP the gradients come from ``torch.autograd.grad`` for the role's trainable parameters and are
+        set as their ``.grad``: the same values as ``backward()`` into cleared gradients (the same graph, the
+        same accumulation of a parameter's uses), without autograd's per-parameter ``AccumulateGrad`` node and
+        its ``detach`` (one dispatched op per parameter, e.g. 169 of sg2im's step). DDP reduces gradients in
+        ``AccumulateGrad`` hooks: it keeps ``backward()``."""
         for name in self.names(role):
             self.optimizers[name].zero_grad(set_to_none=True)
         finite = torch.isfinite(loss.detach())
-        self.scalers[role].scale(loss).backward()
+        scaled = self.scalers[role].scale(loss)
+        params = [p for name in self.names(role) for p in self.nets[name].parameters() if p.requires_grad]
+        if self.dist.enabled or not params:
+            scaled.backward()
+            return finite
+        for param, grad in zip(params, torch.autograd.grad(scaled, params, allow_unused=True)):
+            if grad is not None and grad.stride() != param.stride():  # AccumulateGrad's layout contract
+                grad = torch.empty_strided(param.shape, param.stride(), dtype=grad.dtype,
+                                           device=grad.device).copy_(grad)
+            param.grad = grad
         return finite
 
     def _apply(self, role: str, skip: torch.Tensor | bool) -> None:

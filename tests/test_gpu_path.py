@@ -276,3 +276,9 @@ def test_channels_last_option_trains(embedded):
     assert batch.images.is_contiguous(memory_format=torch.channels_last)
     logs = trainer.step(batch, ctx)
     assert all(math.isfinite(float(v)) for v in logs["G"].values()) and logs["skipped"] == 0
+    # every gradient has its parameter's layout (autograd's contract for .grad; the fused Adam kernels expect it)
+    for net in trainer.nets.values():
+        for param in net.parameters():
+            if param.grad is not None:
+                assert all(g == p for g, p, n in zip(param.grad.stride(), param.stride(), param.shape) if n > 1)
+    assert conv.weight.grad is not None and conv.weight.grad.is_contiguous(memory_format=torch.channels_last)

@@ -97,6 +97,12 @@ def adam_kernels(cfg: TrainConfig, device: torch.device) -> str:
     return "fused" if device.type == "cuda" else "foreach"
 
 
+def _same_layout(grad: torch.Tensor, param: torch.Tensor) -> bool:
+    """Whether ``grad`` has ``param``'s strides in every dimension of size > 1 (autograd's layout contract for
+    ``.grad``: a channels_last weight gets a channels_last gradient)."""
+    return all(g == p for g, p, n in zip(grad.stride(), param.stride(), param.shape) if n > 1)
+
+
 class Trainer:
     """A method's networks, optimisers and grad scalers, and one training step (no file I/O).
 
@@ -193,7 +199,7 @@ class Trainer:
             scaled.backward()
             return finite
         for param, grad in zip(params, torch.autograd.grad(scaled, params, allow_unused=True)):
-            if grad is not None and grad.stride() != param.stride():  # AccumulateGrad's layout contract
+            if grad is not None and not _same_layout(grad, param):  # AccumulateGrad's layout contract
                 grad = torch.empty_strided(param.shape, param.stride(), dtype=grad.dtype,
                                            device=grad.device).copy_(grad)
             param.grad = grad

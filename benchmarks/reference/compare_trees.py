@@ -1,8 +1,9 @@
 """Bit-identity of two source trees: 3 training steps (batches of 2, one thread, fp32, deterministic) of every method
 and of RetrieveGAN's retrieval modes and claim arms on the embedded config's shapes (``bench_step_ops``' synthetic
-scene graphs), losses as float hex and a sha256 of the networks' state.
+scene graphs), losses as float hex and a sha256 of the networks' state; ``record OUT paper``: at the paper
+configs' shapes (``config/paper-coco.yaml``, several minutes on 2 cores).
 
-    PYTHONPATH=<tree A>/src:. python benchmarks/reference/compare_trees.py record A.json
+    PYTHONPATH=<tree A>/src:. python benchmarks/reference/compare_trees.py record A.json [paper]
     PYTHONPATH=<tree B>/src:. python benchmarks/reference/compare_trees.py record B.json
     python benchmarks/reference/compare_trees.py diff A.json B.json
 """
@@ -32,7 +33,7 @@ def _params(retrieval: dict, arm: str) -> dict | None:
             "occur_mean_relaxed": {"occur_form": "mean", "retrieval": {**retrieval, "mode": "relaxed"}}}[arm]
 
 
-def record(out: Path) -> None:
+def record(out: Path, paper: bool = False) -> None:
     import torch
 
     import retrievegan
@@ -44,7 +45,7 @@ def record(out: Path) -> None:
     cases += [f"{n}:{m}" for n in RETRIEVEGANS for m in ("hard", "soft", "relaxed")] + list(ARMS)
     result: dict = {"_src": retrievegan.__file__}
     with tempfile.TemporaryDirectory() as tmp:
-        est, config, spec, items, inputs = bench._setup(bench.BASE, 6, Path(tmp))
+        est, config, spec, items, inputs = bench._setup(bench.PAPER if paper else bench.BASE, 6, Path(tmp))
         for case in cases:
             name, _, arm = case.partition(":")
             result[case] = bench.losses_and_state(est, config, spec, items, inputs, name,
@@ -75,8 +76,8 @@ def diff(path_a: Path, path_b: Path) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "record":
-        record(Path(sys.argv[2]))
+    if len(sys.argv) in (3, 4) and sys.argv[1] == "record" and sys.argv[3:] in ([], ["paper"]):
+        record(Path(sys.argv[2]), paper=sys.argv[3:] == ["paper"])
     elif len(sys.argv) == 4 and sys.argv[1] == "diff":
         sys.exit(min(diff(Path(sys.argv[2]), Path(sys.argv[3])), 1))
     else:

@@ -200,8 +200,10 @@ def check_compile(ctx: Context) -> dict[str, Any]:
     modes = {"sg2im": "default", "layout2im": "reduce-overhead" if ctx.cuda else "default"}
     if not ctx.quick:
         modes["retrievegan"] = "default"
-    # layout2im compiled: one D call per phase (with one call per input, inductor's graph saves a spectral-norm
-    # buffer that the next call updates before the backward pass: "modified by an inplace operation")
+    # layout2im compiled: one D call per phase. With one call per input, inductor's graph saved a spectral-norm
+    # buffer that the next call updates before the backward pass ("modified by an inplace operation") until the
+    # discriminators batched their power iterations (162a3d1); since, that trains too on the CPU (inductor, torch
+    # 2.14), unchecked on CUDA: this check keeps the form it has always used.
     params = {"layout2im": {"batch_discriminator_calls": True}}
     results, problems = {}, []
     for name, mode in modes.items():

@@ -161,7 +161,7 @@ def spectral_weights(layers: Sequence[_SpectralNorm]) -> list[torch.Tensor]:
     """Every layer's ``normalized_weight()``, with the power iterations of all the layers batched (training).
 
     The iterations do not depend on the activations, so a network can make them for all its layers at the start
-    of its forward pass: the vector normalisations and the buffer updates become foreach ops over the layers (6
+    of its forward pass: the vector normalisations and the buffer updates become foreach ops over the layers (8
     per call instead of 8 per layer), and sigma reuses the iteration's ``W v`` (computed once, with its graph).
     The same values as the layers' own ``normalized_weight()``, bit for bit on the CPU (checked by
     ``tests/test_baselines.py``). Layers without spectral normalisation, and evaluation, use the per-layer path.

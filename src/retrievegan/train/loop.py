@@ -188,8 +188,8 @@ class Trainer:
         Without DDP the gradients come from ``torch.autograd.grad`` for the role's trainable parameters and are
         set as their ``.grad``: the same values as ``backward()`` into cleared gradients (the same graph, the
         same accumulation of a parameter's uses), without autograd's per-parameter ``AccumulateGrad`` node and
-        its ``detach`` (one dispatched op per parameter, e.g. 169 of sg2im's step). DDP reduces gradients in
-        ``AccumulateGrad`` hooks: it keeps ``backward()``."""
+        its ``detach`` (one dispatched op per parameter: 140 of sg2im's step at the paper shapes). DDP reduces
+        gradients in ``AccumulateGrad`` hooks: it keeps ``backward()``."""
         for name in self.names(role):
             self.optimizers[name].zero_grad(set_to_none=True)
         finite = torch.isfinite(loss.detach())

@@ -303,6 +303,54 @@ def test_batched_spectral_weights_equal_each_layers_own_bit_for_bit():
     assert torch.equal(real, net.real_head(h).view(-1)) and torch.equal(cls, net.class_head(h))
 
 
+def test_conv_lstm_ends_each_image_at_its_own_last_object_bit_for_bit():
+    """The layout encoder runs its conv-LSTM over every step for all images and reads each image's state after
+    its own number of objects: the same features and gradients, bit for bit, as holding the state of an image
+    whose sequence has ended (a mask per step, layout2im's semantics), here written out as the reference. Images
+    with 3, 1, 0 (the initial zero state) and 2 objects."""
+    from retrievegan.models.baselines.layout2im import Layout2ImConfig, LayoutEncoder
+    from retrievegan.models.init import build
+
+    cfg = Layout2ImConfig(embedding_dim=4, z_dim=3, layout_encoder_dims=(6, 8), clstm_dims=(5, 4), clstm_kernel=3,
+                          res_blocks=1, decoder_dims=(4, 4))
+    obj_to_img = torch.tensor([0, 0, 0, 1, 3, 3])
+    positions = torch.tensor([2, 0, 1, 0, 1, 0])
+    gen = torch.Generator().manual_seed(7)
+    categories = torch.randint(0, 5, (6,), generator=gen)
+    xy = torch.rand(6, 2, generator=gen) * 0.5
+    boxes = torch.cat([xy, xy + 0.1 + torch.rand(6, 2, generator=gen) * 0.4], dim=1)
+    z = torch.randn(6, 3, generator=gen)
+
+    def masked_reference(encoder, num_images, steps):  # LayoutEncoder.forward with per-step masks
+        from retrievegan.models.baselines.layout2im import box_masks
+        x = torch.nn.functional.linear(torch.cat([encoder.embedding(categories), z], dim=1),
+                                       encoder.convs[0].weight.flatten(1))[:, :, None, None] * box_masks(boxes, 16)
+        for k, (conv, norm) in enumerate(zip(encoder.convs, encoder.norms)):
+            x = norm(x if k == 0 else conv(x), categories)
+            x = torch.relu(x) if k < len(encoder.convs) - 1 else x
+        counts = torch.bincount(obj_to_img, minlength=num_images)
+        sequence = x.new_zeros(num_images, steps, *x.shape[1:])
+        sequence[obj_to_img, positions] = x
+        states = [(x.new_zeros(num_images, c.hidden, *x.shape[2:]),) * 2 for c in encoder.cells]
+        for t in range(steps):
+            valid, inp = (counts > t).view(-1, 1, 1, 1), sequence[:, t]
+            for layer, cell in enumerate(encoder.cells):
+                h, c = cell(inp, states[layer])
+                states[layer] = (torch.where(valid, h, states[layer][0]), torch.where(valid, c, states[layer][1]))
+                inp = states[layer][0]
+        return encoder.residual(states[-1][0])
+
+    encoders = [build(lambda: LayoutEncoder(cfg, 5, 16), torch.Generator().manual_seed(8)) for _ in range(2)]
+    found = encoders[0](categories, boxes, z, obj_to_img, positions, 4, steps=3)
+    expected = masked_reference(encoders[1], 4, 3)
+    assert torch.equal(found, expected) and not torch.equal(found[2], found[1])
+    weights = torch.randn(found.shape, generator=gen)
+    (found * weights).sum().backward()
+    (expected * weights).sum().backward()
+    for (name, a), b in zip(encoders[0].named_parameters(), encoders[1].parameters()):
+        assert torch.equal(a.grad, b.grad), name
+
+
 def test_attngan_needs_a_damsm_and_a_matching_image_size(tiny_dataset, damsm_run):
     spec = SceneGraphDataset(tiny_dataset.data_dir, "train").spec
     with pytest.raises(ConfigError, match="damsm"):

@@ -258,9 +258,10 @@ class ConvLSTMCell(nn.Module):
 
     def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         h, c = state
-        i, f, o, g = self.conv(torch.cat([x, h], dim=1)).split(self.hidden, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c), c
+        ifo, g = self.conv(torch.cat([x, h], dim=1)).split([3 * self.hidden, self.hidden], dim=1)
+        i, f, o = torch.sigmoid(ifo).split(self.hidden, dim=1)  # the three sigmoid gates in one op
+        c = f * c + i * torch.tanh(g)
+        return o * torch.tanh(c), c
 
 
 class ResidualBlock(nn.Module):
@@ -330,16 +331,17 @@ class LayoutEncoder(nn.Module):
         sequence[obj_to_img, positions] = x
         states = [(x.new_zeros(num_images, cell.hidden, height, width),
                    x.new_zeros(num_images, cell.hidden, height, width)) for cell in self.cells]
+        outputs = [states[-1][0]]  # the last layer's h after 0, 1, ..., steps objects
         for t in range(steps):
-            valid = (counts > t).view(-1, 1, 1, 1)  # images whose sequence is shorter keep their state
             inp = sequence[:, t]
             for layer, cell in enumerate(self.cells):
-                h, c = cell(inp, states[layer])
-                h = torch.where(valid, h, states[layer][0])
-                c = torch.where(valid, c, states[layer][1])
-                states[layer] = (h, c)
-                inp = h
-        return self.residual(states[-1][0])
+                states[layer] = cell(inp, states[layer])
+                inp = states[layer][0]
+            outputs.append(inp)
+        # an image with k objects ends with its state after its own k steps. The steps past its last object run
+        # on its zero padding and are never read: the same numbers as holding its state (no per-step masks)
+        final = torch.stack(outputs, dim=1)[torch.arange(num_images, device=counts.device), counts]
+        return self.residual(final)
 
 
 class Decoder(nn.Module):

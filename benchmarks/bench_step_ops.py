@@ -50,10 +50,7 @@ PATCH_CASES = {"embedded": tuple(f"{n}:{m}" for n in RETRIEVEGANS for m in ("har
 BASE = REPO / "config/config.yaml"
 PAPER = REPO / "config/paper-coco.yaml"
 STATS = REPO / "config/reference/dataset_stats.csv"
-VIEWS = {"aten::view", "aten::t", "aten::slice", "aten::expand", "aten::unsqueeze", "aten::squeeze", "aten::select",
-         "aten::detach", "aten::transpose", "aten::permute", "aten::_unsafe_view", "aten::alias", "aten::as_strided",
-         "aten::unbind", "aten::split", "aten::unsafe_split", "aten::chunk", "aten::split_with_sizes",
-         "aten::_reshape_alias", "aten::lift_fresh", "aten::_local_scalar_dense"}
+
 
 
 def _setup(config_path: Path, count: int, tmp: Path):
@@ -154,6 +151,8 @@ def run() -> list[dict]:
 
 
 def _counts(label: str, path: Path, before: dict, methods) -> list[dict]:
+    from retrievegan.train.stepcount import VIEW_OPS
+
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_step_ops_") as tmp:
         data = _setup(path, 4, Path(tmp))
@@ -161,7 +160,7 @@ def _counts(label: str, path: Path, before: dict, methods) -> list[dict]:
             ref = before[name]
             cuda = count_step(*data, name, adam="fused")
             cpu = count_step(*data, name, adam="foreach")
-            kernels = sum(n for op, n in cuda.ops_by_name.items() if op not in VIEWS)
+            kernels = sum(n for op, n in cuda.ops_by_name.items() if op not in VIEW_OPS)
             note = f"{label} shapes, batch 2; reference: commit 2119417, same counter"
             rows.append(row(f"step {name}", "ops/step (CUDA config: fused Adam)", cuda.ops, "ops",
                             reference=ref["ops_foreach"], better="lower",

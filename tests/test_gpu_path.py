@@ -198,6 +198,34 @@ def test_every_network_compiles_without_a_graph_break(embedded, name):
     assert not breaks, json.dumps(breaks, indent=1)
 
 
+def test_launch_counts_see_top_level_ops_views_and_compiled_kernels():
+    """``count_launches`` (the profiler count that also sees compiled code): a composite op counts once (``linear``,
+    not its ``t`` and ``addmm`` again), views and a reshape without a copy launch nothing, a reshape that copies
+    does; compiled, the element-wise chain is one generated kernel."""
+    from retrievegan.train.stepcount import count_launches
+
+    gen = torch.Generator().manual_seed(0)
+    x, w = torch.randn(4, 3, generator=gen), torch.randn(5, 3, generator=gen)
+
+    def eager():
+        y = torch.nn.functional.linear(x, w).relu()  # 2 launches
+        return y.view(20).sum() + x.reshape(12).sum() + x.t().reshape(12).sum()  # 3 views, 1 copy, 3 sums, 2 adds
+
+    _, counts = count_launches(eager)
+    assert counts.aten == 11 and counts.views == 3 and counts.generated == 0, counts.by_name
+    assert counts.by_name["aten::linear"] == 1 and "aten::addmm" not in counts.by_name
+    assert counts.by_name["aten::reshape"] == 2 and counts.kernels == 8 and counts.launches == 11
+
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch({"cpp.enable_kernel_profile": True}):
+        compiled = torch.compile(lambda a: (a * 2 + 1).relu().sum(), backend="inductor")
+        compiled(x)  # compiles
+        found, counts = count_launches(lambda: compiled(x))
+    assert torch.equal(found, (x * 2 + 1).relu().sum())
+    assert counts.generated == 1 and counts.kernels == counts.launches, counts.by_name
+
+
 def test_patch_bank_paths_give_the_same_values(tmp_path):
     """Small banks: normalised once (cache); large ones: uint8 pixels gathered on the device and normalised as
     gathered, or (a GPU too small for them) read on the host per call. Same crops, same selections, same gradients."""
@@ -265,6 +293,24 @@ def test_patch_bank_select_is_sync_free_and_sums_like_the_nonzero_weights_only(t
             if col is not None:
                 assert torch.equal(w.grad, grads)  # the same gradient with and without the columns
             grads = w.grad
+
+
+def test_compile_covers_the_networks_called_frozen_in_the_other_phase(embedded):
+    """With ``compile``, a discriminator called in the generator's phase (frozen: its forward and the backward to
+    the generator's outputs) runs compiled too, as in its own phase (the same compiled module without DDP); without
+    ``compile`` both phases call the plain networks."""
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    method, _ = embedded.method("layout2im")
+    compiled = Trainer(method, _cpu_config(embedded, "layout2im", compile=True), torch.device("cpu"))
+    for role in ("generator", "discriminator"):
+        view = compiled._view(role)
+        assert all(isinstance(view[name], OptimizedModule) for name in compiled.nets), role
+        assert all(view[name]._orig_mod is compiled.nets[name] for name in compiled.nets)
+    assert compiled._view("generator")["d_img"] is compiled._view("discriminator")["d_img"]
+    plain = Trainer(method, _cpu_config(embedded, "layout2im"), torch.device("cpu"))
+    assert all(plain._view(role)[name] is plain.nets[name] for role in ("generator", "discriminator")
+               for name in plain.nets)
 
 
 def test_channels_last_option_trains(embedded):

@@ -146,25 +146,31 @@ class Trainer:
         # no synchronisation per step: fused kernels take the skip flags on the device (a grad scaler sets its own)
         self.device_skip = self.adam == "fused" and not scale
         self._pending: list[torch.Tensor] = []  # device skip flags of steps not yet read by the host
-        self.wrapped: dict[str, nn.Module] = {}
+        self.wrapped: dict[str, nn.Module] = {}  # as trained in its own role's phase: DDP, compiled
+        self.frozen: dict[str, nn.Module] = {}  # as called, frozen, in the other role's phase: compiled, no DDP
+        mode = None if cfg.compile_mode == "default" else cfg.compile_mode
         for name, net in self.nets.items():
+            ddp = dist_info.enabled and any(p.requires_grad for p in net.parameters())
             module: nn.Module = net
-            if dist_info.enabled and any(p.requires_grad for p in net.parameters()):
+            if ddp:
                 module = nn.parallel.DistributedDataParallel(
                     module, device_ids=[device.index] if device.type == "cuda" else None,
                     find_unused_parameters=method.ddp_find_unused_parameters)
             if cfg.compile:
-                mode = None if cfg.compile_mode == "default" else cfg.compile_mode
                 module = torch.compile(module, backend=cfg.compile_backend, mode=mode)
             self.wrapped[name] = module
+            # without DDP, the same compiled module (the frozen call is a second cache entry: other guards)
+            self.frozen[name] = (net if not cfg.compile else module if not ddp else
+                                 torch.compile(net, backend=cfg.compile_backend, mode=mode))
 
     # --- one step -----------------------------------------------------------------------------------
     def names(self, role: str) -> list[str]:
         return [n for n, r in self.roles.items() if r == role]
 
     def _view(self, role: str) -> dict[str, nn.Module]:
-        """Networks of ``role`` as wrapped for training; the others as plain modules."""
-        return {n: self.wrapped[n] if r == role else self.nets[n] for n, r in self.roles.items()}
+        """Networks of ``role`` as wrapped for training; the others without DDP, compiled if ``compile`` (a
+        discriminator in the generator's phase: its forward and the backward to the generator's outputs)."""
+        return {n: self.wrapped[n] if r == role else self.frozen[n] for n, r in self.roles.items()}
 
     @contextlib.contextmanager
     def _frozen(self, role: str) -> Iterator[None]:

@@ -19,6 +19,12 @@
   finding and fixing them.
 
 On a CUDA device, :func:`cuda_sync_count` is the ground truth (``torch.cuda.set_sync_debug_mode``).
+
+``count_ops`` cannot see into ``torch.compile``'d code (under a ``TorchDispatchMode`` compiled code falls back to
+eager). :func:`count_launches` counts what a step launches with or without compilation, from ``torch.profiler``:
+the top-level aten ops (no aten op above them: what eager code and the compiled graphs' library calls such as
+convolutions dispatch; the ops a composite op calls inside itself are not counted again) and the kernels inductor
+generated (recorded when ``torch._inductor.config.cpp.enable_kernel_profile`` was set before compiling).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import re
 import sys
 import traceback
 import warnings
@@ -47,6 +54,19 @@ DATA_DEPENDENT = frozenset({
     "aten::equal", "aten::histc", "aten::_assert_scalar",
 })
 HOST_READS = ("tolist", "numpy", "cpu", "__array__")
+# ops that launch no kernel (views, detach, reading a scalar)
+VIEW_OPS = frozenset({
+    "aten::view", "aten::t", "aten::slice", "aten::expand", "aten::unsqueeze", "aten::squeeze", "aten::select",
+    "aten::detach", "aten::transpose", "aten::permute", "aten::_unsafe_view", "aten::alias", "aten::as_strided",
+    "aten::unbind", "aten::split", "aten::unsafe_split", "aten::chunk", "aten::split_with_sizes",
+    "aten::_reshape_alias", "aten::lift_fresh", "aten::_local_scalar_dense",
+})
+# composite ops that are views unless they have to copy (then an aten op below them does)
+MAYBE_VIEW_OPS = frozenset({"aten::reshape", "aten::flatten", "aten::view_as", "aten::expand_as", "aten::narrow",
+                            "aten::contiguous", "aten::unflatten", "aten::movedim", "aten::numpy_T"})
+# profiler names of kernels that torch.compile generated: inductor's C++ kernels ("graph_<n>_cpp_fused_...")
+# and Triton kernels
+GENERATED_KERNEL = re.compile(r"(^|_)(cpp_fused|triton_)")
 # outputs that live on the host whatever the inputs' device (position in the op's output tuple)
 HOST_OUTPUTS = {"aten::_pack_padded_sequence": (1,)}  # PackedSequence.batch_sizes is always a CPU tensor
 
@@ -205,3 +225,55 @@ def cuda_sync_count(fn: Callable[[], Any]) -> tuple[Any, int, list[str]]:
             torch.cuda.set_sync_debug_mode(previous)
     messages = [str(w.message) for w in caught if "synchroniz" in str(w.message).lower()]
     return result, len(messages), messages
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchCounts:
+    """What one call launched (see the module docstring): ``aten`` top-level aten ops (``views`` of them launch
+    no kernel), ``generated`` kernels of compiled code; ``by_name``: both, by profiler name."""
+
+    aten: int
+    views: int
+    generated: int
+    by_name: dict[str, int]
+
+    @property
+    def launches(self) -> int:
+        """Top-level aten ops and generated kernels (views included, as ``OpCounts.ops``)."""
+        return self.aten + self.generated
+
+    @property
+    def kernels(self) -> int:
+        """Without the views: about the kernel launches on a GPU."""
+        return self.aten - self.views + self.generated
+
+
+def count_launches(fn: Callable[[], Any]) -> tuple[Any, LaunchCounts]:
+    """``(fn(), LaunchCounts)`` from ``torch.profiler`` (CPU activity), eager or compiled code alike."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        result = fn()
+    names: collections.Counter[str] = collections.Counter()
+    views = 0
+    for event in prof.events():
+        name = event.name
+        if name.startswith("aten::"):
+            parent = event.cpu_parent
+            while parent is not None and not parent.name.startswith("aten::"):
+                parent = parent.cpu_parent
+            if parent is None:
+                names[name] += 1
+                views += _is_view(event)
+        elif GENERATED_KERNEL.search(name):
+            names[name] += 1
+    aten = sum(n for name, n in names.items() if name.startswith("aten::"))
+    return result, LaunchCounts(aten=aten, views=views, generated=sum(names.values()) - aten, by_name=dict(names))
+
+
+def _is_view(event: Any) -> bool:
+    """A profiler event of an aten op that launches no kernel: a view, or a composite op whose aten ops are."""
+    if event.name in VIEW_OPS:
+        return True
+    return event.name in MAYBE_VIEW_OPS and all(_is_view(child) for child in event.cpu_children
+                                                 if child.name.startswith("aten::"))

@@ -226,6 +226,40 @@ def test_launch_counts_see_top_level_ops_views_and_compiled_kernels():
     assert counts.generated == 1 and counts.kernels == counts.launches, counts.by_name
 
 
+@pytest.mark.parametrize("mode", ["hard", "soft", "relaxed"])
+def test_retrieval_loop_compiles_without_a_graph_break(mode):
+    """RetrieveGAN's retrieval iterations (``retrieval_loop``, compiled under ``train.compile``): one graph, no
+    break, and the same selection as the eager loop; the random draws stay outside it."""
+    import torch._dynamo
+
+    from retrievegan.models.retrieval import GroupCounts, draw_randomness, iterative_retrieval, retrieval_loop
+
+    gen = torch.Generator().manual_seed(0)
+    features = torch.randn(2, 4, 6, 8, generator=gen)
+    mask = torch.rand(2, 4, 6, generator=gen) > 0.3
+    mask[1, 2:] = False
+    counts = GroupCounts.of(mask)
+    _, noise = draw_randomness(torch.Generator().manual_seed(1), mask, features.dtype, counts)
+    query = torch.randn(2, 8, generator=gen)
+    args = (torch.where(mask[..., None], features, 0.0), mask, query, noise, 0.5, mode, True, True,
+            counts.iterations)
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(retrieval_loop)(*args)
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1, explanation.break_reasons
+    out = iterative_retrieval(features, mask, 0.5, mode, query=query, noise=noise, counts=counts)
+    assert torch.equal(out.weights, retrieval_loop(*args)[0])
+
+
+def test_compile_hands_retrievegan_a_compiled_retrieval_loop(embedded):
+    from retrievegan.models.retrieval import retrieval_loop
+
+    method, _ = embedded.method("retrievegan")
+    Trainer(method, _cpu_config(embedded, "retrievegan"), torch.device("cpu"))
+    assert method.retrieval_loop is None  # eager: iterative_retrieval's own loop
+    Trainer(method, _cpu_config(embedded, "retrievegan", compile=True), torch.device("cpu"))
+    assert method.retrieval_loop is not retrieval_loop and method.retrieval_loop.__wrapped__ is retrieval_loop
+
+
 def test_patch_bank_paths_give_the_same_values(tmp_path):
     """Small banks: normalised once (cache); large ones: uint8 pixels gathered on the device and normalised as
     gathered, or (a GPU too small for them) read on the host per call. Same crops, same selections, same gradients."""

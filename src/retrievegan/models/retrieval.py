@@ -51,7 +51,7 @@ iterations.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -277,7 +277,8 @@ def group_capped_softmax(z: torch.Tensor, capacity: torch.Tensor) -> torch.Tenso
 def iterative_retrieval(features: torch.Tensor, mask: torch.Tensor, tau: float = 1.0, mode: Mode = "hard",
                         generator: Generators | None = None, query: torch.Tensor | None = None,
                         greedy: bool = True, gumbel: bool = True,
-                        noise: torch.Tensor | None = None, counts: GroupCounts | None = None) -> RetrievalOutput:
+                        noise: torch.Tensor | None = None, counts: GroupCounts | None = None,
+                        loop: Callable[..., tuple[torch.Tensor, ...]] | None = None) -> RetrievalOutput:
     """Select one candidate per object for a batch of images (see the module docstring).
 
     Args:
@@ -294,6 +295,8 @@ def iterative_retrieval(features: torch.Tensor, mask: torch.Tensor, tau: float =
         noise: ``(N, B, N, K)`` Gumbel noise per iteration, instead of drawing it (for tests/references).
         counts: the mask's per-image host values (:class:`GroupCounts`, from the batch's host side): the
             retrieval then reads nothing from the device; None: read from ``mask`` (one synchronisation on a GPU).
+        loop: :func:`retrieval_loop` or a ``torch.compile`` of it (None: the function itself). The random draws
+            (per-image generators) stay outside it, so a compiled loop has no graph break.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -304,16 +307,30 @@ def iterative_retrieval(features: torch.Tensor, mask: torch.Tensor, tau: float =
         raise ValueError(f"mask must be {(b, n, k)}, got {tuple(mask.shape)}")
     mask = mask.bool()
     features = torch.where(mask[..., None], features, torch.zeros_like(features))  # padding: any values, even NaN
-    device, dtype = features.device, features.dtype
     if (gumbel and noise is None) or query is None:
         if generator is None:
             raise ValueError("an explicit torch.Generator is required for the noise / the random query")
     counts = counts or GroupCounts.of(mask)
     if generator is not None and (query is None or (gumbel and noise is None)):
-        pick, drawn = draw_randomness(generator, mask, dtype, counts)
+        pick, drawn = draw_randomness(generator, mask, features.dtype, counts)
         noise = drawn if noise is None else noise
         if query is None:
             query = random_query(features, mask, pick)
+    weights, relaxed, probs, index, step, selected, num_sel = (loop or retrieval_loop)(
+        features, mask, query, noise, tau, mode, greedy, gumbel, counts.iterations)
+    return RetrievalOutput(weights=weights, relaxed=relaxed, probs=probs, index=index, step=step,
+                           selected=selected, query=query, num_selected=num_sel)
+
+
+def retrieval_loop(features: torch.Tensor, mask: torch.Tensor, query: torch.Tensor, noise: torch.Tensor | None,
+                   tau: float, mode: Mode, greedy: bool, gumbel: bool, iterations: int) -> tuple[torch.Tensor, ...]:
+    """The iterations of :func:`iterative_retrieval` on its checked inputs: ``features`` ``(B, N, K, D)`` with zeros
+    at padding, ``mask`` ``(B, N, K)`` bool, ``query`` ``(B, D)``, ``noise`` ``(N, B, N, K)`` (when ``gumbel``),
+    ``iterations`` the images' largest number of groups (a host int). Returns :class:`RetrievalOutput`'s
+    ``weights, relaxed, probs, index, step, selected, num_selected`` (no random draws, no host reads: it compiles
+    without a graph break)."""
+    b, n, k, d = features.shape
+    device, dtype = features.device, features.dtype
     group_ok = mask.any(dim=-1)  # (B, N) objects that can be retrieved
     num_sel = group_ok.sum(dim=1)  # (B,)
     flat_mask = mask.reshape(b, n * k)
@@ -330,7 +347,7 @@ def iterative_retrieval(features: torch.Tensor, mask: torch.Tensor, tau: float =
     capacity = group_ok.to(dtype)  # soft mode
     penalty = features.new_zeros((b, n, 1))  # relaxed mode: sum_j log(1 - max_group s^(j)), carried (eq. 4)
     saturated = 1.0 - 8 * torch.finfo(dtype).eps  # relaxed: log(1 - m) stays finite (gradients too)
-    for j in range(counts.iterations):  # the images' largest number of groups, a host value
+    for j in range(iterations):  # the images' largest number of groups, a host value
         active = j < num_sel  # (B,)
         act = active.to(dtype)
         # exact L2 (no matrix-product cancellation; zero gradient at distance 0), (B, N, K)
@@ -388,8 +405,7 @@ def iterative_retrieval(features: torch.Tensor, mask: torch.Tensor, tau: float =
         probs = relaxed
         index = torch.where(group_ok, relaxed.detach().argmax(-1), -1)
     selected = torch.einsum("bnk,bnkd->bnd", weights, features)
-    return RetrievalOutput(weights=weights, relaxed=relaxed, probs=probs, index=index, step=step,
-                           selected=selected, query=query, num_selected=num_sel)
+    return weights, relaxed, probs, index, step, selected, num_sel
 
 
 def gt_selection_loss(out: RetrievalOutput, gt_position: torch.Tensor, include: torch.Tensor,

@@ -34,7 +34,7 @@ samples of a scene graph differ by their retrieval seed); the retrieved bank ids
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -48,7 +48,7 @@ from retrievegan.models.init import build
 from retrievegan.models.patch_gan import (PatchGanConfig, PatchGanMethod, check_settings, gather_rows, load_rows,
                                           per_image_uniform, slot_lists, slot_rows, slots_to_objects)
 from retrievegan.models.retrieval import (GroupCounts, OccurForm, PatchEmbedder, RetrievalConfig, RetrievalOutput,
-                                          cooccurrence_loss, gt_selection_loss, iterative_retrieval)
+                                          cooccurrence_loss, gt_selection_loss, iterative_retrieval, retrieval_loop)
 from retrievegan.train import losses
 from retrievegan.train.method import SampleOutput, StepContext, StepOutput
 
@@ -125,6 +125,7 @@ class RetrieveGan(PatchGanMethod):
             load_candidates(self.inputs["candidates"], config.retrieval.k, num)))  # (P, k)
         self.features = load_rows(self.inputs["patch_features"], num, "patch features")  # (P, F)
         self.cooccur = load_rows(self.inputs["cooccur_embeddings"], num, "co-occurrence embeddings")  # (P, E)
+        self.retrieval_loop: Callable[..., tuple[torch.Tensor, ...]] | None = None  # compile_functions: compiled
 
     # --- networks ---
     def extra_network_names(self) -> tuple[str, ...]:
@@ -174,12 +175,17 @@ class RetrieveGan(PatchGanMethod):
         rows = gather_rows(self.features, uniq[None])[0]
         return retriever(rows, index)
 
+    def compile_functions(self, compile: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+        """The retrieval's iterations (``retrieval_loop``: its random draws stay eager) compiled; recompiled per
+        distinct number of iterations (a host int: the most objects with candidates of an image)."""
+        self.retrieval_loop = compile(retrieval_loop)
+
     def retrieve(self, emb: torch.Tensor, mask: torch.Tensor, generators: Sequence[torch.Generator],
                  mode: str, gumbel: bool, query: torch.Tensor | None = None,
                  counts: GroupCounts | None = None) -> RetrievalOutput:
         r = self.config.retrieval
         return iterative_retrieval(emb, mask, tau=r.tau, mode=mode, generator=list(generators), query=query,
-                                   greedy=r.greedy, gumbel=gumbel, counts=counts)
+                                   greedy=r.greedy, gumbel=gumbel, counts=counts, loop=self.retrieval_loop)
 
     def select_pixels(self, out: RetrievalOutput, ids: torch.Tensor, mode: str | None = None) -> torch.Tensor:
         """(B, N, 3, C, C): the selected patches, weighted by the (straight-through) selection weights. ``mode``: the

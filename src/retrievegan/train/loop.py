@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -162,6 +163,8 @@ class Trainer:
             # without DDP, the same compiled module (the frozen call is a second cache entry: other guards)
             self.frozen[name] = (net if not cfg.compile else module if not ddp else
                                  torch.compile(net, backend=cfg.compile_backend, mode=mode))
+        if cfg.compile:  # and the method's own step functions (RetrieveGAN: the retrieval iterations)
+            method.compile_functions(functools.partial(torch.compile, backend=cfg.compile_backend, mode=mode))
 
     # --- one step -----------------------------------------------------------------------------------
     def names(self, role: str) -> list[str]:

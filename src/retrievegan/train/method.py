@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -121,6 +121,10 @@ class Method(abc.ABC):
         if key in batch.extras:
             return batch
         return self.host_prepare(batch.to("cpu")).to(batch.images.device)
+
+    def compile_functions(self, compile: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+        """Called once by the loop under ``train.compile``, with ``torch.compile`` at the run's backend and mode:
+        compile the step's own functions that are not networks (default: none; the loop compiles networks)."""
 
     def train_modes(self, nets: Mapping[str, nn.Module], step: int) -> None:
         """Put networks in train/eval mode before a step (default: all in train mode)."""

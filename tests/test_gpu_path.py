@@ -250,14 +250,35 @@ def test_retrieval_loop_compiles_without_a_graph_break(mode):
     assert torch.equal(out.weights, retrieval_loop(*args)[0])
 
 
-def test_compile_hands_retrievegan_a_compiled_retrieval_loop(embedded):
+def test_damsm_matching_losses_compile_without_a_graph_break():
+    """AttnGAN's DAMSM matching losses (compiled under ``train.compile``): one graph, no break."""
+    import torch._dynamo
+
+    from retrievegan.models.damsm import damsm_losses, identical_texts
+
+    gen = torch.Generator().manual_seed(0)
+    args = (torch.randn(3, 8, 4, 4, generator=gen), torch.randn(3, 8, generator=gen), torch.randn(3, 8, 5, generator=gen),
+            torch.randn(3, 8, generator=gen), torch.tensor([5, 3, 4]), 4.0, 5.0, 10.0,
+            identical_texts(torch.tensor([[1, 2, 0], [1, 2, 0], [3, 4, 5]])))
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(damsm_losses)(*args)
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1, explanation.break_reasons
+
+
+@pytest.mark.parametrize("name, attribute", [("retrievegan", "retrieval_loop"), ("attngan", "matching_losses")])
+def test_compile_hands_the_method_its_compiled_step_functions(embedded, name, attribute):
+    """``train.compile`` compiles the method's own step functions (``Method.compile_functions``): RetrieveGAN's
+    retrieval iterations, AttnGAN's DAMSM matching losses; eager training keeps the plain functions."""
+    from retrievegan.models.damsm import damsm_losses
     from retrievegan.models.retrieval import retrieval_loop
 
-    method, _ = embedded.method("retrievegan")
-    Trainer(method, _cpu_config(embedded, "retrievegan"), torch.device("cpu"))
-    assert method.retrieval_loop is None  # eager: iterative_retrieval's own loop
-    Trainer(method, _cpu_config(embedded, "retrievegan", compile=True), torch.device("cpu"))
-    assert method.retrieval_loop is not retrieval_loop and method.retrieval_loop.__wrapped__ is retrieval_loop
+    function = {"retrieval_loop": retrieval_loop, "matching_losses": damsm_losses}[attribute]
+    method, _ = embedded.method(name)
+    Trainer(method, _cpu_config(embedded, name), torch.device("cpu"))
+    assert getattr(method, attribute) in (None, function)  # None: iterative_retrieval's own loop
+    Trainer(method, _cpu_config(embedded, name, compile=True), torch.device("cpu"))
+    compiled = getattr(method, attribute)
+    assert compiled is not function and compiled.__wrapped__ is function
 
 
 def test_patch_bank_paths_give_the_same_values(tmp_path):

@@ -39,7 +39,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -270,6 +270,11 @@ class AttnGanMethod(Method):
         # fail early on an impossible size (the networks check it again when built)
         with meta_device():
             AttnGanGenerator(config, self.damsm.config.embed_dim, spec.image_size)
+        self.matching_losses: Callable[..., dict[str, torch.Tensor]] = damsm_losses  # compile_functions: compiled
+
+    def compile_functions(self, compile: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+        """The DAMSM matching losses of the generator step (word attention over the image regions) compiled."""
+        self.matching_losses = compile(damsm_losses)
 
     def notes(self) -> Mapping[str, str]:
         from retrievegan.train.checkpoint import sha256_file
@@ -371,8 +376,8 @@ class AttnGanMethod(Method):
             terms.add(f"adv{k}_cond", losses.bce_to(cond, 1.0))
         if cfg.lambda_damsm > 0:
             regions, code = nets["image_encoder"](to_imagenet_normalized(out.images[-1]))
-            match = damsm_losses(regions, code, words, sentence, lengths, damsm_cfg.gamma1, damsm_cfg.gamma2,
-                                 damsm_cfg.gamma3, identical_texts(tokens))
+            match = self.matching_losses(regions, code, words, sentence, lengths, damsm_cfg.gamma1, damsm_cfg.gamma2,
+                                         damsm_cfg.gamma3, identical_texts(tokens))
             terms.add("damsm_words", match["w0"] + match["w1"], cfg.lambda_damsm)
             terms.add("damsm_sentence", match["s0"] + match["s1"], cfg.lambda_damsm)
         kl = -0.5 * torch.mean(1 + out.logvar - out.mu.pow(2) - out.logvar.exp())

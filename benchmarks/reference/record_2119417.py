@@ -19,51 +19,14 @@ its CUDA default, foreach Adam, counted by today's ``count_launches``):
 import sys
 
 MODE = sys.argv.pop(1)
-if MODE == "launches":
+if MODE in ("ops", "launches"):
     import json, os, tempfile
     from pathlib import Path
     os.environ.setdefault("KINETO_LOG_LEVEL", "5")
     import numpy as np, torch
     torch.set_num_threads(1)
     root, out = Path(sys.argv[1]), Path(sys.argv[2])
-    Orig = torch.optim.Adam
-    class Adam(Orig):  # the old code on CUDA: torch's Adam defaults to foreach there
-        def __init__(self, *a, **k): k.setdefault("foreach", True); super().__init__(*a, **k)
-    torch.optim.Adam = Adam
-    from retrievegan import estimate as est
-    from retrievegan.config import from_mapping
-    from retrievegan.data.dataset import collate_scene_graphs
-    from retrievegan.train.config import TrainConfig
-    from retrievegan.train.loop import Trainer
-    from retrievegan.train.registry import create_method
-    from retrievegan.train.stepcount import count_launches
-    names = ["sg2im", "layout2im", "attngan", "pastegan", "retrievegan", "retrievegan_no_gt_no_occur", "retrievegan_gt_only", "retrievegan_occur_only"]
-    result = {"_about": "record_2119417.py launches: commit 2119417, eager, foreach Adam, batch 2, the third train_step on the first batch, 1 thread"}
-    for which in ("embedded", "paper"):
-        config = est.load_paper_config(root / "config/config.yaml", root / ("config/paper-coco.yaml" if which == "paper" else "config/config.yaml"))
-        scale = est.dataset_scale(config, est.read_dataset_stats(root / "config/reference/dataset_stats.csv"), est.EstimateConfig())
-        spec = est.synthetic_spec(scale); rng = np.random.default_rng([0, 1234]); items = est.synthetic_items(scale, spec, 4, rng)
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp = Path(tmp); inputs = est.write_inputs(tmp, config, scale, sum(int((i.objs != 0).sum()) for i in items), rng)
-            inputs["damsm"] = tmp / "d.pt"; est.random_damsm(config, spec, torch.Generator().manual_seed(0), inputs["damsm"])
-            for name in names:
-                cfg = from_mapping(TrainConfig, {**est.train_params(config, name), "device": "cpu", "num_workers": 0, "batch_size": 2, "deterministic": False}, "train")
-                m = create_method(name, est.method_params(config, name), spec, inputs); est.install_random_perceptual(m, torch.Generator().manual_seed(1))
-                tr = Trainer(m, cfg, torch.device("cpu"))
-                b = collate_scene_graphs(items[:2])
-                tr.train_step(b, 0, 0); tr.train_step(b, 1, 0)
-                _, c = count_launches(lambda: tr.train_step(b, 2, 0))
-                result.setdefault(which, {})[name] = {"launches": c.launches, "kernels": c.kernels, "views": c.views}
-                print(which, name, c.launches, c.kernels, flush=True)
-    out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
-
-elif MODE == "ops":
-    import json, sys, tempfile
-    from pathlib import Path
-    import numpy as np, torch
-    torch.set_num_threads(1)
-    root, out = Path(sys.argv[1]), Path(sys.argv[2]); foreach = "foreach" in sys.argv[3:]
-    if foreach:  # the old code on CUDA: torch's Adam defaults to foreach there
+    if MODE == "launches" or "foreach" in sys.argv[3:]:  # the old code on CUDA: torch's Adam defaults to foreach there
         Orig = torch.optim.Adam
         class Adam(Orig):
             def __init__(self, *a, **k): k.setdefault("foreach", True); super().__init__(*a, **k)
@@ -74,9 +37,9 @@ elif MODE == "ops":
     from retrievegan.train.config import TrainConfig
     from retrievegan.train.loop import Trainer
     from retrievegan.train.registry import create_method
-    from retrievegan.train.stepcount import count_ops, module_tensors
+    from retrievegan.train.stepcount import count_launches, count_ops, module_tensors
     names = ["sg2im", "layout2im", "attngan", "pastegan", "retrievegan", "retrievegan_no_gt_no_occur", "retrievegan_gt_only", "retrievegan_occur_only"]
-    result = {}
+    result = {"_about": "record_2119417.py launches: commit 2119417, eager, foreach Adam, batch 2, the third train_step on the first batch, 1 thread"} if MODE == "launches" else {}
     for which in ("paper", "embedded"):
         config = est.load_paper_config(root / "config/config.yaml", root / ("config/paper-coco.yaml" if which == "paper" else "config/config.yaml"))
         scale = est.dataset_scale(config, est.read_dataset_stats(root / "config/reference/dataset_stats.csv"), est.EstimateConfig())
@@ -88,7 +51,14 @@ elif MODE == "ops":
                 cfg = from_mapping(TrainConfig, {**est.train_params(config, name), "device": "cpu", "num_workers": 0, "batch_size": 2, "deterministic": False}, "train")
                 m = create_method(name, est.method_params(config, name), spec, inputs); est.install_random_perceptual(m, torch.Generator().manual_seed(1))
                 tr = Trainer(m, cfg, torch.device("cpu"))
-                tr.train_step(collate_scene_graphs(items[:2]), 0, 0)
+                first = collate_scene_graphs(items[:2])
+                tr.train_step(first, 0, 0)
+                if MODE == "launches":  # the third step on the first batch
+                    tr.train_step(first, 1, 0)
+                    _, c = count_launches(lambda: tr.train_step(first, 2, 0))
+                    result.setdefault(which, {})[name] = {"launches": c.launches, "kernels": c.kernels, "views": c.views}
+                    print(which, name, c.launches, c.kernels, flush=True)
+                    continue
                 b = collate_scene_graphs(items[2:4])
                 dev = module_tensors(tr.nets.values()) + [v for v in vars(b).values() if isinstance(v, torch.Tensor)]
                 _, c = count_ops(lambda: tr.train_step(b, 1, 0), dev)

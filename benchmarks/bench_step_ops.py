@@ -52,7 +52,6 @@ PAPER = REPO / "config/paper-coco.yaml"
 STATS = REPO / "config/reference/dataset_stats.csv"
 
 
-
 def _setup(config_path: Path, count: int, tmp: Path):
     """Scene graphs and inputs drawn exactly as the recorded references were (rng [0, 1234])."""
     import numpy as np

@@ -125,7 +125,7 @@ class RetrieveGan(PatchGanMethod):
             load_candidates(self.inputs["candidates"], config.retrieval.k, num)))  # (P, k)
         self.features = load_rows(self.inputs["patch_features"], num, "patch features")  # (P, F)
         self.cooccur = load_rows(self.inputs["cooccur_embeddings"], num, "co-occurrence embeddings")  # (P, E)
-        self.retrieval_loop: Callable[..., tuple[torch.Tensor, ...]] | None = None  # compile_functions: compiled
+        self.retrieval_loop: Callable[..., tuple[torch.Tensor, ...]] = retrieval_loop  # compile_functions: compiled
 
     # --- networks ---
     def extra_network_names(self) -> tuple[str, ...]:

@@ -149,22 +149,24 @@ class Trainer:
         self._pending: list[torch.Tensor] = []  # device skip flags of steps not yet read by the host
         self.wrapped: dict[str, nn.Module] = {}  # as trained in its own role's phase: DDP, compiled
         self.frozen: dict[str, nn.Module] = {}  # as called, frozen, in the other role's phase: compiled, no DDP
-        mode = None if cfg.compile_mode == "default" else cfg.compile_mode
+        compiled = functools.partial(torch.compile, backend=cfg.compile_backend,
+                                     mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
         for name, net in self.nets.items():
             ddp = dist_info.enabled and any(p.requires_grad for p in net.parameters())
             module: nn.Module = net
             if ddp:
                 module = nn.parallel.DistributedDataParallel(
-                    module, device_ids=[device.index] if device.type == "cuda" else None,
+                    net, device_ids=[device.index] if device.type == "cuda" else None,
                     find_unused_parameters=method.ddp_find_unused_parameters)
-            if cfg.compile:
-                module = torch.compile(module, backend=cfg.compile_backend, mode=mode)
-            self.wrapped[name] = module
-            # without DDP, the same compiled module (the frozen call is a second cache entry: other guards)
-            self.frozen[name] = (net if not cfg.compile else module if not ddp else
-                                 torch.compile(net, backend=cfg.compile_backend, mode=mode))
+            self.wrapped[name] = compiled(module) if cfg.compile else module
+            if not cfg.compile:
+                self.frozen[name] = net
+            elif ddp:
+                self.frozen[name] = compiled(net)
+            else:  # the same compiled module (the frozen call is a second cache entry: other guards)
+                self.frozen[name] = self.wrapped[name]
         if cfg.compile:  # and the method's own step functions (RetrieveGAN: the retrieval iterations)
-            method.compile_functions(functools.partial(torch.compile, backend=cfg.compile_backend, mode=mode))
+            method.compile_functions(compiled)
 
     # --- one step -----------------------------------------------------------------------------------
     def names(self, role: str) -> list[str]:

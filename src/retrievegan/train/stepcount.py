@@ -255,7 +255,7 @@ def count_launches(fn: Callable[[], Any]) -> tuple[Any, LaunchCounts]:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         result = fn()
     names: collections.Counter[str] = collections.Counter()
-    views = 0
+    aten = views = generated = 0
     for event in prof.events():
         name = event.name
         if name.startswith("aten::"):
@@ -264,11 +264,12 @@ def count_launches(fn: Callable[[], Any]) -> tuple[Any, LaunchCounts]:
                 parent = parent.cpu_parent
             if parent is None:
                 names[name] += 1
+                aten += 1
                 views += _is_view(event)
         elif GENERATED_KERNEL.search(name):
             names[name] += 1
-    aten = sum(n for name, n in names.items() if name.startswith("aten::"))
-    return result, LaunchCounts(aten=aten, views=views, generated=sum(names.values()) - aten, by_name=dict(names))
+            generated += 1
+    return result, LaunchCounts(aten=aten, views=views, generated=generated, by_name=dict(names))
 
 
 def _is_view(event: Any) -> bool:

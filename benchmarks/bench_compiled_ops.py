@@ -19,6 +19,7 @@ here: no GPU). ``train_step`` includes the host side of a step (``Trainer.prepar
 
     python -m benchmarks.bench_compiled_ops                             # embedded config's shapes
     BENCH_COMPILED_OPS_PAPER=1 python -m benchmarks.bench_compiled_ops  # the paper configs' shapes
+    BENCH_COMPILED_OPS_METHODS=attngan,pastegan python -m benchmarks.bench_compiled_ops  # some methods only
 
 Compilation takes one to several minutes per method on 2 cores.
 """
@@ -79,7 +80,8 @@ def run() -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_compiled_ops_") as tmp:
         data = _setup(path, 4, Path(tmp))
-        for name in METHODS:
+        chosen = os.environ.get("BENCH_COMPILED_OPS_METHODS")
+        for name in chosen.split(",") if chosen else METHODS:
             ref = before[name]
             eager, _ = count_step_launches(*data, name, compile=False)
             compiled, seconds = count_step_launches(*data, name, compile=True)

@@ -99,6 +99,31 @@ def _poison(method, hook: str, factor: float) -> None:
     setattr(method, hook, poisoned)
 
 
+def test_a_device_tensor_made_from_a_list_in_step_code_is_a_synchronisation():
+    """``device_tensor.new_tensor(list)`` in package code copies host data and waits for it (a GPU stall per call):
+    counted (the fuser made an image node's box so at every call). AttnGAN's ImageNet constants are made with a
+    non-blocking copy (``imagenet_stats``), once per run in training, and give the same images."""
+    import retrievegan
+    from retrievegan.models.damsm import imagenet_stats, to_imagenet_normalized, to_tanh_range
+
+    images = torch.rand(2, 3, 4, 4) * 2 - 1
+    # a call site inside the package (host -> device copies are counted there only)
+    site = compile("made = images.new_tensor([0.0, 1.0]) + images.new_tensor([2.0], device=images.device)",
+                   str(Path(retrievegan.__file__).parent / "models" / "probe.py"), "exec")
+    _, counts = count_ops(lambda: exec(site, {"images": images}), [images])
+    assert counts.syncs == 2 and all("new_tensor" in key for key in counts.sync_sites), counts.sync_sites
+    _, counts = count_ops(lambda: images.new_tensor([0.0, 1.0]), [images])  # test code: not counted
+    assert counts.syncs == 0
+    stats = imagenet_stats(images.device, images.dtype)
+    passed_on, counts = count_ops(lambda: to_tanh_range(to_imagenet_normalized(images, stats), stats),
+                                  [images, *stats])
+    assert counts.syncs == 0, counts.sync_sites
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    assert torch.equal(passed_on, (((images + 1) / 2 - mean) / std * std + mean) * 2 - 1)
+    assert torch.equal(to_imagenet_normalized(images), ((images + 1) / 2 - mean) / std)
+
+
 def test_fused_adam_skips_a_nonfinite_update_on_the_device(embedded):
     """sg2im's rule: a non-finite generator loss skips both updates. With fused Adam the flags reach the kernels
     on the device (no synchronisation in the step); the loop reads them when it logs."""
@@ -265,14 +290,121 @@ def test_damsm_matching_losses_compile_without_a_graph_break():
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1, explanation.break_reasons
 
 
-@pytest.mark.parametrize("name, attribute", [("retrievegan", "retrieval_loop"), ("attngan", "matching_losses")])
+def test_adversarial_sum_compiles_without_a_graph_break():
+    """AttnGAN's adversarial terms of a phase (``losses.weighted_bce_sum``, compiled under ``train.compile``): one
+    graph, no break; the compiled sum is the eager one up to float rounding."""
+    import torch._dynamo
+
+    from retrievegan.train.losses import weighted_bce_sum
+
+    gen = torch.Generator().manual_seed(0)
+    args = ([torch.randn(3, generator=gen) for _ in range(5)], (1.0, 1.0, 0.0, 0.0, 0.0),
+            (0.5, 0.5, 1 / 3, 1 / 3, 1 / 3))
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(weighted_bce_sum)(*args)
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1, explanation.break_reasons
+    compiled_total, compiled_terms = torch.compile(weighted_bce_sum)(*args)
+    total, terms = weighted_bce_sum(*args)
+    torch.testing.assert_close(compiled_total, total)
+    torch.testing.assert_close(compiled_terms, terms)
+
+
+def test_attngan_kl_and_real_stages_compile_without_a_graph_break():
+    """AttnGAN's KL term and its real images at every stage's size (compiled under ``train.compile``): one graph
+    each, no break."""
+    import torch._dynamo
+
+    from retrievegan.models.baselines.attngan import kl_divergence, tanh_range_stages
+    from retrievegan.models.damsm import imagenet_stats
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(2, 3, 16, 16, generator=gen)
+    for function, args in ((kl_divergence, (torch.randn(2, 5, generator=gen), torch.randn(2, 5, generator=gen))),
+                           (tanh_range_stages, (images, imagenet_stats(images.device, images.dtype), (4, 8, 16)))):
+        torch._dynamo.reset()
+        explanation = torch._dynamo.explain(function)(*args)
+        assert explanation.graph_break_count == 0 and explanation.graph_count == 1, explanation.break_reasons
+
+
+def _small_vgg():
+    """A perceptual loss network of VGG-19's layer layout with 3-channel 1x1 convolutions (no weights file)."""
+    from torch import nn
+
+    from retrievegan.models.perceptual import VggPerceptualLoss
+
+    layers = [nn.MaxPool2d(2) if i in (4, 9, 18, 27) else nn.Conv2d(3, 3, 1) for i in range(30)]
+    return VggPerceptualLoss(nn.Sequential(*layers))
+
+
+def test_perceptual_loss_compiles_without_a_graph_break():
+    import torch._dynamo
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2, 3, 32, 32, generator=gen), torch.randn(2, 3, 32, 32, generator=gen)
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(_small_vgg())(x, y, torch.rand(2, 1, 32, 32, generator=gen))
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1, explanation.break_reasons
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_the_perceptual_network_moves_once_and_compiles_under_compile(embedded, compile):
+    """PasteGAN / RetrieveGAN: the perceptual loss's VGG-19 goes to the device once (not at every call: a
+    ``Module.to`` walks every parameter) and, under ``train.compile``, is called compiled."""
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    method, _ = embedded.method("pastegan")
+    method._perceptual_net = net = _small_vgg()
+    Trainer(method, _cpu_config(embedded, "pastegan", compile=compile), torch.device("cpu"))
+    called = method.perceptual(torch.device("cpu"))
+    assert method.perceptual(torch.device("cpu")) is called
+    assert (called._orig_mod is net and isinstance(called, OptimizedModule)) if compile else called is net
+    method._perceptual_net = other = _small_vgg()  # a replaced network (the estimate's random VGG) is used
+    assert (method.perceptual(torch.device("cpu"))._orig_mod if compile else method.perceptual(torch.device("cpu"))) \
+        is other
+
+
+def test_compiled_code_past_the_recompile_limit_is_an_error_not_eager():
+    """Under ``compile_limits`` (every compiled step): dynamo's default of 8 graphs per function would run a 9th
+    variant eager, silently (AttnGAN's three stage discriminators x three call variants at the paper's shapes);
+    the loop allows ``COMPILE_RECOMPILE_LIMIT`` and fails past it."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from retrievegan.train.loop import COMPILE_RECOMPILE_LIMIT, compile_limits
+
+    def scaled(x: torch.Tensor, key: str) -> torch.Tensor:
+        return x * len(key)
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(scaled, backend="eager")
+    x = torch.ones(2)
+    keys = [chr(ord("a") + k) * (k + 1) for k in range(9)]  # nine constants: nine graphs
+    assert COMPILE_RECOMPILE_LIMIT >= 9
+    with compile_limits():
+        for key in keys:
+            assert torch.equal(compiled(x, key), x * len(key))
+    assert counters["stats"]["unique_graphs"] == 9
+    torch._dynamo.reset()
+    with compile_limits(2), pytest.raises(Exception, match="(?i)recompile.?limit"):
+        for key in keys[:3]:
+            compiled(x, key)
+
+
+@pytest.mark.parametrize("name, attribute", [("retrievegan", "retrieval_loop"), ("attngan", "matching_losses"),
+                                             ("attngan", "adversarial_sum"), ("attngan", "kl_loss"),
+                                             ("attngan", "real_stages_of")])
 def test_compile_hands_the_method_its_compiled_step_functions(embedded, name, attribute):
     """``train.compile`` compiles the method's own step functions (``Method.compile_functions``): RetrieveGAN's
-    retrieval iterations, AttnGAN's DAMSM matching losses; eager training keeps the plain functions."""
+    retrieval iterations, AttnGAN's DAMSM matching losses and adversarial sums; eager training keeps the plain
+    functions."""
+    from retrievegan.models.baselines.attngan import kl_divergence, tanh_range_stages
     from retrievegan.models.damsm import damsm_losses
     from retrievegan.models.retrieval import retrieval_loop
+    from retrievegan.train.losses import weighted_bce_sum
 
-    function = {"retrieval_loop": retrieval_loop, "matching_losses": damsm_losses}[attribute]
+    function = {"retrieval_loop": retrieval_loop, "matching_losses": damsm_losses, "adversarial_sum": weighted_bce_sum,
+                "kl_loss": kl_divergence, "real_stages_of": tanh_range_stages}[attribute]
     method, _ = embedded.method(name)
     Trainer(method, _cpu_config(embedded, name), torch.device("cpu"))
     assert getattr(method, attribute) is function
@@ -383,3 +515,18 @@ def test_channels_last_option_trains(embedded):
             if param.grad is not None:
                 assert all(g == p for g, p, n in zip(param.grad.stride(), param.stride(), param.shape) if n > 1)
     assert conv.weight.grad is not None and conv.weight.grad.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("param, grad", [
+    (torch.zeros(4, 3, 2, 2), torch.arange(48.0).view(4, 3, 2, 2).contiguous(memory_format=torch.channels_last)),
+    (torch.zeros(4, 3, 2, 2).contiguous(memory_format=torch.channels_last), torch.arange(48.0).view(4, 3, 2, 2)),
+    (torch.zeros(4, 3).t(), torch.arange(12.0).view(3, 4)),
+])
+def test_a_gradient_in_another_layout_is_copied_into_the_parameters(param, grad):
+    """What ``Trainer._backward`` sets as ``.grad`` when a (compiled) backward returns another layout: the
+    parameter's strides (autograd's layout contract: fused Adam walks parameter and gradient alike), the values."""
+    from retrievegan.train.loop import _in_layout_of, _same_layout
+
+    assert not _same_layout(grad, param)
+    copied = _in_layout_of(param, grad)
+    assert copied.stride() == param.stride() and torch.equal(copied, grad)

@@ -157,8 +157,8 @@ class ObjectImageFuser(nn.Module):
         size = self.canvas_size
         num, _, h, w = crop_maps.shape
         u = torch.cat([crop_maps, obj_vecs[:, :, None, None].expand(-1, -1, h, w)], dim=1)  # (O, D, h, w)
-        full = boxes.new_tensor([0.0, 0.0, 1.0, 1.0]).expand(num, 4)
-        place = torch.where(is_image[:, None], full, boxes)
+        full = torch.arange(4, device=boxes.device).ge(2)  # (4,) an image node's box (0, 0, 1, 1), made on the device
+        place = torch.where(is_image[:, None], full, boxes)  # (not from a list: a blocking host copy on a GPU)
         grid = boxes_to_grid(place.to(u.dtype), size)
         warped = F.grid_sample(u, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (O, D, S, S)
         cover = F.grid_sample(u.new_ones(num, 1, h, w), grid, mode="bilinear", padding_mode="zeros",

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -370,6 +370,8 @@ class PatchGanMethod(Method):
         self.canvas_size = canvas
         self.bank = PatchBank(self.inputs["patches"])
         self._perceptual_net: nn.Module | None = None  # loaded on first use (training only)
+        self._perceptual_on: tuple[nn.Module, torch.device, nn.Module] | None = None  # (net, device, as called)
+        self._compile_perceptual: Callable[[nn.Module], nn.Module] | None = None  # compile_functions
 
     # --- networks ---
     def uses_perceptual(self) -> bool:
@@ -444,7 +446,17 @@ class PatchGanMethod(Method):
 
             self._perceptual_net = load_vgg_perceptual(self.config.perceptual_weights,
                                                        f"{self.name}.perceptual_weights")
-        return self._perceptual_net.to(device)
+        net, on = self._perceptual_net, self._perceptual_on
+        if on is None or on[0] is not net or on[1] != device:  # moved (and compiled) once, not at every call
+            net = net.to(device)
+            self._perceptual_on = on = (net, device, net if self._compile_perceptual is None
+                                        else self._compile_perceptual(net))
+        return on[2]
+
+    def compile_functions(self, compile: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+        """The frozen VGG-19 of the perceptual losses compiled (on its first use)."""
+        self._compile_perceptual = compile
+        self._perceptual_on = None
 
     # --- shared losses ---
     def reconstruction_terms(self, terms: losses.LossSum, batch: SceneGraphBatch, recon: torch.Tensor,

@@ -177,7 +177,9 @@ class RetrieveGan(PatchGanMethod):
 
     def compile_functions(self, compile: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
         """The retrieval's iterations (``retrieval_loop``: its random draws stay eager) compiled; recompiled per
-        distinct number of iterations (a host int: the most objects with candidates of an image)."""
+        distinct number of iterations (a host int: the most objects with candidates of an image); and the
+        perceptual loss's VGG-19 (``PatchGanMethod``)."""
+        super().compile_functions(compile)
         self.retrieval_loop = compile(retrieval_loop)
 
     def retrieve(self, emb: torch.Tensor, mask: torch.Tensor, generators: Sequence[torch.Generator],

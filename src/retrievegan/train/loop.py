@@ -98,10 +98,32 @@ def adam_kernels(cfg: TrainConfig, device: torch.device) -> str:
     return "fused" if device.type == "cuda" else "foreach"
 
 
+# torch.compile: graphs kept per compiled function before dynamo gives up on it. Its default (8) then runs the
+# function eager from there on, silently; networks of one class share their ``forward``'s graphs (AttnGAN at the
+# paper's three stages: 3 discriminators x {trained, frozen, with mismatched sentences} = 9). The loop allows 64
+# and makes hitting them an error (dynamo's ``FailOnRecompileLimitHit``), never a silent eager fallback.
+COMPILE_RECOMPILE_LIMIT = 64
+
+
+def compile_limits(limit: int = COMPILE_RECOMPILE_LIMIT) -> contextlib.AbstractContextManager:
+    """Context for calling compiled code: up to ``limit`` graphs per compiled function, an error past them."""
+    return torch._dynamo.config.patch(recompile_limit=limit, fail_on_recompile_limit_hit=True)
+
+
 def _same_layout(grad: torch.Tensor, param: torch.Tensor) -> bool:
     """Whether ``grad`` has ``param``'s strides in every dimension of size > 1 (autograd's layout contract for
     ``.grad``: a channels_last weight gets a channels_last gradient)."""
     return all(g == p for g, p, n in zip(grad.stride(), param.stride(), param.shape) if n > 1)
+
+
+def _in_layout_of(param: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """``grad`` copied into ``param``'s layout: one ``contiguous`` copy for a contiguous or channels-last parameter
+    (compiled backward graphs on the CPU return convolution weight gradients channels-last), else into a tensor of
+    the parameter's strides."""
+    for layout in (torch.contiguous_format, torch.channels_last):
+        if param.is_contiguous(memory_format=layout):
+            return grad.contiguous(memory_format=layout)
+    return torch.empty_strided(param.shape, param.stride(), dtype=grad.dtype, device=grad.device).copy_(grad)
 
 
 class Trainer:
@@ -211,8 +233,7 @@ class Trainer:
             return finite
         for param, grad in zip(params, torch.autograd.grad(scaled, params, allow_unused=True)):
             if grad is not None and not _same_layout(grad, param):  # AccumulateGrad's layout contract
-                grad = torch.empty_strided(param.shape, param.stride(), dtype=grad.dtype,
-                                           device=grad.device).copy_(grad)
+                grad = _in_layout_of(param, grad)
             param.grad = grad
         return finite
 
@@ -273,6 +294,10 @@ class Trainer:
         """Device side of a step: both phases, then the updates (see the class docstring). Returns the logs:
         ``G`` / ``D`` detached loss terms (device tensors) and ``skipped`` (1 if the generator update was skipped;
         a device tensor when no synchronisation was made)."""
+        with compile_limits() if self.cfg.compile else contextlib.nullcontext():
+            return self._step(batch, ctx)
+
+    def _step(self, batch: SceneGraphBatch, ctx: StepContext) -> dict[str, Any]:
         self.method.train_modes(self.nets, ctx.step)
         with self._frozen("generator"):
             with self._autocast():

@@ -11,6 +11,8 @@ Adversarial losses take raw discriminator logits of any shape (patch maps are av
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -82,6 +84,49 @@ def auxiliary_classification(class_logits: torch.Tensor, labels: torch.Tensor) -
     return F.cross_entropy(class_logits.float(), labels)
 
 
+def weighted(value: torch.Tensor, weight: float) -> torch.Tensor:
+    """``weight * value``; ``value`` itself for weight 1 (the same numbers, forward and backward: x * 1.0 == x
+    exactly in IEEE arithmetic, without the multiplication and its backward)."""
+    return value if weight == 1.0 else value * weight
+
+
+def weighted_bce_sum(logits: Sequence[torch.Tensor], targets: Sequence[float],
+                     weights: Sequence[float]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """``sum_i weights[i] * bce_to(logits[i], targets[i])`` added left to right, as ``LossSum.add`` would term by
+    term (the same numbers eager), and the weighted terms, detached, for the log. One function so that
+    ``torch.compile`` makes the adversarial terms of a step one graph (AttnGAN: 6 generator and 15 discriminator
+    terms at the paper's three stages)."""
+    if not logits or not len(logits) == len(targets) == len(weights):
+        raise ValueError(f"{len(logits)} logits, {len(targets)} targets, {len(weights)} weights")
+    terms = [weighted(bce_to(x, t), w) for x, t, w in zip(logits, targets, weights)]
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total, tuple(term.detach() for term in terms)
+
+
+class BceTerms:
+    """Constant-label BCE terms collected for one :func:`weighted_bce_sum` call: ``add(name, logits, target,
+    weight)``, then ``weighted_bce_sum(*terms.inputs())`` and ``LossSum.add_sum(terms.names, ...)``."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.logits: list[torch.Tensor] = []
+        self.targets: list[float] = []
+        self.weights: list[float] = []
+
+    def add(self, name: str, logits: torch.Tensor, target: float, weight: float = 1.0) -> None:
+        if weight == 0:
+            return
+        self.names.append(name)
+        self.logits.append(logits)
+        self.targets.append(target)
+        self.weights.append(weight)
+
+    def inputs(self) -> tuple[list[torch.Tensor], tuple[float, ...], tuple[float, ...]]:
+        return self.logits, tuple(self.targets), tuple(self.weights)
+
+
 class LossSum:
     """``add(name, value, weight)`` accumulates ``weight * value``; ``logs`` keeps the weighted terms."""
 
@@ -92,9 +137,18 @@ class LossSum:
     def add(self, name: str, value: torch.Tensor, weight: float = 1.0) -> None:
         if weight == 0:
             return
-        term = value * weight
+        term = weighted(value, weight)
         self.logs[name] = term.detach()
         self.total = term if self.total is None else self.total + term
+
+    def add_sum(self, names: Sequence[str], partial: tuple[torch.Tensor, tuple[torch.Tensor, ...]]) -> None:
+        """Add a sum of weighted terms made elsewhere (``weighted_bce_sum``'s ``(total, detached terms)``) and log
+        its terms under ``names``. Into an empty sum: the numbers of adding the terms one by one."""
+        total, detached = partial
+        if len(names) != len(detached):
+            raise ValueError(f"{len(names)} names for {len(detached)} terms")
+        self.logs.update(zip(names, detached))
+        self.total = total if self.total is None else self.total + total
 
     def result(self) -> torch.Tensor:
         if self.total is None:

@@ -10,11 +10,11 @@
   ``masked_select``, ``unique``, indexing / index assignment with a boolean mask, ``bincount``,
   ``repeat_interleave`` without ``output_size``, ``equal``), reading a device tensor on the host
   (``Tensor.tolist``, ``.numpy``, ``.cpu``, ``__array__``) and blocking copies of host data to the device
-  (``Tensor.to(device)``, ``torch.tensor(..., device=)``). Only tensors that live "on the device" count:
-  the ``device_tensors`` passed in (the batch after ``.to(device)``, the networks' parameters and buffers)
-  and every tensor computed from them or made by a factory op (``zeros``, ``arange``, ``randn``: step code
-  makes them on the device); tensors made from host data (``torch.tensor(python_list)``) and computed from
-  those stay on the host, as on a GPU;
+  (``Tensor.to(device)``, ``torch.tensor(..., device=)``, ``device_tensor.new_tensor(list)``). Only tensors
+  that live "on the device" count: the ``device_tensors`` passed in (the batch after ``.to(device)``, the
+  networks' parameters and buffers) and every tensor computed from them or made by a factory op (``zeros``,
+  ``arange``, ``randn``: step code makes them on the device); tensors made from host data
+  (``torch.tensor(python_list)``) and computed from those stay on the host, as on a GPU;
 * ``sync_sites``: where each synchronisation happened (the innermost ``retrievegan`` source line), for
   finding and fixing them.
 
@@ -155,9 +155,9 @@ def _moves_to_device(args: tuple, kwargs: dict) -> bool:
 def _host_transfers(tracker: _Tracker) -> Iterator[None]:
     """Count transfers the dispatcher does not show on the CPU: ``Tensor.tolist / numpy / cpu / __array__`` of
     device tensors (device -> host), and ``Tensor.to(device)``, ``torch.tensor(..., device=)``,
-    ``torch.as_tensor(..., device=)`` of host data without ``non_blocking`` (host -> device: PyTorch waits for
-    the copy, i.e. for the device's queue)."""
-    saved = {name: getattr(torch.Tensor, name) for name in (*HOST_READS, "to")}
+    ``torch.as_tensor(..., device=)``, ``Tensor.new_tensor(host data)`` of a device tensor, without
+    ``non_blocking`` (host -> device: PyTorch waits for the copy, i.e. for the device's queue)."""
+    saved = {name: getattr(torch.Tensor, name) for name in (*HOST_READS, "to", "new_tensor")}
     factories = {name: getattr(torch, name) for name in ("tensor", "as_tensor")}
 
     def read(name: str, original: Callable) -> Callable:
@@ -175,6 +175,14 @@ def _host_transfers(tracker: _Tracker) -> Iterator[None]:
             tracker.device[id(out)] = out
         return out
 
+    def new_tensor(self, data, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        out = saved["new_tensor"](self, data, *args, **kwargs)
+        to_device = tracker.on_device(self) if kwargs.get("device") is None else True
+        if to_device and not tracker.on_device(data) and _called_from_package():
+            tracker.sync("Tensor.new_tensor(host data) on the device")
+            tracker.device[id(out)] = out
+        return out
+
     def factory(name: str, original: Callable) -> Callable:
         def make(data, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
             out = original(data, *args, **kwargs)
@@ -187,6 +195,7 @@ def _host_transfers(tracker: _Tracker) -> Iterator[None]:
     for name in HOST_READS:
         setattr(torch.Tensor, name, read(name, saved[name]))
     torch.Tensor.to = to
+    torch.Tensor.new_tensor = new_tensor
     for name, original in factories.items():
         setattr(torch, name, factory(name, original))
     try:

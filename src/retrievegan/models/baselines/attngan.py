@@ -48,8 +48,8 @@ from torch import nn
 
 from retrievegan.data.dataset import DataSpec, SceneGraphBatch
 from retrievegan.errors import ConfigError
-from retrievegan.models.damsm import (damsm_losses, identical_texts, sort_by_length, to_imagenet_normalized,
-                                     to_tanh_range)
+from retrievegan.models.damsm import (ImagenetStats, damsm_losses, identical_texts, imagenet_stats, sort_by_length,
+                                     to_imagenet_normalized, to_tanh_range)
 from retrievegan.models.init import build, meta_device
 from retrievegan.train import losses
 from retrievegan.train.config import AdamConfig
@@ -255,6 +255,18 @@ class StageDiscriminator(nn.Module):
         return uncond, self._cond(features, sentence), mismatched
 
 
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, 1)) averaged over the elements of mu, logvar (N, C) (AttnGAN's KL_loss)."""
+    return -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
+
+
+def tanh_range_stages(images: torch.Tensor, stats: ImagenetStats, sizes: tuple[int, ...]) -> list[torch.Tensor]:
+    """ImageNet-normalised images (N, 3, S, S) in [-1, 1] at every size of ``sizes`` (antialiased bilinear)."""
+    real = to_tanh_range(images, stats)
+    return [real if s == real.shape[-1] else
+            F.interpolate(real, size=(s, s), mode="bilinear", antialias=True, align_corners=False) for s in sizes]
+
+
 class AttnGanMethod(Method):
     name = "attngan"
     config_class = AttnGanConfig
@@ -271,10 +283,19 @@ class AttnGanMethod(Method):
         with meta_device():
             AttnGanGenerator(config, self.damsm.config.embed_dim, spec.image_size)
         self.matching_losses: Callable[..., dict[str, torch.Tensor]] = damsm_losses  # compile_functions: compiled
+        self._imagenet: dict[tuple[torch.device, torch.dtype], ImagenetStats] = {}  # made once per device, dtype
+        # the step's functions, compiled by compile_functions
+        self.adversarial_sum: Callable[..., tuple[torch.Tensor, tuple[torch.Tensor, ...]]] = losses.weighted_bce_sum
+        self.kl_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = kl_divergence
+        self.real_stages_of: Callable[..., list[torch.Tensor]] = tanh_range_stages
 
     def compile_functions(self, compile: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
-        """The DAMSM matching losses of the generator step (word attention over the image regions) compiled."""
+        """The DAMSM matching losses of the generator step (word attention over the image regions), the sums of
+        the adversarial terms of both phases, the KL term and the real images' stages compiled."""
         self.matching_losses = compile(damsm_losses)
+        self.adversarial_sum = compile(losses.weighted_bce_sum)
+        self.kl_loss = compile(kl_divergence)
+        self.real_stages_of = compile(tanh_range_stages)
 
     def notes(self) -> Mapping[str, str]:
         from retrievegan.train.checkpoint import sha256_file
@@ -325,6 +346,13 @@ class AttnGanMethod(Method):
         nets["image_encoder"].eval()
 
     # --- helpers ---
+    def imagenet(self, images: torch.Tensor) -> ImagenetStats:
+        """ImageNet mean and std on ``images``' device and dtype (made on first use, then reused)."""
+        key = (images.device, images.dtype)
+        if key not in self._imagenet:
+            self._imagenet[key] = imagenet_stats(*key)
+        return self._imagenet[key]
+
     def host_prepare(self, batch: SceneGraphBatch) -> SceneGraphBatch:
         """The batch's sentences as tokens, made on the host from the CPU batch (``extras``: ``tokens`` (N, L),
         ``token_lengths`` (N,) and the longest-first ``token_order`` / ``token_restore`` (N,) move to the device;
@@ -357,10 +385,7 @@ class AttnGanMethod(Method):
 
     def real_stages(self, batch: SceneGraphBatch) -> list[torch.Tensor]:
         """The real images in [-1, 1] at every stage's size, smallest first."""
-        real = to_tanh_range(batch.images)
-        return [real if s == real.shape[-1] else
-                F.interpolate(real, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
-                for s in self.stage_sizes]
+        return self.real_stages_of(batch.images, self.imagenet(batch.images), tuple(self.stage_sizes))
 
     # --- losses ---
     def generator_step(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, ctx: StepContext) -> StepOutput:
@@ -368,44 +393,48 @@ class AttnGanMethod(Method):
         tokens, lengths, words, sentence, padding = self.encode_text(nets, batch)
         z, eps = self.noise(batch, ctx.generators)
         out = nets["generator"](z, sentence, words, padding, eps)
-        terms = losses.LossSum()
+        adversarial = losses.BceTerms()
         for k, (name, fake) in enumerate(zip(self.d_names(), out.images), start=1):
             uncond, cond, _ = nets[name](fake, sentence)
             if uncond is not None:
-                terms.add(f"adv{k}_uncond", losses.bce_to(uncond, 1.0))
-            terms.add(f"adv{k}_cond", losses.bce_to(cond, 1.0))
+                adversarial.add(f"adv{k}_uncond", uncond, 1.0)
+            adversarial.add(f"adv{k}_cond", cond, 1.0)
+        terms = losses.LossSum()
+        terms.add_sum(adversarial.names, self.adversarial_sum(*adversarial.inputs()))
         if cfg.lambda_damsm > 0:
-            regions, code = nets["image_encoder"](to_imagenet_normalized(out.images[-1]))
+            fake = out.images[-1]
+            regions, code = nets["image_encoder"](to_imagenet_normalized(fake, self.imagenet(fake)))
             match = self.matching_losses(regions, code, words, sentence, lengths, damsm_cfg.gamma1, damsm_cfg.gamma2,
                                          damsm_cfg.gamma3, identical_texts(tokens))
             terms.add("damsm_words", match["w0"] + match["w1"], cfg.lambda_damsm)
             terms.add("damsm_sentence", match["s0"] + match["s1"], cfg.lambda_damsm)
-        kl = -0.5 * torch.mean(1 + out.logvar - out.mu.pow(2) - out.logvar.exp())
-        terms.add("kl", kl, cfg.kl_weight)
+        terms.add("kl", self.kl_loss(out.mu, out.logvar), cfg.kl_weight)
         cache = {"fakes": [f.detach() for f in out.images], "sentence": sentence}
         return StepOutput(terms.result(), terms.logs, cache=cache)
 
     def discriminator_step(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, cache: Any,
                            ctx: StepContext) -> StepOutput | None:
         sentence = cache["sentence"]
-        terms = losses.LossSum()
+        adversarial = losses.BceTerms()
         for k, (name, fake, real) in enumerate(zip(self.d_names(), cache["fakes"], self.real_stages(batch)), start=1):
             real_uncond, real_cond, wrong = nets[name](real, sentence, wrong=True)
             fake_uncond, fake_cond, _ = nets[name](fake, sentence)
             if real_uncond is not None and fake_uncond is not None:
                 fake_parts = 3 if wrong is not None else 2
-                terms.add(f"stage{k}_real_uncond", losses.bce_to(real_uncond, 1.0), 0.5)
-                terms.add(f"stage{k}_real_cond", losses.bce_to(real_cond, 1.0), 0.5)
-                terms.add(f"stage{k}_fake_uncond", losses.bce_to(fake_uncond, 0.0), 1.0 / fake_parts)
-                terms.add(f"stage{k}_fake_cond", losses.bce_to(fake_cond, 0.0), 1.0 / fake_parts)
+                adversarial.add(f"stage{k}_real_uncond", real_uncond, 1.0, 0.5)
+                adversarial.add(f"stage{k}_real_cond", real_cond, 1.0, 0.5)
+                adversarial.add(f"stage{k}_fake_uncond", fake_uncond, 0.0, 1.0 / fake_parts)
+                adversarial.add(f"stage{k}_fake_cond", fake_cond, 0.0, 1.0 / fake_parts)
                 if wrong is not None:
-                    terms.add(f"stage{k}_wrong_cond", losses.bce_to(wrong, 0.0), 1.0 / 3)
+                    adversarial.add(f"stage{k}_wrong_cond", wrong, 0.0, 1.0 / 3)
             else:
                 fake_parts = 2 if wrong is not None else 1
-                terms.add(f"stage{k}_real_cond", losses.bce_to(real_cond, 1.0))
-                terms.add(f"stage{k}_fake_cond", losses.bce_to(fake_cond, 0.0), 1.0 / fake_parts)
+                adversarial.add(f"stage{k}_real_cond", real_cond, 1.0)
+                adversarial.add(f"stage{k}_fake_cond", fake_cond, 0.0, 1.0 / fake_parts)
                 if wrong is not None:
-                    terms.add(f"stage{k}_wrong_cond", losses.bce_to(wrong, 0.0), 0.5)
+                    adversarial.add(f"stage{k}_wrong_cond", wrong, 0.0, 0.5)
+        terms = losses.LossSum()
+        terms.add_sum(adversarial.names, self.adversarial_sum(*adversarial.inputs()))
         return StepOutput(terms.result(), terms.logs)
 
     # --- inference ---
@@ -416,4 +445,4 @@ class AttnGanMethod(Method):
         _, _, words, sentence, padding = self.encode_text(nets, batch)
         z, eps = self.noise(batch, generators)
         out = nets["generator"](z, sentence, words, padding, eps)
-        return SampleOutput(images=to_imagenet_normalized(out.images[-1]))
+        return SampleOutput(images=to_imagenet_normalized(out.images[-1], self.imagenet(out.images[-1])))

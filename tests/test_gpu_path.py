@@ -364,13 +364,13 @@ def test_the_perceptual_network_moves_once_and_compiles_under_compile(embedded, 
 
 
 def test_compiled_code_past_the_recompile_limit_is_an_error_not_eager():
-    """Under ``compile_limits`` (every compiled step): dynamo's default of 8 graphs per function would run a 9th
+    """Under ``compile_settings`` (every compiled step): dynamo's default of 8 graphs per function would run a 9th
     variant eager, silently (AttnGAN's three stage discriminators x three call variants at the paper's shapes);
     the loop allows ``COMPILE_RECOMPILE_LIMIT`` and fails past it."""
     import torch._dynamo
     from torch._dynamo.utils import counters
 
-    from retrievegan.train.loop import COMPILE_RECOMPILE_LIMIT, compile_limits
+    from retrievegan.train.loop import COMPILE_RECOMPILE_LIMIT, compile_settings
 
     def scaled(x: torch.Tensor, key: str) -> torch.Tensor:
         return x * len(key)
@@ -381,12 +381,12 @@ def test_compiled_code_past_the_recompile_limit_is_an_error_not_eager():
     x = torch.ones(2)
     keys = [chr(ord("a") + k) * (k + 1) for k in range(9)]  # nine constants: nine graphs
     assert COMPILE_RECOMPILE_LIMIT >= 9
-    with compile_limits():
+    with compile_settings():
         for key in keys:
             assert torch.equal(compiled(x, key), x * len(key))
     assert counters["stats"]["unique_graphs"] == 9
     torch._dynamo.reset()
-    with compile_limits(2), pytest.raises(Exception, match="(?i)recompile.?limit"):
+    with compile_settings(2), pytest.raises(Exception, match="(?i)recompile.?limit"):
         for key in keys[:3]:
             compiled(x, key)
 
@@ -530,3 +530,42 @@ def test_a_gradient_in_another_layout_is_copied_into_the_parameters(param, grad)
     assert not _same_layout(grad, param)
     copied = _in_layout_of(param, grad)
     assert copied.stride() == param.stride() and torch.equal(copied, grad)
+
+
+def test_a_step_past_the_recompile_limit_stops_with_a_message_naming_the_cause(embedded, monkeypatch):
+    """``Trainer.step`` under ``compile``: dynamo's limit error becomes one that names the method, the limit and
+    what to do (train without ``train.compile``); nothing runs eager instead."""
+    from torch._dynamo.exc import FailOnRecompileLimitHit
+
+    method, _ = embedded.method("sg2im")
+    trainer = Trainer(method, _cpu_config(embedded, "sg2im", compile=True), torch.device("cpu"))
+
+    def past_the_limit(batch, ctx):
+        raise FailOnRecompileLimitHit("recompile_limit reached")
+
+    monkeypatch.setattr(trainer, "_step", past_the_limit)
+    batch, ctx = trainer.prepare(embedded.batch(2), 0, 0)
+    with pytest.raises(RuntimeError, match="sg2im needed more than 64 graphs.*Train without train.compile"):
+        trainer.step(batch, ctx)
+
+
+def test_compiled_steps_keep_the_graph_for_a_second_backward(embedded, monkeypatch):
+    """RetrieveGAN's E_p trace takes a gradient with ``retain_graph`` through the compiled graphs: a compiled step
+    runs without AOTAutograd's donated buffers (which forbid it), and with the recompile limit, only inside it."""
+    import torch._dynamo.config as dynamo_config
+    import torch._functorch.config as functorch_config
+
+    method, _ = embedded.method("sg2im")
+    trainer = Trainer(method, _cpu_config(embedded, "sg2im", compile=True), torch.device("cpu"))
+    seen = {}
+
+    def record(batch, ctx):
+        seen.update(donated=functorch_config.donated_buffer, limit=dynamo_config.recompile_limit,
+                    fail=dynamo_config.fail_on_recompile_limit_hit)
+        return {}
+
+    monkeypatch.setattr(trainer, "_step", record)
+    before = (functorch_config.donated_buffer, dynamo_config.recompile_limit)
+    trainer.step(*trainer.prepare(embedded.batch(2), 0, 0))
+    assert seen == {"donated": False, "limit": 64, "fail": True}
+    assert (functorch_config.donated_buffer, dynamo_config.recompile_limit) == before

@@ -105,9 +105,15 @@ def adam_kernels(cfg: TrainConfig, device: torch.device) -> str:
 COMPILE_RECOMPILE_LIMIT = 64
 
 
-def compile_limits(limit: int = COMPILE_RECOMPILE_LIMIT) -> contextlib.AbstractContextManager:
-    """Context for calling compiled code: up to ``limit`` graphs per compiled function, an error past them."""
-    return torch._dynamo.config.patch(recompile_limit=limit, fail_on_recompile_limit_hit=True)
+@contextlib.contextmanager
+def compile_settings(limit: int = COMPILE_RECOMPILE_LIMIT) -> Iterator[None]:
+    """Context for calling compiled code: up to ``limit`` graphs per compiled function, an error past them; and no
+    donated buffers in compiled backward graphs (AOTAutograd frees saved activations into the gradients by default,
+    which forbids a second backward through the graph: RetrieveGAN's E_p trace takes one gradient per selection
+    loss with ``retain_graph``, and a compiled step failed at its first logged step)."""
+    with torch._dynamo.config.patch(recompile_limit=limit, fail_on_recompile_limit_hit=True), \
+            torch._functorch.config.patch(donated_buffer=False):
+        yield
 
 
 def _same_layout(grad: torch.Tensor, param: torch.Tensor) -> bool:
@@ -294,8 +300,19 @@ class Trainer:
         """Device side of a step: both phases, then the updates (see the class docstring). Returns the logs:
         ``G`` / ``D`` detached loss terms (device tensors) and ``skipped`` (1 if the generator update was skipped;
         a device tensor when no synchronisation was made)."""
-        with compile_limits() if self.cfg.compile else contextlib.nullcontext():
+        if not self.cfg.compile:
             return self._step(batch, ctx)
+        from torch._dynamo.exc import FailOnRecompileLimitHit
+
+        try:
+            with compile_settings():
+                return self._step(batch, ctx)
+        except FailOnRecompileLimitHit as exc:
+            raise RuntimeError(
+                f"train.compile: a compiled function of {self.method.name} needed more than "
+                f"{COMPILE_RECOMPILE_LIMIT} graphs (COMPILE_RECOMPILE_LIMIT), i.e. it recompiled for new input shapes "
+                "batch after batch (known for the generators whose object count is specialised: docs/architecture.md, "
+                "'torch.compile'); it is not run eager instead. Train without train.compile.") from exc
 
     def _step(self, batch: SceneGraphBatch, ctx: StepContext) -> dict[str, Any]:
         self.method.train_modes(self.nets, ctx.step)

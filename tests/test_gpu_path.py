@@ -121,7 +121,7 @@ def test_a_device_tensor_made_from_a_list_in_step_code_is_a_synchronisation():
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     assert torch.equal(passed_on, (((images + 1) / 2 - mean) / std * std + mean) * 2 - 1)
-    assert torch.equal(to_imagenet_normalized(images), ((images + 1) / 2 - mean) / std)
+    assert torch.equal(to_imagenet_normalized(images, stats), ((images + 1) / 2 - mean) / std)
 
 
 def test_fused_adam_skips_a_nonfinite_update_on_the_device(embedded):
@@ -549,9 +549,10 @@ def test_a_step_past_the_recompile_limit_stops_with_a_message_naming_the_cause(e
         trainer.step(batch, ctx)
 
 
-def test_compiled_steps_keep_the_graph_for_a_second_backward(embedded, monkeypatch):
-    """RetrieveGAN's E_p trace takes a gradient with ``retain_graph`` through the compiled graphs: a compiled step
-    runs without AOTAutograd's donated buffers (which forbid it), and with the recompile limit, only inside it."""
+def test_compiled_steps_run_without_donated_buffers_and_under_the_recompile_limit(embedded, monkeypatch):
+    """The settings a compiled step runs under, inside it only: no AOTAutograd donated buffers (they forbid the
+    second backward that RetrieveGAN's E_p trace takes with ``retain_graph``; the crash itself was seen in a
+    compiled training run, too slow to compile for a test) and the recompile limit, failing past it."""
     import torch._dynamo.config as dynamo_config
     import torch._functorch.config as functorch_config
 

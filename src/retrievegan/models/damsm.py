@@ -195,21 +195,22 @@ ImagenetStats = tuple[torch.Tensor, torch.Tensor]  # ImageNet mean, std (1, 3, 1
 
 
 def imagenet_stats(device: torch.device, dtype: torch.dtype) -> ImagenetStats:
-    """ImageNet mean and std (1, 3, 1, 1) on ``device``, copied without waiting (training code makes them once and
-    passes them on: from a list at every call, a blocking host -> device copy per call on a GPU)."""
+    """ImageNet mean and std (1, 3, 1, 1) on ``device``, copied without waiting; made once and passed to
+    :func:`to_imagenet_normalized` / :func:`to_tanh_range` (made from a list at every call they were a blocking
+    host -> device copy per call on a GPU)."""
     return tuple(torch.tensor(v, dtype=dtype).view(1, 3, 1, 1).to(device, non_blocking=True)
                  for v in (IMAGENET_MEAN, IMAGENET_STD))
 
 
-def to_imagenet_normalized(images: torch.Tensor, stats: ImagenetStats | None = None) -> torch.Tensor:
+def to_imagenet_normalized(images: torch.Tensor, stats: ImagenetStats) -> torch.Tensor:
     """(N, 3, S, S) in [-1, 1] (tanh output) -> ImageNet mean/std normalised (``stats``: from ``imagenet_stats``)."""
-    mean, std = stats if stats is not None else imagenet_stats(images.device, images.dtype)
+    mean, std = stats
     return ((images + 1) / 2 - mean) / std
 
 
-def to_tanh_range(images: torch.Tensor, stats: ImagenetStats | None = None) -> torch.Tensor:
+def to_tanh_range(images: torch.Tensor, stats: ImagenetStats) -> torch.Tensor:
     """(N, 3, S, S) ImageNet-normalised -> [-1, 1] (the range of AttnGAN's generator and discriminators)."""
-    mean, std = stats if stats is not None else imagenet_stats(images.device, images.dtype)
+    mean, std = stats
     return (images * std + mean) * 2 - 1
 
 

@@ -177,7 +177,7 @@ def _host_transfers(tracker: _Tracker) -> Iterator[None]:
 
     def new_tensor(self, data, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
         out = saved["new_tensor"](self, data, *args, **kwargs)
-        to_device = tracker.on_device(self) if kwargs.get("device") is None else True
+        to_device = kwargs.get("device") is not None or tracker.on_device(self)
         if to_device and not tracker.on_device(data) and _called_from_package():
             tracker.sync("Tensor.new_tensor(host data) on the device")
             tracker.device[id(out)] = out

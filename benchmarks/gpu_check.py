@@ -11,8 +11,9 @@ Checks (each a row: pass / fail / skip with the reason, seconds, details):
   (fp16 with grad scalers), RetrieveGAN also with the soft and relaxed retrieval modes, losses finite, the
   synchronising CUDA calls of the step counted by the CUDA runtime (``torch.cuda.set_sync_debug_mode``; target <= 2);
 * ``compile``: ``torch.compile`` of sg2im and RetrieveGAN (mode ``default``) and layout2im (``reduce-overhead``: CUDA
-  graphs, with ``batch_discriminator_calls``) on the embedded config, a few steps, graph breaks counted (target 0),
-  compile time;
+  graphs, with ``batch_discriminator_calls``) on the embedded config, six steps on batches of different object
+  counts, graph breaks counted (target 0), compiled graphs after each step (a count that grows at every new batch
+  means a recompile per object count), compile time;
 * ``resume``: ``retrievegan train`` killed (SIGKILL) and resumed on CUDA with ``deterministic: true`` against an
   uninterrupted run, and two uninterrupted runs against each other (bit-identical or the largest difference);
 * ``ddp``: ``torchrun`` over NCCL with every GPU (needs >= 2; two ranks cannot share one GPU) against one process;
@@ -195,7 +196,8 @@ def check_compile(ctx: Context) -> dict[str, Any]:
 
     from retrievegan.train.loop import Trainer
 
-    data = _paper(ctx, ("sg2im", "layout2im", "retrievegan"), 8, which=0)
+    steps = 2 if ctx.quick else 6
+    data = _paper(ctx, ("sg2im", "layout2im", "retrievegan"), 2 * steps, which=0)
     device = torch.device(ctx.device)
     modes = {"sg2im": "default", "layout2im": "reduce-overhead" if ctx.cuda else "default"}
     if not ctx.quick:
@@ -214,12 +216,18 @@ def check_compile(ctx: Context) -> dict[str, Any]:
                                 deterministic=False)
         trainer = Trainer(method, cfg, device)
         start = time.perf_counter()
-        logs = [trainer.train_step(data.batch(2, 2 * (i % 4)), i, 0) for i in range(2 if ctx.quick else 4)]
+        logs, graphs, objects = [], [], []  # per step: compiled graphs so far, objects in the batch
+        for i in range(steps):  # a new batch (object count) every step, as in training
+            batch = data.batch(2, 2 * i)
+            logs.append(trainer.train_step(batch, i, 0))
+            graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+            objects.append(int(batch.objs.shape[0]))
         trainer.check_finite()
         breaks = sum(torch._dynamo.utils.counters["graph_break"].values())
         finite = all(math.isfinite(float(v)) for v in logs[-1]["G"].values())
         results[name] = {"mode": mode, "seconds_incl_compilation": round(time.perf_counter() - start, 1),
-                         "graph_breaks": breaks, "finite": finite,
+                         "graph_breaks": breaks, "finite": finite, "objects_per_step": objects,
+                         "graphs_after_step": graphs,
                          "break_reasons": sorted(torch._dynamo.utils.counters["graph_break"])[:5]}
         if breaks or not finite:
             problems.append(f"{name}: {breaks} graph breaks, finite={finite}")

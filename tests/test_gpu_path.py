@@ -391,6 +391,49 @@ def test_compiled_code_past_the_recompile_limit_is_an_error_not_eager():
             compiled(x, key)
 
 
+def _float_sum(value) -> torch.Tensor:
+    """Sum of every floating-point tensor in a (nested) network output."""
+    if isinstance(value, torch.Tensor):
+        return value.float().sum() if value.is_floating_point() else torch.zeros(())
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    return sum((_float_sum(item) for item in items), torch.zeros(()))
+
+
+@pytest.mark.slow
+def test_the_compiled_patch_generator_keeps_one_graph_across_object_counts(tmp_path):
+    """PasteGAN's (and RetrieveGAN's) compiled generator, forward and backward, on batches of three object counts:
+    a static graph, then one dynamic in the object count that the third batch reuses. Inductor's layout
+    optimisation (on for every convolution on the CPU) gave the backward's saved activations concrete strides and
+    pinned the count: one graph per batch, then the recompile limit (``compile_settings`` turns it off)."""
+    import torch._dynamo
+
+    from retrievegan.train.loop import compile_settings
+
+    data = paper_data(BASE, BASE, STATS, tmp_path, count=12, methods=("pastegan",))
+    # the embedded generator with fewer layers (compiling is what takes the time); convolutions on the objects'
+    # patches (their count dynamic) and on the images' canvases (static) as at every size
+    method, _ = data.method("pastegan", {"gconv_num_layers": 1, "refiner_layers": 1, "decoder_res_blocks": 0,
+                                         "crop_encoder_arch": "C3-8-2"})
+    trainer = Trainer(method, _cpu_config(data, "pastegan"), torch.device("cpu"))
+    calls: dict[int, tuple] = {}  # object count -> the generator's (args, kwargs), from the method's eager step
+    for start in range(11):
+        batch = data.batch(2, start=start)
+        # counts inside one range of the CPU kernels' size guards (mkldnn convolutions: 4-15 objects; inductor's
+        # reductions: 17-4096 triples): crossing one is a further graph (bounded: once per range)
+        if 4 <= batch.objs.shape[0] <= 15 and batch.triples.shape[0] >= 17 and batch.objs.shape[0] not in calls:
+            calls[batch.objs.shape[0]] = _network_calls(trainer, *trainer.prepare(batch, start, 0))["generator"]
+    assert len(calls) >= 3, sorted(calls)
+    generator = trainer.nets["generator"]
+    torch._dynamo.reset()
+    compiled = torch.compile(generator)
+    with compile_settings(2):  # a third graph is an error
+        for args, kwargs in list(calls.values())[:3]:
+            generator.zero_grad(set_to_none=True)
+            _float_sum(compiled(*args, **kwargs)).backward()
+            assert all(p.grad is not None for p in generator.crop_encoder.parameters())
+    torch._dynamo.reset()
+
+
 @pytest.mark.parametrize("name, attribute", [("retrievegan", "retrieval_loop"), ("attngan", "matching_losses"),
                                              ("attngan", "adversarial_sum"), ("attngan", "kl_loss"),
                                              ("attngan", "real_stages_of")])
@@ -552,9 +595,11 @@ def test_a_step_past_the_recompile_limit_stops_with_a_message_naming_the_cause(e
 def test_compiled_steps_run_without_donated_buffers_and_under_the_recompile_limit(embedded, monkeypatch):
     """The settings a compiled step runs under, inside it only: no AOTAutograd donated buffers (they forbid the
     second backward that RetrieveGAN's E_p trace takes with ``retain_graph``; the crash itself was seen in a
-    compiled training run, too slow to compile for a test) and the recompile limit, failing past it."""
+    compiled training run, too slow to compile for a test), the recompile limit, failing past it, and no inductor
+    layout optimisation (see the object-count test above)."""
     import torch._dynamo.config as dynamo_config
     import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
 
     method, _ = embedded.method("sg2im")
     trainer = Trainer(method, _cpu_config(embedded, "sg2im", compile=True), torch.device("cpu"))
@@ -562,11 +607,12 @@ def test_compiled_steps_run_without_donated_buffers_and_under_the_recompile_limi
 
     def record(batch, ctx):
         seen.update(donated=functorch_config.donated_buffer, limit=dynamo_config.recompile_limit,
-                    fail=dynamo_config.fail_on_recompile_limit_hit)
+                    fail=dynamo_config.fail_on_recompile_limit_hit, layout=inductor_config.layout_optimization)
         return {}
 
     monkeypatch.setattr(trainer, "_step", record)
-    before = (functorch_config.donated_buffer, dynamo_config.recompile_limit)
+    before = (functorch_config.donated_buffer, dynamo_config.recompile_limit, inductor_config.layout_optimization)
     trainer.step(*trainer.prepare(embedded.batch(2), 0, 0))
-    assert seen == {"donated": False, "limit": 64, "fail": True}
-    assert (functorch_config.donated_buffer, dynamo_config.recompile_limit) == before
+    assert seen == {"donated": False, "limit": 64, "fail": True, "layout": False}
+    assert (functorch_config.donated_buffer, dynamo_config.recompile_limit,
+            inductor_config.layout_optimization) == before

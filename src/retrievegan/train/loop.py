@@ -107,12 +107,20 @@ COMPILE_RECOMPILE_LIMIT = 64
 
 @contextlib.contextmanager
 def compile_settings(limit: int = COMPILE_RECOMPILE_LIMIT) -> Iterator[None]:
-    """Context for calling compiled code: up to ``limit`` graphs per compiled function, an error past them; and no
+    """Context for calling compiled code: up to ``limit`` graphs per compiled function, an error past them; no
     donated buffers in compiled backward graphs (AOTAutograd frees saved activations into the gradients by default,
     which forbids a second backward through the graph: RetrieveGAN's E_p trace takes one gradient per selection
-    loss with ``retain_graph``, and a compiled step failed at its first logged step)."""
+    loss with ``retain_graph``, and a compiled step failed at its first logged step); and no inductor layout
+    optimisation (the memory format is ``train.channels_last``'s choice). With it, AOTAutograd gives the backward
+    graph's saved activations the forward's concrete strides, and a stride check on them pins a dynamic size to
+    the batch's value: the patch generators compiled one graph per object count (``set_replacement ...
+    range_refined_to_singleton`` from ``is_channels_last_contiguous_2d``). Inductor always applies it to
+    convolutions on the CPU (mkldnn), on CUDA only to graphs whose convolutions have static shapes."""
+    import torch._inductor.config
+
     with torch._dynamo.config.patch(recompile_limit=limit, fail_on_recompile_limit_hit=True), \
-            torch._functorch.config.patch(donated_buffer=False):
+            torch._functorch.config.patch(donated_buffer=False), \
+            torch._inductor.config.patch(layout_optimization=False):
         yield
 
 
@@ -311,7 +319,7 @@ class Trainer:
             raise RuntimeError(
                 f"train.compile: a compiled function of {self.method.name} needed more than "
                 f"{COMPILE_RECOMPILE_LIMIT} graphs (COMPILE_RECOMPILE_LIMIT), i.e. it recompiled for new input shapes "
-                "batch after batch (known for the generators whose object count is specialised: docs/architecture.md, "
+                "batch after batch (TORCH_LOGS=recompiles names the failing guards; docs/architecture.md, "
                 "'torch.compile'); it is not run eager instead. Train without train.compile.") from exc
 
     def _step(self, batch: SceneGraphBatch, ctx: StepContext) -> dict[str, Any]:

@@ -361,6 +361,8 @@ def test_the_perceptual_network_moves_once_and_compiles_under_compile(embedded, 
     method._perceptual_net = other = _small_vgg()  # a replaced network (the estimate's random VGG) is used
     assert (method.perceptual(torch.device("cpu"))._orig_mod if compile else method.perceptual(torch.device("cpu"))) \
         is other
+    Trainer(method, _cpu_config(embedded, "pastegan"), torch.device("cpu"))  # an eager trainer after it: eager
+    assert method.perceptual(torch.device("cpu")) is other
 
 
 def test_compiled_code_past_the_recompile_limit_is_an_error_not_eager():
@@ -440,7 +442,7 @@ def test_the_compiled_patch_generator_keeps_one_graph_across_object_counts(tmp_p
 def test_compile_hands_the_method_its_compiled_step_functions(embedded, name, attribute):
     """``train.compile`` compiles the method's own step functions (``Method.compile_functions``): RetrieveGAN's
     retrieval iterations, AttnGAN's DAMSM matching losses and adversarial sums; eager training keeps the plain
-    functions."""
+    functions, also on a method a compiled trainer had (the estimate measures its modes on one method)."""
     from retrievegan.models.baselines.attngan import kl_divergence, tanh_range_stages
     from retrievegan.models.damsm import damsm_losses
     from retrievegan.models.retrieval import retrieval_loop
@@ -454,6 +456,8 @@ def test_compile_hands_the_method_its_compiled_step_functions(embedded, name, at
     Trainer(method, _cpu_config(embedded, name, compile=True), torch.device("cpu"))
     compiled = getattr(method, attribute)
     assert compiled is not function and compiled.__wrapped__ is function
+    Trainer(method, _cpu_config(embedded, name), torch.device("cpu"))
+    assert getattr(method, attribute) is function
 
 
 def test_patch_bank_paths_give_the_same_values(tmp_path):

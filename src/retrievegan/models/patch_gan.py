@@ -453,8 +453,8 @@ class PatchGanMethod(Method):
                                         else self._compile_perceptual(net))
         return on[2]
 
-    def compile_functions(self, compile: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
-        """The frozen VGG-19 of the perceptual losses compiled (on its first use)."""
+    def compile_functions(self, compile: Callable[[Callable[..., Any]], Callable[..., Any]] | None) -> None:
+        """The frozen VGG-19 of the perceptual losses compiled (on its first use; ``compile`` None: called eager)."""
         self._compile_perceptual = compile
         self._perceptual_on = None
 

@@ -201,8 +201,8 @@ class Trainer:
                 self.frozen[name] = compiled(net)
             else:  # the same compiled module (the frozen call is a second cache entry: other guards)
                 self.frozen[name] = self.wrapped[name]
-        if cfg.compile:  # and the method's own step functions (RetrieveGAN: the retrieval iterations)
-            method.compile_functions(compiled)
+        # and the method's own step functions (RetrieveGAN: the retrieval iterations), or their eager forms
+        method.compile_functions(compiled if cfg.compile else None)
 
     # --- one step -----------------------------------------------------------------------------------
     def names(self, role: str) -> list[str]:

@@ -122,9 +122,11 @@ class Method(abc.ABC):
             return batch
         return self.host_prepare(batch.to("cpu")).to(batch.images.device)
 
-    def compile_functions(self, compile: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
-        """Called once by the loop under ``train.compile``, with ``torch.compile`` at the run's backend and mode:
-        compile the step's own functions that are not networks (default: none; the loop compiles networks)."""
+    def compile_functions(self, compile: Callable[[Callable[..., Any]], Callable[..., Any]] | None) -> None:
+        """Called by every ``Trainer`` built on the method: with ``torch.compile`` at the run's backend and mode under
+        ``train.compile``, compile the step's own functions that are not networks; with None, use them eager again
+        (a method trained compiled and then eager, as the estimate's modes do, must not keep compiled functions).
+        Default: none (the loop compiles the networks)."""
 
     def train_modes(self, nets: Mapping[str, nn.Module], step: int) -> None:
         """Put networks in train/eval mode before a step (default: all in train mode)."""

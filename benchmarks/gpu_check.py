@@ -190,6 +190,26 @@ def check_amp(ctx: Context) -> dict[str, Any]:
     return results
 
 
+def steps_on_new_batches(trainer, data, steps: int, progress: Callable[[dict[str, Any]], None] | None = None
+                         ) -> list[dict[str, Any]]:
+    """``steps`` training steps of ``trainer``, each on a new batch of 2 of ``data``'s scene graphs (another object
+    count, as in training). Per step: its index and logs, the batch's objects and triples, dynamo's compiled graphs so far
+    (every compiled function; a count growing at every batch is a recompile per object count), seconds."""
+    import torch._dynamo
+
+    rows = []
+    for i in range(steps):
+        batch = data.batch(2, 2 * i)
+        start = time.perf_counter()
+        logs = trainer.train_step(batch, i, 0)
+        rows.append({"step": i, "logs": logs, "objects": int(batch.objs.shape[0]), "triples": int(batch.triples.shape[0]),
+                     "graphs": torch._dynamo.utils.counters["stats"]["unique_graphs"],
+                     "seconds": time.perf_counter() - start})
+        if progress is not None:
+            progress(rows[-1])
+    return rows
+
+
 def check_compile(ctx: Context) -> dict[str, Any]:
     import torch
     import torch._dynamo
@@ -215,19 +235,13 @@ def check_compile(ctx: Context) -> dict[str, Any]:
         cfg = data.train_config(name, device=ctx.device, batch_size=2, num_workers=0, compile=True, compile_mode=mode,
                                 deterministic=False)
         trainer = Trainer(method, cfg, device)
-        start = time.perf_counter()
-        logs, graphs, objects = [], [], []  # per step: compiled graphs so far, objects in the batch
-        for i in range(steps):  # a new batch (object count) every step, as in training
-            batch = data.batch(2, 2 * i)
-            logs.append(trainer.train_step(batch, i, 0))
-            graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
-            objects.append(int(batch.objs.shape[0]))
+        rows = steps_on_new_batches(trainer, data, steps)
         trainer.check_finite()
         breaks = sum(torch._dynamo.utils.counters["graph_break"].values())
-        finite = all(math.isfinite(float(v)) for v in logs[-1]["G"].values())
-        results[name] = {"mode": mode, "seconds_incl_compilation": round(time.perf_counter() - start, 1),
-                         "graph_breaks": breaks, "finite": finite, "objects_per_step": objects,
-                         "graphs_after_step": graphs,
+        finite = all(math.isfinite(float(v)) for v in rows[-1]["logs"]["G"].values())
+        results[name] = {"mode": mode, "seconds_incl_compilation": round(sum(r["seconds"] for r in rows), 1),
+                         "graph_breaks": breaks, "finite": finite, "objects_per_step": [r["objects"] for r in rows],
+                         "graphs_after_step": [r["graphs"] for r in rows],
                          "break_reasons": sorted(torch._dynamo.utils.counters["graph_break"])[:5]}
         if breaks or not finite:
             problems.append(f"{name}: {breaks} graph breaks, finite={finite}")

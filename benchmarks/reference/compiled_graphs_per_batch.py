@@ -19,11 +19,9 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,28 +36,24 @@ def main(argv: list[str] | None = None) -> int:
     import torch._dynamo
     from torch._dynamo.utils import counters
 
-    from retrievegan.estimate.paper import paper_data
+    from benchmarks import gpu_check
     from retrievegan.train.loop import Trainer
 
-    base = ROOT / "config/config.yaml"
-    shapes = ROOT / "config/paper-coco.yaml" if args.paper else base
     print("| method | step | objects | triples | graphs so far | seconds |\n|---|---:|---:|---:|---:|---:|")
     for name in args.methods.split(","):
         torch._dynamo.reset()
         counters.clear()
         with tempfile.TemporaryDirectory() as work:
-            data = paper_data(base, shapes, ROOT / "config/reference/dataset_stats.csv", Path(work),
-                              count=2 * args.steps, methods=(name,))
+            # gpu_check's data: the embedded config's shapes when ``quick``, else config/paper-coco.yaml's
+            ctx = gpu_check.Context(args.device, not args.paper, Path(work) / "out", Path(work))
+            data = gpu_check._paper(ctx, (name,), 2 * args.steps)
             method, _ = data.method(name)
             cfg = data.train_config(name, device=args.device, batch_size=2, num_workers=0, deterministic=False,
                                     compile=True)
             trainer = Trainer(method, cfg, torch.device(args.device))
-            for step in range(args.steps):
-                batch = data.batch(2, start=2 * step)
-                start = time.perf_counter()
-                trainer.step(*trainer.prepare(batch, step, 0))
-                print(f"| {name} | {step} | {batch.objs.shape[0]} | {batch.triples.shape[0]} | "
-                      f"{counters['stats']['unique_graphs']} | {time.perf_counter() - start:.0f} |", flush=True)
+            gpu_check.steps_on_new_batches(trainer, data, args.steps, lambda row: print(
+                f"| {name} | {row['step']} | {row['objects']} | {row['triples']} | {row['graphs']} | "
+                f"{row['seconds']:.0f} |", flush=True))
     return 0
 
 

@@ -45,7 +45,7 @@ from retrievegan.models.init import build
 from retrievegan.models.layout import BoxRegressor, crop_boxes
 from retrievegan.train import losses
 from retrievegan.train.config import AdamConfig
-from retrievegan.train.method import Method, Role, StepContext, StepOutput
+from retrievegan.train.method import Method, Role, StepContext, StepOutput, as_is
 
 PASTEGAN_D_ARCH = "C4-64-2,C4-128-2,C4-256-2"  # PasteGAN (= sg2im)
 
@@ -371,7 +371,7 @@ class PatchGanMethod(Method):
         self.bank = PatchBank(self.inputs["patches"])
         self._perceptual_net: nn.Module | None = None  # loaded on first use (training only)
         self._perceptual_on: tuple[nn.Module, torch.device, nn.Module] | None = None  # (net, device, as called)
-        self._compile_perceptual: Callable[[nn.Module], nn.Module] | None = None  # compile_functions
+        self._compile_perceptual: Callable[[nn.Module], nn.Module] = as_is  # compile_functions
 
     # --- networks ---
     def uses_perceptual(self) -> bool:
@@ -449,12 +449,11 @@ class PatchGanMethod(Method):
         net, on = self._perceptual_net, self._perceptual_on
         if on is None or on[0] is not net or on[1] != device:  # moved (and compiled) once, not at every call
             net = net.to(device)
-            self._perceptual_on = on = (net, device, net if self._compile_perceptual is None
-                                        else self._compile_perceptual(net))
+            self._perceptual_on = on = (net, device, self._compile_perceptual(net))
         return on[2]
 
-    def compile_functions(self, compile: Callable[[Callable[..., Any]], Callable[..., Any]] | None) -> None:
-        """The frozen VGG-19 of the perceptual losses compiled (on its first use; ``compile`` None: called eager)."""
+    def compile_functions(self, compile: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+        """The frozen VGG-19 of the perceptual losses compiled (on its first use)."""
         self._compile_perceptual = compile
         self._perceptual_on = None
 

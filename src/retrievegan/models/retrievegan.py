@@ -175,12 +175,12 @@ class RetrieveGan(PatchGanMethod):
         rows = gather_rows(self.features, uniq[None])[0]
         return retriever(rows, index)
 
-    def compile_functions(self, compile: Callable[[Callable[..., Any]], Callable[..., Any]] | None) -> None:
+    def compile_functions(self, compile: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
         """The retrieval's iterations (``retrieval_loop``: its random draws stay eager) compiled; recompiled per
         distinct number of iterations (a host int: the most objects with candidates of an image); and the
         perceptual loss's VGG-19 (``PatchGanMethod``)."""
         super().compile_functions(compile)
-        self.retrieval_loop = compile(retrieval_loop) if compile is not None else retrieval_loop
+        self.retrieval_loop = compile(retrieval_loop)
 
     def retrieve(self, emb: torch.Tensor, mask: torch.Tensor, generators: Sequence[torch.Generator],
                  mode: str, gumbel: bool, query: torch.Tensor | None = None,

@@ -55,7 +55,7 @@ from retrievegan.seeds import INIT, TRAIN_NOISE, TRAIN_SLOT_NOISE, derive_seed, 
 from retrievegan.train import checkpoint as ckpt
 from retrievegan.train.config import TrainConfig
 from retrievegan.train.distributed import DistInfo, EpochBatchSampler, barrier, init_distributed
-from retrievegan.train.method import Method, StepContext
+from retrievegan.train.method import Method, StepContext, as_is
 from retrievegan.train.rebalance import Rebalancing, rebalancing
 from retrievegan.train.registry import create_method
 
@@ -202,7 +202,7 @@ class Trainer:
             else:  # the same compiled module (the frozen call is a second cache entry: other guards)
                 self.frozen[name] = self.wrapped[name]
         # and the method's own step functions (RetrieveGAN: the retrieval iterations), or their eager forms
-        method.compile_functions(compiled if cfg.compile else None)
+        method.compile_functions(compiled if cfg.compile else as_is)
 
     # --- one step -----------------------------------------------------------------------------------
     def names(self, role: str) -> list[str]:

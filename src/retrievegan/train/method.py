@@ -71,6 +71,11 @@ class SampleOutput:
     patch_ids: list[list[int]] | None = None  # retrieval methods: one bank patch id per real object, per image
 
 
+def as_is(function: Any) -> Any:
+    """The function (or module) itself: what ``Method.compile_functions`` gets when nothing is compiled."""
+    return function
+
+
 class Method(abc.ABC):
     """Base class of a trainable method. Subclasses set the class attributes and implement the hooks."""
 
@@ -122,11 +127,11 @@ class Method(abc.ABC):
             return batch
         return self.host_prepare(batch.to("cpu")).to(batch.images.device)
 
-    def compile_functions(self, compile: Callable[[Callable[..., Any]], Callable[..., Any]] | None) -> None:
-        """Called by every ``Trainer`` built on the method: with ``torch.compile`` at the run's backend and mode under
-        ``train.compile``, compile the step's own functions that are not networks; with None, use them eager again
-        (a method trained compiled and then eager, as the estimate's modes do, must not keep compiled functions).
-        Default: none (the loop compiles the networks)."""
+    def compile_functions(self, compile: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+        """Called by every ``Trainer`` built on the method, with ``torch.compile`` at the run's backend and mode under
+        ``train.compile``, else with :func:`as_is`: set the step's own functions that are not networks to
+        ``compile(function)`` (a method trained compiled and then eager, as the estimate's modes do, must not keep
+        compiled functions). Default: none (the loop compiles the networks)."""
 
     def train_modes(self, nets: Mapping[str, nn.Module], step: int) -> None:
         """Put networks in train/eval mode before a step (default: all in train mode)."""

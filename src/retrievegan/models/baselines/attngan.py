@@ -289,15 +289,13 @@ class AttnGanMethod(Method):
         self.kl_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = kl_divergence
         self.real_stages_of: Callable[..., list[torch.Tensor]] = tanh_range_stages
 
-    def compile_functions(self, compile: Callable[[Callable[..., Any]], Callable[..., Any]] | None) -> None:
+    def compile_functions(self, compile: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
         """The DAMSM matching losses of the generator step (word attention over the image regions), the sums of
-        the adversarial terms of both phases, the KL term and the real images' stages compiled (``compile`` None:
-        the plain functions)."""
-        wrap = compile or (lambda function: function)
-        self.matching_losses = wrap(damsm_losses)
-        self.adversarial_sum = wrap(losses.weighted_bce_sum)
-        self.kl_loss = wrap(kl_divergence)
-        self.real_stages_of = wrap(tanh_range_stages)
+        the adversarial terms of both phases, the KL term and the real images' stages compiled."""
+        self.matching_losses = compile(damsm_losses)
+        self.adversarial_sum = compile(losses.weighted_bce_sum)
+        self.kl_loss = compile(kl_divergence)
+        self.real_stages_of = compile(tanh_range_stages)
 
     def notes(self) -> Mapping[str, str]:
         from retrievegan.train.checkpoint import sha256_file

@@ -80,3 +80,27 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
                                                           "machine: AMP, compile, resume on CUDA, NCCL DDP, estimate)")
 def test_gpu_check_passes_on_this_gpu(tmp_path):
     assert gpu_check.main(["--out", str(tmp_path)]) == 0, (tmp_path / "gpu_check.md").read_text()
+
+
+def test_a_method_that_fails_to_compile_is_reported_and_the_others_still_run(tmp_path, monkeypatch):
+    """One method's compilation error is its own row (with where it was raised); the next method still runs, so one
+    run on a GPU machine reports every method. The training steps are stood in for: this checks the reporting."""
+    ran = []
+
+    def steps(trainer, data, count, progress=None):
+        name = trainer.method.name
+        ran.append(name)
+        if name == "sg2im":
+            raise AssertionError()  # as inductor's code generation raises it: no message
+        return [{"step": i, "logs": {"G": {"loss": 1.0}}, "objects": 4, "triples": 3, "graphs": 2 + i,
+                 "seconds": 0.1} for i in range(count)]
+
+    monkeypatch.setattr(gpu_check, "steps_on_new_batches", steps)
+    ctx = gpu_check.Context("cpu", True, tmp_path, tmp_path)
+    with pytest.raises(AssertionError) as failed:
+        gpu_check.check_compile(ctx)
+    assert ran == ["sg2im", "layout2im"]
+    report = json.loads(str(failed.value).partition(" | ")[2])
+    assert report["sg2im"]["error"] == "AssertionError: "
+    assert any("test_gpu_check.py" in frame and "in steps" in frame for frame in report["sg2im"]["where"])
+    assert report["layout2im"]["graphs_after_step"] == [2, 3] and report["layout2im"]["graph_breaks"] == 0

@@ -20,8 +20,10 @@ Checks (each a row: pass / fail / skip with the reason, seconds, details):
 * ``estimate``: ``retrievegan paper-estimate --device cuda`` on config/paper-coco.yaml (Tables 1 + 2): real steps
   at the paper batch in fp32 / tf32 / bf16, GPU-hours from the measured medians -> ``<out>/gpu_estimate/``.
 
-Writes ``<out>/gpu_check.{json,md}`` (default ``results/benchmarks``). ``--device cpu --quick`` runs the same code
-on the CPU with tiny settings (a dry run of the script itself; CUDA-only parts are skipped with the reason).
+Writes ``<out>/gpu_check.{json,md}`` (default ``results/benchmarks``) after every check (``info.finished``: how many
+of the chosen checks ran; a run stopped by a time limit keeps the ones it finished). ``--device cpu --quick`` runs
+the same code on the CPU with tiny settings (a dry run of the script itself; CUDA-only parts are skipped with the
+reason).
 
     python -m benchmarks.gpu_check [--out DIR] [--only amp,estimate] [--quick] [--device cpu]
 """
@@ -430,8 +432,13 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    results = []
+    results: list[dict[str, Any]] = []
     start = time.perf_counter()
+    info: dict[str, Any] = {"device": args.device, "quick": args.quick}
+    with contextlib.suppress(Exception):
+        from retrievegan.device import describe
+
+        info.update(describe(args.device))
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         ctx = Context(args.device, args.quick, out, Path(tmp))
         for name in CHECKS:
@@ -451,15 +458,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[gpu_check] {name}: {record['status']} ({record['seconds']} s) "
                   f"{record.get('reason', '')[:500]}", flush=True)
             results.append(record)
-    info = {"device": args.device, "quick": args.quick, "total_seconds": round(time.perf_counter() - start, 1)}
-    with contextlib.suppress(Exception):
-        from retrievegan.device import describe
-
-        info.update(describe(args.device))
-    (out / "gpu_check.json").write_text(json.dumps({"info": info, "results": results}, indent=1, default=str) + "\n")
-    (out / "gpu_check.md").write_text(render(results, info))
+            # after every check, so that a run stopped by a time limit keeps the checks it finished
+            info.update(total_seconds=round(time.perf_counter() - start, 1),
+                        finished=f"{len(results)} of {len(chosen)} checks")
+            write_report(out, results, info)
     print(render(results, info))
     return 1 if any(r["status"] == "fail" for r in results) else 0
+
+
+def write_report(out: Path, results: list[dict[str, Any]], info: dict[str, Any]) -> None:
+    """``out``/gpu_check.{json,md}, each replaced whole (a temporary file, then ``os.replace``)."""
+    from retrievegan import io
+
+    io.write_text(out / "gpu_check.json", json.dumps({"info": info, "results": results}, indent=1, default=str) + "\n")
+    io.write_text(out / "gpu_check.md", render(results, info))
 
 
 if __name__ == "__main__":

@@ -104,3 +104,18 @@ def test_a_method_that_fails_to_compile_is_reported_and_the_others_still_run(tmp
     assert report["sg2im"]["error"] == "AssertionError: "
     assert any("test_gpu_check.py" in frame and "in steps" in frame for frame in report["sg2im"]["where"])
     assert report["layout2im"]["graphs_after_step"] == [2, 3] and report["layout2im"]["graph_breaks"] == 0
+
+
+def test_a_run_stopped_during_a_check_keeps_the_report_of_the_checks_before_it(tmp_path, monkeypatch):
+    """The report is written after every check: a run killed by a time limit (here: interrupted inside its second
+    check) leaves the first check's row on disk, marked as 1 of 2 checks."""
+    def interrupted(ctx):
+        raise KeyboardInterrupt  # not an Exception: what a stop from outside looks like to the runner
+
+    monkeypatch.setattr(gpu_check, "check_amp", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        gpu_check.main(["--device", "cpu", "--quick", "--only", "environment,amp", "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert [(r["check"], r["status"]) for r in report["results"]] == [("environment", "pass")]
+    assert report["info"]["finished"] == "1 of 2 checks"
+    assert "| environment | pass |" in (tmp_path / "gpu_check.md").read_text()

@@ -238,9 +238,16 @@ def test_measured_steps_per_precision_mode(tmp_path):
     cfg = est.estimate_config({"methods": ["sg2im", "attngan"], "measured": True, "modes": ["fp32", "bf16"],
                                "measure_warmup_steps": 0, "measure_timed_steps": 2, "sampling": False,
                                "evaluation": False})
-    result = est.run_estimate(cfg, BASE, [coco], stats, tmp_path / "out", progress=lambda _: None)
+    printed: list[str] = []
+    result = est.run_estimate(cfg, BASE, [coco], stats, tmp_path / "out", progress=printed.append)
     rows = {r["method"]: r for r in result["rows"] if r["kind"] in ("train", "damsm")}
     assert set(rows) == {"sg2im", "attngan", "damsm"}
+    # each method's measured modes are printed as soon as they are timed (a run cut short keeps them in its log)
+    for name, label in (("sg2im", "sg2im"), ("attngan", "attngan"), ("damsm", "damsm pre-training")):
+        modes = rows[name]["measured"]
+        assert f"coco_stuff: {label}: " + "; ".join(
+            f"{m} {modes[m]['median_seconds']:.4f} s/step = {modes[m]['gpu_hours']:.1f} GPU-h" for m in ("fp32", "bf16")
+        ) in printed
     for row in rows.values():
         assert set(row["measured"]) == {"fp32", "bf16"}
         for mode in row["measured"].values():
@@ -253,3 +260,12 @@ def test_measured_steps_per_precision_mode(tmp_path):
         sum(r["measured_gpu_hours"] for r in rows.values()))
     md = (tmp_path / "out/paper_estimate.md").read_text()
     assert "## Measured on the CPU" in md and "| sg2im | coco_stuff | 4 |" in md and "Tables 1 + 2, training" in md
+
+
+def test_measured_summary_names_each_mode_and_its_error():
+    from retrievegan.estimate.measure import StepTiming
+    from retrievegan.estimate.run import measured_summary
+
+    timings = [StepTiming("fp32", (0.2, 0.1, 0.3)), StepTiming("bf16", error="RuntimeError: index_add_(): dtype")]
+    assert measured_summary(timings, 36_000) == ("fp32 0.2000 s/step = 2.0 GPU-h; "
+                                                 "bf16 failed (RuntimeError: index_add_(): dtype)")

@@ -86,6 +86,7 @@ def estimate_dataset(config: Mapping[str, Any], scale: DatasetScale, cfg: Estima
             timings = [time_steps(make, mode, cfg) for mode in cfg.modes]
             rows.append(_row("train", method, scale, batches[method], steps, flops, cfg, flops_by_op=by_op,
                              **_param_fields(trainer.nets), **_measured_fields(timings, steps), **common))
+            progress(f"{scale.source}: {method}: {measured_summary(timings, steps)}")
         else:
             progress(f"{scale.source}: {method} (batch {batches[method]}, timing batch {small_size})")
             trainer = Trainer(obj, train_cfg, device)
@@ -136,6 +137,18 @@ def _measured_fields(timings: Sequence[StepTiming], steps: int) -> dict[str, Any
     return {"measured": modes, "measured_mode": best.mode if best else None,
             "measured_seconds_per_step": best.median if best else None,
             "measured_gpu_hours": best.median * steps / 3600.0 if best else None}
+
+
+def measured_summary(timings: Sequence[StepTiming], steps: int) -> str:
+    """One line of a method's measured modes, printed as soon as they are timed (a run stopped by a time limit
+    keeps them in its log): median s/step and projected GPU-hours per mode, or the mode's error."""
+    parts = []
+    for t in timings:
+        if t.median is None:
+            parts.append(f"{t.mode} failed ({(t.error or 'no timed step')[:120]})")
+        else:
+            parts.append(f"{t.mode} {t.median:.4f} s/step = {t.median * steps / 3600.0:.1f} GPU-h")
+    return "; ".join(parts)
 
 
 def _table_settings(method: str, cfg: EstimateConfig, scale: DatasetScale) -> list[str]:
@@ -200,6 +213,7 @@ def _damsm_row(damsm, scale: DatasetScale, cfg: EstimateConfig, batches, progres
         timings = [time_steps(lambda o: (lambda i, s=make(o): s(full)), mode, cfg)
                    for mode in cfg.modes if not mode.endswith("+compile")]
         fields.update(flops_by_op=by_op, **_measured_fields(timings, steps))
+        progress(f"{scale.source}: damsm pre-training: {measured_summary(timings, steps)}")
     else:
         measured = measure_step(make({}), full, small, small_size, cfg, small_size == c.batch_size)
         flops = measured.flops

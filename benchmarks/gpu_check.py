@@ -20,6 +20,7 @@ Checks (each a row: pass / fail / skip with the reason, seconds, details):
 * ``estimate``: ``retrievegan paper-estimate --device cuda`` on config/paper-coco.yaml (Tables 1 + 2): real steps
   at the paper batch in fp32 / tf32 / bf16, GPU-hours from the measured medians -> ``<out>/gpu_estimate/``.
 
+The checks run in the order environment, amp, resume, ddp, estimate, compile (compilation, the slowest, last).
 Writes ``<out>/gpu_check.{json,md}`` (default ``results/benchmarks``) after every check (``info.finished``: how many
 of the chosen checks ran; a run stopped by a time limit keeps the ones it finished). ``--device cpu --quick`` runs
 the same code on the CPU with tiny settings (a dry run of the script itself; CUDA-only parts are skipped with the
@@ -50,7 +51,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "src") not in sys.path:  # run from a plain copy of the repository (no `pip install -e`)
     sys.path.insert(0, str(REPO / "src"))
 
-CHECKS = ("environment", "amp", "compile", "resume", "ddp", "estimate")
+# run in this order: compilation, the slowest and the most likely to fail on a new torch, last
+CHECKS = ("environment", "amp", "resume", "ddp", "estimate", "compile")
 OPTIONAL = ("yaml", "tqdm", "torchvision", "pandas", "scipy", "jsonschema", "snakemake", "pycocotools",
             "torch_fidelity", "lpips")
 MAX_SYNCS = 2

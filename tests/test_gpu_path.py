@@ -9,6 +9,7 @@ The CUDA ground truth (``torch.cuda.set_sync_debug_mode``) runs in ``benchmarks/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 import torch
 
 from retrievegan.estimate.paper import paper_data
+from retrievegan.train.cuda_autocast import CudaAutocastPolicy
 from retrievegan.train.loop import Trainer
 from retrievegan.train.registry import METHODS
 from retrievegan.train.stepcount import count_ops, module_tensors
@@ -85,6 +87,67 @@ def test_every_method_trains_a_step_under_bf16_autocast_at_paper_shapes(bf16_ste
 def test_at_most_two_host_synchronisations_per_step(bf16_steps, name):
     _, counts, _ = bf16_steps(name)
     assert counts.syncs <= MAX_SYNCS, counts.summary()
+
+
+@contextlib.contextmanager
+def _cuda_policy(dtype: torch.dtype):
+    """CPU autocast's switch with CUDA autocast's casts (retrievegan.train.cuda_autocast)."""
+    with torch.autocast("cpu", dtype=dtype), CudaAutocastPolicy(dtype):
+        yield
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CASES)
+def test_every_method_trains_a_step_under_cuda_autocast_casts_emulated_on_the_cpu(paper, name):
+    """Goal 1 with CUDA's autocast policy instead of the CPU's (which casts other ops and missed the issue's
+    PasteGAN / RetrieveGAN ``index_add_`` crash): one logged bf16 step at the paper shapes, no dtype error, finite."""
+    method, base = _method(paper, name)
+    trainer = Trainer(method, _cpu_config(paper, base, amp=True, amp_dtype="bfloat16", adam="fused", log_every=1),
+                      torch.device("cpu"))
+    trainer._autocast = lambda: _cuda_policy(torch.bfloat16)
+    batch, ctx = trainer.prepare(paper.batch(2), 0, 0)
+    logs = trainer.step(batch, ctx)
+    trainer.check_finite()
+    values = {f"{phase}/{k}": float(v) for phase in ("G", "D") for k, v in logs[phase].items()}
+    assert values and all(math.isfinite(v) for v in values.values()), values
+
+
+def test_the_emulated_cuda_policy_raises_the_issues_fuser_error_that_cpu_autocast_misses():
+    """The fuser's line before the fix, in miniature: a float32 softmax weighting a convolution's output, added into
+    a buffer made like the canvas (grid_sample of low-precision features and a grid cast to their dtype). CPU
+    autocast runs it; CUDA's policy raises the error issue 13 reported from the GPU."""
+    conv = torch.nn.Conv2d(4, 4, 1)
+    feats, grid = torch.randn(3, 4, 5, 5), torch.rand(3, 5, 5, 2) * 2 - 1
+    scores, img = torch.randn(2, 1, 5, 5), torch.tensor([0, 0])
+
+    def fuse():
+        u = conv(feats)  # low precision under either autocast
+        canvas = torch.nn.functional.grid_sample(u, grid.to(u.dtype), align_corners=False)[2:]
+        contrib = torch.softmax(scores, dim=0) * conv(feats[:2])
+        return canvas.new_zeros(canvas.shape).index_add(0, img, contrib)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the CPU's policy runs grid_sample in float32: no mismatch
+        assert fuse().dtype == torch.float32
+    with _cuda_policy(torch.bfloat16), pytest.raises(RuntimeError, match=r"index_add_\(\): self \(BFloat16\) and "
+                                                                          r"source \(Float\)"):
+        fuse()
+
+
+def test_the_emulated_cuda_policy_casts_as_cuda_autocast_does():
+    x32, w32 = torch.randn(2, 3), torch.randn(4, 3)
+    with _cuda_policy(torch.bfloat16):
+        low = torch.nn.functional.linear(x32, w32)  # lower precision
+        assert low.dtype == torch.bfloat16
+        assert torch.softmax(low, 1).dtype == torch.float32 and low.sum().dtype == torch.float32  # float32
+        assert low.exp().dtype == torch.float32 and (low ** 2).dtype == torch.float32
+        assert torch.addcmul(x32[:, :1], low[:, :1], x32[:, :1]).dtype == torch.float32  # promoted to the widest
+        assert (low * x32[:, :1]).dtype == torch.float32  # other ops: PyTorch's own type promotion
+        with pytest.raises(RuntimeError, match="unsafe to autocast"):
+            torch.nn.functional.binary_cross_entropy(torch.sigmoid(low), torch.ones(2, 4))
+        with torch.autocast("cpu", enabled=False):  # an autocast-off region: no casts (layout2im's spectral norm)
+            assert torch.nn.functional.linear(x32, w32).dtype == torch.float32
+            assert torch.softmax(low, 1).dtype == torch.bfloat16
+    assert torch.softmax(low, 1).dtype == torch.bfloat16  # outside: nothing
 
 
 def _poison(method, hook: str, factor: float) -> None:
@@ -183,6 +246,31 @@ def test_fp16_autocast_with_grad_scalers(embedded):
         scales.append(float(trainer.scalers["generator"].get_scale()))
     assert not all(torch.equal(a, b) for a, b in zip(before, trainer.nets["generator"].parameters()))
     assert scales[-1] <= 2.0 ** 16 and all(s > 0 for s in scales)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CASES)
+def test_every_method_trains_under_fp16_autocast_with_grad_scalers(embedded, name):
+    """Goal 1's fp16 half on the CPU (CUDA runs it in benchmarks/gpu_check.sh): every method and retrieval mode, six
+    steps under fp16 autocast with a GradScaler per phase and fused Adam (the scaled backward, the unscaled E_p trace
+    of a logged RetrieveGAN step, the scalers' skip flags): no dtype error, finite losses, every trained network
+    updated."""
+    method, base = _method(embedded, name)
+    trainer = Trainer(method, _cpu_config(embedded, base, amp=True, amp_dtype="float16", adam="fused", log_every=1),
+                      torch.device("cpu"))
+    assert all(s.is_enabled() for s in trainer.scalers.values())
+    before = {name: [p.detach().clone() for p in net.parameters() if p.requires_grad]
+              for name, net in trainer.nets.items()}
+    for step in range(6):  # a scaler starts at 2^16: the first steps may overflow in fp16, be skipped, halve it
+        batch, ctx = trainer.prepare(embedded.batch(2), step, 0)
+        logs = trainer.step(batch, ctx)
+        trainer.check_finite()
+        values = {f"{phase}/{k}": float(v) for phase in ("G", "D") for k, v in logs[phase].items()}
+        assert values and all(math.isfinite(v) for v in values.values()), values
+    moved = {name for name, params in before.items()
+             if params and not all(torch.equal(a, b) for a, b in
+                                   zip(params, (p for p in trainer.nets[name].parameters() if p.requires_grad)))}
+    assert moved == {name for name, params in before.items() if params}  # every trained network was updated
 
 
 @pytest.fixture(scope="module")

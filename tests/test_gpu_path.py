@@ -142,6 +142,8 @@ def test_the_emulated_cuda_policy_casts_as_cuda_autocast_does():
         assert low.exp().dtype == torch.float32 and (low ** 2).dtype == torch.float32
         assert torch.addcmul(x32[:, :1], low[:, :1], x32[:, :1]).dtype == torch.float32  # promoted to the widest
         assert (low * x32[:, :1]).dtype == torch.float32  # other ops: PyTorch's own type promotion
+        lstm = torch.nn.LSTM(3, 4, batch_first=True, bidirectional=True)
+        assert lstm(x32[:, None])[0].dtype == torch.float16  # cuDNN's RNN cast: float16 whatever the dtype
         with pytest.raises(RuntimeError, match="unsafe to autocast"):
             torch.nn.functional.binary_cross_entropy(torch.sigmoid(low), torch.ones(2, 4))
         with torch.autocast("cpu", enabled=False):  # an autocast-off region: no casts (layout2im's spectral norm)

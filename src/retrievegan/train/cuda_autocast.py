@@ -10,11 +10,12 @@ scalar type``) was of this kind, and the CPU bf16 test did not see it (with this
 line back and ``tests/test_gpu_path.py``'s emulated test fails with that message).
 
 :class:`CudaAutocastPolicy` is a ``TorchFunctionMode`` that applies CUDA's policy (the op lists of PyTorch's
-``aten/src/ATen/autocast_mode.cpp`` for CUDA: lower precision, float32, promote to the widest input type, banned) to
-Python-level calls (``torch.*``, ``torch.nn.functional.*``, tensor methods) while CPU autocast is enabled, and runs
-each call with CPU autocast off, so that only CUDA's policy casts. An ``autocast(enabled=False)`` region (layout2im's
-spectral norm) turns it off as it turns autocast off. It is an emulation at the Python API, not CUDA: it decides per
-Python call (``F.interpolate``, not the aten op it dispatches), and it cannot see the kernels' own dtype support.
+``aten/src/ATen/autocast_mode.cpp`` for CUDA: lower precision, float32, promote to the widest input type, banned;
+and cuDNN's RNNs, which run in float16 on a GPU whatever the autocast dtype) to Python-level calls (``torch.*``,
+``torch.nn.functional.*``, tensor methods) while CPU autocast is enabled, and runs each call with CPU autocast off,
+so that only CUDA's policy casts. An ``autocast(enabled=False)`` region (layout2im's spectral norm) turns it off as
+it turns autocast off. It is an emulation at the Python API, not CUDA: it decides per Python call
+(``F.interpolate``, not the aten op it dispatches), and it cannot see the kernels' own dtype support.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ FLOAT32 = frozenset({
 PROMOTE = frozenset({"addcdiv", "addcmul", "atan2", "bilinear", "cross", "dot", "vdot", "grid_sample", "grid_sampler",
                      "index_put", "tensordot", "scatter_add"})
 BANNED = frozenset({"binary_cross_entropy"})  # CUDA autocast raises: "unsafe to autocast"
+# cuDNN's RNNs (``_cudnn_rnn``, aten/src/ATen/cudnn/AutocastRNN.cpp) cast input, states and weights to float16
+# whatever autocast's dtype: an LSTM under bf16 autocast returns float16 on a GPU
+CUDNN_RNN = frozenset({"lstm", "gru", "rnn_tanh", "rnn_relu"})
 _LOW = (torch.bfloat16, torch.float16)
 
 
@@ -85,6 +89,8 @@ class CudaAutocastPolicy(TorchFunctionMode):
         cast: Callable[[torch.Tensor], torch.Tensor] | None = None
         if name in LOWER_PRECISION:
             cast = self._to(self.dtype)
+        elif name in CUDNN_RNN:
+            cast = self._to(torch.float16)
         elif name in FLOAT32:
             cast = self._to(torch.float32)
         elif name in PROMOTE:

@@ -10,6 +10,7 @@ Checks (each a row: pass / fail / skip with the reason, seconds, details):
 * ``amp``: one training step of every method at the paper configs' shapes (batch 2) under bf16 and fp16 autocast
   (fp16 with grad scalers), RetrieveGAN also with the soft and relaxed retrieval modes, losses finite, the
   synchronising CUDA calls of the step counted by the CUDA runtime (``torch.cuda.set_sync_debug_mode``; target <= 2);
+  on the CPU (dry run) CPU autocast with CUDA's casting policy emulated (``retrievegan.train.cuda_autocast``);
 * ``compile``: ``torch.compile`` of sg2im and RetrieveGAN (mode ``default``) and layout2im (``reduce-overhead``: CUDA
   graphs, with ``batch_discriminator_calls``) on the embedded config, six steps on batches of different object
   counts, graph breaks counted (target 0), compiled graphs after each step (a count that grows at every new batch
@@ -170,13 +171,16 @@ def check_amp(ctx: Context) -> dict[str, Any]:
                                     deterministic=False)
             try:
                 trainer = Trainer(method, cfg, device)
+                if not ctx.cuda:  # the dry run: CPU autocast with CUDA's casts, to meet the GPU's dtype errors
+                    trainer._autocast = lambda dtype=trainer.amp_dtype: _cuda_autocast_policy(dtype)
                 trainer.train_step(data.batch(2), 0, 0)
                 batch, step_ctx = trainer.prepare(data.batch(2), 1, 0)
                 logs, syncs = _syncs(ctx, lambda: trainer.step(batch, step_ctx))
                 trainer.check_finite()
                 values = [float(v) for phase in ("G", "D") for v in logs[phase].values()]
                 finite = all(math.isfinite(v) for v in values)
-                results[key] = {"finite": finite, "syncs_per_step": syncs, "skipped_update": int(logs["skipped"])}
+                results[key] = {"finite": finite, "syncs_per_step": syncs, "skipped_update": int(logs["skipped"]),
+                                "casts": "cuda autocast" if ctx.cuda else "cuda autocast's, emulated on the cpu"}
                 if not finite:
                     problems.append(f"{key}: non-finite loss")
                 if syncs is not None and syncs > MAX_SYNCS:
@@ -192,6 +196,17 @@ def check_amp(ctx: Context) -> dict[str, Any]:
     if problems:
         raise AssertionError("; ".join(problems) + " | " + json.dumps(results))
     return results
+
+
+@contextlib.contextmanager
+def _cuda_autocast_policy(dtype):
+    """CPU autocast with CUDA autocast's casts (``retrievegan.train.cuda_autocast``)."""
+    import torch
+
+    from retrievegan.train.cuda_autocast import CudaAutocastPolicy
+
+    with torch.autocast("cpu", dtype=dtype), CudaAutocastPolicy(dtype):
+        yield
 
 
 def steps_on_new_batches(trainer, data, steps: int, progress: Callable[[dict[str, Any]], None] | None = None

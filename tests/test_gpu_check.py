@@ -74,6 +74,8 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     assert states == {"environment": "pass", "amp": "pass", "resume": "pass", "ddp": "skip", "estimate": "pass"}, \
         json.dumps(report["results"], indent=1)[-3000:]
     assert status == 0 and (tmp_path / "gpu_estimate/paper_estimate.md").is_file()
+    amp = next(r for r in report["results"] if r["check"] == "amp")["details"]
+    assert {row["casts"] for row in amp.values()} == {"cuda autocast's, emulated on the cpu"}, amp
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run benchmarks/gpu_check.sh on a GPU "

@@ -150,6 +150,7 @@ def _needs_torchvision(data, name: str) -> str | None:
 def check_amp(ctx: Context) -> dict[str, Any]:
     import torch
 
+    from retrievegan.train.cuda_autocast import emulate_cuda_autocast
     from retrievegan.train.loop import Trainer
     from retrievegan.train.registry import METHODS
 
@@ -172,7 +173,7 @@ def check_amp(ctx: Context) -> dict[str, Any]:
             try:
                 trainer = Trainer(method, cfg, device)
                 if not ctx.cuda:  # the dry run: CPU autocast with CUDA's casts, to meet the GPU's dtype errors
-                    trainer._autocast = lambda dtype=trainer.amp_dtype: _cuda_autocast_policy(dtype)
+                    emulate_cuda_autocast(trainer)
                 trainer.train_step(data.batch(2), 0, 0)
                 batch, step_ctx = trainer.prepare(data.batch(2), 1, 0)
                 logs, syncs = _syncs(ctx, lambda: trainer.step(batch, step_ctx))
@@ -196,17 +197,6 @@ def check_amp(ctx: Context) -> dict[str, Any]:
     if problems:
         raise AssertionError("; ".join(problems) + " | " + json.dumps(results))
     return results
-
-
-@contextlib.contextmanager
-def _cuda_autocast_policy(dtype):
-    """CPU autocast with CUDA autocast's casts (``retrievegan.train.cuda_autocast``)."""
-    import torch
-
-    from retrievegan.train.cuda_autocast import CudaAutocastPolicy
-
-    with torch.autocast("cpu", dtype=dtype), CudaAutocastPolicy(dtype):
-        yield
 
 
 def steps_on_new_batches(trainer, data, steps: int, progress: Callable[[dict[str, Any]], None] | None = None

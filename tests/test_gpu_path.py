@@ -9,7 +9,6 @@ The CUDA ground truth (``torch.cuda.set_sync_debug_mode``) runs in ``benchmarks/
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 import torch
 
 from retrievegan.estimate.paper import paper_data
-from retrievegan.train.cuda_autocast import CudaAutocastPolicy
+from retrievegan.train.cuda_autocast import cpu_autocast_with_cuda_casts, emulate_cuda_autocast
 from retrievegan.train.loop import Trainer
 from retrievegan.train.registry import METHODS
 from retrievegan.train.stepcount import count_ops, module_tensors
@@ -50,6 +49,13 @@ def _method(data, case: str):
     return data.method(name, {"retrieval": {**data.config["retrieval"], "mode": mode}} if mode else None)[0], name
 
 
+def _finite_logs(logs) -> dict[str, float]:
+    """The step's logged losses (G and D phases) by name, asserted present and finite."""
+    values = {f"{phase}/{k}": float(v) for phase in ("G", "D") for k, v in logs[phase].items()}
+    assert values and all(math.isfinite(v) for v in values.values()), values
+    return values
+
+
 @pytest.fixture(scope="module")
 def bf16_steps(paper):
     """One bf16-autocast training step per case at the paper configs' widths and 128 px (batch 2), counted;
@@ -75,8 +81,7 @@ def bf16_steps(paper):
 @pytest.mark.parametrize("name", CASES)
 def test_every_method_trains_a_step_under_bf16_autocast_at_paper_shapes(bf16_steps, name):
     logs, _, trainer = bf16_steps(name)
-    values = {f"{phase}/{k}": float(v) for phase in ("G", "D") for k, v in logs[phase].items()}
-    assert values and all(math.isfinite(v) for v in values.values()), values
+    _finite_logs(logs)
     assert int(logs["skipped"]) == 0
     for opt in trainer.optimizers.values():  # every optimiser took its step
         assert all(int(state["step"]) == 1 for state in opt.state.values())
@@ -89,13 +94,6 @@ def test_at_most_two_host_synchronisations_per_step(bf16_steps, name):
     assert counts.syncs <= MAX_SYNCS, counts.summary()
 
 
-@contextlib.contextmanager
-def _cuda_policy(dtype: torch.dtype):
-    """CPU autocast's switch with CUDA autocast's casts (retrievegan.train.cuda_autocast)."""
-    with torch.autocast("cpu", dtype=dtype), CudaAutocastPolicy(dtype):
-        yield
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CASES)
 def test_every_method_trains_a_step_under_cuda_autocast_casts_emulated_on_the_cpu(paper, name):
@@ -104,12 +102,11 @@ def test_every_method_trains_a_step_under_cuda_autocast_casts_emulated_on_the_cp
     method, base = _method(paper, name)
     trainer = Trainer(method, _cpu_config(paper, base, amp=True, amp_dtype="bfloat16", adam="fused", log_every=1),
                       torch.device("cpu"))
-    trainer._autocast = lambda: _cuda_policy(torch.bfloat16)
+    emulate_cuda_autocast(trainer)
     batch, ctx = trainer.prepare(paper.batch(2), 0, 0)
     logs = trainer.step(batch, ctx)
     trainer.check_finite()
-    values = {f"{phase}/{k}": float(v) for phase in ("G", "D") for k, v in logs[phase].items()}
-    assert values and all(math.isfinite(v) for v in values.values()), values
+    _finite_logs(logs)
 
 
 def test_the_emulated_cuda_policy_raises_the_issues_fuser_error_that_cpu_autocast_misses():
@@ -128,14 +125,14 @@ def test_the_emulated_cuda_policy_raises_the_issues_fuser_error_that_cpu_autocas
 
     with torch.autocast("cpu", dtype=torch.bfloat16):  # the CPU's policy runs grid_sample in float32: no mismatch
         assert fuse().dtype == torch.float32
-    with _cuda_policy(torch.bfloat16), pytest.raises(RuntimeError, match=r"index_add_\(\): self \(BFloat16\) and "
-                                                                          r"source \(Float\)"):
+    issue_error = r"index_add_\(\): self \(BFloat16\) and source \(Float\)"
+    with cpu_autocast_with_cuda_casts(torch.bfloat16), pytest.raises(RuntimeError, match=issue_error):
         fuse()
 
 
 def test_the_emulated_cuda_policy_casts_as_cuda_autocast_does():
     x32, w32 = torch.randn(2, 3), torch.randn(4, 3)
-    with _cuda_policy(torch.bfloat16):
+    with cpu_autocast_with_cuda_casts(torch.bfloat16):
         low = torch.nn.functional.linear(x32, w32)  # lower precision
         assert low.dtype == torch.bfloat16
         assert torch.softmax(low, 1).dtype == torch.float32 and low.sum().dtype == torch.float32  # float32
@@ -267,8 +264,7 @@ def test_every_method_trains_under_fp16_autocast_with_grad_scalers(embedded, nam
         batch, ctx = trainer.prepare(embedded.batch(2), step, 0)
         logs = trainer.step(batch, ctx)
         trainer.check_finite()
-        values = {f"{phase}/{k}": float(v) for phase in ("G", "D") for k, v in logs[phase].items()}
-        assert values and all(math.isfinite(v) for v in values.values()), values
+        _finite_logs(logs)
     moved = {name for name, params in before.items()
              if params and not all(torch.equal(a, b) for a, b in
                                    zip(params, (p for p in trainer.nets[name].parameters() if p.requires_grad)))}
@@ -710,3 +706,15 @@ def test_compiled_steps_run_without_donated_buffers_and_under_the_recompile_limi
     assert seen == {"donated": False, "limit": 64, "fail": True, "layout": False}
     assert (functorch_config.donated_buffer, dynamo_config.recompile_limit,
             inductor_config.layout_optimization) == before
+
+
+def test_emulated_cuda_autocast_follows_the_trainers_amp_switch(embedded):
+    """``emulate_cuda_autocast`` keeps ``train.amp``: off, no casts at all; it is for a CPU trainer only."""
+    method, _ = embedded.method("sg2im")
+    trainer = Trainer(method, _cpu_config(embedded, "sg2im"), torch.device("cpu"))
+    emulate_cuda_autocast(trainer)
+    with trainer._autocast():
+        assert torch.nn.functional.linear(torch.randn(2, 3), torch.randn(4, 3)).dtype == torch.float32
+    trainer.device = torch.device("cuda")
+    with pytest.raises(ValueError, match="CPU trainer"):
+        emulate_cuda_autocast(trainer)

@@ -20,8 +20,9 @@ it turns autocast off. It is an emulation at the Python API, not CUDA: it decide
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -108,3 +109,18 @@ class CudaAutocastPolicy(TorchFunctionMode):
             # autocast casts floating tensors of the other float types only (never integers, bools, float64)
             return t.to(dtype) if t.dtype in (torch.float32, *_LOW) and t.dtype != dtype else t
         return cast
+
+
+@contextlib.contextmanager
+def cpu_autocast_with_cuda_casts(dtype: torch.dtype, enabled: bool = True) -> Iterator[None]:
+    """``torch.autocast("cpu", dtype, enabled)`` whose casts are CUDA autocast's (:class:`CudaAutocastPolicy`)."""
+    with torch.autocast("cpu", dtype=dtype, enabled=enabled), CudaAutocastPolicy(dtype):
+        yield
+
+
+def emulate_cuda_autocast(trainer: Any) -> None:
+    """Make a CPU ``Trainer``'s autocast (``train.amp``) cast as CUDA autocast does: its steps then raise the dtype
+    errors a GPU run would."""
+    if trainer.device.type != "cpu":
+        raise ValueError(f"emulating CUDA autocast is for a CPU trainer, not {trainer.device}")
+    trainer._autocast = lambda: cpu_autocast_with_cuda_casts(trainer.amp_dtype, trainer.amp)

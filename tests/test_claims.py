@@ -20,19 +20,33 @@ from retrievegan.eval import methods as m
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_verdict_rule_reads_the_interval_of_the_paired_difference_over_seeds():
+def test_the_verdict_rule_reads_the_corrected_test_of_the_paired_difference_and_the_declared_minimum():
     mean, low, high = cl.t_interval([1.0, 2.0, 3.0], 0.95)
     assert mean == 2.0 and math.isclose(high - mean, 4.302653 * 1.0 / math.sqrt(3), rel_tol=1e-5)
-    assert cl.verdict(0.1, 0.5, 3, 3, higher=True)[0] == "supported"
-    assert cl.verdict(0.1, 0.5, 3, 3, higher=False)[0] == "contradicted"
-    assert cl.verdict(-0.5, -0.1, 3, 3, higher=False)[0] == "supported"
-    assert cl.verdict(-0.1, 0.5, 5, 3, higher=True)[0] == "inconclusive"
-    v, why = cl.verdict(0.1, 0.5, 2, 3, higher=True)  # excludes 0, but too few seeds
+    m2, lo2, hi2, p = cl.paired_interval([1.0, 2.0, 3.0], [], 0.95)
+    assert (m2, lo2, hi2) == pytest.approx((mean, low, high)) and math.isclose(p, 0.0742, abs_tol=1e-3)
+    _, lo3, hi3, p3 = cl.paired_interval([1.0, 2.0, 3.0], [0.5, 0.5, math.nan], 0.95)  # + the within-seed error
+    assert lo3 < low and hi3 > high and p3 > p
+    # (difference, Holm p, seeds, min seeds, higher is better, minimum effect, alpha)
+    assert cl.verdict(0.2, 0.01, 3, 3, True, 0.05, 0.05)[0] == "supported"
+    assert cl.verdict(0.2, 0.01, 3, 3, False, 0.05, 0.05)[0] == "contradicted"
+    assert cl.verdict(-0.2, 0.01, 3, 3, False, 0.05, 0.05)[0] == "supported"
+    assert cl.verdict(0.2, 0.2, 5, 3, True, 0.05, 0.05)[0] == "inconclusive"
+    v, why = cl.verdict(0.02, 0.001, 5, 3, True, 0.05, 0.05)  # significant but below the declared minimum effect
+    assert v == "inconclusive" and "below the declared minimum effect 0.05" in why
+    assert cl.verdict(-0.02, 0.001, 5, 3, True, 0.05, 0.05)[0] == "contradicted"  # the minimum is for support only
+    v, why = cl.verdict(0.2, 0.001, 2, 3, True, 0.05, 0.05)  # significant, but too few seeds
     assert v == "inconclusive" and "2 paired training seeds" in why
     assert cl.combine(["supported", "supported"]) == "supported"
     assert cl.combine(["supported", "inconclusive"]) == "inconclusive"
     assert cl.combine(["supported", "contradicted"]) == "contradicted"
     assert math.isnan(cl.t_interval([1.0], 0.95)[1])
+
+
+def test_holm_adjusts_the_family_step_down_and_leaves_nan_out():
+    adjusted = cl.holm([0.01, 0.04, math.nan, 0.03])
+    assert adjusted[0] == pytest.approx(0.03) and adjusted[3] == pytest.approx(0.06)
+    assert adjusted[1] == pytest.approx(0.06) and math.isnan(adjusted[2])  # monotone: max(0.04 * 1, 0.06)
 
 
 def _write_run(root: Path, run: str, seed: int, compat: float, fid: float, ds: float,
@@ -65,7 +79,44 @@ VALUES = {
 }
 
 
-def _fixture(root: Path, seeds) -> tuple[dict, cl.Runs]:
+def _write_controls(root: Path, run: str, learned: float, best: float, identity: float, se: float = 0.005) -> Path:
+    """A C1 controls file: the learned arm and the fixed arms on test (identity is the best fixed arm when it is)."""
+    def test(v: float) -> dict:
+        return {"test": {"compat_pairwise_same_theme": v, "compat_pairwise_same_theme_low": v - 0.01,
+                         "compat_pairwise_same_theme_high": v + 0.01}}
+
+    arms = {"learned": test(learned), "identity": test(identity), "ep_init": test(best if identity != best else 0.14),
+            "learned_tuned": test(learned + 0.05), "random_candidates": test(0.13), "pastegan": test(0.13)}
+    for arm in ("identity", "ep_init", "learned_tuned"):
+        arms[arm]["chosen"] = {"label": "x10", "compat_pairwise_same_theme": 0.3}
+        arms[arm]["search"] = [{"compat_pairwise_same_theme": 0.2}, {"compat_pairwise_same_theme": 0.3}]
+    arms["learned"]["chosen"] = {"label": "as trained", "compat_pairwise_same_theme": learned}
+    path = root / "metrics" / "c1_controls" / f"{run}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    def paired(d: float) -> dict:
+        return {"difference": d, "low": d - 2 * se, "high": d + 2 * se, "se": se, "scene_graphs": 256}
+
+    path.write_text(json.dumps({"method": run, "search_split": "val", "test_split": "test", "k": 32,
+                                "controls": {"grid": ["x1", "x10", "no noise"]}, "arms": arms,
+                                "best_fixed": "identity" if identity == best else "ep_init",
+                                "paired": {"best_fixed": paired(learned - best), "pastegan": paired(learned - 0.13)}}))
+    return path
+
+
+def _write_probe(root: Path, run: str, auc: float, half: float = 0.05) -> Path:
+    path = root / "metrics" / "d_probe" / f"{run}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sees = auc - half > 0.5 or auc + half < 0.5
+    d = {"auc": auc, "auc_low": auc - half, "auc_high": auc + half, "sees_compatibility": sees}
+    path.write_text(json.dumps({"method": run, "split": "val", "with_a_pair": 100, "probe": {"k": 32},
+                                "discriminators": {"d_img": d, "d_obj": {**d, "auc": 0.5, "auc_low": 0.45,
+                                                                         "auc_high": 0.55, "sees_compatibility": False}},
+                                "sees_compatibility": sees}))
+    return path
+
+
+def _fixture(root: Path, seeds, best_fixed=(0.20, 0.21, 0.19), probe_auc: float | None = 0.8,
+             control_se: float = 0.005) -> tuple[dict, cl.Runs]:
     arms = {}
     for arm, (compat, fid) in VALUES.items():
         arms[arm] = []
@@ -74,12 +125,18 @@ def _fixture(root: Path, seeds) -> tuple[dict, cl.Runs]:
             _write_run(root, run, s, compat[s], fid[s], 1.0, ("pred_bbox", "gt_bbox") if run == "retrievegan"
                        else ("pred_bbox",))
             arms[arm].append(run)
+            if arm == cl.C1_LEARNED:
+                _write_controls(root, run, compat[s], best_fixed[s], best_fixed[s], control_se)
+                if probe_auc is not None:
+                    _write_probe(root, run, probe_auc)
     _write_run(root, "sg2im", 0, 0.0, 800, 0.05)
     _write_run(root, "layout2im", 0, 0.0, 900, 0.1, ("gt_bbox",))
     arms.update(cl.TABLE1_ARMS)
     files = list((root / "metrics").glob("*.json"))
     compat = list((root / "metrics" / "compatibility").glob("*.json"))
-    runs = cl.Runs(files, compat, {p.parent.name: p for p in (root / "models").glob("*/run.json")})
+    controls = list((root / "metrics" / "c1_controls").glob("*.json"))
+    probes = list((root / "metrics" / "d_probe").glob("*.json"))
+    runs = cl.Runs(files, compat, {p.parent.name: p for p in (root / "models").glob("*/run.json")}, controls, probes)
     return arms, runs
 
 
@@ -97,18 +154,23 @@ def test_three_seeds_give_verdicts_in_both_directions_and_one_seed_none(tmp_path
     claims, detail = cl.evaluate_claims(arms, runs, cl.ClaimsConfig(),
                                         _study(tmp_path / "sim.csv", "simulated", 0.9))
     v = dict(zip(claims["claim"], claims["verdict"]))
-    assert v["C1"] == "supported"  # compatibility: trained > frozen and > PasteGAN on every seed
+    assert v["C1"] == "supported"  # compatibility: learned > best fixed (0.31 vs 0.20) and > PasteGAN on every seed
+    assert v["C1-eq4"] == "inconclusive"  # its learned arm (relaxed retrieval) is not in the fixture
     assert v["C4"] == "contradicted"  # non-iterative more compatible on every seed
     assert v["C2"] == "inconclusive"  # compatibility higher, FID interval contains 0
     assert v["C5"] == "inconclusive"  # sg2im / layout2im: one seed
     assert v["C6"] == "inconclusive"  # simulated participants are not people
     c2 = detail[(detail["claim"] == "C2") & detail["decides"].astype(bool)]
-    assert set(c2["metric"]) == {"compat_pairwise", "fid"} and set(c2["paired_seeds"]) == {3}
+    assert set(c2["metric"]) == {"compat_pairwise_same_theme", "fid"} and set(c2["paired_seeds"]) == {3}
     c3 = claims.set_index("claim").loc["C3"]
     assert c3["verdict"] == "supported" or "fid" in c3["basis"]
-    row = detail[(detail["claim"] == "C1") & (detail["arm_b"] == "retrievegan_ep_frozen")
-                 & (detail["metric"] == "compat_pairwise")].iloc[0]
-    assert math.isclose(row["difference"], 0.11, abs_tol=1e-9) and row["difference_low"] > 0
+    row = detail[(detail["claim"] == "C1") & (detail["arm_b"] == cl.BEST_FIXED)].iloc[0]
+    assert math.isclose(row["difference"], 0.31 - 0.20, abs_tol=1e-9) and row["difference_low"] > 0
+    assert row["within_seed_se"] == pytest.approx(0.005) and row["decides"]
+    frozen = detail[(detail["claim"] == "C1") & (detail["arm_b"] == "retrievegan_ep_frozen")]
+    assert not frozen["decides"].astype(bool).any()  # the trained E_p-frozen arm is context now
+    assert not detail[detail["decides"].astype(bool) & detail["claim"].isin(["C1", "C2", "C3", "C4"])]["p_holm"].isna().any()
+    assert "sees compatibility" in claims.set_index("claim").loc["C1", "basis"]
     people, _ = cl.evaluate_claims(arms, runs, cl.ClaimsConfig(), _study(tmp_path / "p.csv", "participants", 0.9))
     assert people.set_index("claim").loc["C6", "verdict"] == "supported"
 
@@ -118,6 +180,39 @@ def test_three_seeds_give_verdicts_in_both_directions_and_one_seed_none(tmp_path
     c1 = claims1.set_index("claim").loc["C1"]
     assert c1["paired_seeds"] == 1 and "1 paired training seed" in c1["basis"]
     assert not math.isnan(c1["value_a_low"])  # one seed: the within-seed (scene-graph) interval is shown
+    assert not math.isnan(c1["difference_low"])  # and the paired bootstrap of the controls file
+
+
+def test_c1_is_contradicted_by_a_better_fixed_embedding_and_not_testable_with_a_blind_discriminator(tmp_path):
+    arms, runs = _fixture(tmp_path / "loses", (0, 1, 2), best_fixed=(0.38, 0.39, 0.37))
+    claims, _ = cl.evaluate_claims(arms, runs, cl.ClaimsConfig())
+    c1 = claims.set_index("claim").loc["C1"]
+    assert c1["verdict"] == "contradicted" and c1["difference"] < 0
+    assert "worse than a fixed one at a matched scale" in c1["answer"] and "contradicted" in c1["answer"]
+    arms, runs = _fixture(tmp_path / "blind", (0, 1, 2), best_fixed=(0.38, 0.39, 0.37), probe_auc=0.51)
+    claims, detail = cl.evaluate_claims(arms, runs, cl.ClaimsConfig())
+    c1 = claims.set_index("claim").loc["C1"]
+    assert c1["verdict"] == "not testable"
+    assert "does not see compatibility" in c1["basis"] and "would give 'contradicted'" in c1["basis"]
+    assert "not testable here" in c1["answer"] and "AUC 0.51" in c1["answer"]
+    assert set(detail[detail["claim"] == "C1"]["verdict"]) <= {"contradicted", "inconclusive", "supported"}
+    arms, runs = _fixture(tmp_path / "small", (0, 1, 2), best_fixed=(0.28, 0.30, 0.29), control_se=0.0005)  # +0.02
+    c1 = cl.evaluate_claims(arms, runs, cl.ClaimsConfig())[0].set_index("claim").loc["C1"]
+    assert c1["verdict"] == "inconclusive" and "below the declared minimum effect" in c1["basis"]
+    arms, runs = _fixture(tmp_path / "unprobed", (0, 1, 2), probe_auc=None)
+    c1 = cl.evaluate_claims(arms, runs, cl.ClaimsConfig())[0].set_index("claim").loc["C1"]
+    assert c1["verdict"] == "supported" and "no discriminator probe" in c1["basis"]
+
+
+def test_the_markdown_has_one_name_per_metric_and_no_nan_cells(tmp_path):
+    arms, runs = _fixture(tmp_path, (0, 1, 2))
+    cl.write_claims(tmp_path / "claims.csv", tmp_path / "claims.md", tmp_path / "cmp.csv", arms, runs,
+                    cl.ClaimsConfig(), (0, 1, 2), _study(tmp_path / "sim.csv", "simulated", 0.9))
+    text = (tmp_path / "claims.md").read_text()
+    assert "nan" not in text.replace("nanmean", "")
+    assert "compat_pairwise " not in text and "compat_pairwise:" not in text  # always the full metric name
+    assert "preference_share_simulated" in text and "C1 controls: fixed embeddings" in text
+    assert "discriminator probe" in text and "The answers in one sentence each" in text
 
 
 def test_an_arm_left_out_of_the_run_gives_inconclusive_rows_that_say_why_and_a_typo_is_an_error(tmp_path):
@@ -128,9 +223,10 @@ def test_an_arm_left_out_of_the_run_gives_inconclusive_rows_that_say_why_and_a_t
     assert v["C4"] == "inconclusive" and v["C2"] == "inconclusive"  # C4 contradicted with the arm (test above)
     frozen = detail[detail["arm_b"] == "retrievegan_ep_frozen"]
     assert len(frozen) > 0 and set(frozen["verdict"]) == {"inconclusive"} and frozen["difference"].isna().all()
+    assert set(frozen["decides"]) == {False}
     assert all("retrievegan_ep_frozen not trained in this run" in r and "claims_full" in r for r in frozen["reason"])
     assert not frozen["value_a"].isna().any() and frozen["value_b"].isna().all()  # the arm that ran keeps its values
-    assert claims.set_index("claim").loc["C1", "arm_b"] == "pastegan"  # the table shows a comparison with numbers
+    assert claims.set_index("claim").loc["C1", "arm_b"] == cl.BEST_FIXED  # C1's row: its first deciding comparison
     pastegan = detail[(detail["claim"] == "C1") & (detail["arm_b"] == "pastegan")]
     assert set(pastegan["paired_seeds"]) == {3} and not pastegan["difference"].isna().any()  # the rest still counts
     arms["retrievegan_ep_frozn"] = ["x"]
@@ -149,8 +245,10 @@ def test_the_claims_command_writes_its_outputs_and_a_provenance_line(tmp_path, c
     out = tmp_path / "claims.csv"
     code = cli_main(["claims", "--seeds", "0", "1", "2", "--arms", json.dumps(arms), "--metrics", *files,
                      "--compatibility", *compat, "--run-json", *run_json, "--out-csv", str(out),
+                     "--c1-controls", *map(str, (tmp_path / "metrics" / "c1_controls").glob("*.json")),
+                     "--d-probe", *map(str, (tmp_path / "metrics" / "d_probe").glob("*.json")),
                      "--out-md", str(tmp_path / "claims.md"), "--out-comparisons", str(tmp_path / "cmp.csv")])
-    assert code in (0, None) and list(pd.read_csv(out)["claim"]) == ["C1", "C2", "C3", "C4", "C5", "C6"]
+    assert code in (0, None) and list(pd.read_csv(out)["claim"]) == ["C1", "C1-eq4", "C2", "C3", "C4", "C5", "C6"]
     record = runinfo.read_provenance(capsys.readouterr().err.splitlines())[out.as_posix()]
     assert record["git_sha"] and record["recorded_utc"]
 
@@ -179,8 +277,8 @@ def test_write_claims_writes_csv_markdown_and_the_trace(tmp_path):
                                 for s in (10, 20, 30, 40)) + "\n")
     out = cl.write_claims(tmp_path / "claims.csv", tmp_path / "claims.md", tmp_path / "cmp.csv", arms, runs,
                           cl.ClaimsConfig(), (0, 1, 2), losses={"retrievegan__s1": losses})
-    assert list(out["claim"]) == ["C1", "C2", "C3", "C4", "C5", "C6"]
-    assert list(pd.read_csv(tmp_path / "claims.csv")["claim"]) == ["C1", "C2", "C3", "C4", "C5", "C6"]
+    assert list(out["claim"]) == ["C1", "C1-eq4", "C2", "C3", "C4", "C5", "C6"]
+    assert list(pd.read_csv(tmp_path / "claims.csv")["claim"]) == ["C1", "C1-eq4", "C2", "C3", "C4", "C5", "C6"]
     text = (tmp_path / "claims.md").read_text()
     assert text.index("Verdict rule") < text.index("| claim |")  # the rule comes before the numbers
     assert "20.0x the one of the generation losses" in text and "below the Gumbel" not in text
@@ -341,3 +439,15 @@ def test_trace_tables_give_each_snapshot_schedule_its_own_table():
             assert line.count("|") == header, line
             tables[-1].append(line.split("`")[1])
     assert tables == [["a", "b"], ["long"]]
+
+
+def test_only_evaluates_the_named_claims_with_their_own_holm_family(tmp_path):
+    arms, runs = _fixture(tmp_path, (0, 1, 2))
+    claims, detail = cl.evaluate_claims(arms, runs, cl.ClaimsConfig(), only=["C1", "C1-eq4"])
+    assert list(claims["claim"]) == ["C1", "C1-eq4"] and set(detail["claim"]) == {"C1", "C1-eq4"}
+    full = cl.evaluate_claims(arms, runs, cl.ClaimsConfig())[1]
+    p_only = detail[(detail["arm_b"] == cl.BEST_FIXED) & (detail["claim"] == "C1")]["p_holm"].iloc[0]
+    p_full = full[(full["arm_b"] == cl.BEST_FIXED) & (full["claim"] == "C1")]["p_holm"].iloc[0]
+    assert p_only <= p_full  # a smaller family: a smaller correction
+    with pytest.raises(ValueError, match="unknown claim"):
+        cl.evaluate_claims(arms, runs, cl.ClaimsConfig(), only=["C7"])

@@ -45,14 +45,15 @@ ENTRY = {
     "sample": ["retrievegan.eval.sampler"],
     "metrics": ["retrievegan.eval.fidelity", "retrievegan.eval.metrics", "retrievegan.eval.compatibility",
                 "retrievegan.eval.group_mass"],
-    "claims": ["retrievegan.eval.claims", "retrievegan.eval.compat_trace"],
+    "claims": ["retrievegan.eval.claims", "retrievegan.eval.compat_trace", "retrievegan.eval.d_probe",
+               "retrievegan.eval.c1_controls"],
     "report": ["retrievegan.eval.tables", "retrievegan.eval.figures", "retrievegan.eval.report"],
     "userstudy": ["retrievegan.study.pool", "retrievegan.study.simulate", "retrievegan.study.analysis",
                   "retrievegan.study.store"],
 }
 
 
-LOOP_RULES = ("claims", "claims_full")  # declared with `name: _tag` and a `# rules: ...` comment
+LOOP_RULES = ("claims", "claims_full", "claims_c1")  # declared with `name: _tag` and a `# rules: ...` comment
 
 
 def module_file(name: str) -> Path | None:

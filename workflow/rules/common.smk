@@ -29,23 +29,32 @@ VARIANT_RUNS = variant_runs(VARIANTS, ABLATION_SETTING)
 # Claims (workflow/rules/claims.smk, retrievegan.eval.claims): the runs of the arms of C1-C4 with the training seeds of
 # `claims.seeds` (rule all) and `claims.full_seeds` (+ the C1 trace arms, target claims_full); seed s of an arm is the arm
 # itself when its config trains with s, else the declared variant <arm>__s<s> (retrievegan.eval.methods.claim_run).
-from retrievegan.eval.methods import CLAIM_ARMS, LONG_TRACE_ARM, TRACE_ARMS, claim_run
+from retrievegan.eval.methods import (C1_COMPOSITE_ARMS, C1_LEARNED_ARMS, CLAIM_ARMS, LONG_TRACE_ARM, TRACE_ARMS,
+                                      claim_run)
 
 CLAIMS = config.get("claims", {})
+C1_SEEDS = CLAIMS.get("c1_seeds", [0, 1, 2, 3, 4])
 
 
-def claim_runs(seeds, arms=CLAIM_ARMS, trace_arms=()):
-    """{arm: [run per seed]} for the given arms of C1-C4 (+ each trace arm with its configured seed)."""
-    runs = {arm: [claim_run(config, arm, seed) for seed in seeds] for arm in arms}
+def claim_runs(seeds, arms=CLAIM_ARMS, trace_arms=(), c1_seeds=None):
+    """{arm: [run per seed]} for the given arms of C1-C4 (+ each trace arm with its configured seed); C1's learned arms
+    with ``c1_seeds`` when given."""
+    runs = {arm: [claim_run(config, arm, seed) for seed in
+                  (c1_seeds if c1_seeds is not None and arm in C1_LEARNED_ARMS.values() else seeds)] for arm in arms}
     runs.update({arm: [arm] for arm in trace_arms})
     return runs
 
 
-# C1 trace arms of claims_full: generation losses only under soft / relaxed retrieval (+ 4x the steps: long_training)
+# C1 trace arms of claims_full: generation losses only under soft retrieval (+ 4x the steps: long_training)
 FULL_TRACE_ARMS = tuple(a for a in TRACE_ARMS if a != LONG_TRACE_ARM or CLAIMS.get("long_training", False))
 # `claims` runs the arms of `claims.arms` (default: the runs the default target trains anyway); claims_full all of them
+# (C1's learned arms, hard and relaxed, with `claims.c1_seeds`); claims_c1: C1's learned arms in the setting where the
+# adversary can see compatibility (a composite discriminator), their runs in place of the arms' (C1 only).
 CLAIM_RUNS = {"claims": claim_runs(CLAIMS.get("seeds", [0]), CLAIMS.get("arms", CLAIM_ARMS)),
-              "claims_full": claim_runs(CLAIMS.get("full_seeds", [0, 1, 2]), CLAIM_ARMS, FULL_TRACE_ARMS)}
+              "claims_full": claim_runs(CLAIMS.get("full_seeds", [0, 1, 2]), CLAIM_ARMS, FULL_TRACE_ARMS, C1_SEEDS),
+              "claims_c1": {C1_LEARNED_ARMS[mode]: [claim_run(config, arm, seed) for seed in C1_SEEDS]
+                            for mode, arm in C1_COMPOSITE_ARMS.items()}}
+CLAIM_ONLY = {"claims_c1": ["C1", "C1-eq4"]}  # the claims a tag evaluates (default: all)
 # the variant runs the claims train (the arms that are methods, with their configured seed, are the methods' runs)
 CLAIM_VARIANT_RUNS = tuple(dict.fromkeys(run for runs in CLAIM_RUNS.values() for arm_runs in runs.values()
                                          for run in arm_runs if run in VARIANT_DECLARATIONS))
@@ -62,7 +71,8 @@ def trace_runs(tag):
     """Runs whose snapshots get a compatibility trace: the first seed of the C1 arms and of the full model, and the
     trace arms."""
     arms = CLAIM_RUNS[tag]
-    first = [arms[a][0] for a in ("retrievegan_no_gt_no_occur", "retrievegan_ep_frozen", "retrievegan") if a in arms]
+    first = [arms[a][0] for a in ("retrievegan_no_gt_no_occur", "retrievegan_ep_frozen", "retrievegan",
+                                  "retrievegan_no_gt_no_occur_relaxed") if a in arms]
     return list(dict.fromkeys(first + [r for a in TRACE_ARMS if a in arms for r in arms[a]]))
 
 

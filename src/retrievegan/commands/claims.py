@@ -16,6 +16,12 @@ def configure(stage: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--losses", nargs="*", default=[], help="models/<run>/losses.jsonl (E_p gradient trace)")
         parser.add_argument("--compat-trace", nargs="*", default=[], help="metrics/compat_trace/<run>.json")
         parser.add_argument("--trace-modes", default="{}", help="JSON {run: retrieval mode} for the trace table")
+        parser.add_argument("--c1-controls", nargs="*", default=[],
+                            help="metrics/c1_controls/<run>.json (C1's fixed embeddings at a val-tuned scale)")
+        parser.add_argument("--d-probe", nargs="*", default=[], help="metrics/d_probe/<run>.json (discriminator probe)")
+        parser.add_argument("--c1-mechanism", nargs="*", default=[],
+                            help="metrics/c1_mechanism/<run>.json (C1's positive control)")
+        parser.add_argument("--only", nargs="+", default=None, help="evaluate these claims only (e.g. C1 C1-eq4)")
         parser.add_argument("--study", default=None, help="user-study aggregates (preference_<population>.csv)")
         parser.add_argument("--title", default="Claims")
         parser.add_argument("--out-csv", required=True)
@@ -44,12 +50,14 @@ def run(stage: str, args: argparse.Namespace) -> None:
         from retrievegan.eval.claims import ClaimsConfig, Runs, write_claims
 
         cfg = from_json(ClaimsConfig, args.params, "claims")
-        runs = Runs(args.metrics, args.compatibility, {Path(p).parent.name: p for p in args.run_json})
+        runs = Runs(args.metrics, args.compatibility, {Path(p).parent.name: p for p in args.run_json},
+                    args.c1_controls, args.d_probe, args.c1_mechanism)
         claims = write_claims(args.out_csv, args.out_md, args.out_comparisons, json.loads(args.arms), runs, cfg,
                               args.seeds, args.study, {Path(p).parent.name: p for p in args.losses},
-                              args.compat_trace, json.loads(args.trace_modes), args.title)
+                              args.compat_trace, json.loads(args.trace_modes), args.title, args.only)
         for rec in claims.to_dict("records"):
             print(f"{rec['claim']}: {rec['verdict']} ({rec['basis']})")
+            print(f"  {rec['answer']}")
         from retrievegan import runinfo
 
         runinfo.report_provenance(args.out_csv)  # the commit and time of claims.csv (headline_provenance.json)

@@ -1,4 +1,5 @@
-"""Stages: synthnet, real-stats, real-metrics, metrics, compatibility, compat-summary, group-mass, compat-trace."""
+"""Stages: synthnet, real-stats, real-metrics, metrics, compatibility, compat-summary, group-mass, compat-trace, d-probe,
+c1-controls."""
 
 from __future__ import annotations
 
@@ -69,6 +70,27 @@ def configure(stage: str, parser: argparse.ArgumentParser) -> None:
                             help="override an extra input path recorded in the checkpoint")
         parser.add_argument("--out", required=True, help="metrics/compat_trace/<run>.json")
         parser.add_argument("--threads", type=int, default=1)
+    elif stage in ("d-probe", "c1-controls", "c1-mechanism"):  # --params: `claims.probe` / `.controls` / `.mechanism`
+        parser.add_argument("--checkpoint", required=True, help="a trained patch method's checkpoint")
+        if stage in ("c1-controls", "c1-mechanism"):
+            parser.add_argument("--snapshots", required=True, help="its snapshots/ folder (step 0: E_p's init)")
+            parser.add_argument("--test-split", default="test", choices=["train", "val", "test"])
+        if stage == "c1-controls":
+            parser.add_argument("--pastegan-retrievals", default=None,
+                                help="PasteGAN's retrievals.json on the test split (its sets, paired with the learned arm's)")
+        if stage in ("d-probe", "c1-mechanism"):
+            parser.add_argument("--candidates", required=True, help="pre-filter candidates.npy")
+        if stage == "c1-mechanism":
+            parser.add_argument("--controls-params", default="{}", help="JSON of `claims.controls` (seeds, bootstrap)")
+            parser.add_argument("--controls", default=None, help="metrics/c1_controls/<run>.json (fixed arms)")
+        parser.add_argument("--data-dir", required=True)
+        parser.add_argument("--patches", required=True, help="patches.csv")
+        if stage != "c1-mechanism":  # the mechanism check runs on the CPU (small networks, a few hundred steps)
+            parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+        parser.add_argument("--input", action="append", default=[], metavar="NAME=PATH",
+                            help="override an extra input path recorded in the checkpoint")
+        parser.add_argument("--out", required=True, help=f"metrics/{stage.replace('-', '_')}/<run>.json")
+        parser.add_argument("--threads", type=int, default=1)
     else:
         raise ValueError(stage)
 
@@ -121,6 +143,38 @@ def run(stage: str, args: argparse.Namespace) -> None:
                                      _inputs(args.input), progress=not args.no_progress)
         print(f"{result['method']} ({args.split}): steps {result['steps']}: pairwise same-theme "
               f"{[round(v, 3) for v in result['scores']['compat_pairwise_same_theme']]}")
+        return
+    if stage == "d-probe":
+        from retrievegan.commands.training import _inputs
+        from retrievegan.eval.d_probe import ProbeConfig, discriminator_probe, probe_line
+
+        _threads(args.threads)
+        result = discriminator_probe(args.checkpoint, args.data_dir, args.patches, args.candidates, args.out,
+                                     from_json(ProbeConfig, args.params, "claims.probe"), args.device,
+                                     _inputs(args.input), progress=not args.no_progress)
+        print(probe_line(result))
+        return
+    if stage == "c1-controls":
+        from retrievegan.commands.training import _inputs
+        from retrievegan.eval.c1_controls import ControlsConfig, c1_controls, controls_line
+
+        _threads(args.threads)
+        result = c1_controls(args.checkpoint, args.snapshots, args.data_dir, args.patches, args.out,
+                             from_json(ControlsConfig, args.params, "claims.controls"), args.test_split, args.device,
+                             _inputs(args.input), args.pastegan_retrievals, progress=not args.no_progress)
+        print(controls_line(result))
+        return
+    if stage == "c1-mechanism":
+        from retrievegan.commands.training import _inputs
+        from retrievegan.eval.c1_controls import ControlsConfig
+        from retrievegan.eval.mechanism import MechanismConfig, c1_mechanism, mechanism_line
+
+        _threads(args.threads)
+        result = c1_mechanism(args.checkpoint, args.snapshots, args.data_dir, args.patches, args.candidates,
+                              args.controls, args.out, from_json(MechanismConfig, args.params, "claims.mechanism"),
+                              from_json(ControlsConfig, args.controls_params, "claims.controls"), args.test_split,
+                              _inputs(args.input), progress=not args.no_progress)
+        print(mechanism_line(result))
         return
     if stage == "synthnet":
         import time

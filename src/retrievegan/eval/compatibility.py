@@ -126,14 +126,20 @@ def score_records(records: list[dict[str, Any]], patch_table: pd.DataFrame, path
                                        "chance_pairwise_same_theme", "category_match"])
 
 
-def cluster_bootstrap(values: np.ndarray, clusters: np.ndarray, n_boot: int, confidence: float,
-                      rng: np.random.Generator) -> tuple[float, float]:
-    """Percentile interval of the mean of ``values``, resampling whole clusters with replacement."""
+def cluster_bootstrap_means(values: np.ndarray, clusters: np.ndarray, n_boot: int,
+                            rng: np.random.Generator) -> np.ndarray:
+    """``(n_boot,)`` means of ``values``, each over a resample of whole clusters drawn with replacement."""
     labels, inverse = np.unique(clusters, return_inverse=True)
     sums = np.bincount(inverse, weights=values, minlength=len(labels))
     counts = np.bincount(inverse, minlength=len(labels)).astype(float)
     draws = rng.integers(0, len(labels), size=(n_boot, len(labels)))
-    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    return sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+
+
+def cluster_bootstrap(values: np.ndarray, clusters: np.ndarray, n_boot: int, confidence: float,
+                      rng: np.random.Generator) -> tuple[float, float]:
+    """Percentile interval of the mean of ``values``, resampling whole clusters with replacement."""
+    means = cluster_bootstrap_means(values, clusters, n_boot, rng)
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(means, [alpha, 1.0 - alpha])
     return float(low), float(high)

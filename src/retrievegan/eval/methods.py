@@ -208,6 +208,9 @@ def seeded(variant: Variant, seeds: Sequence[int]) -> tuple[Variant, ...]:
 
 
 # --- arms of the paper's claims (retrievegan.eval.claims; config `claims`) ---------------------------------------
+# claims_c1's composite discriminator weight (ours): as large as the reconstruction loss, so that D_comp's loss leads the
+# gradient reaching E_p (the image / object adversaries' weights are 0.01); declared here with the arms that use it.
+COMPOSITE_ADV_WEIGHT = 1.0
 # Trained by the claims rules (workflow/rules/claims.smk), never Table 2 rows. Each arm of C1-C4 runs with the
 # training seeds of `claims.seeds` (default run) or `claims.full_seeds` (`snakemake claims_full`); seed s of an arm
 # is the arm itself when s is the seed its config already trains with, else the variant `<arm>__s<s>`.
@@ -229,8 +232,18 @@ CLAIM_VARIANTS: dict[str, Variant] = {
                 "relaxation instead of straight-through selection"),
         Variant("retrievegan_no_gt_no_occur_relaxed", "retrievegan_no_gt_no_occur",
                 "RetrieveGAN, generation losses only, relaxed retrieval (eq. 4)", (("retrieval.mode", "relaxed"),),
-                "Retrieval", "relaxed", "claim C1 trace (opt-in, claims_full): the generation-only arm with eq. 4 as "
-                "written (relaxed n-hot vector, no straight-through)"),
+                "Retrieval", "relaxed", "claim C1 in the paper's relaxed retrieval (eq. 4 as written: relaxed n-hot "
+                "vector, no straight-through): the learned arm of C1's second deciding mode (claims_full)"),
+        Variant("retrievegan_no_gt_no_occur_comp", "retrievegan_no_gt_no_occur",
+                "RetrieveGAN, generation losses only, with a composite discriminator",
+                (("retrievegan.composite_adv_weight", COMPOSITE_ADV_WEIGHT),), "Adversary",
+                "+ composite discriminator", "claim C1 where the adversary can see compatibility (claims_c1): D_comp "
+                "judges the retrieved patches pasted at their boxes with a whole-image receptive field"),
+        Variant("retrievegan_no_gt_no_occur_comp_relaxed", "retrievegan_no_gt_no_occur",
+                "RetrieveGAN, generation losses only, with a composite discriminator, relaxed retrieval (eq. 4)",
+                (("retrievegan.composite_adv_weight", COMPOSITE_ADV_WEIGHT), ("retrieval.mode", "relaxed")),
+                "Adversary", "+ composite discriminator, relaxed retrieval", "claim C1 where the adversary can see "
+                "compatibility (claims_c1), in eq. 4's relaxed retrieval"),
         Variant("retrievegan_no_gt_no_occur_long", "retrievegan_no_gt_no_occur",
                 "RetrieveGAN, generation losses only, 4x the training steps", (("retrievegan.train.steps", 960),),
                 "Steps", "960", "claim C1 trace (opt-in, claims_full): does E_p learn compatibility from the "
@@ -238,9 +251,15 @@ CLAIM_VARIANTS: dict[str, Variant] = {
     )
 }
 CLAIM_ARMS: tuple[str, ...] = ("retrievegan_no_gt_no_occur", "retrievegan_ep_frozen", "pastegan", "retrievegan",
-                               "retrievegan_occur_only", "retrievegan_gt_only", "retrievegan_non_iterative")
-TRACE_ARMS: tuple[str, ...] = ("retrievegan_no_gt_no_occur_soft", "retrievegan_no_gt_no_occur_relaxed",
-                               "retrievegan_no_gt_no_occur_long")
+                               "retrievegan_occur_only", "retrievegan_gt_only", "retrievegan_non_iterative",
+                               "retrievegan_no_gt_no_occur_relaxed")
+# C1's learned arm per deciding retrieval mode (claims_full: the paper's setting), and the same in the setting where
+# the adversary can see compatibility (claims_c1: a composite discriminator; retrievegan.eval.claims maps these runs onto
+# C1's arms). They train with `claims.c1_seeds` in claims_full / claims_c1.
+C1_LEARNED_ARMS: dict[str, str] = {"hard": "retrievegan_no_gt_no_occur", "relaxed": "retrievegan_no_gt_no_occur_relaxed"}
+C1_COMPOSITE_ARMS: dict[str, str] = {"hard": "retrievegan_no_gt_no_occur_comp",
+                                     "relaxed": "retrievegan_no_gt_no_occur_comp_relaxed"}
+TRACE_ARMS: tuple[str, ...] = ("retrievegan_no_gt_no_occur_soft", "retrievegan_no_gt_no_occur_long")
 LONG_TRACE_ARM = "retrievegan_no_gt_no_occur_long"  # opt-in within claims_full (`claims.long_training`)
 CLAIM_SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)  # the training seeds a claim arm can run with (schema enum)
 
@@ -252,7 +271,8 @@ def _arm_template(name: str) -> Variant:
     return Variant(name, name, METHODS[name].label, (), "Training seed", "", "the method itself", "claims")
 
 
-SEEDED_VARIANTS: dict[str, Variant] = {v.name: v for arm in CLAIM_ARMS for v in seeded(_arm_template(arm), CLAIM_SEEDS)}
+SEEDED_VARIANTS: dict[str, Variant] = {v.name: v for arm in CLAIM_ARMS + tuple(C1_COMPOSITE_ARMS.values())
+                                       for v in seeded(_arm_template(arm), CLAIM_SEEDS)}
 RARITY_VARIANTS: dict[str, Variant] = {run.name: run for arm in RARITY_ARMS for run in seeded(arm, RARITY_SEEDS)}
 VARIANTS: dict[str, Variant] = {**TABLE2_VARIANTS, **CLAIM_VARIANTS, **SEEDED_VARIANTS, **RARITY_VARIANTS}
 
@@ -267,8 +287,9 @@ def training_seed(config: Mapping[str, Any], name: str) -> int:
 def claim_run(config: Mapping[str, Any], arm: str, seed: int) -> str:
     """The run of claim arm ``arm`` with training seed ``seed``: the arm itself when its config trains with that
     seed already (the default run reuses it), else the declared ``<arm>__s<seed>``."""
-    if arm not in CLAIM_ARMS and arm not in TRACE_ARMS:
-        raise ValueError(f"unknown claim arm {arm!r}; known: {list(CLAIM_ARMS + TRACE_ARMS)}")
+    known = CLAIM_ARMS + TRACE_ARMS + tuple(C1_COMPOSITE_ARMS.values())
+    if arm not in known:
+        raise ValueError(f"unknown claim arm {arm!r}; known: {list(known)}")
     if training_seed(config, arm) == int(seed):
         return arm
     name = f"{arm}{SEED_SEPARATOR}{int(seed)}"

@@ -498,8 +498,12 @@ class PatchGanMethod(Method):
 
     def discriminator_step(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, cache: Any,
                            ctx: StepContext) -> StepOutput | None:
+        terms = self.discriminator_terms(nets, batch, cache)
+        return StepOutput(terms.result(), terms.logs)
+
+    def discriminator_terms(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, cache: Any) -> losses.LossSum:
         """D_obj: adversarial + auxiliary classification of the real crops (PasteGAN code); D_img: adversarial.
-        ``cache``: {"fake": (N, 3, S, S), "recon": (N, 3, S, S) or None}, detached."""
+        ``cache``: {"fake": (N, 3, S, S), "recon": (N, 3, S, S) or None, ...}, detached."""
         kind = self.config.gan_loss
         real = batch.real_index()
         boxes, obj_to_img, labels = (batch.boxes.index_select(0, real), batch.obj_to_img.index_select(0, real),
@@ -516,7 +520,7 @@ class PatchGanMethod(Method):
         real_img = d_img(batch.images)
         for suffix, fake in fakes:
             terms.add(f"img_adv{suffix}", losses.discriminator_adversarial(real_img, d_img(fake), kind))
-        return StepOutput(terms.result(), terms.logs)
+        return terms
 
     # --- inference helpers ---
     def render(self, generator: nn.Module, batch: SceneGraphBatch, crops: torch.Tensor, setting: str) -> torch.Tensor:

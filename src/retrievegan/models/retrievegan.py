@@ -44,13 +44,15 @@ from torch import nn
 from retrievegan.data.dataset import DataSpec, SceneGraphBatch
 from retrievegan.embed.prefilter import add_ground_truth, gather_candidates, load_candidates
 from retrievegan.errors import ConfigError
+from retrievegan.models.critic import CompatCritic, batch_composite
 from retrievegan.models.init import build
 from retrievegan.models.patch_gan import (PatchGanConfig, PatchGanMethod, check_settings, gather_rows, load_rows,
                                           per_image_uniform, slot_lists, slot_rows, slots_to_objects)
 from retrievegan.models.retrieval import (GroupCounts, OccurForm, PatchEmbedder, RetrievalConfig, RetrievalOutput,
                                           cooccurrence_loss, gt_selection_loss, iterative_retrieval, retrieval_loop)
 from retrievegan.train import losses
-from retrievegan.train.method import SampleOutput, StepContext, StepOutput
+from retrievegan.train.config import AdamConfig
+from retrievegan.train.method import Role, SampleOutput, StepContext, StepOutput
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +71,12 @@ class RetrieveGanConfig(PatchGanConfig):
     freeze_retriever: bool = False  # ours (claim C1's control arm): E_p keeps its initial weights (no gradient, no update)
     trace_retriever: bool = True  # ours (diagnostics, no effect on training): on logged steps, losses.jsonl ``meta`` gets
     # the norm of the gradient reaching E_p from each loss group and the retrieval's sharpness (:meth:`RetrieveGan.trace`)
+    composite_adv_weight: float = 0.0  # ours (claim C1's `claims_c1` setting; 0: off, the paper): the generator's
+    # adversarial loss from D_comp, a discriminator with a whole-image receptive field (models.critic.CompatCritic) that
+    # sees the retrieved patches pasted at the ground-truth boxes through the objects' masks (real: the image's own
+    # patches pasted the same way). The composite depends on the retrieval alone, so this loss reaches E_p only.
+    d_comp_channels: tuple[int, ...] = (16, 32, 64)  # ours: D_comp's stride-2 conv stages (then one linear layer)
+    optim_d_comp: AdamConfig = AdamConfig(lr=1e-3, betas=(0.0, 0.9))  # as D_img
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -76,6 +84,8 @@ class RetrieveGanConfig(PatchGanConfig):
             raise ValueError("retrieval loss weights must be >= 0")
         if self.occur_form not in ("sum", "mean"):
             raise ValueError(f"occur_form must be sum or mean, got {self.occur_form!r}")
+        if self.composite_adv_weight < 0:
+            raise ValueError("composite_adv_weight must be >= 0")
 
 
 class PatchRetriever(nn.Module):
@@ -138,8 +148,43 @@ class RetrieveGan(PatchGanMethod):
             retriever.requires_grad_(False)
         return {"retriever": retriever}
 
+    def build_networks(self, generator: torch.Generator) -> dict[str, nn.Module]:
+        """PatchGanMethod's networks (+ E_p), and D_comp last when ``composite_adv_weight`` > 0 (so the others are
+        initialised from the same draws either way)."""
+        nets = super().build_networks(generator)
+        if self.config.composite_adv_weight > 0:
+            channels, size = self.config.d_comp_channels, self.spec.image_size
+            nets["d_comp"] = build(lambda: CompatCritic(channels, size), generator)
+        return nets
+
+    def roles(self) -> Mapping[str, Role]:
+        roles = dict(super().roles())
+        if self.config.composite_adv_weight > 0:
+            roles["d_comp"] = "discriminator"
+        return roles
+
+    def optimizer(self, network: str) -> AdamConfig:
+        return self.config.optim_d_comp if network == "d_comp" else super().optimizer(network)
+
+    def composite(self, batch: SceneGraphBatch, crops: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S): per-object crops (O, 3, C, C) pasted at the ground-truth boxes through the object masks."""
+        return batch_composite(batch, crops, self.spec.image_size)
+
+    def discriminator_terms(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, cache: Any) -> losses.LossSum:
+        """PatchGanMethod's D_img / D_obj terms, and D_comp's (real: the own patches' composite; fake: the retrieved
+        patches') when it exists."""
+        terms = super().discriminator_terms(nets, batch, cache)
+        if "d_comp" in nets:
+            d_comp = nets["d_comp"]
+            terms.add("comp_adv", losses.discriminator_adversarial(d_comp(cache["comp_real"]), d_comp(cache["comp_fake"]),
+                                                                   self.config.gan_loss))
+        return terms
+
     def notes(self) -> dict[str, str]:
         notes = dict(super().notes())
+        if self.config.composite_adv_weight > 0:
+            notes["d_comp"] = (f"composite discriminator on, weight {self.config.composite_adv_weight:g} (claims_c1 "
+                               "setting: not the paper's training)")
         if self.config.freeze_retriever:
             notes["retriever"] = "frozen at its initialisation (freeze_retriever: true): E_p gets no update"
         return notes
@@ -230,6 +275,12 @@ class RetrieveGan(PatchGanMethod):
         self.adversarial_terms(terms, nets, batch, fake)
         if cfg.adversarial_on_reconstruction:
             self.adversarial_terms(terms, nets, batch, recon, "_rec")
+        cache: dict[str, Any] = {}
+        if cfg.composite_adv_weight > 0:  # the retrieved patches' composite: E_p's only route into this term
+            comp_fake = self.composite(batch, selected)
+            terms.add("adv_comp", losses.generator_adversarial(nets["d_comp"](comp_fake), cfg.gan_loss),
+                      cfg.composite_adv_weight)
+            cache.update(comp_fake=comp_fake.detach(), comp_real=self.composite(batch, gt_crops).detach())
         groups = {"generation": terms.total}  # every term so far: E_p's only route into them is the selected path
         if cfg.cooccurrence and cfg.occur_sel_weight > 0:
             groups["occur_sel"] = cfg.occur_sel_weight * cooccurrence_loss(out.select(host["cooccur"]), mask.any(-1),
@@ -248,7 +299,8 @@ class RetrieveGan(PatchGanMethod):
         meta = self.trace(nets["retriever"], groups, out, emb_all[:, :, :k], mask) \
             if ctx.log_step and cfg.trace_retriever else {}
         recon_cache = recon.detach() if cfg.adversarial_on_reconstruction else None
-        return StepOutput(terms.result(), terms.logs, cache={"fake": fake.detach(), "recon": recon_cache}, meta=meta)
+        return StepOutput(terms.result(), terms.logs, cache={"fake": fake.detach(), "recon": recon_cache, **cache},
+                          meta=meta)
 
     def trace(self, retriever: nn.Module, groups: Mapping[str, torch.Tensor], out: RetrievalOutput,
               emb: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:

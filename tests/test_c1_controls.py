@@ -101,3 +101,15 @@ def test_the_learned_arm_scores_what_sampling_retrieves(tiny_dataset, learned_ru
     table = score_records(records, load_patch_table(inputs.patches_csv), "retrievals.json")
     assert rec["arms"]["learned"]["test"]["compat_pairwise_same_theme"] == pytest.approx(
         float(table["pairwise_same_theme"].mean()), abs=1e-12)
+    # another method's retrievals.json is paired per test set: the same sets under PasteGAN's name differ by 0
+    data = json.loads((tmp_path / "samples" / "retrievals.json").read_text())
+    (tmp_path / "pastegan.json").write_text(json.dumps({**data, "method": "pastegan"}))
+    paired = cc.c1_controls(checkpoint, snapshots, tiny_dataset.data_dir, inputs.patches_csv, None, CFG, "test",
+                            pastegan_retrievals=tmp_path / "pastegan.json", progress=False)
+    d = paired["paired"]["pastegan"]
+    assert d["difference"] == d["low"] == d["high"] == 0.0
+    data["records"] = data["records"][:-1]
+    (tmp_path / "short.json").write_text(json.dumps({**data, "method": "pastegan"}))
+    with pytest.raises(InputError, match="do not line up"):
+        cc.c1_controls(checkpoint, snapshots, tiny_dataset.data_dir, inputs.patches_csv, None, CFG, "test",
+                       pastegan_retrievals=tmp_path / "short.json", progress=False)

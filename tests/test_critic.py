@@ -89,3 +89,12 @@ def test_the_mechanism_check_trains_a_critic_on_train_and_e_p_under_it_in_every_
     again = c1_mechanism(ckpt, tmp_path / "run" / "snapshots", tiny_dataset.data_dir, inputs.patches_csv,
                          inputs.candidates, None, None, cfg, controls, progress=False)
     assert again["modes"] == rec["modes"]  # deterministic
+
+
+def test_the_mechanism_configs_modes_are_the_retrievals():
+    from retrievegan.eval.mechanism import RETRIEVAL_MODES, MechanismConfig
+    from retrievegan.models.retrieval import MODES
+
+    assert RETRIEVAL_MODES == MODES
+    with pytest.raises(ValueError, match="non-empty subset"):
+        MechanismConfig(modes=("sharp",))

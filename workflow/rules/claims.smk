@@ -10,7 +10,7 @@
 # a scale tuned on `claims.controls.search_split` (val), scored on the sample split (test), for the learned arm's runs.
 # Both are cheap (no training): they run in the default target.
 from retrievegan.eval.claims import TABLE1_ARMS
-from retrievegan.eval.methods import C1_LEARNED_ARMS, method_info
+from retrievegan.eval.methods import method_info
 
 TRACE_SPLIT = CLAIMS.get("trace_split", "val")
 PROBE_CFG = CLAIMS.get("probe", {})
@@ -19,22 +19,6 @@ PROBE_SPLIT = PROBE_CFG.get("split", "val")
 CONTROLS_SEARCH_SPLIT = CONTROLS_CFG.get("search_split", "val")
 TEST_SPLIT = config["sample"]["split"]
 MECHANISM_CFG = CLAIMS.get("mechanism", {})
-
-
-def c1_learned_runs(tag):
-    """The runs of C1's learned arms (hard and relaxed retrieval) in `tag`."""
-    return list(dict.fromkeys(r for arm in C1_LEARNED_ARMS.values() for r in CLAIM_RUNS[tag].get(arm, [])))
-
-
-def probe_runs(tag):
-    """The runs whose discriminators `tag` reports: the default run's patch methods and C1's learned runs of the tag
-    (claims_c1: those alone)."""
-    return list(dict.fromkeys(([] if tag in CLAIM_ONLY else [m for m, _ in COMPAT_RUNS]) + c1_learned_runs(tag)))
-
-
-def mechanism_runs(tag):
-    """C1's mechanism check (opt-in: claims_full): one per run of C1's learned arm in hard mode (its E_p's init)."""
-    return CLAIM_RUNS[tag].get(C1_LEARNED_ARMS["hard"], []) if tag == "claims_full" else []
 
 
 C1_LEARNED_RUNS = list(dict.fromkeys(r for tag in CLAIM_RUNS for r in c1_learned_runs(tag)))

@@ -63,6 +63,22 @@ CLAIM_VARIANT_RUNS = tuple(dict.fromkeys(run for runs in CLAIM_RUNS.values() for
 RULE_VARIANTS = tuple(dict.fromkeys(VARIANTS + CLAIM_VARIANT_RUNS + RARITY_RUNS))
 
 
+def c1_learned_runs(tag):
+    """The runs of C1's learned arms (hard and relaxed retrieval) in `tag`."""
+    return list(dict.fromkeys(r for arm in C1_LEARNED_ARMS.values() for r in CLAIM_RUNS[tag].get(arm, [])))
+
+
+def probe_runs(tag):
+    """The runs whose discriminators `tag` reports: the default run's patch methods (COMPAT_RUNS, metrics.smk) and
+    C1's learned runs of the tag (claims_c1: those alone)."""
+    return list(dict.fromkeys(([] if tag in CLAIM_ONLY else [m for m, _ in COMPAT_RUNS]) + c1_learned_runs(tag)))
+
+
+def mechanism_runs(tag):
+    """C1's mechanism check (opt-in: claims_full): one per run of C1's learned arm in hard mode (its E_p's init)."""
+    return CLAIM_RUNS[tag].get(C1_LEARNED_ARMS["hard"], []) if tag == "claims_full" else []
+
+
 def _claim_run_list(tag):
     return list(dict.fromkeys(run for runs in CLAIM_RUNS[tag].values() for run in runs))
 

@@ -236,7 +236,8 @@ def c1_controls(checkpoint: str | os.PathLike[str], snapshots: str | os.PathLike
                                     test[1])
     keys = tables["learned"][["image_id", "sample"]].to_numpy()
     for arm, table in tables.items():
-        if not (table[["image_id", "sample"]].to_numpy() == keys).all():
+        own = table[["image_id", "sample"]].to_numpy()
+        if own.shape != keys.shape or not (own == keys).all():
             raise InputError(patches_csv, f"the {arm} sets do not line up with the learned arm's")
         rng = np.random.default_rng(bootstrap_seed(cfg.seed, f"c1_controls/{name}/{arm}", test_split))
         scores = score_means(table, cfg.bootstrap_samples, cfg.confidence, rng)

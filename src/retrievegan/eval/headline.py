@@ -36,7 +36,7 @@ FILES = (
     "metrics/real_data.json", "metrics/cooccur_recall.json", "metrics/sg2im_box_l1.json",
     "userstudy/preference_simulated.csv",
 )
-OPTIONAL = ("claims.csv", "claims_full.csv")  # stored when the reference run includes `snakemake claims_full`
+OPTIONAL = ("claims.csv", "claims_full.csv", "claims_c1.csv")  # stored when the reference run includes the opt-in claims
 
 
 def _sha256(path: Path) -> str:
@@ -138,12 +138,16 @@ def render(reference_dir: str | os.PathLike[str]) -> str:
          f"{pair['wilson_high']:.1%}] of trials (simulated truth {pair['true_share_simulated']:.1%})"),
     ]
     for rel, label in (("claims.csv", "Claims, default run (`claims.csv`)"),
-                       ("claims_full.csv", "Claims, full version (`claims_full.csv`)")):
+                       ("claims_full.csv", "Claims, full version (`claims_full.csv`)"),
+                       ("claims_c1.csv", "C1 with a composite discriminator that can see compatibility (`claims_c1.csv`)")):
         if rel in d:
             table = d[rel]
             seeds = sorted({int(s) for s in table["paired_seeds"].dropna() if str(s).strip()} or {0})
             rows.append((f"{label}: verdicts (paired training seeds up to {max(seeds)})",
                          "; ".join(f"{r['claim']} {r['verdict']}" for r in table.to_dict("records"))))
+            if rel != "claims.csv" and "answer" in table:  # C1's answer in one sentence, as claims.md states it
+                rows += [(f"{r['claim']}, in one sentence (`{rel}`)", str(r["answer"]))
+                         for r in table.to_dict("records") if str(r["claim"]).startswith("C1")]
     lines = [BEGIN, f"Headline figures of the reference run (code commit(s) {commits}, run on {prov['date']}; "
              "embedded default; all in `REPORT.md`):", "", "| | figure |", "|---|---|"]
     lines += [f"| {a} | {b} |" for a, b in rows]

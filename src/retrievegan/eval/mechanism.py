@@ -41,6 +41,7 @@ from retrievegan import io
 from retrievegan.errors import InputError
 
 MECHANISM_TAG = zlib.crc32(b"c1_mechanism")
+RETRIEVAL_MODES = ("hard", "soft", "relaxed")  # retrievegan.models.retrieval.MODES (that module imports torch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,10 +60,8 @@ class MechanismConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from retrievegan.models.retrieval import MODES
-
-        if not self.modes or any(m not in MODES for m in self.modes):
-            raise ValueError(f"mechanism.modes must be a non-empty subset of {MODES}")
+        if not self.modes or any(m not in RETRIEVAL_MODES for m in self.modes):
+            raise ValueError(f"mechanism.modes must be a non-empty subset of {RETRIEVAL_MODES}")
         if min(self.critic_steps, self.steps, self.batch_size, self.eval_every) < 1 or self.k < 2:
             raise ValueError("mechanism: steps, critic_steps, batch_size, eval_every must be >= 1 and k >= 2")
         if self.lr <= 0 or self.critic_lr <= 0 or not self.critic_channels:

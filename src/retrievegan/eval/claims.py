@@ -547,7 +547,7 @@ def evaluate_claims(arms: Mapping[str, Sequence[str]], runs: Runs, cfg: ClaimsCo
             p = r["p_holm"] if r["decides"] else r["p"]
             r["verdict"], r["reason"] = verdict(r["difference"], p, r["paired_seeds"], cfg.min_seeds,
                                                 r["direction"] == "higher", cfg.min_effect[r["metric"]], alpha,
-                                                "Holm p" if r["decides"] else "p, uncorrected: context")
+                                                "Holm p" if r["decides"] else "uncorrected p (context)")
             if r["absent"]:
                 r["reason"] = r["absent"]
     summary, detail = [], []

@@ -29,8 +29,8 @@ VARIANT_RUNS = variant_runs(VARIANTS, ABLATION_SETTING)
 # Claims (workflow/rules/claims.smk, retrievegan.eval.claims): the runs of the arms of C1-C4 with the training seeds of
 # `claims.seeds` (rule all) and `claims.full_seeds` (+ the C1 trace arms, target claims_full); seed s of an arm is the arm
 # itself when its config trains with s, else the declared variant <arm>__s<s> (retrievegan.eval.methods.claim_run).
-from retrievegan.eval.methods import (C1_COMPOSITE_ARMS, C1_LEARNED_ARMS, CLAIM_ARMS, LONG_TRACE_ARM, TRACE_ARMS,
-                                      claim_run)
+from retrievegan.eval.methods import (C1_COMPOSITE_ARMS, C1_LEARNED_ARMS, CLAIM_ARMS, FEATURE_ARMS, LONG_TRACE_ARM,
+                                      TRACE_ARMS, claim_run)
 
 CLAIMS = config.get("claims", {})
 C1_SEEDS = CLAIMS.get("c1_seeds", [0, 1, 2, 3, 4])
@@ -51,7 +51,8 @@ FULL_TRACE_ARMS = tuple(a for a in TRACE_ARMS if a != LONG_TRACE_ARM or CLAIMS.g
 # (C1's learned arms, hard and relaxed, with `claims.c1_seeds`); claims_c1: C1's learned arms in the setting where the
 # adversary can see compatibility (a composite discriminator), their runs in place of the arms' (C1 only).
 CLAIM_RUNS = {"claims": claim_runs(CLAIMS.get("seeds", [0]), CLAIMS.get("arms", CLAIM_ARMS)),
-              "claims_full": claim_runs(CLAIMS.get("full_seeds", [0, 1, 2]), CLAIM_ARMS, FULL_TRACE_ARMS, C1_SEEDS),
+              "claims_full": claim_runs(CLAIMS.get("full_seeds", [0, 1, 2]), CLAIM_ARMS, FULL_TRACE_ARMS + FEATURE_ARMS,
+                                        C1_SEEDS),
               "claims_c1": {C1_LEARNED_ARMS[mode]: [claim_run(config, arm, seed) for seed in C1_SEEDS]
                             for mode, arm in C1_COMPOSITE_ARMS.items()}}
 CLAIM_ONLY = {"claims_c1": ["C1", "C1-eq4"]}  # the claims a tag evaluates (default: all)
@@ -64,8 +65,9 @@ RULE_VARIANTS = tuple(dict.fromkeys(VARIANTS + CLAIM_VARIANT_RUNS + RARITY_RUNS)
 
 
 def c1_learned_runs(tag):
-    """The runs of C1's learned arms (hard and relaxed retrieval) in `tag`."""
-    return list(dict.fromkeys(r for arm in C1_LEARNED_ARMS.values() for r in CLAIM_RUNS[tag].get(arm, [])))
+    """The runs of C1's learned arms (hard and relaxed retrieval, and on last-stage features) in `tag`."""
+    arms = list(C1_LEARNED_ARMS.values()) + ["retrievegan_no_gt_no_occur_pool_last"]
+    return list(dict.fromkeys(r for arm in arms for r in CLAIM_RUNS[tag].get(arm, [])))
 
 
 def probe_runs(tag):

@@ -71,9 +71,10 @@ rule patch_features:
         " --patches-dir {params.patches_dir} --out-dir {params.out_dir} {params.backbone} > {log} 2>&1"
 
 
-# A variant that overrides extraction keys of `features` (e.g. features.pooling; retrievegan.eval.methods
-# VARIANT_FEATURE_KEYS) gets its own patch features from the same backbone (rule patch_features_variant).
-FEATURE_VARIANTS = [v for v in VARIANTS if VARIANT_DECLARATIONS[v].overrides_section("features")]
+# A variant with rules (configured, or a claims arm) that overrides extraction keys of `features` (e.g.
+# features.pooling; retrievegan.eval.methods VARIANT_FEATURE_KEYS) gets its own patch features from the same backbone
+# (rule patch_features_variant).
+FEATURE_VARIANTS = [v for v in RULE_VARIANTS if VARIANT_DECLARATIONS[v].overrides_section("features")]
 
 if FEATURE_VARIANTS:
 

@@ -146,6 +146,7 @@ class Claim:
 C1_LEARNED = "retrievegan_no_gt_no_occur"  # C1's learned arm, hard (straight-through) retrieval
 C1_LEARNED_RELAXED = "retrievegan_no_gt_no_occur_relaxed"  # the same in eq. 4's relaxed retrieval (claim "C1-eq4")
 C1_CLAIM_ARMS: dict[str, str] = {"C1": C1_LEARNED, "C1-eq4": C1_LEARNED_RELAXED}  # claim -> its learned arm
+C1_LEARNED_POOL_LAST = "retrievegan_no_gt_no_occur_pool_last"  # context (claims_full): last-stage patch features
 BEST_FIXED = "best_fixed_embedding"
 PASTEGAN_SETS = "pastegan_sets"  # PasteGAN's test-time sets, paired per scene graph with the learned arm's
 CONTROL_ARMS: dict[str, str] = {BEST_FIXED: "", PASTEGAN_SETS: "pastegan", "fixed_identity": "identity",
@@ -179,7 +180,10 @@ def _c1_claim(claim_id: str, learned: str, mode: str) -> Claim:
          Comparison(learned, "fixed_ep_init", "compat_pairwise_same_theme", decides=False),
          Comparison(learned, "random_candidates", "compat_pairwise_same_theme", decides=False))
         + (_both(learned, "retrievegan_ep_frozen", False, info=True) if learned == C1_LEARNED else ())
-        + (Comparison(learned, "pastegan", "fid", decides=False),),
+        + (Comparison(learned, "pastegan", "fid", decides=False),)
+        + ((Comparison(C1_LEARNED_POOL_LAST, BEST_FIXED, "compat_pairwise_same_theme", decides=False),
+            Comparison(C1_LEARNED_POOL_LAST, "random_candidates", "compat_pairwise_same_theme", decides=False))
+           if learned == C1_LEARNED else ()),
         "the fixed arms' scales (and whether Gumbel noise is added) are chosen on val and scored once on test; "
         "PasteGAN's test-time selection does not depend on its training (random among fixed GCN candidate lists): "
         "its sets are the same for every training seed, and their sampling error enters through the paired bootstrap.")
@@ -190,9 +194,11 @@ CLAIMS: tuple[Claim, ...] = (
     _c1_claim("C1-eq4", C1_LEARNED_RELAXED, "eq. 4's relaxed retrieval (the paper's relaxation as written)"),
     Claim("C2", "L_gt_sel improves compatibility and image quality", "§4.1 Ablation study, Table 2",
           "the full model vs without L_gt_sel (`retrievegan` vs `retrievegan_occur_only`); context: "
-          "`retrievegan_gt_only` vs `retrievegan_no_gt_no_occur`",
+          "`retrievegan_gt_only` vs `retrievegan_no_gt_no_occur`, and the full model on last-stage patch features "
+          "(`retrievegan_pool_last`, claims_full: features that do not see the themes' colour statistics)",
           _both("retrievegan", "retrievegan_occur_only", True)
-          + _both("retrievegan_gt_only", "retrievegan_no_gt_no_occur", True, info=True)),
+          + _both("retrievegan_gt_only", "retrievegan_no_gt_no_occur", True, info=True)
+          + (Comparison("retrievegan_pool_last", "retrievegan", "compat_pairwise_same_theme", decides=False),)),
     Claim("C3", "L_occur_sel improves compatibility and image quality", "§4.1 Ablation study, Table 2",
           "the full model vs without L_occur_sel (`retrievegan` vs `retrievegan_gt_only`; L_occur as eq. 3's sum); "
           "context: `retrievegan_occur_only` vs `retrievegan_no_gt_no_occur`",
@@ -790,7 +796,8 @@ def claims_markdown(claims: pd.DataFrame, detail: pd.DataFrame, cfg: ClaimsConfi
 
 def controls_lines(runs: Runs, arms: Mapping[str, Sequence[str]]) -> list[str]:
     """Markdown: C1's fixed-embedding controls per learned arm and training seed (val search, choice, test scores)."""
-    recs = [runs.controls[r] for learned in C1_CLAIM_ARMS.values() for r in arms.get(learned, ()) if r in runs.controls]
+    recs = [runs.controls[r] for learned in (*C1_CLAIM_ARMS.values(), C1_LEARNED_POOL_LAST)
+            for r in arms.get(learned, ()) if r in runs.controls]
     if not recs:
         return []
     first = recs[0]
@@ -930,9 +937,9 @@ def write_claims(out_csv: str | os.PathLike[str], out_md: str | os.PathLike[str]
                  title: str = "Claims", only: Sequence[str] | None = None) -> pd.DataFrame:
     """Evaluate every claim and write the three outputs; returns the claims table. An arm of C1-C4 absent from
     ``arms`` (left out of the run, config `claims.arms`) gives its comparisons no numbers and verdict inconclusive."""
-    from retrievegan.eval.methods import CLAIM_ARMS, TRACE_ARMS
+    from retrievegan.eval.methods import CLAIM_ARMS, FEATURE_ARMS, TRACE_ARMS
 
-    known = (*CLAIM_ARMS, *TRACE_ARMS, *TABLE1_ARMS)
+    known = (*CLAIM_ARMS, *TRACE_ARMS, *FEATURE_ARMS, *TABLE1_ARMS)
     unknown = sorted(set(arms) - set(known))
     if unknown:
         raise ValueError(f"unknown claim arm(s) {unknown}; known: {list(known)}")

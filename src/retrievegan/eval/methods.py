@@ -234,6 +234,10 @@ CLAIM_VARIANTS: dict[str, Variant] = {
                 "RetrieveGAN, generation losses only, relaxed retrieval (eq. 4)", (("retrieval.mode", "relaxed"),),
                 "Retrieval", "relaxed", "claim C1 in the paper's relaxed retrieval (eq. 4 as written: relaxed n-hot "
                 "vector, no straight-through): the learned arm of C1's second deciding mode (claims_full)"),
+        Variant("retrievegan_no_gt_no_occur_pool_last", "retrievegan_no_gt_no_occur",
+                "RetrieveGAN, generation losses only, last-stage patch features", (("features.pooling", "last"),),
+                "Patch features", "last", "claim C1 context (claims_full): the learned arm and its fixed-embedding "
+                "controls on global-pooled last-stage features, which do not see the themes' colour statistics"),
         Variant("retrievegan_no_gt_no_occur_comp", "retrievegan_no_gt_no_occur",
                 "RetrieveGAN, generation losses only, with a composite discriminator",
                 (("retrievegan.composite_adv_weight", COMPOSITE_ADV_WEIGHT),), "Adversary",
@@ -260,6 +264,9 @@ C1_LEARNED_ARMS: dict[str, str] = {"hard": "retrievegan_no_gt_no_occur", "relaxe
 C1_COMPOSITE_ARMS: dict[str, str] = {"hard": "retrievegan_no_gt_no_occur_comp",
                                      "relaxed": "retrievegan_no_gt_no_occur_comp_relaxed"}
 TRACE_ARMS: tuple[str, ...] = ("retrievegan_no_gt_no_occur_soft", "retrievegan_no_gt_no_occur_long")
+# claims_full context, configured seed: how much of the compatibility comes from features that already see the themes'
+# colour statistics (the full model and C1's learned arm with the supplement's last-stage features)
+FEATURE_ARMS: tuple[str, ...] = ("retrievegan_pool_last", "retrievegan_no_gt_no_occur_pool_last")
 LONG_TRACE_ARM = "retrievegan_no_gt_no_occur_long"  # opt-in within claims_full (`claims.long_training`)
 CLAIM_SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)  # the training seeds a claim arm can run with (schema enum)
 

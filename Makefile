@@ -1,4 +1,4 @@
-# The two commands the README names: `make reproduce` and `make test`.
+# The two commands the README names: `make reproduce` and `make test` (`make test-fast` for the edit loop).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +8,7 @@ CORES ?= 2
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: reproduce table2-variants verify test venv lint lock benchmarks clean-results dvc-pull dvc-push dvc-commit
+.PHONY: reproduce table2-variants reference-docs verify test test-fast venv lint lock benchmarks clean-results dvc-pull dvc-push dvc-commit dvc-yaml
 
 venv: $(STAMP)
 
@@ -28,16 +28,31 @@ TABLE2_VARIANTS ?= retrievegan_soft,retrievegan_relaxed,retrievegan_occur_mean
 table2-variants: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile workflow/profiles/default --cores $(CORES) --config 'variants=[$(TABLE2_VARIANTS)]'
 
+# After an opt-in run: store its outputs in docs/ stamped with the commit they were made at (retrievegan.refdocs).
+# NAME: claims_full | claims_c1 | rarity | table2_variants; REFDOCS_ARGS=--run runs the reference's target first.
+NAME ?=
+REFDOCS_ARGS ?=
+reference-docs: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m retrievegan.refdocs $(NAME) $(REFDOCS_ARGS)
+
 # After `make reproduce`: hash every output and compare it with the reference run in dvc.lock, stage by
 # stage (exit status 0 only when reproduced). VERIFY_ARGS: e.g. --rtol 1e-3 on another CPU type.
 VERIFY_ARGS ?=
 verify: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/retrievegan verify $(VERIFY_ARGS)
 
+# Every test (what CI runs).
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The edit loop: every test not marked slow (end-to-end runs, training, browsers, daemons).
+test-fast: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# ruff (lint rules and formatting: pyproject.toml [tool.ruff]) and Snakemake's linter on the workflow.
 lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
 
 # BENCH_ARGS: e.g. --reference-run ../fresh-clone (where `make reproduce` ran; benchmarks/README.md).
@@ -57,6 +72,11 @@ dvc-push: $(STAMP)
 # copy its metrics and tables to reference-run/ (commit both: README, release checklist).
 dvc-commit: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m retrievegan.dvcsync commit $(STAGES)
+
+# dvc-yaml: write dvc.yaml from its stage table (src/retrievegan/dvcstages.py) and the code's imports; run it
+# after changing a stage, a rule file's stage or an import (tests/workflow/test_dvc_stages.py fails until then).
+dvc-yaml: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m retrievegan.dvcsync yaml
 
 # Regenerate requirements.lock from the current .venv.
 lock: $(STAMP)

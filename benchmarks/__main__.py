@@ -55,8 +55,12 @@ def run_module(name: str, timeout: float) -> tuple[list[dict[str, Any]], float, 
         out = Path(tmp) / "rows.json"
         start = time.perf_counter()
         try:
-            proc = subprocess.run([sys.executable, "-m", "benchmarks._worker", name, str(out)], cwd=REPO,
-                                  timeout=timeout, env=dict(os.environ, PYTHONPATH=_pythonpath()))
+            proc = subprocess.run(
+                [sys.executable, "-m", "benchmarks._worker", name, str(out)],
+                cwd=REPO,
+                timeout=timeout,
+                env=dict(os.environ, PYTHONPATH=_pythonpath()),
+            )
         except subprocess.TimeoutExpired:
             return [], time.perf_counter() - start, f"timed out after {timeout:.0f} s"
         seconds = time.perf_counter() - start
@@ -99,12 +103,28 @@ def snakemake_benchmarks(results: Path, label: str) -> list[dict[str, Any]]:
         rss = max(float(r.get("max_rss") or 0) for r in records)
         if rss > peak[0]:
             peak = (rss, tsv.stem)
-        rows.append(row(label, f"{tsv.stem} wall time", wall, "s", better="lower",
-                        note=f"Snakemake benchmark file {tsv.relative_to(REPO) if tsv.is_relative_to(REPO) else tsv}"
-                             + (f" (mean of {len(records)} repeats)" if len(records) > 1 else "")))
+        rows.append(
+            row(
+                label,
+                f"{tsv.stem} wall time",
+                wall,
+                "s",
+                better="lower",
+                note=f"Snakemake benchmark file {tsv.relative_to(REPO) if tsv.is_relative_to(REPO) else tsv}"
+                + (f" (mean of {len(records)} repeats)" if len(records) > 1 else ""),
+            )
+        )
     if rows:
-        rows.append(row(label, "sum of job wall times", total, "s", better="lower",
-                        note=f"{len(rows)} jobs with a benchmark file; serial sum, not elapsed time"))
+        rows.append(
+            row(
+                label,
+                "sum of job wall times",
+                total,
+                "s",
+                better="lower",
+                note=f"{len(rows)} jobs with a benchmark file; serial sum, not elapsed time",
+            )
+        )
         rows.append(row(label, "peak job memory (max_rss)", peak[0], "MB", better="lower", note=peak[1]))
     return rows
 
@@ -112,8 +132,13 @@ def snakemake_benchmarks(results: Path, label: str) -> list[dict[str, Any]]:
 def workflow_jobs(configfile: str | None) -> int | None:
     """Number of jobs of the whole workflow (``snakemake -n --forceall``), None if it cannot be planned."""
     extra = ["--configfile", configfile] if configfile else []
-    proc = subprocess.run([_snakemake(), "-n", "--forceall", "--cores", "1", *extra], cwd=REPO, capture_output=True,
-                          text=True, env=dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}"))
+    proc = subprocess.run(
+        [_snakemake(), "-n", "--forceall", "--cores", "1", *extra],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}"),
+    )
     found = re.search(r"^total\s+(\d+)", proc.stdout + proc.stderr, re.M)
     return int(found.group(1)) if proc.returncode == 0 and found else None
 
@@ -189,56 +214,136 @@ def reference_run_rows(run_dir: Path, label: str, configfile: str | None) -> lis
     jobs = workflow_jobs(configfile)
     found = complete_run(run_dir, jobs)
     if found is None:
-        return [row(label, "complete workflow runs found", 0, "runs",
-                    note=f"no Snakemake log in {run_dir}/.snakemake/log finished all {jobs} jobs (run `make "
-                         "reproduce` in a fresh clone and pass it with --reference-run)")]
+        return [
+            row(
+                label,
+                "complete workflow runs found",
+                0,
+                "runs",
+                note=f"no Snakemake log in {run_dir}/.snakemake/log finished all {jobs} jobs (run `make "
+                "reproduce` in a fresh clone and pass it with --reference-run)",
+            )
+        ]
     log, start, elapsed = found
-    rows = [row(label, f"workflow elapsed ({jobs} jobs, --cores as run)", elapsed, "s", better="lower",
-                note=f"Snakemake's 'Elapsed time' in {log}")]
+    rows = [
+        row(
+            label,
+            f"workflow elapsed ({jobs} jobs, --cores as run)",
+            elapsed,
+            "s",
+            better="lower",
+            note=f"Snakemake's 'Elapsed time' in {log}",
+        )
+    ]
     occupancy = core_occupancy(log.read_text(errors="replace"))
     if occupancy is not None:
         cores, span, idle, busy = occupancy
-        rows.append(row(label, "idle core-seconds (no job held the core)", idle, "core-s", better="lower",
-                        note=f"{cores} cores x {span} s from the first job's start to the last one's finish, less "
-                             "each running job's threads, per second of the log's stamps"))
-        rows.append(row(label, "busy core-seconds (jobs' threads x their durations)", busy, "core-s", better="lower",
-                        note="the work the run held cores for (the same stamps); elapsed ~ (busy + idle) / cores"))
+        rows.append(
+            row(
+                label,
+                "idle core-seconds (no job held the core)",
+                idle,
+                "core-s",
+                better="lower",
+                note=f"{cores} cores x {span} s from the first job's start to the last one's finish, less "
+                "each running job's threads, per second of the log's stamps",
+            )
+        )
+        rows.append(
+            row(
+                label,
+                "busy core-seconds (jobs' threads x their durations)",
+                busy,
+                "core-s",
+                better="lower",
+                note="the work the run held cores for (the same stamps); elapsed ~ (busy + idle) / cores",
+            )
+        )
     stamp, venv_cfg = run_dir / ".venv/.installed", run_dir / ".venv/pyvenv.cfg"
     if stamp.is_file() and venv_cfg.is_file():
         installed, created = stamp.stat().st_mtime, venv_cfg.stat().st_mtime
         if created <= installed <= start and start - installed < 60:  # `make reproduce`: install, then run
-            rows.append(row(label, "make venv (fresh .venv, requirements.lock)", installed - created, "s",
-                            better="lower", note=f"{venv_cfg} to make's stamp {stamp} (mtimes)"))
-            rows.append(row(label, "make reproduce on a fresh clone (venv + workflow)",
-                            start + elapsed - created, "s", better="lower",
-                            note="from .venv/pyvenv.cfg to the end of the Snakemake run; excludes `git clone` "
-                                 "and the second or so of `python -m venv` before pyvenv.cfg is written"))
+            rows.append(
+                row(
+                    label,
+                    "make venv (fresh .venv, requirements.lock)",
+                    installed - created,
+                    "s",
+                    better="lower",
+                    note=f"{venv_cfg} to make's stamp {stamp} (mtimes)",
+                )
+            )
+            rows.append(
+                row(
+                    label,
+                    "make reproduce on a fresh clone (venv + workflow)",
+                    start + elapsed - created,
+                    "s",
+                    better="lower",
+                    note="from .venv/pyvenv.cfg to the end of the Snakemake run; excludes `git clone` "
+                    "and the second or so of `python -m venv` before pyvenv.cfg is written",
+                )
+            )
     return rows
 
 
 def noop_rerun(label: str, configfile: str | None, cores: int) -> list[dict[str, Any]]:
     extra = ["--configfile", configfile] if configfile else []
     start = time.perf_counter()
-    dry = subprocess.run([_snakemake(), "-n", "--cores", str(cores), *extra], cwd=REPO, capture_output=True,
-                         text=True, env=dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}"))
+    dry = subprocess.run(
+        [_snakemake(), "-n", "--cores", str(cores), *extra],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}"),
+    )
     dry_s = time.perf_counter() - start
     log = dry.stdout + dry.stderr
     if dry.returncode != 0:
-        return [row(label, "snakemake -n (no-op check)", dry_s, "s", better="lower",
-                    note=f"snakemake -n failed ({dry.returncode}): {log.strip().splitlines()[-1] if log.strip() else ''}")]
+        return [
+            row(
+                label,
+                "snakemake -n (no-op check)",
+                dry_s,
+                "s",
+                better="lower",
+                note=f"snakemake -n failed ({dry.returncode}): {log.strip().splitlines()[-1] if log.strip() else ''}",
+            )
+        ]
     nothing = "Nothing to be done" in log
     pending = re.search(r"^total\s+(\d+)", log, re.M)
-    rows = [row(label, "snakemake -n on the workflow", dry_s, "s", better="lower",
-                note="finished workflow: nothing to do" if nothing
-                else f"workflow not finished: {pending.group(1) if pending else '?'} jobs pending")]
+    rows = [
+        row(
+            label,
+            "snakemake -n on the workflow",
+            dry_s,
+            "s",
+            better="lower",
+            note="finished workflow: nothing to do"
+            if nothing
+            else f"workflow not finished: {pending.group(1) if pending else '?'} jobs pending",
+        )
+    ]
     if nothing:
         start = time.perf_counter()
-        again = subprocess.run([_snakemake(), "--cores", str(cores), *extra], cwd=REPO, capture_output=True,
-                               text=True, env=dict(os.environ,
-                                                   PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}"))
+        again = subprocess.run(
+            [_snakemake(), "--cores", str(cores), *extra],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}"),
+        )
         seconds = time.perf_counter() - start
-        rows.append(row(label, "second snakemake run (no-op)", seconds, "s", better="lower",
-                        note="ran nothing" if again.returncode == 0 else f"failed ({again.returncode})"))
+        rows.append(
+            row(
+                label,
+                "second snakemake run (no-op)",
+                seconds,
+                "s",
+                better="lower",
+                note="ran nothing" if again.returncode == 0 else f"failed ({again.returncode})",
+            )
+        )
     return rows
 
 
@@ -253,8 +358,14 @@ def write_outputs(out_dir: Path, rows: list[dict[str, Any]], machine: dict[str, 
     io.write_text(out_dir / "benchmarks.csv", buffer.getvalue())
     md = ["# Benchmarks", "", "Measured by `python -m benchmarks` on this machine:", ""]
     md += [f"* {key}: {value}" for key, value in machine.items()]
-    md += ["", "`ratio` = value / reference (`better` says which way is good); `module` is the bench file, "
-           "`seconds` the time it took.", "", format_table(rows, CSV_COLUMNS), ""]
+    md += [
+        "",
+        "`ratio` = value / reference (`better` says which way is good); `module` is the bench file, "
+        "`seconds` the time it took.",
+        "",
+        format_table(rows, CSV_COLUMNS),
+        "",
+    ]
     io.write_text(out_dir / "benchmarks.md", "\n".join(md))
 
 
@@ -266,9 +377,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configfile", help="workflow config layered on config/config.yaml (paper configs)")
     parser.add_argument("--cores", type=int, default=2, help="cores for the no-op snakemake run")
     parser.add_argument("--no-workflow", action="store_true", help="skip the Snakemake figures")
-    parser.add_argument("--reference-run", type=Path, default=REPO,
-                        help="clone in which `make reproduce` ran: its Snakemake log, .venv and benchmark "
-                             "files give the end-to-end figures (default: this repository)")
+    parser.add_argument(
+        "--reference-run",
+        type=Path,
+        default=REPO,
+        help="clone in which `make reproduce` ran: its Snakemake log, .venv and benchmark "
+        "files give the end-to-end figures (default: this repository)",
+    )
     args = parser.parse_args(argv)
 
     rows: list[dict[str, Any]] = []
@@ -279,8 +394,16 @@ def main(argv: list[str] | None = None) -> int:
         if error:
             failed.append(name)
             print(f"!! {name} failed: {error}", file=sys.stderr, flush=True)
-            rows.append({**{k: None for k in COLUMNS}, "benchmark": name, "metric": "FAILED", "note": error,
-                         "module": name, "seconds": round(seconds, 1)})
+            rows.append(
+                {
+                    **{k: None for k in COLUMNS},
+                    "benchmark": name,
+                    "metric": "FAILED",
+                    "note": error,
+                    "module": name,
+                    "seconds": round(seconds, 1),
+                }
+            )
         rows += [{**r, "module": name, "seconds": round(seconds, 1)} for r in found]
     if not args.no_workflow:
         config = workflow_config(args.configfile)

@@ -45,15 +45,21 @@ def run() -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
         tmp = Path(tmp)
         serial_s, _ = timed(lambda: generate(cfg, tmp / "w1/coco", tmp / "w1/vg", progress=False, workers=1))
-        parallel_s, _ = timed(lambda: generate(cfg, tmp / "wN/coco", tmp / "wN/vg", progress=False,
-                                               workers=WORKERS))
+        parallel_s, _ = timed(lambda: generate(cfg, tmp / "wN/coco", tmp / "wN/vg", progress=False, workers=WORKERS))
         identical = _tree_digest(tmp / "w1") == _tree_digest(tmp / "wN")
         if not identical:
             raise AssertionError("synth output differs between 1 and several workers")
-        rows.append(row("synth", f"images/s (workers={WORKERS})", images / parallel_s, "images/s",
-                        reference=images / serial_s,
-                        note=f"reference: workers=1; {images} images of {cfg.min_side}-{cfg.max_side} px, "
-                             f"COCO + VG files; byte-identical: yes"))
+        rows.append(
+            row(
+                "synth",
+                f"images/s (workers={WORKERS})",
+                images / parallel_s,
+                "images/s",
+                reference=images / serial_s,
+                note=f"reference: workers=1; {images} images of {cfg.min_side}-{cfg.max_side} px, "
+                f"COCO + VG files; byte-identical: yes",
+            )
+        )
         shutil.rmtree(tmp / "w1")
 
         raw = tmp / "wN/coco"
@@ -64,26 +70,52 @@ def run() -> list[dict]:
             instances_val=str(raw / "annotations/instances_val2017.json"),
             stuff_val=str(raw / "annotations/stuff_val2017.json"),
             image_dir_val=str(raw / "images/val2017"),
-            num_val=max(1, NUM_VAL // 4), num_test=max(1, NUM_VAL // 2))
+            num_val=max(1, NUM_VAL // 4),
+            num_test=max(1, NUM_VAL // 2),
+        )
 
         def prep(workers: int, out: str) -> dict:
-            return preprocess("coco_stuff", coco, PreprocessConfig(image_size=IMAGE_SIZE, seed=0,
-                                                                   num_workers=workers),
-                              tmp / out, "bench", progress=False)
+            return preprocess(
+                "coco_stuff",
+                coco,
+                PreprocessConfig(image_size=IMAGE_SIZE, seed=0, num_workers=workers),
+                tmp / out,
+                "bench",
+                progress=False,
+            )
 
         serial_s, stats = timed(lambda: prep(1, "p1"))
         parallel_s, _ = timed(lambda: prep(WORKERS, "pN"))
         kept = sum(stats["table_row"][s] for s in ("train", "val", "test"))
-        rows.append(row("preprocess coco_stuff", f"images/s (threads={WORKERS})", kept / parallel_s, "images/s",
-                        reference=kept / serial_s,
-                        note=f"reference: 1 thread; {kept} images kept of {images}, resized to {IMAGE_SIZE} px"))
+        rows.append(
+            row(
+                "preprocess coco_stuff",
+                f"images/s (threads={WORKERS})",
+                kept / parallel_s,
+                "images/s",
+                reference=kept / serial_s,
+                note=f"reference: 1 thread; {kept} images kept of {images}, resized to {IMAGE_SIZE} px",
+            )
+        )
 
-        serial_s, table = timed(lambda: build_patch_bank(tmp / "pN", PatchConfig(crop_size=32, num_workers=1),
-                                                          tmp / "b1", progress=False))
-        parallel_s, _ = timed(lambda: build_patch_bank(tmp / "pN", PatchConfig(crop_size=32, num_workers=WORKERS),
-                                                        tmp / "bN", progress=False))
-        rows.append(row("patch bank", f"patches/s (threads={WORKERS})", len(table) / parallel_s, "patches/s",
-                        reference=len(table) / serial_s, note=f"reference: 1 thread; {len(table)} crops of 32 px"))
+        serial_s, table = timed(
+            lambda: build_patch_bank(tmp / "pN", PatchConfig(crop_size=32, num_workers=1), tmp / "b1", progress=False)
+        )
+        parallel_s, _ = timed(
+            lambda: build_patch_bank(
+                tmp / "pN", PatchConfig(crop_size=32, num_workers=WORKERS), tmp / "bN", progress=False
+            )
+        )
+        rows.append(
+            row(
+                "patch bank",
+                f"patches/s (threads={WORKERS})",
+                len(table) / parallel_s,
+                "patches/s",
+                reference=len(table) / serial_s,
+                note=f"reference: 1 thread; {len(table)} crops of 32 px",
+            )
+        )
     return rows
 
 

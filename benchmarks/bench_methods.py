@@ -1,6 +1,6 @@
 """Every registered method: parameter counts (per network and total) and training throughput (embedded config).
 
-For each name in ``retrievegan.train.registry.METHODS`` (sg2im, layout2im, AttnGAN, and PasteGAN / RetrieveGAN
+For each name in ``retrievegan.runs.METHODS`` (sg2im, layout2im, AttnGAN, and PasteGAN / RetrieveGAN
 with its ablations when registered), built from its section of the embedded config (``config/config.yaml``;
 another with ``BENCH_METHODS_CONFIG``):
 
@@ -41,24 +41,15 @@ WARMUP = 1
 CONFIG = Path(os.environ.get("BENCH_METHODS_CONFIG", REPO / "config/config.yaml"))
 
 
-def method_params(name: str, config: dict) -> tuple[dict, dict]:
-    """(method section without ``train``, its ``train`` overrides) as the rules pass them."""
-    from retrievegan.eval.methods import METHODS as INFO
-
-    section = name if name in config else ("retrievegan" if name.startswith("retrievegan") else name)
-    params = {k: v for k, v in config.get(section, {}).items() if k != "train"}
-    if section == "retrievegan" and name in INFO and INFO[name].ablation is not None:
-        gt_selection, cooccurrence = INFO[name].ablation  # the switches workflow/rules/retrievegan.smk adds
-        params.update(retrieval=config["retrieval"], gt_selection=gt_selection, cooccurrence=cooccurrence)
-    return params, dict(config.get(section, {}).get("train", {}))
-
-
 def workflow_inputs(res: Path) -> dict[str, Path]:
     """Where the workflow puts each named ``--input`` a method may declare."""
-    return {"damsm": res / "models/damsm/checkpoint.pt", "patches": res / "data/patches/patches.npy",
-            "candidates": res / "features/prefilter/candidates.npy",
-            "patch_features": res / "features/patch_features.npy",
-            "cooccur_embeddings": res / "features/cooccur_embeddings.npy"}
+    return {
+        "damsm": res / "models/damsm/checkpoint.pt",
+        "patches": res / "data/patches/patches.npy",
+        "candidates": res / "features/prefilter/candidates.npy",
+        "patch_features": res / "features/patch_features.npy",
+        "cooccur_embeddings": res / "features/cooccur_embeddings.npy",
+    }
 
 
 def _throwaway_damsm(config: dict, data_dir: Path, out: Path) -> Path:
@@ -74,9 +65,19 @@ def _throwaway_damsm(config: dict, data_dir: Path, out: Path) -> Path:
     cfg = from_mapping(DamsmConfig, config.get("damsm", {}), "damsm")
     spec = SceneGraphDataset(data_dir, "train").spec
     model = new_damsm(cfg, spec, torch.Generator().manual_seed(0))
-    save(out, {"format": FORMAT, "version": VERSION, "config": runinfo.to_jsonable(cfg),
-               "spec": runinfo.to_jsonable(spec), "words": list(model.vocab.words), "step": 0,
-               "text_encoder": model.text_encoder.state_dict(), "image_encoder": model.image_encoder.state_dict()})
+    save(
+        out,
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "config": runinfo.to_jsonable(cfg),
+            "spec": runinfo.to_jsonable(spec),
+            "words": list(model.vocab.words),
+            "step": 0,
+            "text_encoder": model.text_encoder.state_dict(),
+            "image_encoder": model.image_encoder.state_dict(),
+        },
+    )
     return out
 
 
@@ -108,8 +109,9 @@ def run() -> list[dict]:
 
     from retrievegan.config import from_mapping, load_yaml
     from retrievegan.data.dataset import SceneGraphDataset, collate_scene_graphs
+    from retrievegan.runs import METHODS, run_params, train_params
     from retrievegan.train.config import TrainConfig
-    from retrievegan.train.registry import METHODS, create_method, method_class
+    from retrievegan.train.registry import create_method, method_class
 
     config = load_yaml(CONFIG)
     res = REPO / config["results"] / config["dataset"]
@@ -129,9 +131,10 @@ def run() -> list[dict]:
         patches_csv = res / "data/patches/patches.csv"
         dataset_cache: dict[bool, SceneGraphDataset] = {}
         for name in METHODS:
-            params, overrides = method_params(name, config)
-            train_cfg = dataclasses.replace(from_mapping(TrainConfig, {**config["train"], **overrides}, "train"),
-                                            device="cpu")
+            params = run_params(config, name)
+            train_cfg = dataclasses.replace(
+                from_mapping(TrainConfig, train_params(config, name), "train"), device="cpu"
+            )
             try:
                 cls = method_class(name)
                 missing = [k for k in cls.required_inputs if k not in inputs or not Path(inputs[k]).exists()]
@@ -142,7 +145,8 @@ def run() -> list[dict]:
                     continue
                 if cls.needs_patch_ids not in dataset_cache:
                     dataset_cache[cls.needs_patch_ids] = SceneGraphDataset(
-                        data_dir, "train", patches_csv if cls.needs_patch_ids else None)
+                        data_dir, "train", patches_csv if cls.needs_patch_ids else None
+                    )
                 ds = dataset_cache[cls.needs_patch_ids]
                 method = create_method(name, params, ds.spec, {k: inputs[k] for k in cls.required_inputs})
                 nets = method.build_networks(torch.Generator().manual_seed(0))
@@ -154,25 +158,64 @@ def run() -> list[dict]:
                 count = sum(p.numel() for p in net.parameters())
                 trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
                 total, trainable_total = total + count, trainable_total + trainable
-                rows.append(row(f"params {name}", f"{net_name} ({method.roles()[net_name]})", count, "parameters",
-                                note=f"trainable {trainable:,}" + ("" if trainable == count else " (rest frozen)")))
+                rows.append(
+                    row(
+                        f"params {name}",
+                        f"{net_name} ({method.roles()[net_name]})",
+                        count,
+                        "parameters",
+                        note=f"trainable {trainable:,}" + ("" if trainable == count else " (rest frozen)"),
+                    )
+                )
             rows.append(row(f"params {name}", "total", total, "parameters", note=f"trainable {trainable_total:,}"))
             order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0)).tolist()
             size = train_cfg.batch_size
-            batches = [collate_scene_graphs([ds[i] for i in order[k * size:(k + 1) * size]])
-                       for k in range(max(1, min(WARMUP + min(STEPS, 3), len(ds) // size)))]  # cycled
+            batches = [
+                collate_scene_graphs([ds[i] for i in order[k * size : (k + 1) * size]])
+                for k in range(max(1, min(WARMUP + min(STEPS, 3), len(ds) // size)))
+            ]  # cycled
             rate, cpu_per_step = _measure(method, train_cfg, batches)
-            rows.append(row(f"train {name}", "images/s (1 thread)", rate, "images/s",
-                            note=f"embedded config, batch {size}, {STEPS} timed steps after {WARMUP} warm-up; "
-                                 f"G + D updates; {ds.image_size} px; data: {source}"))
-            rows.append(row(f"train {name}", "CPU seconds per step (1 thread)", cpu_per_step, "s", better="lower",
-                            note="process CPU time: insensitive to other processes sharing the cores"))
-            rows.append(row(f"train {name}", f"CPU time of the configured {train_cfg.steps} steps", cpu_per_step *
-                            train_cfg.steps, "s", better="lower",
-                            note="steps x CPU s/step; excludes start-up, data loading, checkpoints"))
+            rows.append(
+                row(
+                    f"train {name}",
+                    "images/s (1 thread)",
+                    rate,
+                    "images/s",
+                    note=f"embedded config, batch {size}, {STEPS} timed steps after {WARMUP} warm-up; "
+                    f"G + D updates; {ds.image_size} px; data: {source}",
+                )
+            )
+            rows.append(
+                row(
+                    f"train {name}",
+                    "CPU seconds per step (1 thread)",
+                    cpu_per_step,
+                    "s",
+                    better="lower",
+                    note="process CPU time: insensitive to other processes sharing the cores",
+                )
+            )
+            rows.append(
+                row(
+                    f"train {name}",
+                    f"CPU time of the configured {train_cfg.steps} steps",
+                    cpu_per_step * train_cfg.steps,
+                    "s",
+                    better="lower",
+                    note="steps x CPU s/step; excludes start-up, data loading, checkpoints",
+                )
+            )
             measured.append(name)
-    rows.append(row("methods", "registered methods measured", len(measured), "methods", reference=len(METHODS),
-                    note="measured: " + ", ".join(measured) + ("; skipped: " + "; ".join(skipped) if skipped else "")))
+    rows.append(
+        row(
+            "methods",
+            "registered methods measured",
+            len(measured),
+            "methods",
+            reference=len(METHODS),
+            note="measured: " + ", ".join(measured) + ("; skipped: " + "; ".join(skipped) if skipped else ""),
+        )
+    )
     return rows
 
 
@@ -186,17 +229,22 @@ def summary_table(rows: list[dict]) -> str:
             methods[name]["trainable"] = item["note"].removeprefix("trainable ")
         elif kind == "params":
             methods.setdefault(name, {}).setdefault("networks", []).append(
-                f"{item['metric'].split(' ')[0]} {item['value'] / 1e3:,.1f}k")
+                f"{item['metric'].split(' ')[0]} {item['value'] / 1e3:,.1f}k"
+            )
         elif kind == "train" and item["metric"].startswith("images/s"):
             methods.setdefault(name, {})["rate"] = item["value"]
         elif kind == "train" and item["metric"].startswith("CPU seconds"):
             methods.setdefault(name, {})["cpu"] = item["value"]
-    lines = ["| method | parameters (total) | trainable | per network | images/s (1 thread) | CPU s/step |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| method | parameters (total) | trainable | per network | images/s (1 thread) | CPU s/step |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, m in methods.items():
-        lines.append(f"| {name} | {m.get('params', 0):,.0f} | {m.get('trainable', '')} | "
-                     f"{', '.join(m.get('networks', []))} | {m.get('rate', float('nan')):.1f} | "
-                     f"{m.get('cpu', float('nan')):.3f} |")
+        lines.append(
+            f"| {name} | {m.get('params', 0):,.0f} | {m.get('trainable', '')} | "
+            f"{', '.join(m.get('networks', []))} | {m.get('rate', float('nan')):.1f} | "
+            f"{m.get('cpu', float('nan')):.3f} |"
+        )
     return "\n".join(lines)
 
 

@@ -54,8 +54,9 @@ def _fid_is_rows(extractor, label: str, gen_paths, real_npy: Path, n: int, tmp: 
     from retrievegan.eval.image_datasets import ArrayDataset, PngDataset
 
     real = np.load(real_npy)
-    stats_s, _ = timed(lambda: fidelity.compute_reference(real_npy, "test", extractor, BATCH, "cpu",
-                                                          tmp / f"ref_{label}.npz"), REPEAT)
+    stats_s, _ = timed(
+        lambda: fidelity.compute_reference(real_npy, "test", extractor, BATCH, "cpu", tmp / f"ref_{label}.npz"), REPEAT
+    )
     reference = fidelity.load_reference(tmp / f"ref_{label}.npz")
     gen = PngDataset(gen_paths, (SIZE, SIZE))
 
@@ -66,9 +67,20 @@ def _fid_is_rows(extractor, label: str, gen_paths, real_npy: Path, n: int, tmp: 
 
     def baseline():
         out = torch_fidelity.calculate_metrics(
-            input1=gen, input2=ArrayDataset(real), fid=True, isc=True, cuda=False, cache=False,
-            feature_extractor=extractor.fidelity_name, feature_extractor_weights_path=str(extractor.weights),
-            isc_splits=IS_SPLITS, rng_seed=SEED, batch_size=BATCH, save_cpu_ram=True, verbose=False)
+            input1=gen,
+            input2=ArrayDataset(real),
+            fid=True,
+            isc=True,
+            cuda=False,
+            cache=False,
+            feature_extractor=extractor.fidelity_name,
+            feature_extractor_weights_path=str(extractor.weights),
+            isc_splits=IS_SPLITS,
+            rng_seed=SEED,
+            batch_size=BATCH,
+            save_cpu_ram=True,
+            verbose=False,
+        )
         return out["frechet_inception_distance"], (out["inception_score_mean"], out["inception_score_std"])
 
     ours(), baseline()  # warm-up: thread pools, allocator, page cache
@@ -79,37 +91,52 @@ def _fid_is_rows(extractor, label: str, gen_paths, real_npy: Path, n: int, tmp: 
         t, (fid_ref, (is_ref, _)) = timed(baseline, 1)
         base_s = min(base_s, t)
     if abs(fid - fid_ref) > 1e-4 * max(1.0, abs(fid_ref)) or abs(is_mean - is_ref) > 1e-5 * is_ref:
-        raise AssertionError(f"{label}: stored-statistics path differs from calculate_metrics "
-                             f"(FID {fid} vs {fid_ref}, IS {is_mean} vs {is_ref})")
-    note = (f"{n} generated PNGs + {n} real images, {SIZE} px, batch {BATCH}, {IS_SPLITS} IS splits; "
-            f"same FID/IS as reference: yes (FID {fid:.4g}, IS {is_mean:.4g})")
+        raise AssertionError(
+            f"{label}: stored-statistics path differs from calculate_metrics "
+            f"(FID {fid} vs {fid_ref}, IS {is_mean} vs {is_ref})"
+        )
+    note = (
+        f"{n} generated PNGs + {n} real images, {SIZE} px, batch {BATCH}, {IS_SPLITS} IS splits; "
+        f"same FID/IS as reference: yes (FID {fid:.4g}, IS {is_mean:.4g})"
+    )
     return [
-        row(f"fid+is ({label})", "images/s, stored real statistics", n / ours_s, "images/s", reference=n / base_s,
-            note="reference: torch-fidelity calculate_metrics re-extracting the real features (cache=False); "
-                 + note),
-        row(f"real statistics ({label})", "s, once per split (retrievegan real-stats)", stats_s, "s",
-            better="lower", note=f"{n} real images"),
+        row(
+            f"fid+is ({label})",
+            "images/s, stored real statistics",
+            n / ours_s,
+            "images/s",
+            reference=n / base_s,
+            note="reference: torch-fidelity calculate_metrics re-extracting the real features (cache=False); " + note,
+        ),
+        row(
+            f"real statistics ({label})",
+            "s, once per split (retrievegan real-stats)",
+            stats_s,
+            "s",
+            better="lower",
+            note=f"{n} real images",
+        ),
     ]
 
 
 def run() -> list[dict]:
+    import numpy as np
     import torch
+    from PIL import Image
 
     from retrievegan.eval import diversity, fidelity
     from retrievegan.eval.image_datasets import PairDataset, PngDataset
     from retrievegan.eval.synthnet import SynthNet, save_synthnet
-    from retrievegan.eval.weights import MissingWeightsError
-
-    import numpy as np
-    from PIL import Image
+    from retrievegan.weights import MissingWeightsError
 
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     torch.set_num_threads(threads)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_metrics_") as tmp:
         tmp = Path(tmp)
-        model = SynthNet.initialised(torch.Generator().manual_seed(0), num_themes=8, num_categories=11,
-                                     width=16, image_size=SIZE)
+        model = SynthNet.initialised(
+            torch.Generator().manual_seed(0), num_themes=8, num_categories=11, width=16, image_size=SIZE
+        )
         save_synthnet(tmp / "synthnet.pt", model)
         real_npy = tmp / "test_images.npy"
         np.save(real_npy, _images(NUM_IMAGES, SIZE, 1))
@@ -129,8 +156,15 @@ def run() -> list[dict]:
         pairs = PairDataset(PngDataset(gen_paths, (SIZE, SIZE)), PngDataset(gen1_paths, (SIZE, SIZE)))
         ds_model = diversity.resolve_backbone("synthnet", synthnet_weights=tmp / "synthnet.pt").build()
         ds_s, _ = timed(lambda: diversity.pair_distances(pairs, ds_model, BATCH), REPEAT)
-        rows.append(row("ds (lpips_synthnet)", "pairs/s", NUM_IMAGES / ds_s, "pairs/s",
-                        note=f"{NUM_IMAGES} PNG pairs, {SIZE} px, batch {BATCH}"))
+        rows.append(
+            row(
+                "ds (lpips_synthnet)",
+                "pairs/s",
+                NUM_IMAGES / ds_s,
+                "pairs/s",
+                note=f"{NUM_IMAGES} PNG pairs, {SIZE} px, batch {BATCH}",
+            )
+        )
 
         try:
             inception = fidelity.resolve_extractor("inception")

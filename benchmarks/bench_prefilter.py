@@ -39,9 +39,18 @@ def synthetic_bank(num: int, dim: int, seed: int = 0):
     split = np.where(image < 0.7 * image.max(), "train", np.where(image < 0.85 * image.max(), "val", "test"))
     weights = 1.0 / np.arange(1, 12) ** 0.8  # skewed category frequencies
     category = rng.choice(11, num, p=weights / weights.sum())
-    table = pd.DataFrame({"patch_id": np.arange(num), "split": split, "image_index": image,
-                          "image_id": image, "object_index": 0, "category": category,
-                          "category_name": [f"c{c}" for c in category], "theme": 0})
+    table = pd.DataFrame(
+        {
+            "patch_id": np.arange(num),
+            "split": split,
+            "image_index": image,
+            "image_id": image,
+            "object_index": 0,
+            "category": category,
+            "category_name": [f"c{c}" for c in category],
+            "theme": 0,
+        }
+    )
     # clustered features (objects of a category share a few modes), like GCN features
     centres = rng.normal(size=(11, 6, dim)).astype(np.float32)
     feats = centres[category, rng.integers(0, 6, num)] + 0.5 * rng.normal(size=(num, dim)).astype(np.float32)
@@ -71,15 +80,28 @@ def run() -> list[dict]:
     small_s, (ids_small, _) = timed(lambda: prefilter_candidates(feats, table, small), 1)
     if not np.array_equal(ids_small, ids):
         raise AssertionError("the result depends on the block sizes")
-    note = (f"{PATCHES} objects ({train} train), D={DIM}, k={K}, 11 categories; reference: brute force, one "
-            f"query at a time, on {len(queries)} random objects; identical candidates: yes; "
-            f"threads={torch.get_num_threads()}")
+    note = (
+        f"{PATCHES} objects ({train} train), D={DIM}, k={K}, 11 categories; reference: brute force, one "
+        f"query at a time, on {len(queries)} random objects; identical candidates: yes; "
+        f"threads={torch.get_num_threads()}"
+    )
     return [
-        row("prefilter", f"queries/s (blocks {cfg.query_block} x {cfg.candidate_block})", PATCHES / fast_s,
-            "queries/s", reference=len(queries) / ref_s, note=note),
-        row("prefilter", f"queries/s (blocks {small.query_block} x {small.candidate_block})", PATCHES / small_s,
-            "queries/s", reference=len(queries) / ref_s,
-            note="smaller blocks (peak block matrix 2 MB instead of 16 MB), same candidates: yes"),
+        row(
+            "prefilter",
+            f"queries/s (blocks {cfg.query_block} x {cfg.candidate_block})",
+            PATCHES / fast_s,
+            "queries/s",
+            reference=len(queries) / ref_s,
+            note=note,
+        ),
+        row(
+            "prefilter",
+            f"queries/s (blocks {small.query_block} x {small.candidate_block})",
+            PATCHES / small_s,
+            "queries/s",
+            reference=len(queries) / ref_s,
+            note="smaller blocks (peak block matrix 2 MB instead of 16 MB), same candidates: yes",
+        ),
     ]
 
 

@@ -41,8 +41,12 @@ def _batch(rng):
         boxes.append((0.0, 0.0, 1.0, 1.0))
         masks.append(np.ones((16, 16), bool))
         owner.append(n)
-    return (torch.tensor(objs), torch.tensor(boxes, dtype=torch.float32),
-            torch.from_numpy(np.stack(masks).astype(np.float32)), torch.tensor(owner))
+    return (
+        torch.tensor(objs),
+        torch.tensor(boxes, dtype=torch.float32),
+        torch.from_numpy(np.stack(masks).astype(np.float32)),
+        torch.tensor(owner),
+    )
 
 
 def _loop_labels(objs, boxes, masks, owner, num_images, size):
@@ -57,9 +61,10 @@ def _loop_labels(objs, boxes, masks, owner, num_images, size):
         idx = [i for i in range(len(objs)) if int(owner[i]) == n and int(objs[i]) != 0]
         covers = []
         for i in idx:
-            grid = boxes_to_grid(boxes[i:i + 1], size)
-            warped = F.grid_sample(masks[i:i + 1, None], grid, mode="bilinear", padding_mode="zeros",
-                                   align_corners=False)[0, 0]
+            grid = boxes_to_grid(boxes[i : i + 1], size)
+            warped = F.grid_sample(
+                masks[i : i + 1, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False
+            )[0, 0]
             covers.append(warped >= 0.5)
         areas = [int(c.sum()) for c in covers]
         for k in sorted(range(len(idx)), key=lambda k: (-areas[k], -k)):
@@ -89,10 +94,18 @@ def run() -> list[dict]:
         raise AssertionError("vectorised label maps differ from the painting loop")
     if not (mask > 0).all():
         raise AssertionError("rarity mask has a zero")
-    rows = [row("rarity mask", f"ms per batch ({BATCH} images, {SIZE} px)", fast_s * 1e3, "ms",
-                reference=slow_s * 1e3, better="lower",
-                note=f"label maps + normalised mask, 1 thread; reference: per-image per-object painting loop "
-                     f"(labels only); identical labels: yes; {len(objs)} objects")]
+    rows = [
+        row(
+            "rarity mask",
+            f"ms per batch ({BATCH} images, {SIZE} px)",
+            fast_s * 1e3,
+            "ms",
+            reference=slow_s * 1e3,
+            better="lower",
+            note=f"label maps + normalised mask, 1 thread; reference: per-image per-object painting loop "
+            f"(labels only); identical labels: yes; {len(objs)} objects",
+        )
+    ]
 
     paper = rng.uniform(0, 1, (PAPER_IMAGES, PAPER_CATEGORIES)) * (rng.random((PAPER_IMAGES, PAPER_CATEGORIES)) < 0.05)
     top = np.argsort(-paper.sum(0))[:5]
@@ -101,16 +114,31 @@ def run() -> list[dict]:
     draws = 200
     rarity_s, _ = timed(lambda: [sampler.local_batch(b) for b in range(draws)], 3)
     epoch_s, _ = timed(lambda: [b for _, b in zip(range(draws), iter(epoch))], 3)
-    rows.append(row("rarity sampler", f"ms per global batch of {BATCH} (N={PAPER_IMAGES})", rarity_s / draws * 1e3,
-                    "ms", reference=epoch_s / draws * 1e3, better="lower",
-                    note=f"reference: the default epoch sampler (its permutation amortised over {draws} batches); "
-                         f"set-up (CDFs of 5 categories) {build_s:.2f} s"))
+    rows.append(
+        row(
+            "rarity sampler",
+            f"ms per global batch of {BATCH} (N={PAPER_IMAGES})",
+            rarity_s / draws * 1e3,
+            "ms",
+            reference=epoch_s / draws * 1e3,
+            better="lower",
+            note=f"reference: the default epoch sampler (its permutation amortised over {draws} batches); "
+            f"set-up (CDFs of 5 categories) {build_s:.2f} s",
+        )
+    )
 
     colours = np.clip(rng.normal(0.5, 0.15, (5000, 3)), 0, 1)
     kde_s, fit = timed(lambda: category_kde(colours, RarityConfig()), 1)
-    rows.append(row("rarity scores", "colours/s (one category, gaussian_kde)", len(colours) / kde_s, "colours/s",
-                    note=f"{len(colours)} colours evaluated at themselves (O(n^2)); method "
-                         f"{'kde' if fit.method == 1 else 'fallback'}"))
+    rows.append(
+        row(
+            "rarity scores",
+            "colours/s (one category, gaussian_kde)",
+            len(colours) / kde_s,
+            "colours/s",
+            note=f"{len(colours)} colours evaluated at themselves (O(n^2)); method "
+            f"{'kde' if fit.method == 1 else 'fallback'}",
+        )
+    )
     return rows
 
 

@@ -99,8 +99,7 @@ def run() -> list[dict]:
         e_p.zero_grad()
         fixed.grad = None
         feats = embed_candidates(e_p, bank, ids.masked_fill(~mask, -1)) if embed else fixed
-        out = iterative_retrieval(feats, mask, tau=TAU, mode=mode, query=feats[torch.arange(B), 0, q_idx],
-                                  noise=noise)
+        out = iterative_retrieval(feats, mask, tau=TAU, mode=mode, query=feats[torch.arange(B), 0, q_idx], noise=noise)
         loss = cooccurrence_loss(out.select(cooc), mask.any(-1))
         loss.backward()
         return out.weights.detach(), [p.grad.clone() for p in e_p.parameters()] if embed else [fixed.grad.clone()]
@@ -114,13 +113,18 @@ def run() -> list[dict]:
             n_i = int(num_obj[i])
             feats = e_p(raw[i, :n_i]) if embed else fixed[i, :n_i]  # only this image's candidates
             if mode == "hard":
-                w = reference_hard([feats], [mask[i, :n_i]], [feats[0, q_idx[i]]],
-                                   [noise[:n_i, i, :n_i]], TAU)[0]
+                w = reference_hard([feats], [mask[i, :n_i]], [feats[0, q_idx[i]]], [noise[:n_i, i, :n_i]], TAU)[0]
             else:
-                w = iterative_retrieval(feats[None], mask[i:i + 1, :n_i], tau=TAU, mode=mode,
-                                        query=feats[0, q_idx[i]][None], noise=noise[:n_i, i:i + 1, :n_i]).weights[0]
+                w = iterative_retrieval(
+                    feats[None],
+                    mask[i : i + 1, :n_i],
+                    tau=TAU,
+                    mode=mode,
+                    query=feats[0, q_idx[i]][None],
+                    noise=noise[:n_i, i : i + 1, :n_i],
+                ).weights[0]
             sel = (w[..., None] * cooc[i, :n_i]).sum(1)
-            losses.append(cooccurrence_loss(sel[None], mask[i:i + 1, :n_i].any(-1)))
+            losses.append(cooccurrence_loss(sel[None], mask[i : i + 1, :n_i].any(-1)))
             weights.append(w.detach())
         # the batched loss averages over images with >= 2 objects: all of them here
         loss = torch.stack(losses).mean()
@@ -145,11 +149,18 @@ def run() -> list[dict]:
                     raise AssertionError(f"{mode}: gradients differ (max {float((a - b).abs().max()):.3g})")
             what = "E_p + retrieval + loss" if embed else "retrieval + loss (embeddings given)"
             reference = "independent per-image loop" if mode == "hard" else "library, one image at a time"
-            rows.append(row("retrieval", f"{mode}: batches/s, fwd+bwd of {what}", 1.0 / fast_s, "batches/s",
-                            reference=1.0 / ref_s,
-                            note=f"B={B}, n<={N} objects (3..{N}, padded), k={K}; reference: {reference}; "
-                                 f"E_p {FEAT}->{HIDDEN}->{EMB}; threads={torch.get_num_threads()}; "
-                                 f"same selections and gradients: yes"))
+            rows.append(
+                row(
+                    "retrieval",
+                    f"{mode}: batches/s, fwd+bwd of {what}",
+                    1.0 / fast_s,
+                    "batches/s",
+                    reference=1.0 / ref_s,
+                    note=f"B={B}, n<={N} objects (3..{N}, padded), k={K}; reference: {reference}; "
+                    f"E_p {FEAT}->{HIDDEN}->{EMB}; threads={torch.get_num_threads()}; "
+                    f"same selections and gradients: yes",
+                )
+            )
     return rows
 
 

@@ -8,7 +8,7 @@ COCO-Stuff (``retrievegan.estimate.paper.paper_data``, fixed seed: the same batc
 per step (insensitive to other processes sharing the cores; one thread, as the workflow's training jobs).
 
 Reference: another checkout's ``src`` folder in ``BENCH_STEP_TIME_REFERENCE`` (e.g. ``git worktree add /tmp/ref
-7a8edca``, then ``/tmp/ref/src``). Each run is a fresh Python process; this tree's and the reference's runs alternate
+<commit>``, then ``/tmp/ref/src``). Each run is a fresh Python process; this tree's and the reference's runs alternate
 (``BENCH_STEP_TIME_REPEATS`` pairs, default 3) and each figure is the median over its runs, so a busy machine slows
 both alike. Without a reference only this tree is measured.
 
@@ -76,8 +76,9 @@ def _worker(src: Path) -> dict[str, float]:
     """``measure()`` in a fresh process importing ``retrievegan`` from ``src``."""
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), str(REPO)])}
-        subprocess.run([sys.executable, "-m", "benchmarks.bench_step_time", "--worker", out.name], env=env, cwd=REPO,
-                       check=True)
+        subprocess.run(
+            [sys.executable, "-m", "benchmarks.bench_step_time", "--worker", out.name], env=env, cwd=REPO, check=True
+        )
         return json.loads(Path(out.name).read_text())
 
 
@@ -91,12 +92,23 @@ def run() -> list[dict]:
     rows = []
     for case in runs["this"][0]:
         value = statistics.median(r[case] for r in runs["this"])
-        ref = statistics.median(r[case] for r in runs["reference"]) if reference and case in runs["reference"][0] \
+        ref = (
+            statistics.median(r[case] for r in runs["reference"])
+            if reference and case in runs["reference"][0]
             else None
-        rows.append(row(f"step time {case}", "CPU seconds per step (1 thread)", value, "s", reference=ref,
-                        better="lower", note=f"embedded config shapes, its training batch; median of {REPEATS} "
-                                             f"processes x {STEPS} steps" + (f"; reference: {reference}, runs "
-                                                                             "alternating" if reference else "")))
+        )
+        rows.append(
+            row(
+                f"step time {case}",
+                "CPU seconds per step (1 thread)",
+                value,
+                "s",
+                reference=ref,
+                better="lower",
+                note=f"embedded config shapes, its training batch; median of {REPEATS} "
+                f"processes x {STEPS} steps" + (f"; reference: {reference}, runs alternating" if reference else ""),
+            )
+        )
     return rows
 
 

@@ -42,17 +42,28 @@ def _dataset(tmp: Path) -> Path:
     from retrievegan.data.preprocess import PreprocessConfig, preprocess
     from retrievegan.data.synth import SynthConfig, generate
 
-    generate(SynthConfig(seed=1, num_train=NUM_IMAGES, num_val=24), tmp / "coco", tmp / "vg", progress=False,
-             workers=THREADS)
+    generate(
+        SynthConfig(seed=1, num_train=NUM_IMAGES, num_val=24), tmp / "coco", tmp / "vg", progress=False, workers=THREADS
+    )
     raw = tmp / "coco"
     coco = CocoStuffConfig(
         instances_train=str(raw / "annotations/instances_train2017.json"),
-        stuff_train=str(raw / "annotations/stuff_train2017.json"), image_dir_train=str(raw / "images/train2017"),
+        stuff_train=str(raw / "annotations/stuff_train2017.json"),
+        image_dir_train=str(raw / "images/train2017"),
         instances_val=str(raw / "annotations/instances_val2017.json"),
-        stuff_val=str(raw / "annotations/stuff_val2017.json"), image_dir_val=str(raw / "images/val2017"),
-        num_val=4, num_test=8)
-    preprocess("coco_stuff", coco, PreprocessConfig(image_size=64, seed=0, num_workers=THREADS), tmp / "data",
-               "bench", progress=False)
+        stuff_val=str(raw / "annotations/stuff_val2017.json"),
+        image_dir_val=str(raw / "images/val2017"),
+        num_val=4,
+        num_test=8,
+    )
+    preprocess(
+        "coco_stuff",
+        coco,
+        PreprocessConfig(image_size=64, seed=0, num_workers=THREADS),
+        tmp / "data",
+        "bench",
+        progress=False,
+    )
     return tmp / "data"
 
 
@@ -98,29 +109,67 @@ def run() -> list[dict]:
         ds = SceneGraphDataset(data_dir, "train")
         method = create_method("sg2im", config["sg2im"], ds.spec)
         order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0)).tolist()
-        batches = [collate_scene_graphs([ds[i] for i in order[k:k + cfg.batch_size]])
-                   for k in range(0, len(ds) - cfg.batch_size + 1, cfg.batch_size)]
+        batches = [
+            collate_scene_graphs([ds[i] for i in order[k : k + cfg.batch_size]])
+            for k in range(0, len(ds) - cfg.batch_size + 1, cfg.batch_size)
+        ]
         fast, _ = _step_rate(method, cfg, batches, THREADS)
         slow, cpu_per_step = _step_rate(method, cfg, batches, 1)
         total_s = cfg.steps * cfg.batch_size / fast
-        rows.append(row("train sg2im", f"images/s (threads={THREADS})", fast, "images/s", reference=slow,
-                        note=f"reference: 1 thread; embedded config, batch {cfg.batch_size}, 64 px, {STEPS} timed "
-                             f"steps after {WARMUP} warm-up; G + D updates"))
-        rows.append(row("train sg2im", "CPU seconds per step (1 thread)", cpu_per_step, "s", better="lower",
-                        note="process CPU time: insensitive to other processes sharing the cores"))
+        rows.append(
+            row(
+                "train sg2im",
+                f"images/s (threads={THREADS})",
+                fast,
+                "images/s",
+                reference=slow,
+                note=f"reference: 1 thread; embedded config, batch {cfg.batch_size}, 64 px, {STEPS} timed "
+                f"steps after {WARMUP} warm-up; G + D updates",
+            )
+        )
+        rows.append(
+            row(
+                "train sg2im",
+                "CPU seconds per step (1 thread)",
+                cpu_per_step,
+                "s",
+                better="lower",
+                note="process CPU time: insensitive to other processes sharing the cores",
+            )
+        )
 
-        loop_cfg = dataclasses.replace(cfg, steps=STEPS + WARMUP, checkpoint_every=max(1, (STEPS + WARMUP) // 2),
-                                       snapshot_every=max(1, (STEPS + WARMUP) // 2), device="cpu")
+        loop_cfg = dataclasses.replace(
+            cfg,
+            steps=STEPS + WARMUP,
+            checkpoint_every=max(1, (STEPS + WARMUP) // 2),
+            snapshot_every=max(1, (STEPS + WARMUP) // 2),
+            device="cpu",
+        )
         torch.set_num_threads(THREADS)
         start = time.perf_counter()
         result = train("sg2im", config["sg2im"], loop_cfg, data_dir, tmp / "run", progress=False)
         loop_s = time.perf_counter() - start
         loop_rate = result.steps * cfg.batch_size / loop_s
-        rows.append(row("train sg2im (loop)", f"images/s (threads={THREADS})", loop_rate, "images/s",
-                        note=f"whole train() call: {result.steps} steps incl. start-up, data loading "
-                             f"(workers={cfg.num_workers}), 2 checkpoints, snapshots"))
-        rows.append(row("train sg2im (embedded run)", f"estimated wall time of {cfg.steps} steps", total_s, "s",
-                        better="lower", note="steps x batch / steady-state images/s above"))
+        rows.append(
+            row(
+                "train sg2im (loop)",
+                f"images/s (threads={THREADS})",
+                loop_rate,
+                "images/s",
+                note=f"whole train() call: {result.steps} steps incl. start-up, data loading "
+                f"(workers={cfg.num_workers}), 2 checkpoints, snapshots",
+            )
+        )
+        rows.append(
+            row(
+                "train sg2im (embedded run)",
+                f"estimated wall time of {cfg.steps} steps",
+                total_s,
+                "s",
+                better="lower",
+                note="steps x batch / steady-state images/s above",
+            )
+        )
 
         batch = batches[0]
         num, dim, size = batch.objs.shape[0], config["sg2im"]["gconv_dim"], ds.image_size
@@ -133,8 +182,9 @@ def run() -> list[dict]:
             return out.detach()
 
         def sg2im_way():
-            sampled = F.grid_sample(vecs.view(num, dim, 1, 1) * masks.unsqueeze(1), boxes_to_grid(batch.boxes, size),
-                                    align_corners=False)
+            sampled = F.grid_sample(
+                vecs.view(num, dim, 1, 1) * masks.unsqueeze(1), boxes_to_grid(batch.boxes, size), align_corners=False
+            )
             out = torch.zeros(batch.num_images, dim, size, size).index_add(0, batch.obj_to_img, sampled)
             out.square().sum().backward()
             return out.detach()
@@ -143,9 +193,17 @@ def run() -> list[dict]:
         slow_s, b = timed(sg2im_way, repeat=5)
         if not torch.allclose(a, b, atol=1e-4):
             raise AssertionError("masks_to_layout differs from the sg2im formulation")
-        rows.append(row("layout", "layouts/s (forward + backward)", 1 / fast_s, "layouts/s", reference=1 / slow_s,
-                        note=f"reference: sg2im's (O, D, H, W) formulation; O={num}, D={dim}, {size} px, "
-                             f"batch {batch.num_images}; same result: yes"))
+        rows.append(
+            row(
+                "layout",
+                "layouts/s (forward + backward)",
+                1 / fast_s,
+                "layouts/s",
+                reference=1 / slow_s,
+                note=f"reference: sg2im's (O, D, H, W) formulation; O={num}, D={dim}, {size} px, "
+                f"batch {batch.num_images}; same result: yes",
+            )
+        )
     return rows
 
 

@@ -37,12 +37,26 @@ COLUMNS = REQUIRED + OPTIONAL
 REPO = Path(__file__).resolve().parents[1]
 
 
-def row(benchmark: str, metric: str, value: float, unit: str, reference: float | None = None,
-        better: str = "higher", note: str = "") -> dict[str, Any]:
+def row(
+    benchmark: str,
+    metric: str,
+    value: float,
+    unit: str,
+    reference: float | None = None,
+    better: str = "higher",
+    note: str = "",
+) -> dict[str, Any]:
     ratio = value / reference if reference not in (None, 0) else None
-    return {"benchmark": benchmark, "metric": metric, "value": float(value), "unit": unit,
-            "reference": None if reference is None else float(reference), "ratio": ratio,
-            "better": better, "note": note}
+    return {
+        "benchmark": benchmark,
+        "metric": metric,
+        "value": float(value),
+        "unit": unit,
+        "reference": None if reference is None else float(reference),
+        "ratio": ratio,
+        "better": better,
+        "note": note,
+    }
 
 
 def validate(rows: Any, source: str) -> list[dict[str, Any]]:

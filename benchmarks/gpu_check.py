@@ -54,14 +54,35 @@ if str(REPO / "src") not in sys.path:  # run from a plain copy of the repository
 
 # run in this order: compilation, the slowest and the most likely to fail on a new torch, last
 CHECKS = ("environment", "amp", "resume", "ddp", "estimate", "compile")
-OPTIONAL = ("yaml", "tqdm", "torchvision", "pandas", "scipy", "jsonschema", "snakemake", "pycocotools",
-            "torch_fidelity", "lpips")
+OPTIONAL = (
+    "yaml",
+    "tqdm",
+    "torchvision",
+    "pandas",
+    "scipy",
+    "jsonschema",
+    "snakemake",
+    "pycocotools",
+    "torch_fidelity",
+    "lpips",
+)
 MAX_SYNCS = 2
 SNAPSHOTS = REPO / "benchmarks/gpu_configs"
 STATS = REPO / "config/reference/dataset_stats.csv"
-TINY_SG2IM = {"embedding_dim": 16, "gconv_dim": 16, "gconv_hidden_dim": 32, "gconv_num_layers": 2,
-              "refinement_dims": [16, 8], "layout_noise_dim": 2, "mask_size": 16, "eval_mode_after": -1,
-              "d_img_arch": "C4-8-2,C4-16-2", "d_obj_arch": "C4-8-2,C4-16-2", "d_obj_fc_dim": 32, "crop_size": 16}
+TINY_SG2IM = {
+    "embedding_dim": 16,
+    "gconv_dim": 16,
+    "gconv_hidden_dim": 32,
+    "gconv_num_layers": 2,
+    "refinement_dims": [16, 8],
+    "layout_noise_dim": 2,
+    "mask_size": 16,
+    "eval_mode_after": -1,
+    "d_img_arch": "C4-8-2,C4-16-2",
+    "d_obj_arch": "C4-8-2,C4-16-2",
+    "d_obj_fc_dim": 32,
+    "crop_size": 16,
+}
 
 
 def has(module: str) -> bool:
@@ -168,20 +189,25 @@ def check_amp(ctx: Context) -> dict[str, Any]:
         method, _ = data.method(name, {"retrieval": {**data.config["retrieval"], "mode": mode}} if mode else None)
         for dtype in ("bfloat16", "float16"):
             key = f"{case} {dtype}"
-            cfg = data.train_config(name, device=ctx.device, batch_size=2, num_workers=0, amp=True, amp_dtype=dtype,
-                                    deterministic=False)
+            cfg = data.train_config(
+                name, device=ctx.device, batch_size=2, num_workers=0, amp=True, amp_dtype=dtype, deterministic=False
+            )
             try:
                 trainer = Trainer(method, cfg, device)
                 if not ctx.cuda:  # the dry run: CPU autocast with CUDA's casts, to meet the GPU's dtype errors
                     emulate_cuda_autocast(trainer)
                 trainer.train_step(data.batch(2), 0, 0)
                 batch, step_ctx = trainer.prepare(data.batch(2), 1, 0)
-                logs, syncs = _syncs(ctx, lambda: trainer.step(batch, step_ctx))
+                logs, syncs = _syncs(ctx, lambda t=trainer: t.step(batch, step_ctx))
                 trainer.check_finite()
                 values = [float(v) for phase in ("G", "D") for v in logs[phase].values()]
                 finite = all(math.isfinite(v) for v in values)
-                results[key] = {"finite": finite, "syncs_per_step": syncs, "skipped_update": int(logs["skipped"]),
-                                "casts": "cuda autocast" if ctx.cuda else "cuda autocast's, emulated on the cpu"}
+                results[key] = {
+                    "finite": finite,
+                    "syncs_per_step": syncs,
+                    "skipped_update": int(logs["skipped"]),
+                    "casts": "cuda autocast" if ctx.cuda else "cuda autocast's, emulated on the cpu",
+                }
                 if not finite:
                     problems.append(f"{key}: non-finite loss")
                 if syncs is not None and syncs > MAX_SYNCS:
@@ -199,8 +225,9 @@ def check_amp(ctx: Context) -> dict[str, Any]:
     return results
 
 
-def steps_on_new_batches(trainer, data, steps: int, progress: Callable[[dict[str, Any]], None] | None = None
-                         ) -> list[dict[str, Any]]:
+def steps_on_new_batches(
+    trainer, data, steps: int, progress: Callable[[dict[str, Any]], None] | None = None
+) -> list[dict[str, Any]]:
     """``steps`` training steps of ``trainer``, each on a new batch of 2 of ``data``'s scene graphs (another object
     count, as in training). Per step: its index and logs, the batch's objects and triples, dynamo's compiled graphs so far
     (every compiled function; a count growing at every batch is a recompile per object count), seconds."""
@@ -211,9 +238,16 @@ def steps_on_new_batches(trainer, data, steps: int, progress: Callable[[dict[str
         batch = data.batch(2, 2 * i)
         start = time.perf_counter()
         logs = trainer.train_step(batch, i, 0)
-        rows.append({"step": i, "logs": logs, "objects": int(batch.objs.shape[0]), "triples": int(batch.triples.shape[0]),
-                     "graphs": torch._dynamo.utils.counters["stats"]["unique_graphs"],
-                     "seconds": time.perf_counter() - start})
+        rows.append(
+            {
+                "step": i,
+                "logs": logs,
+                "objects": int(batch.objs.shape[0]),
+                "triples": int(batch.triples.shape[0]),
+                "graphs": torch._dynamo.utils.counters["stats"]["unique_graphs"],
+                "seconds": time.perf_counter() - start,
+            }
+        )
         if progress is not None:
             progress(rows[-1])
     return rows
@@ -231,10 +265,8 @@ def check_compile(ctx: Context) -> dict[str, Any]:
     modes = {"sg2im": "default", "layout2im": "reduce-overhead" if ctx.cuda else "default"}
     if not ctx.quick:
         modes["retrievegan"] = "default"
-    # layout2im compiled: one D call per phase. With one call per input, inductor's graph saved a spectral-norm
-    # buffer that the next call updates before the backward pass ("modified by an inplace operation") until the
-    # discriminators batched their power iterations (162a3d1); since, that trains too on the CPU (inductor, torch
-    # 2.14), unchecked on CUDA: this check keeps the form it has always used.
+    # layout2im compiled: one D call per phase (with one call per input it trains compiled on the CPU, inductor,
+    # torch 2.14; unchecked on CUDA: docs/notes/gpu-path.md).
     params = {"layout2im": {"batch_discriminator_calls": True}}
     results, problems = {}, []
     for name, mode in modes.items():
@@ -244,14 +276,20 @@ def check_compile(ctx: Context) -> dict[str, Any]:
         # run on a GPU machine reports every method
         try:
             method, _ = data.method(name, params.get(name))
-            cfg = data.train_config(name, device=ctx.device, batch_size=2, num_workers=0, compile=True,
-                                    compile_mode=mode, deterministic=False)
+            cfg = data.train_config(
+                name,
+                device=ctx.device,
+                batch_size=2,
+                num_workers=0,
+                compile=True,
+                compile_mode=mode,
+                deterministic=False,
+            )
             trainer = Trainer(method, cfg, device)
             rows = steps_on_new_batches(trainer, data, steps)
             trainer.check_finite()
         except Exception as exc:  # noqa: BLE001 - a compilation error is exactly what this check reports
-            results[name] = {"mode": mode, "error": f"{type(exc).__name__}: {str(exc)[:300]}",
-                             "where": _innermost(exc)}
+            results[name] = {"mode": mode, "error": f"{type(exc).__name__}: {str(exc)[:300]}", "where": _innermost(exc)}
             problems.append(f"{name}: {type(exc).__name__}")
             continue
         finally:
@@ -261,10 +299,15 @@ def check_compile(ctx: Context) -> dict[str, Any]:
                 torch.cuda.empty_cache()
         breaks = sum(torch._dynamo.utils.counters["graph_break"].values())
         finite = all(math.isfinite(float(v)) for v in rows[-1]["logs"]["G"].values())
-        results[name] = {"mode": mode, "seconds_incl_compilation": round(sum(r["seconds"] for r in rows), 1),
-                         "graph_breaks": breaks, "finite": finite, "objects_per_step": [r["objects"] for r in rows],
-                         "graphs_after_step": [r["graphs"] for r in rows],
-                         "break_reasons": sorted(torch._dynamo.utils.counters["graph_break"])[:5]}
+        results[name] = {
+            "mode": mode,
+            "seconds_incl_compilation": round(sum(r["seconds"] for r in rows), 1),
+            "graph_breaks": breaks,
+            "finite": finite,
+            "objects_per_step": [r["objects"] for r in rows],
+            "graphs_after_step": [r["graphs"] for r in rows],
+            "break_reasons": sorted(torch._dynamo.utils.counters["graph_break"])[:5],
+        }
         if breaks or not finite:
             problems.append(f"{name}: {breaks} graph breaks, finite={finite}")
     if problems:
@@ -280,9 +323,24 @@ def _innermost(exc: BaseException, frames: int = 3) -> list[str]:
 
 
 def _train_cmd(data_dir: Path, out: Path, train: dict[str, Any]) -> list[str]:
-    return [sys.executable, "-m", "retrievegan.cli", "train", "--no-progress", "--method", "sg2im", "--params",
-            json.dumps(TINY_SG2IM), "--train-params", json.dumps(train), "--data-dir", str(data_dir),
-            "--out-dir", str(out), "--resume"]
+    return [
+        sys.executable,
+        "-m",
+        "retrievegan.cli",
+        "train",
+        "--no-progress",
+        "--method",
+        "sg2im",
+        "--params",
+        json.dumps(TINY_SG2IM),
+        "--train-params",
+        json.dumps(train),
+        "--data-dir",
+        str(data_dir),
+        "--out-dir",
+        str(out),
+        "--resume",
+    ]
 
 
 def _env() -> dict[str, str]:
@@ -317,17 +375,30 @@ def check_resume(ctx: Context) -> dict[str, Any]:
     data = _paper(ctx, ("sg2im",), 24, which=0)
     data_dir = write_canonical(ctx.work / "resume_data", data)
     steps = 8
-    cfg = {"seed": 0, "batch_size": 4, "steps": steps, "num_workers": 0, "checkpoint_every": 3, "snapshot_every": 0,
-           "log_every": 1, "deterministic": True, "device": ctx.device}
+    cfg = {
+        "seed": 0,
+        "batch_size": 4,
+        "steps": steps,
+        "num_workers": 0,
+        "checkpoint_every": 3,
+        "snapshot_every": 0,
+        "log_every": 1,
+        "deterministic": True,
+        "device": ctx.device,
+    }
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        runs = [train("sg2im", TINY_SG2IM, TrainConfig(**cfg), data_dir, ctx.work / f"straight{i}", progress=False)
-                for i in range(2)]
-    nondeterministic = sorted({str(w.message).split(" does not have")[0][:120] for w in caught
-                               if "deterministic" in str(w.message)})
+        runs = [
+            train("sg2im", TINY_SG2IM, TrainConfig(**cfg), data_dir, ctx.work / f"straight{i}", progress=False)
+            for i in range(2)
+        ]
+    nondeterministic = sorted(
+        {str(w.message).split(" does not have")[0][:120] for w in caught if "deterministic" in str(w.message)}
+    )
     killed = ctx.work / "killed"
-    proc = subprocess.Popen(_train_cmd(data_dir, killed, cfg), env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        _train_cmd(data_dir, killed, cfg), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     deadline = time.time() + 300
     try:
         while time.time() < deadline and proc.poll() is None:
@@ -345,9 +416,14 @@ def check_resume(ctx: Context) -> dict[str, Any]:
     payloads = [ckpt.load(r.checkpoint) for r in (*runs, resumed)]
     twice = max(_states_differ(payloads[0][k], payloads[1][k]) for k in ("networks", "optimizers"))
     resume = max(_states_differ(payloads[0][k], payloads[2][k]) for k in ("networks", "optimizers"))
-    details = {"device": ctx.device, "resumed_from": resumed.resumed_from, "steps": steps,
-               "two_uninterrupted_runs_max_difference": twice, "resumed_vs_uninterrupted_max_difference": resume,
-               "nondeterministic_ops_warned": nondeterministic}
+    details = {
+        "device": ctx.device,
+        "resumed_from": resumed.resumed_from,
+        "steps": steps,
+        "two_uninterrupted_runs_max_difference": twice,
+        "resumed_vs_uninterrupted_max_difference": resume,
+        "nondeterministic_ops_warned": nondeterministic,
+    }
     if resumed.resumed_from is None or twice or resume:
         raise AssertionError(json.dumps(details))
     return details
@@ -363,25 +439,65 @@ def check_ddp(ctx: Context) -> dict[str, Any]:
 
     gpus = torch.cuda.device_count() if ctx.cuda else 0
     if gpus < 2:
-        raise Skip(f"{gpus} GPU(s): DDP over NCCL needs >= 2 (two ranks cannot share one GPU); the CPU suite "
-                   "runs DDP over gloo (tests/test_train_ddp.py)")
+        raise Skip(
+            f"{gpus} GPU(s): DDP over NCCL needs >= 2 (two ranks cannot share one GPU); the CPU suite "
+            "runs DDP over gloo (tests/train/test_train_ddp.py)"
+        )
     data = _paper(ctx, ("sg2im",), 4 * gpus, which=0)
     data_dir = write_canonical(ctx.work / "ddp_data", data)
-    params = {**TINY_SG2IM, "normalization": "none", "mask_normalization": "none", "d_normalization": "none",
-              "bbox_weight": 0.0, "mask_weight": 0.0, "d_obj_weight": 0.0, "ac_weight": 0.0}
-    cfg = {"seed": 0, "batch_size": 2 * gpus, "steps": 2, "num_workers": 0, "checkpoint_every": 10, "snapshot_every": 0,
-           "log_every": 1, "deterministic": False, "device": "cuda", "sync_batchnorm": False}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc_per_node={gpus}",
-           "-m", "retrievegan.cli", "train", "--no-progress", "--method", "sg2im", "--params", json.dumps(params),
-           "--train-params", json.dumps(cfg), "--data-dir", str(data_dir), "--out-dir", str(ctx.work / "ddp")]
+    params = {
+        **TINY_SG2IM,
+        "normalization": "none",
+        "mask_normalization": "none",
+        "d_normalization": "none",
+        "bbox_weight": 0.0,
+        "mask_weight": 0.0,
+        "d_obj_weight": 0.0,
+        "ac_weight": 0.0,
+    }
+    cfg = {
+        "seed": 0,
+        "batch_size": 2 * gpus,
+        "steps": 2,
+        "num_workers": 0,
+        "checkpoint_every": 10,
+        "snapshot_every": 0,
+        "log_every": 1,
+        "deterministic": False,
+        "device": "cuda",
+        "sync_batchnorm": False,
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nnodes=1",
+        f"--nproc_per_node={gpus}",
+        "-m",
+        "retrievegan.cli",
+        "train",
+        "--no-progress",
+        "--method",
+        "sg2im",
+        "--params",
+        json.dumps(params),
+        "--train-params",
+        json.dumps(cfg),
+        "--data-dir",
+        str(data_dir),
+        "--out-dir",
+        str(ctx.work / "ddp"),
+    ]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     if proc.returncode:
         raise AssertionError(proc.stdout[-2000:] + proc.stderr[-2000:])
     single = train("sg2im", params, TrainConfig(**cfg), data_dir, ctx.work / "ddp_single", progress=False)
     a = ckpt.load(ctx.work / "ddp/checkpoint.pt")["networks"]
     b = ckpt.load(single.checkpoint)["networks"]
-    worst = max(float((a[n][k].float() - v.float()).abs().max()) for n in b for k, v in b[n].items()
-                if v.is_floating_point())
+    worst = max(
+        float((a[n][k].float() - v.float()).abs().max()) for n in b for k, v in b[n].items() if v.is_floating_point()
+    )
     details = {"gpus": gpus, "backend": "nccl", "max_difference_vs_one_process": worst}
     if worst > 1e-3:
         raise AssertionError(json.dumps(details))
@@ -396,20 +512,44 @@ def check_estimate(ctx: Context) -> dict[str, Any]:
     base, coco, _ = config_files()
     params: dict[str, Any] = {"device": ctx.device, "measured": True}
     if ctx.quick:
-        params.update(methods=["sg2im", "layout2im"], modes=["fp32", "bf16"], measure_warmup_steps=1,
-                      measure_timed_steps=2, sampling=False, evaluation=False)
+        params.update(
+            methods=["sg2im", "layout2im"],
+            modes=["fp32", "bf16"],
+            measure_warmup_steps=1,
+            measure_timed_steps=2,
+            sampling=False,
+            evaluation=False,
+        )
     cfg = estimate_config(params)
     out = ctx.out / "gpu_estimate"
-    result = run_estimate(cfg, base, [base if ctx.quick else coco], STATS, out,
-                          progress=lambda message: print(f"  estimate: {message}", flush=True))
+    result = run_estimate(
+        cfg,
+        base,
+        [base if ctx.quick else coco],
+        STATS,
+        out,
+        progress=lambda message: print(f"  estimate: {message}", flush=True),
+    )
     both = result["totals"]["both"]
-    rows = {r["method"]: {"fastest": r.get("measured_mode"), "s_per_step": r.get("measured_seconds_per_step"),
-                          "gpu_hours": r.get("measured_gpu_hours")}
-            for r in result["rows"] if r["kind"] in ("train", "damsm")}
-    errors = {f"{r['method']} {m}": e["error"] for r in result["rows"] for m, e in r.get("measured", {}).items()
-              if e["error"]}
-    details = {"report": str(out / "paper_estimate.md"), "tables_1_2_training_hours": both["measured_gpu_hours_training"],
-               "largest_run_hours": both["measured_gpu_hours_max"], "runs": rows, "mode_errors": errors}
+    rows = {
+        r["method"]: {
+            "fastest": r.get("measured_mode"),
+            "s_per_step": r.get("measured_seconds_per_step"),
+            "gpu_hours": r.get("measured_gpu_hours"),
+        }
+        for r in result["rows"]
+        if r["kind"] in ("train", "damsm")
+    }
+    errors = {
+        f"{r['method']} {m}": e["error"] for r in result["rows"] for m, e in r.get("measured", {}).items() if e["error"]
+    }
+    details = {
+        "report": str(out / "paper_estimate.md"),
+        "tables_1_2_training_hours": both["measured_gpu_hours_training"],
+        "largest_run_hours": both["measured_gpu_hours_max"],
+        "runs": rows,
+        "mode_errors": errors,
+    }
     if errors:
         raise AssertionError(json.dumps(details))
     return details
@@ -417,8 +557,14 @@ def check_estimate(ctx: Context) -> dict[str, Any]:
 
 # --- runner ------------------------------------------------------------------------------------------------------
 def render(results: list[dict[str, Any]], info: dict[str, Any]) -> str:
-    lines = ["# GPU checks (issue 13)", "", f"{json.dumps(info)}", "", "| check | status | seconds | details |",
-             "|---|---|---:|---|"]
+    lines = [
+        "# GPU checks (issue 13)",
+        "",
+        f"{json.dumps(info)}",
+        "",
+        "| check | status | seconds | details |",
+        "|---|---|---:|---|",
+    ]
     for r in results:
         details = json.dumps(r.get("details", r.get("reason", "")))
         lines.append(f"| {r['check']} | {r['status']} | {r['seconds']:.1f} | {details[:1500].replace('|', '/')} |")
@@ -459,15 +605,19 @@ def main(argv: list[str] | None = None) -> int:
             except Skip as exc:
                 record.update(status="skip", reason=str(exc))
             except Exception as exc:  # noqa: BLE001 - every check reports; the exit status says if one failed
-                record.update(status="fail", reason=f"{type(exc).__name__}: {exc}",
-                              traceback=traceback.format_exc()[-3000:])
+                record.update(
+                    status="fail", reason=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()[-3000:]
+                )
             record["seconds"] = round(time.perf_counter() - t0, 1)
-            print(f"[gpu_check] {name}: {record['status']} ({record['seconds']} s) "
-                  f"{record.get('reason', '')[:500]}", flush=True)
+            print(
+                f"[gpu_check] {name}: {record['status']} ({record['seconds']} s) {record.get('reason', '')[:500]}",
+                flush=True,
+            )
             results.append(record)
             # after every check, so that a run stopped by a time limit keeps the checks it finished
-            info.update(total_seconds=round(time.perf_counter() - start, 1),
-                        finished=f"{len(results)} of {len(chosen)} checks")
+            info.update(
+                total_seconds=round(time.perf_counter() - start, 1), finished=f"{len(results)} of {len(chosen)} checks"
+            )
             write_report(out, results, info)
     print(render(results, info))
     return 1 if any(r["status"] == "fail" for r in results) else 0

@@ -53,12 +53,26 @@ def tiny_dataset(tmp_path_factory) -> TinyDataset:
     data_dir = root / "data/coco_stuff"
     preprocess("coco_stuff", coco_config_for(raw_coco, num_val=8, num_test=12), pp, data_dir, "tiny", progress=False)
     vg_dir = root / "data/visual_genome"
-    preprocess("visual_genome", vg_config_for(raw_vg, min_object_instances=5, min_attribute_instances=5,
-                                              min_relationship_instances=3), pp, vg_dir, "tiny", progress=False)
+    preprocess(
+        "visual_genome",
+        vg_config_for(raw_vg, min_object_instances=5, min_attribute_instances=5, min_relationship_instances=3),
+        pp,
+        vg_dir,
+        "tiny",
+        progress=False,
+    )
     patches_dir = root / "data/patches"
     build_patch_bank(data_dir, PatchConfig(crop_size=16, num_workers=1), patches_dir, progress=False)
-    return TinyDataset(root=root, raw_coco=raw_coco, raw_vg=raw_vg, data_dir=data_dir, vg_data_dir=vg_dir,
-                       patches_dir=patches_dir, image_size=32, crop_size=16)
+    return TinyDataset(
+        root=root,
+        raw_coco=raw_coco,
+        raw_vg=raw_vg,
+        data_dir=data_dir,
+        vg_data_dir=vg_dir,
+        patches_dir=patches_dir,
+        image_size=32,
+        crop_size=16,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -70,5 +84,9 @@ def tiny_sg2im_run(tiny_dataset, tmp_path_factory):
 
     out_dir = tmp_path_factory.mktemp("tiny_sg2im") / "sg2im"
     result = train("sg2im", TINY_SG2IM, train_config(), tiny_dataset.data_dir, out_dir, progress=False)
-    return TinyRun(out_dir=out_dir, checkpoint=result.checkpoint, data_dir=tiny_dataset.data_dir,
-                   patches_csv=tiny_dataset.patches_dir / "patches.csv")
+    return TinyRun(
+        out_dir=out_dir,
+        checkpoint=result.checkpoint,
+        data_dir=tiny_dataset.data_dir,
+        patches_csv=tiny_dataset.patches_dir / "patches.csv",
+    )

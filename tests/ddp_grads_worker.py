@@ -1,5 +1,5 @@
 """Run under `torchrun --nproc_per_node K`: one training step on this process's share of a fixed global
-batch, then save every network's gradients to `<out_dir>/grads_rank<r>.pt` (tests/test_train_ddp.py).
+batch, then save every network's gradients to `<out_dir>/grads_rank<r>.pt` (tests/train/test_train_ddp.py).
 
 argv: data_dir out_dir image_index[,image_index...]   (the global batch, in order)
 """
@@ -28,14 +28,18 @@ def main() -> None:
 
     info = init_distributed(use_cuda=False)
     share = len(indices) // info.world_size
-    mine = indices[info.rank * share:(info.rank + 1) * share]  # contiguous shares, as EpochBatchSampler
+    mine = indices[info.rank * share : (info.rank + 1) * share]  # contiguous shares, as EpochBatchSampler
     ds = SceneGraphDataset(data_dir, "train")
     batch = collate_scene_graphs([ds[i] for i in mine])
     method = create_method("sg2im", params, ds.spec)
     trainer = Trainer(method, from_mapping(TrainConfig, train_cfg, "train"), torch.device("cpu"), info)
     trainer.train_step(batch, 0, 0)
-    grads = {f"{name}.{p}": param.grad.clone() for name, net in trainer.nets.items()
-             for p, param in net.named_parameters() if param.grad is not None}
+    grads = {
+        f"{name}.{p}": param.grad.clone()
+        for name, net in trainer.nets.items()
+        for p, param in net.named_parameters()
+        if param.grad is not None
+    }
     torch.save(grads, out_dir / f"grads_rank{info.rank}.pt")
     dist.barrier()
     dist.destroy_process_group()

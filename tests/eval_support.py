@@ -14,14 +14,16 @@ import torch
 from PIL import Image
 
 
-def tiny_synthnet(path: Path, seed: int = 0, width: int = 4, image_size: int = 32, num_themes: int = 5,
-                  num_categories: int = 6) -> Path:
+def tiny_synthnet(
+    path: Path, seed: int = 0, width: int = 4, image_size: int = 32, num_themes: int = 5, num_categories: int = 6
+) -> Path:
     """A randomly initialised synthnet checkpoint (a stand-in extractor for metric tests)."""
     from retrievegan.eval.synthnet import SynthNet, save_synthnet
 
     generator = torch.Generator().manual_seed(seed)
-    model = SynthNet.initialised(generator, num_themes=num_themes, num_categories=num_categories, width=width,
-                                 image_size=image_size)
+    model = SynthNet.initialised(
+        generator, num_themes=num_themes, num_categories=num_categories, width=width, image_size=image_size
+    )
     with torch.no_grad():  # confident random theme head (logits std ~3), so that IS is far from its floor of 1
         probe = torch.from_numpy(smooth_images(16, image_size, seed=123)).permute(0, 3, 1, 2).contiguous()
         pool = model(probe)["pool"]
@@ -53,9 +55,17 @@ def add_noise(images: np.ndarray, sigma: float, seed: int) -> np.ndarray:
     return np.clip(images.astype(np.float64) + rng.normal(0, sigma, images.shape), 0, 255).astype(np.uint8)
 
 
-def write_sample_folder(run_dir: Path, method: str, setting: str, image_ids, sample0: np.ndarray,
-                        sample1: np.ndarray, checkpoint_sha256: str = "ab" * 32, split: str = "test",
-                        retrievals: list[dict] | None = None) -> Path:
+def write_sample_folder(
+    run_dir: Path,
+    method: str,
+    setting: str,
+    image_ids,
+    sample0: np.ndarray,
+    sample1: np.ndarray,
+    checkpoint_sha256: str = "ab" * 32,
+    split: str = "test",
+    retrievals: list[dict] | None = None,
+) -> Path:
     """A sample folder in the documented format (docs/architecture.md)."""
     for k, images in enumerate((sample0, sample1)):
         folder = run_dir / f"sample{k}"
@@ -63,17 +73,26 @@ def write_sample_folder(run_dir: Path, method: str, setting: str, image_ids, sam
         for image_id, image in zip(image_ids, images):
             Image.fromarray(image).save(folder / f"{image_id:012d}.png")
     if retrievals is not None:
-        (run_dir / "retrievals.json").write_text(json.dumps({"method": method, "setting": setting,
-                                                             "records": retrievals}))
-    manifest = {"method": method, "setting": setting, "split": split, "num_images": len(image_ids),
-                "image_size": int(sample0.shape[1]), "image_ids": list(image_ids),
-                "checkpoint_sha256": checkpoint_sha256, "seeds": [0, 1]}
+        (run_dir / "retrievals.json").write_text(
+            json.dumps({"method": method, "setting": setting, "records": retrievals})
+        )
+    manifest = {
+        "method": method,
+        "setting": setting,
+        "split": split,
+        "num_images": len(image_ids),
+        "image_size": int(sample0.shape[1]),
+        "image_ids": list(image_ids),
+        "checkpoint_sha256": checkpoint_sha256,
+        "seeds": [0, 1],
+    }
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
     return run_dir
 
 
-def same_category_retrievals(data_dir: Path, patches_csv: Path, split: str = "test", seed: int = 0,
-                             same_theme: bool = True) -> list[dict]:
+def same_category_retrievals(
+    data_dir: Path, patches_csv: Path, split: str = "test", seed: int = 0, same_theme: bool = True
+) -> list[dict]:
     """Retrieval records for every graph of ``split`` and both samples: for each object a train patch of
     its category, all from one theme when possible (``same_theme``) or drawn at random."""
     from retrievegan.data.patches import load_patch_table

@@ -30,8 +30,12 @@ TINY_PATCH_GAN: dict[str, Any] = {
 
 TINY_RETRIEVAL: dict[str, Any] = {"k": 4, "embed_dim": 8, "embed_hidden": 16, "tau": 1.0}
 
-ABLATIONS = {"retrievegan": (True, True), "retrievegan_no_gt_no_occur": (False, False),
-             "retrievegan_gt_only": (True, False), "retrievegan_occur_only": (False, True)}
+ABLATIONS = {
+    "retrievegan": (True, True),
+    "retrievegan_no_gt_no_occur": (False, False),
+    "retrievegan_gt_only": (True, False),
+    "retrievegan_occur_only": (False, True),
+}
 
 
 def retrievegan_params(method: str = "retrievegan", **overrides: Any) -> dict[str, Any]:
@@ -41,8 +45,14 @@ def retrievegan_params(method: str = "retrievegan", **overrides: Any) -> dict[st
 
 def pastegan_params(**overrides: Any) -> dict[str, Any]:
     # test_top 5: the fixture's pre-filter keeps 8 candidates per object
-    return {**TINY_PATCH_GAN, "p_sel_weight": 0.0, "decoder_res_blocks": 1, "eval_mode_after": -1, "test_top": 5,
-            **overrides}
+    return {
+        **TINY_PATCH_GAN,
+        "p_sel_weight": 0.0,
+        "decoder_res_blocks": 1,
+        "eval_mode_after": -1,
+        "test_top": 5,
+        **overrides,
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +64,12 @@ class PatchInputs:
     cooccur_embeddings: Path
 
     def retrievegan(self) -> dict[str, str]:
-        return {"patches": str(self.patches), "candidates": str(self.candidates),
-                "patch_features": str(self.patch_features), "cooccur_embeddings": str(self.cooccur_embeddings)}
+        return {
+            "patches": str(self.patches),
+            "candidates": str(self.candidates),
+            "patch_features": str(self.patch_features),
+            "cooccur_embeddings": str(self.cooccur_embeddings),
+        }
 
     def pastegan(self) -> dict[str, str]:
         return {"patches": str(self.patches), "candidates": str(self.candidates)}
@@ -82,8 +96,13 @@ def build_inputs(patches_dir: Path, out_dir: Path, seed: int = 0, themed: bool =
         cooc = onehot.copy()
     gcn = rng.normal(size=(len(table), 5)).astype(np.float32)
     cand, _ = prefilter_candidates(gcn, table, PrefilterConfig(k=8, device="cpu"))
-    paths = PatchInputs(patches_dir / "patches.csv", patches_dir / "patches.npy", out_dir / "candidates.npy",
-                        out_dir / "patch_features.npy", out_dir / "cooccur_embeddings.npy")
+    paths = PatchInputs(
+        patches_dir / "patches.csv",
+        patches_dir / "patches.npy",
+        out_dir / "candidates.npy",
+        out_dir / "patch_features.npy",
+        out_dir / "cooccur_embeddings.npy",
+    )
     np.save(paths.candidates, cand)
     np.save(paths.patch_features, features)
     np.save(paths.cooccur_embeddings, cooc)

@@ -9,11 +9,12 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-THINGS = [{"id": 1, "name": "person", "supercategory": "person"},
-          {"id": 3, "name": "car", "supercategory": "vehicle"}]
-STUFF = [{"id": 105, "name": "grass", "supercategory": "plant"},
-         {"id": 157, "name": "sky-other", "supercategory": "sky"},
-         {"id": 183, "name": "other", "supercategory": "other"}]
+THINGS = [{"id": 1, "name": "person", "supercategory": "person"}, {"id": 3, "name": "car", "supercategory": "vehicle"}]
+STUFF = [
+    {"id": 105, "name": "grass", "supercategory": "plant"},
+    {"id": 157, "name": "sky-other", "supercategory": "sky"},
+    {"id": 183, "name": "other", "supercategory": "other"},
+]
 
 
 def write_image(path: Path, width: int, height: int, colour=(120, 60, 30)) -> None:
@@ -27,7 +28,7 @@ def box_polygon(x: float, y: float, w: float, h: float) -> list[list[float]]:
 
 def box_rle(x: int, y: int, w: int, h: int, width: int, height: int) -> dict:
     mask = np.zeros((height, width), dtype=np.uint8, order="F")
-    mask[y:y + h, x:x + w] = 1
+    mask[y : y + h, x : x + w] = 1
     rle = mask_utils.encode(mask)
     return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 
@@ -46,13 +47,31 @@ def coco_pair(images: list[dict], root: Path, split: str = "train") -> tuple[Pat
         if not img.get("no_file"):
             write_image(image_dir / rec["file_name"], img["w"], img["h"])
         for cat, x, y, w, h in img.get("things", []):
-            thing_anns.append({"id": ann_id, "image_id": img["id"], "category_id": cat, "bbox": [x, y, w, h],
-                               "area": w * h, "iscrowd": 0, "segmentation": box_polygon(x, y, w, h)})
+            thing_anns.append(
+                {
+                    "id": ann_id,
+                    "image_id": img["id"],
+                    "category_id": cat,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                    "segmentation": box_polygon(x, y, w, h),
+                }
+            )
             ann_id += 1
         for cat, x, y, w, h in img.get("stuff", []):
             seg = box_rle(int(x), int(y), max(int(w), 1), max(int(h), 1), img["w"], img["h"])
-            stuff_anns.append({"id": ann_id, "image_id": img["id"], "category_id": cat, "bbox": [x, y, w, h],
-                               "area": w * h, "iscrowd": 0, "segmentation": seg})
+            stuff_anns.append(
+                {
+                    "id": ann_id,
+                    "image_id": img["id"],
+                    "category_id": cat,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                    "segmentation": seg,
+                }
+            )
             ann_id += 1
     ann_dir = root / "annotations"
     ann_dir.mkdir(parents=True, exist_ok=True)
@@ -66,19 +85,29 @@ def coco_pair(images: list[dict], root: Path, split: str = "train") -> tuple[Pat
 def standard_image(image_id: int, n_things: int, w: int = 100, h: int = 100) -> dict:
     """An image with two stuff regions (grass bottom, sky top) and n_things person boxes (all > 2%)."""
     things = [(1, 5 + 10 * i, 40, 8, 30) for i in range(n_things)]  # 8*30/10000 = 2.4%
-    return {"id": image_id, "w": w, "h": h, "things": things,
-            "stuff": [(157, 0, 0, 100, 40), (105, 0, 60, 100, 40)]}
+    return {"id": image_id, "w": w, "h": h, "things": things, "stuff": [(157, 0, 0, 100, 40), (105, 0, 60, 100, 40)]}
 
 
-def vg_files(root: Path, images: list[dict], splits: dict[str, list[int]],
-             object_aliases: str = "person,man,woman\n", predicate_aliases: str = "on,on top of\n") -> dict:
+def vg_files(
+    root: Path,
+    images: list[dict],
+    splits: dict[str, list[int]],
+    object_aliases: str = "person,man,woman\n",
+    predicate_aliases: str = "on,on top of\n",
+) -> dict:
     """Write a VG-format dataset. Each image dict: id, w, h, objects=[(object_id, name_or_names, x, y, w, h)],
     relationships=[(rel_id, predicate, subject_object_id, object_object_id)]."""
     root.mkdir(parents=True, exist_ok=True)
     image_data, objects, rels, attrs = [], [], [], []
     for img in images:
-        image_data.append({"image_id": img["id"], "width": img["w"], "height": img["h"],
-                           "url": f"https://cs.stanford.edu/people/rak248/VG_100K/{img['id']}.jpg"})
+        image_data.append(
+            {
+                "image_id": img["id"],
+                "width": img["w"],
+                "height": img["h"],
+                "url": f"https://cs.stanford.edu/people/rak248/VG_100K/{img['id']}.jpg",
+            }
+        )
         if not img.get("no_file"):
             write_image(root / "images/VG_100K" / f"{img['id']}.jpg", img["w"], img["h"])
         objs = []
@@ -90,15 +119,28 @@ def vg_files(root: Path, images: list[dict], splits: dict[str, list[int]],
             by_id[oid] = rec
         if not img.get("no_objects_entry"):
             objects.append({"image_id": img["id"], "objects": objs})
-        rels.append({"image_id": img["id"], "relationships": [
-            {"relationship_id": rid, "predicate": pred, "subject": {"object_id": s}, "object": {"object_id": o}}
-            for rid, pred, s, o in img.get("relationships", [])]})
-        attrs.append({"image_id": img["id"], "attributes": [
-            {"object_id": rec["object_id"], "attributes": ["red"]} for rec in objs]})
+        rels.append(
+            {
+                "image_id": img["id"],
+                "relationships": [
+                    {"relationship_id": rid, "predicate": pred, "subject": {"object_id": s}, "object": {"object_id": o}}
+                    for rid, pred, s, o in img.get("relationships", [])
+                ],
+            }
+        )
+        attrs.append(
+            {
+                "image_id": img["id"],
+                "attributes": [{"object_id": rec["object_id"], "attributes": ["red"]} for rec in objs],
+            }
+        )
     paths = {
-        "image_data": root / "image_data.json", "objects": root / "objects.json",
-        "relationships": root / "relationships.json", "attributes": root / "attributes.json",
-        "splits": root / "vg_splits.json", "object_aliases": root / "object_alias.txt",
+        "image_data": root / "image_data.json",
+        "objects": root / "objects.json",
+        "relationships": root / "relationships.json",
+        "attributes": root / "attributes.json",
+        "splits": root / "vg_splits.json",
+        "object_aliases": root / "object_alias.txt",
         "predicate_aliases": root / "predicate_alias.txt",
     }
     paths["image_data"].write_text(json.dumps(image_data))

@@ -1,4 +1,4 @@
-"""A throw-away single-node Slurm cluster on loopback, for tests (`tests/test_slurm.py`).
+"""A throw-away single-node Slurm cluster on loopback, for tests (`tests/workflow/test_slurm.py`).
 
 Everything lives in one temporary folder: a fresh munge key and socket, `slurm.conf` (accounting
 disabled, ``MinJobAge=300`` so that ``squeue`` still sees finished jobs, which the Snakemake plugin's
@@ -12,8 +12,8 @@ compiled-in default ``/etc/slurm/slurm.conf``. ``start()`` therefore links that 
 ``slurm.conf`` when no such file exists (and removes the link in ``stop()``); it refuses to touch an
 existing one (``SystemConfigExists``), so a machine with a real Slurm configuration is left alone.
 
-Needs root (slurmd starts job steps as the submitting user) and Debian's ``slurm-wlm`` + ``munge``;
-``ensure_installed()`` installs them with apt-get when missing.
+Needs root (slurmd starts job steps as the submitting user) and Debian's ``slurm-wlm`` + ``munge`` (``.ci/run``
+installs them); ``unavailable_reason()`` says what is missing.
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ import subprocess
 import time
 from pathlib import Path
 
-from aptinstall import ensure_packages
-
 DAEMONS = ("munged", "slurmctld", "slurmd")
 SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
 LINK_MARKER = "retrievegan-slurm-test"  # in the name of every cluster folder, to recognise our own links
@@ -35,20 +33,19 @@ LINK_MARKER = "retrievegan-slurm-test"  # in the name of every cluster folder, t
 
 class SystemConfigExists(RuntimeError):
     """/etc/slurm/slurm.conf exists and is not a link this module made."""
+
+
 CLIENTS = ("sbatch", "squeue", "sinfo", "scontrol", "scancel", "srun")
 
 
 def missing_binaries() -> list[str]:
-    return [name for name in DAEMONS + CLIENTS
-            if shutil.which(name) is None and not Path("/usr/sbin", name).exists()]
+    return [name for name in DAEMONS + CLIENTS if shutil.which(name) is None and not Path("/usr/sbin", name).exists()]
 
 
-def ensure_installed(timeout: float = 900) -> str | None:
-    """Install slurm-wlm and munge with apt-get if they are missing.
-
-    Returns None when everything is present, else the reason they could not be installed.
-    """
-    return ensure_packages(missing_binaries, ("slurm-wlm", "munge"), timeout)
+def unavailable_reason() -> str | None:
+    """None when Slurm's and munge's binaries are present, else which are missing and how to install them."""
+    absent = missing_binaries()
+    return f"{', '.join(absent)} missing (apt-get install slurm-wlm munge, as .ci/run does)" if absent else None
 
 
 def _free_port() -> int:
@@ -141,8 +138,9 @@ PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE St
     def _spawn(self, name: str, args: list[str]) -> None:
         log = open(self.root / "log" / f"{name}.out", "ab")
         try:
-            self.procs[name] = subprocess.Popen([_binary(name), *args], stdout=log, stderr=subprocess.STDOUT,
-                                                env=self.env, start_new_session=True)
+            self.procs[name] = subprocess.Popen(
+                [_binary(name), *args], stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+            )
         finally:
             log.close()
 
@@ -151,8 +149,9 @@ PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE St
         while time.monotonic() < deadline:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {proc.returncode} while waiting for {what}:\n"
-                                       + self.logs())
+                    raise RuntimeError(
+                        f"{name} exited with {proc.returncode} while waiting for {what}:\n" + self.logs()
+                    )
             if check():
                 return
             time.sleep(0.5)
@@ -174,15 +173,23 @@ PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE St
         if self.link_system_conf:
             self._link_system_conf()
         m = self.root / "munge"
-        self._spawn("munged", ["--foreground", "--force", f"--socket={self.munge_socket}",
-                               f"--key-file={m / 'munge.key'}", f"--pid-file={m / 'munged.pid'}",
-                               f"--log-file={m / 'munged.log'}", f"--seed-file={m / 'munged.seed'}"])
+        self._spawn(
+            "munged",
+            [
+                "--foreground",
+                "--force",
+                f"--socket={self.munge_socket}",
+                f"--key-file={m / 'munge.key'}",
+                f"--pid-file={m / 'munged.pid'}",
+                f"--log-file={m / 'munged.log'}",
+                f"--seed-file={m / 'munged.seed'}",
+            ],
+        )
         self._wait("munged socket", self.munge_socket.exists, timeout)
         self._spawn("slurmctld", ["-D", "-i", "-f", str(self.conf)])
         self._wait("slurmctld", lambda: self.run("scontrol", "ping", check=False).returncode == 0, timeout)
         self._spawn("slurmd", ["-D", "-N", self.node, "-f", str(self.conf)])
-        self._wait("an idle node", lambda: "idle" in self.run("sinfo", "-h", "-o", "%T", check=False).stdout,
-                   timeout)
+        self._wait("an idle node", lambda: "idle" in self.run("sinfo", "-h", "-o", "%T", check=False).stdout, timeout)
         return self
 
     def run(self, *cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -213,8 +220,7 @@ PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE St
             if active:
                 self.run("scancel", *active, check=False)
                 deadline = time.monotonic() + 20
-                while time.monotonic() < deadline and self.run("squeue", "-h", "-o", "%i",
-                                                               check=False).stdout.split():
+                while time.monotonic() < deadline and self.run("squeue", "-h", "-o", "%i", check=False).stdout.split():
                     time.sleep(0.5)
         for name in ("slurmd", "slurmctld", "munged"):
             proc = self.procs.pop(name, None)

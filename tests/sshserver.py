@@ -1,4 +1,4 @@
-"""A throw-away OpenSSH server on loopback, for the DVC SSH-remote test (`tests/test_dvc_ssh.py`).
+"""A throw-away OpenSSH server on loopback, for the DVC SSH-remote test (`tests/workflow/test_dvc_ssh.py`).
 
 Everything lives in one temporary folder: a fresh host key, a fresh client key (ed25519, no passphrase),
 ``authorized_keys``, ``sshd_config`` (127.0.0.1 only, a free port, public-key login only, no PAM, the
@@ -8,7 +8,7 @@ built-in SFTP server that dvc-ssh talks to) and a ``home/.ssh/known_hosts`` hold
 foreground as a child of this process and is stopped by its process id.
 
 Needs root (sshd's privilege separation; the login user is the current one) and Debian's
-``openssh-server``; ``ensure_installed()`` installs it with apt-get when missing.
+``openssh-server`` (``.ci/run`` installs it); ``unavailable_reason()`` says what is missing.
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ import subprocess
 import time
 from pathlib import Path
 
-from aptinstall import ensure_packages
-
 SSHD = "/usr/sbin/sshd"
 PRIVSEP_DIR = Path("/run/sshd")  # sshd refuses to start without it
 
@@ -31,9 +29,10 @@ def missing() -> list[str]:
     return [name for name in (SSHD, "ssh-keygen") if shutil.which(name) is None and not Path(name).exists()]
 
 
-def ensure_installed(timeout: float = 900) -> str | None:
-    """Install openssh-server with apt-get if sshd is missing; None when present, else why it is not."""
-    return ensure_packages(missing, ("openssh-server",), timeout)
+def unavailable_reason() -> str | None:
+    """None when sshd and ssh-keygen are present, else which are missing and how to install them."""
+    absent = missing()
+    return f"{', '.join(absent)} missing (apt-get install openssh-server, as .ci/run does)" if absent else None
 
 
 def _free_port() -> int:
@@ -56,8 +55,12 @@ class SshServer:
         self._proc: subprocess.Popen | None = None
 
     def _keygen(self, path: Path) -> None:
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "retrievegan-test", "-f", str(path)],
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "retrievegan-test", "-f", str(path)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
 
     def start(self) -> SshServer:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -67,22 +70,27 @@ class SshServer:
         authorized = self.folder / "authorized_keys"
         authorized.write_text(self.client_key.with_suffix(".pub").read_text())
         config = self.folder / "sshd_config"
-        config.write_text("\n".join([
-            f"Port {self.port}",
-            "ListenAddress 127.0.0.1",
-            f"HostKey {host_key}",
-            f"PidFile {self.folder / 'sshd.pid'}",
-            f"AuthorizedKeysFile {authorized}",
-            f"AllowUsers {self.user}",
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "PermitRootLogin prohibit-password",
-            "UsePAM no",
-            "StrictModes no",  # the temporary folder is not owned the way ~/.ssh would be
-            "Subsystem sftp internal-sftp",  # dvc-ssh (sshfs / asyncssh) speaks SFTP
-            "LogLevel VERBOSE",
-        ]) + "\n")
+        config.write_text(
+            "\n".join(
+                [
+                    f"Port {self.port}",
+                    "ListenAddress 127.0.0.1",
+                    f"HostKey {host_key}",
+                    f"PidFile {self.folder / 'sshd.pid'}",
+                    f"AuthorizedKeysFile {authorized}",
+                    f"AllowUsers {self.user}",
+                    "PubkeyAuthentication yes",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "PermitRootLogin prohibit-password",
+                    "UsePAM no",
+                    "StrictModes no",  # the temporary folder is not owned the way ~/.ssh would be
+                    "Subsystem sftp internal-sftp",  # dvc-ssh (sshfs / asyncssh) speaks SFTP
+                    "LogLevel VERBOSE",
+                ]
+            )
+            + "\n"
+        )
         ssh_dir = self.home / ".ssh"
         ssh_dir.mkdir(parents=True, exist_ok=True)
         key_type, key = host_key.with_suffix(".pub").read_text().split()[:2]

@@ -18,9 +18,16 @@ from retrievegan.models.init import build, meta_device
 # library modules of the stages figure-qualitative, figure-compatibility, compatibility, compat-summary, claims,
 # tables, report, dataset-table, study-trials / study-simulate (and the modules they import lazily)
 LIGHT_MODULES = (
-    "retrievegan.commands.report", "retrievegan.commands.claims", "retrievegan.commands.evaluate",
-    "retrievegan.eval.samples", "retrievegan.eval.figures", "retrievegan.eval.compatibility",
-    "retrievegan.eval.tables", "retrievegan.eval.report", "retrievegan.eval.claims", "retrievegan.data.patches",
+    "retrievegan.commands.report",
+    "retrievegan.commands.claims",
+    "retrievegan.commands.evaluate",
+    "retrievegan.eval.samples",
+    "retrievegan.eval.figures",
+    "retrievegan.eval.compatibility",
+    "retrievegan.eval.tables",
+    "retrievegan.eval.report",
+    "retrievegan.eval.claims",
+    "retrievegan.data.patches",
     "retrievegan.data.scene_graph",
 )
 
@@ -59,8 +66,11 @@ class _EveryLayer(nn.Module):
     def init_parameters(self, generator: torch.Generator) -> None:
         with torch.no_grad():
             for tensor in (*self.parameters(), *self.buffers()):
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) if tensor.is_floating_point()
-                             else torch.zeros_like(tensor))
+                tensor.copy_(
+                    torch.randn(tensor.shape, generator=generator)
+                    if tensor.is_floating_point()
+                    else torch.zeros_like(tensor)
+                )
 
 
 def test_building_on_the_meta_device_does_not_import_dynamo():
@@ -94,4 +104,3 @@ def test_meta_device_skips_only_the_constructors_random_initialisation():
     b.init_parameters(torch.Generator().manual_seed(3))
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(x, y), name
-

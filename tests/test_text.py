@@ -38,8 +38,10 @@ def test_a_graph_without_relationships_lists_its_objects():
 def test_repeated_categories_keep_their_plain_names():
     names = ["circle", "circle", "square", "__image__"]
     triples = [(0, LEFT, 1), (1, ABOVE, 2), (2, INSIDE, 0)]
-    assert graph_to_sentence(names, triples, PREDICATES) == \
-        "circle left of circle and circle above square and square inside circle"
+    assert (
+        graph_to_sentence(names, triples, PREDICATES)
+        == "circle left of circle and circle above square and square inside circle"
+    )
 
 
 def test_isolated_objects_are_dropped_or_mentioned():
@@ -70,8 +72,10 @@ def test_predicates_and_names_with_spaces_or_punctuation_become_words():
 def test_whole_clauses_are_kept_while_they_fit():
     vocab = WordVocab.from_names(("__image__", "circle", "square", "sky"), PREDICATES)
     clauses = ["circle left of square", "sky above circle", "square below sky"]
-    assert vocab.decode(vocab.encode_clauses(clauses, 64)) == \
-        "circle left of square and sky above circle and square below sky"
+    assert (
+        vocab.decode(vocab.encode_clauses(clauses, 64))
+        == "circle left of square and sky above circle and square below sky"
+    )
     # 4 + (1 + 3) = 8 words fit in 9, the third clause (1 + 3 more) does not
     assert vocab.decode(vocab.encode_clauses(clauses, 9)) == "circle left of square and sky above circle"
     assert vocab.decode(vocab.encode_clauses(clauses, 2)) == "circle left"  # a first clause is cut
@@ -88,12 +92,13 @@ def test_batch_tokens_match_the_per_graph_sentences(tiny_dataset):
     items = [ds[i] for i in range(5)]
     batch = collate_scene_graphs(items)
     cfg = SentenceConfig()
-    tokens, lengths = batch_tokens(batch.objs, batch.triples, batch.obj_to_img, 5, spec.object_names,
-                                   spec.predicate_names, vocab, cfg)
+    tokens, lengths = batch_tokens(
+        batch.objs, batch.triples, batch.obj_to_img, 5, spec.object_names, spec.predicate_names, vocab, cfg
+    )
     assert tokens.shape == (5, int(lengths.max())) and tokens.dtype == torch.int64
     for n, item in enumerate(items):
         names = [spec.object_names[c] for c in item.objs.tolist()]
         sentence = graph_to_sentence(names, item.triples.tolist(), spec.predicate_names)
         assert sentence  # every fixture graph has real objects
-        assert vocab.decode(tokens[n, :lengths[n]]) == " ".join(tokenize(sentence))
-        assert (tokens[n, lengths[n]:] == 0).all() and (tokens[n, :lengths[n]] > 0).all()
+        assert vocab.decode(tokens[n, : lengths[n]]) == " ".join(tokenize(sentence))
+        assert (tokens[n, lengths[n] :] == 0).all() and (tokens[n, : lengths[n]] > 0).all()

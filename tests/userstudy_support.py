@@ -28,8 +28,12 @@ from retrievegan.study.pool import build_bundle
 
 SETTING = "pred_bbox"
 # fixture strategy of each method name used by the tests
-STRATEGIES = {"retrievegan": ("coherent", 1), "pastegan": ("random", 2), "retrievegan_gt_only": ("mixed", 3),
-              "retrievegan_occur_only": ("coherent", 4)}
+STRATEGIES = {
+    "retrievegan": ("coherent", 1),
+    "pastegan": ("random", 2),
+    "retrievegan_gt_only": ("mixed", 3),
+    "retrievegan_occur_only": ("coherent", 4),
+}
 
 
 def tiny_dataset(root: Path) -> tuple[Path, Path]:
@@ -38,8 +42,12 @@ def tiny_dataset(root: Path) -> tuple[Path, Path]:
     if (patch_dir / "patches.csv").exists():
         return data_dir, patch_dir
     raw = root / "raw"
-    generate(SynthConfig(seed=3, num_train=80, num_val=70, min_side=128, max_side=160), raw / "coco", raw / "vg",
-             progress=False)
+    generate(
+        SynthConfig(seed=3, num_train=80, num_val=70, min_side=128, max_side=160),
+        raw / "coco",
+        raw / "vg",
+        progress=False,
+    )
     cfg = CocoStuffConfig.from_root(raw / "coco", num_val=10, num_test=50)
     preprocess("coco_stuff", cfg, PreprocessConfig(image_size=32, num_workers=1), data_dir, "tiny", progress=False)
     build_patch_bank(data_dir, PatchConfig(crop_size=16, num_workers=1), patch_dir, progress=False)
@@ -74,13 +82,26 @@ def fake_retrievals(path: Path, method: str, data_dir: Path, patch_dir: Path, st
     return path
 
 
-def study_config(methods: tuple[str, ...] = ("pastegan", "retrievegan_gt_only", "retrievegan_occur_only"),
-                 trials_per_pair: int = 4, catch_trials: int = 2, min_response_ms: int = 0,
-                 catch_pool: int = 12) -> UserStudyConfig:
+def study_config(
+    methods: tuple[str, ...] = ("pastegan", "retrievegan_gt_only", "retrievegan_occur_only"),
+    trials_per_pair: int = 4,
+    catch_trials: int = 2,
+    min_response_ms: int = 0,
+    catch_pool: int = 12,
+) -> UserStudyConfig:
     """A small study; ``min_response_ms`` 0 because AppTest clicks come within milliseconds of a render."""
-    return UserStudyConfig(reference="retrievegan", methods=methods, setting=SETTING,
-                           plan=PlanConfig(seed=0, trials_per_pair=trials_per_pair, catch_trials=catch_trials,
-                                           catch_pool=catch_pool, min_response_ms=min_response_ms))
+    return UserStudyConfig(
+        reference="retrievegan",
+        methods=methods,
+        setting=SETTING,
+        plan=PlanConfig(
+            seed=0,
+            trials_per_pair=trials_per_pair,
+            catch_trials=catch_trials,
+            catch_pool=catch_pool,
+            min_response_ms=min_response_ms,
+        ),
+    )
 
 
 def shared_root(tmp_path_factory) -> Path:  # noqa: ANN001 - pytest.TempPathFactory
@@ -101,8 +122,9 @@ def tiny_study(root: Path, cfg: UserStudyConfig, name: str | None = None) -> Pat
     retrievals = {}
     for method in (cfg.reference, *cfg.methods):
         strategy, seed = STRATEGIES[method]
-        retrievals[method] = fake_retrievals(root / "samples" / method / SETTING / "retrievals.json", method,
-                                             data_dir, patch_dir, strategy, seed)
+        retrievals[method] = fake_retrievals(
+            root / "samples" / method / SETTING / "retrievals.json", method, data_dir, patch_dir, strategy, seed
+        )
     build_bundle(retrievals, data_dir, patch_dir, cfg, out, dataset="tiny")
     return out
 

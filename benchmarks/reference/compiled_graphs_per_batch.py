@@ -3,9 +3,9 @@ the benchmarks that repeat one batch): ``Trainer.step`` under ``train.compile`` 
 synthetic scene graphs, one markdown row per step with the batch's objects and triples, dynamo's compiled graphs so
 far (all compiled functions of the method) and the step's seconds (compilation included).
 
-A count that grows at every new batch is a recompile per object count (PasteGAN's and RetrieveGAN's generators
-until d1b5ad4); after the second batch, further graphs should come only from host-side integers (layout2im's
-conv-LSTM steps, RetrieveGAN's retrieval iterations) and, on the CPU, from kernel size thresholds.
+A count that grows at every new batch is a recompile per object count; after the second batch (whose shapes
+dynamo marks dynamic), further graphs should come only from host-side integers (layout2im's conv-LSTM steps,
+RetrieveGAN's retrieval iterations) and, on the CPU, from kernel size thresholds.
 
     python benchmarks/reference/compiled_graphs_per_batch.py [--methods pastegan,retrievegan] [--steps 5]
         [--paper] [--device cpu]
@@ -48,12 +48,20 @@ def main(argv: list[str] | None = None) -> int:
             ctx = gpu_check.Context(args.device, not args.paper, Path(work) / "out", Path(work))
             data = gpu_check._paper(ctx, (name,), 2 * args.steps)
             method, _ = data.method(name)
-            cfg = data.train_config(name, device=args.device, batch_size=2, num_workers=0, deterministic=False,
-                                    compile=True)
+            cfg = data.train_config(
+                name, device=args.device, batch_size=2, num_workers=0, deterministic=False, compile=True
+            )
             trainer = Trainer(method, cfg, torch.device(args.device))
-            gpu_check.steps_on_new_batches(trainer, data, args.steps, lambda row: print(
-                f"| {name} | {row['step']} | {row['objects']} | {row['triples']} | {row['graphs']} | "
-                f"{row['seconds']:.0f} |", flush=True))
+            gpu_check.steps_on_new_batches(
+                trainer,
+                data,
+                args.steps,
+                lambda row: print(
+                    f"| {name} | {row['step']} | {row['objects']} | {row['triples']} | {row['graphs']} | "
+                    f"{row['seconds']:.0f} |",
+                    flush=True,
+                ),
+            )
     return 0
 
 

@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-
 from retrievegan.errors import ConfigError
 
 T = TypeVar("T")

@@ -22,6 +22,9 @@
     ``dvc commit -f``, keeping the outputs' modification times (DVC 3 resets those of single-file outputs,
     in no particular order, after which Snakemake would re-run whatever now looks older than its inputs),
     and copy the metric files and tables to ``reference-run/`` (git-tracked, for ``retrievegan verify``).
+``python -m retrievegan.dvcsync yaml [--check]`` (``make dvc-yaml``)
+    write ``dvc.yaml`` from the stage table of ``retrievegan.dvcstages`` and the code's imports; with
+    ``--check``, write nothing and exit 1 (showing the difference) when ``dvc.yaml`` is not current.
 
 Why touching is safe: a stage is touched only when (1) every output file hashes to the md5 ``dvc.lock``
 records, so no corrupted or foreign byte is ever marked up to date (DVC itself trusts its cache and its
@@ -58,6 +61,10 @@ from retrievegan.config import merge
 
 DEFAULT_CONFIGFILE = "config/config.yaml"  # the Snakefile's `configfile:`, loaded before any --configfile
 CHUNK = 1 << 20
+REFERENCE_DIR = "reference-run"  # git-tracked copies of the reference run's metrics and tables
+REFERENCE_FOLDERS = ("tables",)  # directory outputs copied whole (besides every DVC metric file)
+REFERENCE_FILES = ("claims.csv", "preference_simulated.csv")  # result CSVs that are not DVC metrics (the README
+# headline reads them from reference-run/ too)
 
 
 class SyncError(Exception):
@@ -104,8 +111,9 @@ def load_lock(root: Path) -> dict[str, LockedStage]:
         cmd = entry.get("cmd", "")
         cmd = " && ".join(cmd) if isinstance(cmd, list) else str(cmd)
         outs = tuple(LockedOut(o["path"], o.get("md5", ""), o.get("hash")) for o in entry.get("outs", []))
-        stages[name] = LockedStage(name, cmd, tuple(d["path"] for d in entry.get("deps", [])),
-                                   entry.get("params") or {}, outs)
+        stages[name] = LockedStage(
+            name, cmd, tuple(d["path"] for d in entry.get("deps", [])), entry.get("params") or {}, outs
+        )
     return stages
 
 
@@ -120,10 +128,17 @@ def upstream(stages: Mapping[str, LockedStage]) -> dict[str, set[str]]:
     As in DVC's own graph, a dependency inside an output (``data/patches`` of ``data``) and a dependency
     holding outputs (the ``metrics`` folder that several stages write into) both make an edge.
     """
-    return {name: {other.name for other in stages.values() if other.name != name
-                   for out in other.outs for dep in stage.deps
-                   if _inside(dep, out.path) or _inside(out.path, dep)}
-            for name, stage in stages.items()}
+    return {
+        name: {
+            other.name
+            for other in stages.values()
+            if other.name != name
+            for out in other.outs
+            for dep in stage.deps
+            if _inside(dep, out.path) or _inside(out.path, dep)
+        }
+        for name, stage in stages.items()
+    }
 
 
 def with_ancestors(names: Iterable[str], parents: Mapping[str, set[str]]) -> set[str]:
@@ -187,8 +202,9 @@ def _manifest(cache: Path, out: LockedOut, problems: list[Problem]) -> list[dict
     return json.loads(obj.read_text(encoding="utf-8"))
 
 
-def verify(root: Path, stages: Iterable[LockedStage], cache: Path, where: str = "workspace",
-           jobs: int = 4) -> dict[str, list[Problem]]:
+def verify(
+    root: Path, stages: Iterable[LockedStage], cache: Path, where: str = "workspace", jobs: int = 4
+) -> dict[str, list[Problem]]:
     """Hash the outputs of ``stages`` against dvc.lock; stage -> problems (empty list: all match).
 
     ``where="workspace"`` hashes the files Snakemake will read (and reports missing or unexpected
@@ -200,8 +216,11 @@ def verify(root: Path, stages: Iterable[LockedStage], cache: Path, where: str = 
         found = problems.setdefault(stage.name, [])
         for out in stage.outs:
             if out.hash_name != "md5":
-                found.append(Problem("legacy", f"{out.path}: dvc.lock has no DVC 3 md5 (hash: {out.hash_name}); "
-                                               "run `dvc commit`"))
+                found.append(
+                    Problem(
+                        "legacy", f"{out.path}: dvc.lock has no DVC 3 md5 (hash: {out.hash_name}); run `dvc commit`"
+                    )
+                )
                 continue
             if not out.is_dir:
                 target = root / out.path if where == "workspace" else cache_object(cache, out.md5)
@@ -211,16 +230,20 @@ def verify(root: Path, stages: Iterable[LockedStage], cache: Path, where: str = 
             if entries is None:
                 continue
             for entry in entries:
-                target = (root / out.path / entry["relpath"] if where == "workspace"
-                          else cache_object(cache, entry["md5"]))
+                target = (
+                    root / out.path / entry["relpath"] if where == "workspace" else cache_object(cache, entry["md5"])
+                )
                 checks.append((stage.name, target, entry["md5"], f"{out.path}/{entry['relpath']}"))
             if where == "workspace" and (root / out.path).is_dir():
                 listed = {entry["relpath"] for entry in entries}
                 for path in sorted((root / out.path).rglob("*")):
                     rel = path.relative_to(root / out.path).as_posix()
                     if path.is_file() and rel not in listed:
-                        found.append(Problem("extra", f"{out.path}/{rel}: not in dvc.lock (a file the pulled "
-                                                      "stage did not write)"))
+                        found.append(
+                            Problem(
+                                "extra", f"{out.path}/{rel}: not in dvc.lock (a file the pulled stage did not write)"
+                            )
+                        )
 
     def check(item: tuple[str, Path, str, str]) -> tuple[str, Problem | None]:
         stage, target, expected, label = item
@@ -290,8 +313,7 @@ def _nested(values: Mapping[str, Any]) -> dict[str, Any]:
         node = out
         for part in parents:
             node = node.setdefault(part, {})
-        node[last] = merge(node[last], value) if isinstance(node.get(last), dict) and isinstance(value, dict) \
-            else value
+        node[last] = merge(node[last], value) if isinstance(node.get(last), dict) and isinstance(value, dict) else value
     return out
 
 
@@ -308,6 +330,7 @@ def locked_config(stage: LockedStage, configfiles: Sequence[str]) -> dict[str, A
 @dataclasses.dataclass(frozen=True)
 class SummaryRow:
     """One output file of ``snakemake --summary``."""
+
     rule: str
     metadata: bool  # Snakemake holds metadata for it (its log column is "-" without)
     pending: bool  # plan "update pending": Snakemake would (re)create it
@@ -343,11 +366,14 @@ def _snakemake_exe(argv: Sequence[str]) -> str:
 
 def _summary(root: Path, argv: Sequence[str], extra: Sequence[str] = ()) -> subprocess.CompletedProcess:
     """``snakemake --summary`` of a stage command (``argv``: :func:`snakemake_argv`), ``extra`` words last."""
-    return subprocess.run([_snakemake_exe(argv), *argv[1:], "--summary", *extra], cwd=root, capture_output=True,
-                          text=True)
+    return subprocess.run(
+        [_snakemake_exe(argv), *argv[1:], "--summary", *extra], cwd=root, capture_output=True, text=True
+    )
 
 
-def touch_stage(root: Path, stage: LockedStage, ancestors: Sequence[LockedStage] = ()) -> subprocess.CompletedProcess | None:
+def touch_stage(
+    root: Path, stage: LockedStage, ancestors: Sequence[LockedStage] = ()
+) -> subprocess.CompletedProcess | None:
     """``<stage cmd> --touch --forcerun <its rules> --configfile ... <locked values>``; None when Snakemake
     already has the stage up to date (nothing pending, metadata for every output): nothing is touched.
 
@@ -374,15 +400,20 @@ def touch_stage(root: Path, stage: LockedStage, ancestors: Sequence[LockedStage]
         summary = _summary(root, argv, config_args)
         rows = stage_rows(stage, parse_summary(summary.stdout)) if summary.returncode == 0 else {}
         if not rows:
-            detail = (summary.stdout + summary.stderr)[-3000:] if summary.returncode else \
-                "no Snakemake output lies in the stage's outs"
-            return subprocess.CompletedProcess(summary.args, summary.returncode or 1, summary.stdout,
-                                               f"snakemake --summary: {detail}")
+            detail = (
+                (summary.stdout + summary.stderr)[-3000:]
+                if summary.returncode
+                else "no Snakemake output lies in the stage's outs"
+            )
+            return subprocess.CompletedProcess(
+                summary.args, summary.returncode or 1, summary.stdout, f"snakemake --summary: {detail}"
+            )
         if all(item.metadata and not item.pending for item in rows.values()):
             return None
         rules = sorted({item.rule for item in rows.values()})
-        return subprocess.run([exe, *argv[1:], "--touch", "--forcerun", *rules, *config_args],
-                              cwd=root, capture_output=True, text=True)
+        return subprocess.run(
+            [exe, *argv[1:], "--touch", "--forcerun", *rules, *config_args], cwd=root, capture_output=True, text=True
+        )
 
 
 @dataclasses.dataclass
@@ -396,12 +427,16 @@ class Report:
     def lines(self) -> list[str]:
         out = [f"touched (up to date for Snakemake): {name}" for name in self.touched]
         out += [f"verified, already up to date for Snakemake (not touched): {name}" for name in self.current]
-        out += [f"config changed since the push: {name}: {why} (Snakemake re-runs what it feeds)"
-                for name, why in self.rerun.items()]
+        out += [
+            f"config changed since the push: {name}: {why} (Snakemake re-runs what it feeds)"
+            for name, why in self.rerun.items()
+        ]
         out += [f"not touched: {name}: {why}" for name, why in self.skipped.items()]
         for name, problems in self.corrupted.items():
-            out.append(f"outputs of stage {name} do NOT match dvc.lock (not touched; `dvc checkout --force {name}` "
-                       "after fixing the cache/remote):")
+            out.append(
+                f"outputs of stage {name} do NOT match dvc.lock (not touched; `dvc checkout --force {name}` "
+                "after fixing the cache/remote):"
+            )
             out += [f"  {problem}" for problem in problems[:20]]
             if len(problems) > 20:
                 out.append(f"  ... and {len(problems) - 20} more")
@@ -427,8 +462,10 @@ def touch(root: Path, names: Sequence[str] = (), jobs: int = 4) -> Report:
             report.corrupted[name] = [p for p in problems[name] if p.kind in ("corrupt", "legacy")]
         elif kinds:
             example = problems[name][0]
-            report.skipped[name] = (f"{len(problems[name])} output file(s) missing or not in dvc.lock "
-                                    f"(not pulled? modified?), e.g. {example}")
+            report.skipped[name] = (
+                f"{len(problems[name])} output file(s) missing or not in dvc.lock "
+                f"(not pulled? modified?), e.g. {example}"
+            )
         elif blocked:
             report.skipped[name] = f"upstream stage(s) {blocked} not touched"
         elif changes and not _params_only(changes):
@@ -444,8 +481,10 @@ def touch(root: Path, names: Sequence[str] = (), jobs: int = 4) -> Report:
                     report.rerun[name] = json.dumps(changes)
                 continue
             if proc.returncode != 0:
-                raise SyncError(f"snakemake --touch for stage {name} failed ({proc.returncode}):\n"
-                                f"{(proc.stdout + proc.stderr)[-4000:]}")
+                raise SyncError(
+                    f"snakemake --touch for stage {name} failed ({proc.returncode}):\n"
+                    f"{(proc.stdout + proc.stderr)[-4000:]}"
+                )
             report.touched.append(name)
             if changes:
                 report.rerun[name] = json.dumps(changes)
@@ -453,8 +492,10 @@ def touch(root: Path, names: Sequence[str] = (), jobs: int = 4) -> Report:
 
 
 # --- commands ------------------------------------------------------------------------------------
-NO_REMOTE_HINT = ("the committed dvc.lock's artifacts live on the team's DVC remote (docs/scale.md); without "
-                  "access to it, produce them with `make reproduce` and check them with `make verify`")
+NO_REMOTE_HINT = (
+    "the committed dvc.lock's artifacts live on the team's DVC remote (docs/scale.md); without "
+    "access to it, produce them with `make reproduce` and check them with `make verify`"
+)
 
 
 def missing_local_remote(root: Path, remote: str | None = None) -> str | None:
@@ -479,7 +520,8 @@ def pull(root: Path, names: Sequence[str] = (), remote: str | None = None, jobs:
         raise SyncError(
             f"dvc {' '.join(args)} failed ({proc.returncode}); nothing was touched. A remote with "
             f"`verify = true` fails here when a downloaded object does not match its md5:\n"
-            f"{(proc.stdout + proc.stderr).strip()}")
+            f"{(proc.stdout + proc.stderr).strip()}"
+        )
     return touch(root, names, jobs)
 
 
@@ -490,8 +532,10 @@ def push(root: Path, names: Sequence[str] = (), remote: str | None = None, jobs:
         raise SyncError(f"stage(s) {sorted(set(names) - set(stages))} not in dvc.lock")
     problems = {k: v for k, v in verify(root, selected, cache_dir(root), "cache", jobs).items() if v}
     if problems:
-        raise SyncError("refusing to push: cache objects do not match dvc.lock:\n"
-                        + "\n".join(f"  {s}: {p}" for s, ps in problems.items() for p in ps[:20]))
+        raise SyncError(
+            "refusing to push: cache objects do not match dvc.lock:\n"
+            + "\n".join(f"  {s}: {p}" for s, ps in problems.items() for p in ps[:20])
+        )
     remote_args = ["-r", remote] if remote else []
     dvc(root, "push", *remote_args, *names)
     status = dvc(root, "status", "-c", "--json", *remote_args, *names).stdout.strip()
@@ -502,6 +546,7 @@ def push(root: Path, names: Sequence[str] = (), remote: str | None = None, jobs:
 @dataclasses.dataclass(frozen=True)
 class YamlStage:
     """A dvc.yaml stage: its command and output paths (relative to the project root); no hashes."""
+
     name: str
     cmd: str
     outs: tuple[str, ...]
@@ -511,13 +556,19 @@ def yaml_stages(root: Path, names: Sequence[str]) -> list[YamlStage]:
     """The dvc.yaml stages ``names`` (all when empty; a foreach group name selects its members), also those
     not in dvc.lock yet; an unknown name is an error."""
     with _open_repo(root) as repo:
-        stages = list(repo.index.stages)
+        stages = select_stages(repo, names)
+    return [YamlStage(s.addressing, str(s.cmd), tuple(str(out.def_path) for out in s.outs)) for s in stages]
+
+
+def select_stages(repo: Any, names: Sequence[str]) -> list[Any]:
+    """The ``dvc.stage.Stage``s of an open DVC repo named ``names`` (all when empty; a foreach group name
+    selects its members); an unknown name is an error."""
+    stages = list(repo.index.stages)
     known = {s.addressing for s in stages} | {s.addressing.split("@")[0] for s in stages}
     unknown = sorted(set(names) - known)
     if unknown:
         raise SyncError(f"stage(s) {unknown} not in dvc.yaml")
-    return [YamlStage(s.addressing, str(s.cmd), tuple(str(out.def_path) for out in s.outs)) for s in stages
-            if not names or s.addressing in names or s.addressing.split("@")[0] in names]
+    return [s for s in stages if not names or s.addressing in names or s.addressing.split("@")[0] in names]
 
 
 def mtimes(paths: Iterable[Path]) -> dict[str, tuple[int, int]]:
@@ -636,11 +687,13 @@ def check_no_strays(root: Path, stages: Sequence[YamlStage]) -> None:
         if strays:
             problems.append(f"  {stage.name}: {len(strays)} file(s), e.g. " + ", ".join(strays[:5]))
     if problems:
-        raise SyncError("refusing to commit: these stage output folders hold files that the stages' own jobs do "
-                        "not produce (left by opt-in targets such as claims_full, table2-variants or "
-                        "rarity_experiment); dvc.lock would record them and no plain `make reproduce` could match "
-                        "it. Record the reference run in a clone that ran only `make reproduce`, or move the files "
-                        "away first:\n" + "\n".join(problems))
+        raise SyncError(
+            "refusing to commit: these stage output folders hold files that the stages' own jobs do "
+            "not produce (left by opt-in targets such as claims_full, table2-variants or "
+            "rarity_experiment); dvc.lock would record them and no plain `make reproduce` could match "
+            "it. Record the reference run in a clone that ran only `make reproduce`, or move the files "
+            "away first:\n" + "\n".join(problems)
+        )
 
 
 def commit(root: Path, names: Sequence[str] = ()) -> tuple[int, list[str]]:
@@ -648,8 +701,6 @@ def commit(root: Path, names: Sequence[str] = ()) -> tuple[int, list[str]]:
     metrics and tables under reference-run/ (``retrievegan.verify``: what ``make verify`` compares numbers
     with when the remote is out of reach). Refuses when a folder output holds files its stage's jobs do not
     produce (:func:`check_no_strays`). Returns (paths whose mtime was restored, copied paths)."""
-    from retrievegan.verify import write_reference
-
     stages = yaml_stages(root, names)
     check_no_strays(root, stages)
     recorded = mtimes(root / out for stage in stages for out in stage.outs)
@@ -660,35 +711,89 @@ def commit(root: Path, names: Sequence[str] = ()) -> tuple[int, list[str]]:
     return restored, write_reference(root, names)
 
 
+# --- reference-run/ ------------------------------------------------------------------------------
+def is_reference_out(out: Any) -> bool:
+    """Metric files, the table folders and the result CSVs (``out``: a ``dvc.output.Output``): their reference
+    copies live in git under reference-run/."""
+    return bool(out.metric) or Path(out.def_path).name in REFERENCE_FOLDERS + REFERENCE_FILES
+
+
+def write_reference(root: Path, names: Sequence[str] = ()) -> list[str]:
+    """Copy the metric files and table folders of ``names`` (all stages when empty) from the workspace to
+    reference-run/ (what ``make dvc-commit`` does after recording dvc.lock); returns the copied paths."""
+    root = root.resolve()
+    copied = []
+    with _open_repo(root) as repo:
+        for stage in select_stages(repo, names):
+            for out in stage.outs:
+                if not is_reference_out(out):
+                    continue
+                src, dst = root / out.def_path, root / REFERENCE_DIR / out.def_path
+                if not src.exists():
+                    raise SyncError(f"{out.def_path}: missing, cannot record it as the reference")
+                if dst.is_dir():
+                    shutil.rmtree(dst)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                (shutil.copytree if src.is_dir() else shutil.copyfile)(src, dst)
+                copied.append(out.def_path)
+    return copied
+
+
+# --- dvc.yaml ------------------------------------------------------------------------------------
+def write_dvc_yaml(root: Path, check_only: bool) -> int:
+    """``dvcsync yaml [--check]``: write dvc.yaml from the stage table, or report that it is not current."""
+    from retrievegan import dvcstages
+
+    try:
+        if check_only:
+            problem = dvcstages.check(root)
+            print(problem or f"{dvcstages.DVC_YAML} is current", file=sys.stderr if problem else sys.stdout)
+            return 1 if problem else 0
+        changed = dvcstages.write(root)
+    except dvcstages.StageTableError as exc:
+        raise SyncError(f"stage table (src/retrievegan/dvcstages.py): {exc}") from exc
+    print(f"{dvcstages.DVC_YAML} {'written' if changed else 'already current'} ({len(dvcstages.STAGES)} stages)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m retrievegan.dvcsync", description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="project root (holds dvc.yaml)")
     parser.add_argument("-j", "--jobs", type=int, default=4, help="hashing threads")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("pull", "dvc pull, verify against dvc.lock, snakemake --touch in DAG order"),
-                       ("touch", "verify against dvc.lock and snakemake --touch (no dvc pull)"),
-                       ("verify", "hash outputs (or cache objects) against dvc.lock"),
-                       ("push", "verify the cache, dvc push, check the remote with dvc status -c"),
-                       ("commit", "dvc commit -f (outputs Snakemake produced), keeping their modification times")):
+    for name, text in (
+        ("pull", "dvc pull, verify against dvc.lock, snakemake --touch in DAG order"),
+        ("touch", "verify against dvc.lock and snakemake --touch (no dvc pull)"),
+        ("verify", "hash outputs (or cache objects) against dvc.lock"),
+        ("push", "verify the cache, dvc push, check the remote with dvc status -c"),
+        ("commit", "dvc commit -f (outputs Snakemake produced), keeping their modification times"),
+    ):
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("stages", nargs="*", help="dvc.yaml stage names (default: all in dvc.lock)")
         if name in ("pull", "push"):
             cmd.add_argument("-r", "--remote", help="DVC remote name (default: the core.remote)")
         if name == "verify":
             cmd.add_argument("--cache", action="store_true", help="hash the cache objects, not the workspace")
+    text = "write dvc.yaml from the stage table (retrievegan.dvcstages) and the code's imports"
+    cmd = sub.add_parser("yaml", help=text, description=text)
+    cmd.add_argument("--check", action="store_true", help="write nothing; exit 1 when dvc.yaml is not current")
     args = parser.parse_args(argv)
     root = args.root.resolve()
     try:
+        if args.command == "yaml":
+            return write_dvc_yaml(root, args.check)
         if args.command == "push":
             push(root, args.stages, args.remote, args.jobs)
             print("pushed; the remote holds every object of dvc.lock's outputs")
             return 0
         if args.command == "commit":
             restored, copied = commit(root, args.stages)
-            print(f"committed {', '.join(args.stages) or 'every stage'} to dvc.lock and the cache; "
-                  f"modification times kept ({restored} path(s) DVC had changed were put back); "
-                  f"{len(copied)} metric / table output(s) copied to reference-run/. Commit dvc.lock and "
-                  f"reference-run/ together (`git add dvc.lock reference-run`).")
+            print(
+                f"committed {', '.join(args.stages) or 'every stage'} to dvc.lock and the cache; "
+                f"modification times kept ({restored} path(s) DVC had changed were put back); "
+                f"{len(copied)} metric / table output(s) copied to reference-run/. Commit dvc.lock and "
+                f"reference-run/ together (`git add dvc.lock reference-run`)."
+            )
             return 0
         if args.command == "verify":
             stages = load_lock(root)
@@ -700,8 +805,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not problems:
                 print(f"{where}: every output of {', '.join(s.name for s in selected)} matches dvc.lock")
             return 1 if problems else 0
-        report = (pull(root, args.stages, args.remote, args.jobs) if args.command == "pull"
-                  else touch(root, args.stages, args.jobs))
+        report = (
+            pull(root, args.stages, args.remote, args.jobs)
+            if args.command == "pull"
+            else touch(root, args.stages, args.jobs)
+        )
         print("\n".join(report.lines()))
         return 1 if report.corrupted else 0
     except SyncError as exc:

@@ -6,6 +6,7 @@ A crash or an error therefore never leaves a half-written output behind.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sys
@@ -96,9 +97,7 @@ def save_npz(path: str | os.PathLike[str], arrays: dict[str, np.ndarray]) -> Non
 
 
 @contextlib.contextmanager
-def atomic_memmap(
-    path: str | os.PathLike[str], shape: tuple[int, ...], dtype: np.dtype | str
-) -> Iterator[np.memmap]:
+def atomic_memmap(path: str | os.PathLike[str], shape: tuple[int, ...], dtype: np.dtype | str) -> Iterator[np.memmap]:
     """Yield a writable .npy memmap of ``shape``; it appears at ``path`` only when the block succeeds."""
     with atomic_path(path) as tmp:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype), shape=shape)
@@ -142,9 +141,16 @@ def read_torch(path: str | os.PathLike[str], missing: str = "file not found", ma
         raise InputError(path, f"cannot read the torch file: {exc}") from exc
 
 
-def load_array(path: str | os.PathLike[str], missing: str = "file not found", *, mmap: bool = True,
-               ndim: int | None = None, dtype: np.dtype | str | None = None, kind: str | None = None,
-               shape: tuple[int | None, ...] | None = None) -> np.ndarray:
+def load_array(
+    path: str | os.PathLike[str],
+    missing: str = "file not found",
+    *,
+    mmap: bool = True,
+    ndim: int | None = None,
+    dtype: np.dtype | str | None = None,
+    kind: str | None = None,
+    shape: tuple[int | None, ...] | None = None,
+) -> np.ndarray:
     """The one loader of ``.npy`` arrays (memory-mapped unless ``mmap`` is False), checked on the way in.
 
     ``ndim``, ``dtype``, ``kind`` (numpy dtype kind letters, e.g. ``"f"`` or ``"iu"``) and ``shape`` (None
@@ -165,8 +171,11 @@ def load_array(path: str | os.PathLike[str], missing: str = "file not found", *,
         ndim = len(shape)
     if ndim is not None and array.ndim != ndim:
         expected.append(f"{ndim}-D")
-    if shape is not None and array.ndim == len(shape) and any(
-            want is not None and got != want for got, want in zip(array.shape, shape)):
+    if (
+        shape is not None
+        and array.ndim == len(shape)
+        and any(want is not None and got != want for got, want in zip(array.shape, shape))
+    ):
         expected.append("shape (" + ", ".join("*" if w is None else str(w) for w in shape) + ")")
     if dtype is not None and array.dtype != np.dtype(dtype):
         expected.append(str(np.dtype(dtype)))
@@ -211,11 +220,43 @@ def save_torch(path: str | os.PathLike[str], obj: Any) -> None:
         torch.save(_canonical(obj), handle)
 
 
-def load_table_array(path: str | os.PathLike[str], dtype: np.dtype | str, num_rows: int | None = None,
-                     missing: str = "file not found") -> np.ndarray:
+def load_table_array(
+    path: str | os.PathLike[str], dtype: np.dtype | str, num_rows: int | None = None, missing: str = "file not found"
+) -> np.ndarray:
     """A 2-D ``.npy`` array row-aligned with the patch table, memory-mapped: ``(P, D)`` of ``dtype``;
     a missing or unreadable file, another shape or dtype, or a row count other than ``num_rows`` is an InputError."""
     array = load_array(path, missing, ndim=2, dtype=dtype)
     if num_rows is not None and len(array) != num_rows:
         raise InputError(path, f"{len(array)} rows but the patch table has {num_rows}")
     return array
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """The SHA-256 hex digest of a file, read in ``chunk``-byte blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_loss_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The records of a training run's ``losses.jsonl``: one JSON object with a ``step`` key per non-empty line.
+    A missing file or a malformed line is an :class:`InputError` naming the file and the line."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as exc:
+        raise InputError(path, "loss log not found") from exc
+    records = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(path, f"malformed JSON: {exc.msg}", f"line {n}") from exc
+        if not isinstance(record, dict) or "step" not in record:
+            raise InputError(path, "each line must be a JSON object with a 'step' key", f"line {n}")
+        records.append(record)
+    return records

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from retrievegan import io
+from retrievegan.errors import InputError
 
 _TRACKED_LIBRARIES = (
     "retrievegan",
@@ -56,7 +57,11 @@ def git_sha(cwd: str | os.PathLike[str] | None = None) -> str | None:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd, capture_output=True, text=True, check=True, timeout=10,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -110,20 +115,24 @@ def provenance(measured: dict[str, Any] | None = None) -> dict[str, Any]:
         "command": list(sys.argv),
         "cwd": os.getcwd(),
         "host": platform.node(),
-        "recorded_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "recorded_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     if measured:
         record.update(to_jsonable(measured))
     return record
 
 
-def report_provenance(output: str | os.PathLike[str], measured: dict[str, Any] | None = None,
-                      stream: TextIO | None = None) -> dict[str, Any]:
+def report_provenance(
+    output: str | os.PathLike[str], measured: dict[str, Any] | None = None, stream: TextIO | None = None
+) -> dict[str, Any]:
     """Print the provenance of ``output`` as one ``[provenance] <output> {json}`` line on stderr (the job log
     under Snakemake; never a declared output) and return it."""
     record = provenance(measured)
-    print(f"{PROVENANCE_TAG} {Path(output).as_posix()} {json.dumps(record, sort_keys=True)}",
-          file=stream or sys.stderr, flush=True)
+    print(
+        f"{PROVENANCE_TAG} {Path(output).as_posix()} {json.dumps(record, sort_keys=True)}",
+        file=stream or sys.stderr,
+        flush=True,
+    )
     return record
 
 
@@ -132,13 +141,17 @@ def read_provenance(lines: Iterable[str]) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for line in lines:
         if line.startswith(PROVENANCE_TAG + " "):
-            path, _, text = line[len(PROVENANCE_TAG) + 1:].rstrip("\n").partition(" ")
+            path, _, text = line[len(PROVENANCE_TAG) + 1 :].rstrip("\n").partition(" ")
             found[path] = json.loads(text)
     return found
 
 
 def write_run_json(
-    run_dir: str | os.PathLike[str], stage: str, config: Any, seed: int | None, extra: dict[str, Any] | None = None,
+    run_dir: str | os.PathLike[str],
+    stage: str,
+    config: Any,
+    seed: int | None,
+    extra: dict[str, Any] | None = None,
     measured: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``<run_dir>/run.json`` atomically (deterministic content) and report its provenance
@@ -147,3 +160,22 @@ def write_run_json(
     io.write_json(path, run_record(stage, config, seed, extra))
     report_provenance(path, measured)
     return path
+
+
+def logged_provenance(logs_dir: str | os.PathLike[str]) -> tuple[list[str], str]:
+    """(the distinct commits, the latest date) of the ``[provenance]`` lines in the job logs ``logs_dir/*.log`` of a
+    finished run: the commit(s) and day its outputs were made at. An :class:`InputError` when no line has them."""
+    commits, dates = set(), []
+    for log in sorted(Path(logs_dir).glob("*.log")):
+        with open(log, encoding="utf-8", errors="replace") as lines:
+            for rec in read_provenance(lines).values():
+                if rec.get("git_sha"):
+                    commits.add(str(rec["git_sha"]))
+                if rec.get("recorded_utc"):
+                    dates.append(str(rec["recorded_utc"])[:10])
+    if not commits or not dates:
+        raise InputError(
+            logs_dir,
+            "no [provenance] line with git_sha / recorded_utc in the job logs: cannot record the run's commit and date",
+        )
+    return sorted(commits), max(dates)

@@ -50,8 +50,12 @@ def tokenize(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def graph_clauses(object_names: Sequence[str], triples: Sequence[Sequence[int]], predicate_names: Sequence[str],
-                  isolated_objects: Isolated = "drop") -> list[str]:
+def graph_clauses(
+    object_names: Sequence[str],
+    triples: Sequence[Sequence[int]],
+    predicate_names: Sequence[str],
+    isolated_objects: Isolated = "drop",
+) -> list[str]:
     """The clauses of one scene graph's sentence (see the module docstring).
 
     object_names: name of every object of the graph (``__image__`` included or not);
@@ -64,8 +68,9 @@ def graph_clauses(object_names: Sequence[str], triples: Sequence[Sequence[int]],
     for s, p, o in triples:
         s, p, o = int(s), int(p), int(o)
         if not (0 <= s < len(object_names) and 0 <= o < len(object_names) and 0 <= p < len(predicate_names)):
-            raise ValueError(f"triple {(s, p, o)} refers outside {len(object_names)} objects / "
-                             f"{len(predicate_names)} predicates")
+            raise ValueError(
+                f"triple {(s, p, o)} refers outside {len(object_names)} objects / {len(predicate_names)} predicates"
+            )
         if predicate_names[p] == IN_IMAGE or IMAGE_OBJECT in (object_names[s], object_names[o]):
             continue
         clauses.append(f"{object_names[s]} {predicate_names[p]} {object_names[o]}")
@@ -77,8 +82,12 @@ def graph_clauses(object_names: Sequence[str], triples: Sequence[Sequence[int]],
     return clauses
 
 
-def graph_to_sentence(object_names: Sequence[str], triples: Sequence[Sequence[int]],
-                      predicate_names: Sequence[str], isolated_objects: Isolated = "drop") -> str:
+def graph_to_sentence(
+    object_names: Sequence[str],
+    triples: Sequence[Sequence[int]],
+    predicate_names: Sequence[str],
+    isolated_objects: Isolated = "drop",
+) -> str:
     """One scene graph as a sentence: ``"circle left of square and sky above grass"``."""
     return f" {CONJUNCTION} ".join(graph_clauses(object_names, triples, predicate_names, isolated_objects))
 
@@ -153,9 +162,16 @@ class SentenceConfig:
             raise ValueError("max_words must be >= 1")
 
 
-def batch_tokens(objs: torch.Tensor, triples: torch.Tensor, obj_to_img: torch.Tensor, num_images: int,
-                 object_names: Sequence[str], predicate_names: Sequence[str], vocab: WordVocab,
-                 cfg: SentenceConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_tokens(
+    objs: torch.Tensor,
+    triples: torch.Tensor,
+    obj_to_img: torch.Tensor,
+    num_images: int,
+    object_names: Sequence[str],
+    predicate_names: Sequence[str],
+    vocab: WordVocab,
+    cfg: SentenceConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids of every scene graph of a batch (sg2im's batch layout).
 
     objs (O,), triples (T, 3) with s, o indexing the batch's objects, obj_to_img (O,) in [0, N)
@@ -183,5 +199,5 @@ def batch_tokens(objs: torch.Tensor, triples: torch.Tensor, obj_to_img: torch.Te
     lengths = torch.tensor([len(s) for s in sequences], dtype=torch.int64)
     tokens = torch.zeros(num_images, int(lengths.max()) if num_images else 1, dtype=torch.int64)
     for image, seq in enumerate(sequences):
-        tokens[image, :len(seq)] = torch.tensor(seq, dtype=torch.int64)
+        tokens[image, : len(seq)] = torch.tensor(seq, dtype=torch.int64)
     return tokens, lengths

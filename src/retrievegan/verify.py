@@ -33,17 +33,13 @@ import dataclasses
 import io as _io
 import json
 import math
-import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from retrievegan import dvcsync
+from retrievegan.dvcsync import REFERENCE_DIR, is_reference_out
 
-REFERENCE_DIR = "reference-run"  # git-tracked copies of the reference run's metrics and tables
-REFERENCE_FOLDERS = ("tables",)  # directory outputs copied whole (besides every DVC metric file)
-REFERENCE_FILES = ("claims.csv", "preference_simulated.csv")  # result CSVs that are not DVC metrics (the README
-                                                              # headline reads them from reference-run/ too)
 HASH_KEYS = ("sha256", "md5")  # text values that are hashes of other files
 NUMERIC_SUFFIXES = (".json", ".csv")
 MAX_LISTED = 20
@@ -90,6 +86,7 @@ class TextDiff:
 @dataclasses.dataclass(frozen=True)
 class Comparison:
     """Value-by-value differences of one file against its reference copy."""
+
     compared: int  # values compared
     numbers: tuple[NumberDiff, ...]
     texts: tuple[TextDiff, ...]
@@ -142,8 +139,13 @@ def compare_values(reference: Iterable[tuple[str, Any]], ours: Iterable[tuple[st
     numbers, texts = [], []
     for key in sorted(set(ref) | set(new)):
         if key not in ref or key not in new:
-            texts.append(TextDiff(key, "(absent)" if key not in ref else repr(ref[key]),
-                                  "(absent)" if key not in new else repr(new[key])))
+            texts.append(
+                TextDiff(
+                    key,
+                    "(absent)" if key not in ref else repr(ref[key]),
+                    "(absent)" if key not in new else repr(new[key]),
+                )
+            )
             continue
         a, b = ref[key], new[key]
         na, nb = _number(a), _number(b)
@@ -211,8 +213,9 @@ class FileResult:
             return False
         if self.comparison is None:
             return True
-        return (all(d.within(rtol or 0.0, atol or 0.0) for d in self.comparison.numbers)
-                and all(t.is_hash for t in self.comparison.texts))
+        return all(d.within(rtol or 0.0, atol or 0.0) for d in self.comparison.numbers) and all(
+            t.is_hash for t in self.comparison.texts
+        )
 
 
 @dataclasses.dataclass
@@ -261,11 +264,18 @@ class Report:
         return not self.reference_problems and all(s.accepted(self.rtol, self.atol) for s in self.stages)
 
     def lines(self) -> list[str]:
-        tolerance = ("exact (bit for bit)" if self.rtol is None and self.atol is None
-                     else f"numbers within |ours - reference| <= {self.atol or 0:g} + {self.rtol or 0:g} x |reference|")
+        tolerance = (
+            "exact (bit for bit)"
+            if self.rtol is None and self.atol is None
+            else f"numbers within |ours - reference| <= {self.atol or 0:g} + {self.rtol or 0:g} x |reference|"
+        )
         width = max([len(s.name) for s in self.stages] + [5])
-        out = [f"Outputs against dvc.lock ({len(self.stages)} stages; accepted: {tolerance})", "",
-               f"{'stage':<{width}}  {'files':>6}  result", f"{'-' * width}  {'-' * 6}  {'-' * 40}"]
+        out = [
+            f"Outputs against dvc.lock ({len(self.stages)} stages; accepted: {tolerance})",
+            "",
+            f"{'stage':<{width}}  {'files':>6}  result",
+            f"{'-' * width}  {'-' * 6}  {'-' * 40}",
+        ]
         for stage in self.stages:
             out.append(f"{stage.name:<{width}}  {stage.files:>6}  {stage.verdict(self.rtol, self.atol)}")
             out += [f"    {line}" for line in _details(stage, self.rtol, self.atol)]
@@ -290,11 +300,16 @@ def _fmt(value: float) -> str:
 def _details(stage: StageResult, rtol: float | None, atol: float | None) -> list[str]:
     lines = []
     if stage.changed_deps:
-        lines.append("code / config differ from dvc.lock (an expected difference?): "
-                     + ", ".join(stage.changed_deps[:MAX_LISTED]) + (" ..." if len(stage.changed_deps) > MAX_LISTED else ""))
+        lines.append(
+            "code / config differ from dvc.lock (an expected difference?): "
+            + ", ".join(stage.changed_deps[:MAX_LISTED])
+            + (" ..." if len(stage.changed_deps) > MAX_LISTED else "")
+        )
     for folder in stage.unknown:
-        lines.append(f"{folder}/: folder hash differs; which files needs the reference manifest "
-                     "(`dvc fetch` from the team's remote)")
+        lines.append(
+            f"{folder}/: folder hash differs; which files needs the reference manifest "
+            "(`dvc fetch` from the team's remote)"
+        )
     listed = sorted(stage.differing, key=lambda f: (f.comparison is None, f.path))
     for item in listed[:MAX_LISTED]:
         if item.status != "differs":
@@ -304,15 +319,18 @@ def _details(stage: StageResult, rtol: float | None, atol: float | None) -> list
             lines.append(f"{item.path}: differs ({item.note or 'not compared value by value'})")
             continue
         cmp = item.comparison
-        lines.append(f"{item.path}: {len(cmp.numbers)} number(s) and {len(cmp.texts)} text value(s) differ "
-                     f"of {cmp.compared}")
+        lines.append(
+            f"{item.path}: {len(cmp.numbers)} number(s) and {len(cmp.texts)} text value(s) differ of {cmp.compared}"
+        )
         width = max([len(d.key) for d in cmp.numbers] + [0])
         for diff in sorted(cmp.numbers, key=lambda d: -d.rel)[:MAX_LISTED]:
             flag = ""
             if rtol is not None or atol is not None:
                 flag = "  within tolerance" if diff.within(rtol or 0.0, atol or 0.0) else "  OUTSIDE tolerance"
-            lines.append(f"    {diff.key:<{width}}  {_fmt(diff.reference)} -> {_fmt(diff.ours)}  "
-                         f"abs {diff.abs:.3g}  rel {diff.rel:.3g}{flag}")
+            lines.append(
+                f"    {diff.key:<{width}}  {_fmt(diff.reference)} -> {_fmt(diff.ours)}  "
+                f"abs {diff.abs:.3g}  rel {diff.rel:.3g}{flag}"
+            )
         for diff in cmp.texts[:MAX_LISTED]:
             kind = " (hash of an upstream file)" if diff.is_hash else ""
             lines.append(f"    {diff.key}: {diff.reference[:60]!s} -> {diff.ours[:60]!s}{kind}")
@@ -322,11 +340,6 @@ def _details(stage: StageResult, rtol: float | None, atol: float | None) -> list
 
 
 # --- the check ------------------------------------------------------------------------------------
-def is_reference_out(out: Any) -> bool:
-    """Metric files, the table folders and the result CSVs: their reference copies live in git under reference-run/."""
-    return bool(out.metric) or Path(out.def_path).name in REFERENCE_FOLDERS + REFERENCE_FILES
-
-
 def _stages(repo: Any, names: Sequence[str]) -> list[Any]:
     stages = list(repo.index.stages)
     known = {s.addressing for s in stages} | {s.addressing.split("@")[0] for s in stages}
@@ -372,8 +385,11 @@ def _compare_out(root: Path, out: Any, result: StageResult) -> None:
         return
     manifest = locked_manifest(out)
     if manifest is None and reference.is_dir():
-        manifest = {p.relative_to(reference).as_posix(): dvcsync.md5_file(p) for p in sorted(reference.rglob("*"))
-                    if p.is_file()}
+        manifest = {
+            p.relative_to(reference).as_posix(): dvcsync.md5_file(p)
+            for p in sorted(reference.rglob("*"))
+            if p.is_file()
+        }
     if manifest is None:
         result.unknown.append(path)
         return
@@ -388,8 +404,13 @@ def _compare_out(root: Path, out: Any, result: StageResult) -> None:
         else:
             ref_file = reference / rel
             comparison = compare_file(ref_file, root / full) if ref_file.is_file() else None
-            note = "" if comparison else ("no numeric format" if ref_file.is_file()
-                                          else "not a metric or table: not compared value by value")
+            note = (
+                ""
+                if comparison
+                else (
+                    "no numeric format" if ref_file.is_file() else "not a metric or table: not compared value by value"
+                )
+            )
             result.differing.append(FileResult(full, "differs", comparison, note))
 
 
@@ -408,8 +429,10 @@ def reference_problems(repo: Any, root: Path) -> list[str]:
                 continue
             _, _, obj = build(out.cache, str(copy), out.fs, out.hash_name, dry_run=True)
             if obj.hash_info.value != out.hash_info.value:
-                problems.append(f"{REFERENCE_DIR}/{out.def_path} hashes to {obj.hash_info.value}, dvc.lock "
-                                f"records {out.hash_info.value}")
+                problems.append(
+                    f"{REFERENCE_DIR}/{out.def_path} hashes to {obj.hash_info.value}, dvc.lock "
+                    f"records {out.hash_info.value}"
+                )
     return problems
 
 
@@ -438,24 +461,3 @@ def verify(root: Path, names: Sequence[str] = (), rtol: float | None = None, ato
             results.append(result)
         problems = reference_problems(repo, root)
     return Report(results, rtol, atol, problems)
-
-
-def write_reference(root: Path, names: Sequence[str] = ()) -> list[str]:
-    """Copy the metric files and table folders of ``names`` (all stages when empty) from the workspace to
-    reference-run/ (what ``make dvc-commit`` does after recording dvc.lock); returns the copied paths."""
-    root = root.resolve()
-    copied = []
-    with dvcsync._open_repo(root) as repo:
-        for stage in _stages(repo, names):
-            for out in stage.outs:
-                if not is_reference_out(out):
-                    continue
-                src, dst = root / out.def_path, root / REFERENCE_DIR / out.def_path
-                if not src.exists():
-                    raise VerifyError(f"{out.def_path}: missing, cannot record it as the reference")
-                if dst.is_dir():
-                    shutil.rmtree(dst)
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                (shutil.copytree if src.is_dir() else shutil.copyfile)(src, dst)
-                copied.append(out.def_path)
-    return copied

@@ -54,7 +54,7 @@ rule train_layout2im:
         snapshots=directory(f"{RES}/models/layout2im/snapshots"),
     params:
         launch=gpu_launcher("train"),
-        cfg=section_json("layout2im", drop=("train",)),
+        cfg=params_json("layout2im"),
         train=train_json("layout2im"),
         data_dir=lambda wildcards, input: os.path.dirname(input.vocab),
         out_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),
@@ -87,7 +87,7 @@ rule train_attngan:
         snapshots=directory(f"{RES}/models/attngan/snapshots"),
     params:
         launch=gpu_launcher("train"),
-        cfg=section_json("attngan", drop=("train",)),
+        cfg=params_json("attngan"),
         train=train_json("attngan"),
         data_dir=lambda wildcards, input: os.path.dirname(input.vocab),
         out_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),

@@ -10,7 +10,7 @@
 # a scale tuned on `claims.controls.search_split` (val), scored on the sample split (test), for the learned arm's runs.
 # Both are cheap (no training): they run in the default target.
 from retrievegan.eval.claims import TABLE1_ARMS
-from retrievegan.eval.methods import method_info
+from retrievegan.runs import method_info
 
 TRACE_SPLIT = CLAIMS.get("trace_split", "val")
 PROBE_CFG = CLAIMS.get("probe", {})

@@ -17,9 +17,10 @@ ENV = "../envs/retrievegan.yaml"  # conda env for --software-deployment-method c
 # Each rule file appends the final outputs it contributes to `rule all`.
 ALL_TARGETS = []
 
-# Variants (extra trained arms, declared in retrievegan.eval.methods.VARIANTS): the config's top-level
+# Variants (extra trained arms, declared in retrievegan.runs.VARIANTS): the config's top-level
 # `variants` list; each is trained on run_config(<name>) and sampled / evaluated in report.ablation_setting.
-from retrievegan.eval.methods import RARITY_RUNS, VARIANTS as VARIANT_DECLARATIONS, variant_config, variant_runs
+from retrievegan import runs
+from retrievegan.runs import RARITY_RUNS, VARIANTS as VARIANT_DECLARATIONS, variant_runs
 
 VARIANTS = tuple(config.get("variants", []))
 ABLATION_SETTING = config.get("report", {}).get("ablation_setting", "pred_bbox")
@@ -28,9 +29,9 @@ VARIANT_RUNS = variant_runs(VARIANTS, ABLATION_SETTING)
 
 # Claims (workflow/rules/claims.smk, retrievegan.eval.claims): the runs of the arms of C1-C4 with the training seeds of
 # `claims.seeds` (rule all) and `claims.full_seeds` (+ the C1 trace arms, target claims_full); seed s of an arm is the arm
-# itself when its config trains with s, else the declared variant <arm>__s<s> (retrievegan.eval.methods.claim_run).
-from retrievegan.eval.methods import (C1_COMPOSITE_ARMS, C1_LEARNED_ARMS, CLAIM_ARMS, FEATURE_ARMS, LONG_TRACE_ARM,
-                                      TRACE_ARMS, claim_run)
+# itself when its config trains with s, else the declared variant <arm>__s<s> (retrievegan.runs.claim_run).
+from retrievegan.runs import (C1_COMPOSITE_ARMS, C1_LEARNED_ARMS, CLAIM_ARMS, FEATURE_ARMS, LONG_TRACE_ARM,
+                              TRACE_ARMS, claim_run)
 
 CLAIMS = config.get("claims", {})
 C1_SEEDS = CLAIMS.get("c1_seeds", [0, 1, 2, 3, 4])
@@ -95,8 +96,18 @@ def trace_runs(tag):
 
 
 def run_config(name):
-    """The config a method or variant runs on: the workflow config with a variant's overrides applied."""
-    return variant_config(config, name)
+    """The config a run trains on: the workflow config with its overrides applied (retrievegan.runs.run_config)."""
+    return runs.run_config(config, name)
+
+
+def params_json(name):
+    """`retrievegan train --params` of run `name` (retrievegan.runs.run_params), as canonical JSON."""
+    return json.dumps(runs.run_params(config, name), sort_keys=True)
+
+
+def train_json(name):
+    """`retrievegan train --train-params` of run `name` (retrievegan.runs.train_params), as canonical JSON."""
+    return json.dumps(runs.train_params(config, name), sort_keys=True)
 
 
 def section_json(name, drop=(), cfg=None):
@@ -131,14 +142,6 @@ def rarity_options(name):
 
     params = section_json("rarity", drop=("in_report",), cfg=run_config(name))
     return f" --rarity-params {shlex.quote(params)} --rarity-scores {RARITY_SCORES}"
-
-
-def train_json(method, cfg=None):
-    """The common `train` section with the method section's own `train` overrides (e.g. batch_size,
-    steps), as JSON for `retrievegan train --train-params`; pass the method section itself with
-    `section_json(method, drop=("train",))`. `cfg`: a variant's run_config (default: the workflow config)."""
-    cfg = config if cfg is None else cfg
-    return json.dumps({**cfg["train"], **cfg[method].get("train", {})}, sort_keys=True)
 
 
 # Scheduling priorities (Snakemake `priority:`, highest first among the jobs that are ready and fit the free

@@ -72,7 +72,7 @@ rule patch_features:
 
 
 # A variant with rules (configured, or a claims arm) that overrides extraction keys of `features` (e.g.
-# features.pooling; retrievegan.eval.methods VARIANT_FEATURE_KEYS) gets its own patch features from the same backbone
+# features.pooling; retrievegan.runs VARIANT_FEATURE_KEYS) gets its own patch features from the same backbone
 # (rule patch_features_variant).
 FEATURE_VARIANTS = [v for v in RULE_VARIANTS if VARIANT_DECLARATIONS[v].overrides_section("features")]
 

@@ -1,13 +1,13 @@
 # Evaluation: the embedded extractor (synthnet) -> real-image statistics (declared .npz files) ->
 # FID / IS / DS of every sample folder, the real-data row, the compatibility score of retrieved patches.
-# Which (method, setting) runs exist comes from config `evaluation` and retrievegan.eval.methods
+# Which (method, setting) runs exist comes from config `evaluation` and retrievegan.runs
 # (layout2im has no pred_bbox, AttnGAN no gt_bbox; the Table 2 ablations are evaluated in report.ablation_setting
 # only), plus the configured `variants` in report.ablation_setting
 # (VARIANT_RUNS, common.smk). Sample folders are read through their manifest.json, which `retrievegan sample`
 # writes last. Runs trained with retrieval mode `relaxed` (eq. 4 as written) also get
 # metrics/group_mass/<run>.json: how often the relaxation puts more than one unit of mass on a group.
 from retrievegan.config import from_mapping
-from retrievegan.eval.methods import RUN_NAMES, evaluation_runs, method_info
+from retrievegan.runs import RUN_NAMES, evaluation_runs, method_info
 from retrievegan.eval.metrics import EvaluationConfig
 
 EVAL = from_mapping(EvaluationConfig, config.get("evaluation"), "evaluation")

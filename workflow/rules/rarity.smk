@@ -2,14 +2,14 @@
 # the appearance-rarity scores of the training images (rule `rarity`, read by every training rule whose run config
 # switches rarity.dataset or rarity.loss on), and the opt-in experiment (rule `rarity_experiment`): sg2im and
 # RetrieveGAN without / with dataset + loss rebalancing, each arm trained with the seeds of
-# retrievegan.eval.methods.RARITY_SEEDS (variants `<arm>__s<seed>`, RARITY_RUNS: train / sample rules in train.smk,
+# retrievegan.runs.RARITY_SEEDS (variants `<arm>__s<seed>`, RARITY_RUNS: train / sample rules in train.smk,
 # sample.smk, retrievegan.smk; metrics in metrics.smk), evaluated in report.ablation_setting like every variant.
 #
 # NOT in `rule all` (12 extra trainings, measured ~22-28 CPU-minutes, 32-55 min wall on 2 shared cores; beyond the budget):
 #   snakemake --cores 2 rarity_experiment
-# With `rarity.in_report: true` rule all runs it too and REPORT.md gets its section. The stored run (plain arms
-# trained at b7e2fb4, rebalanced arms at 24bac5d) is in docs/rarity/ (docs/rarity.md).
-from retrievegan.eval.methods import RARITY_RUNS, method_info
+# With `rarity.in_report: true` rule all runs it too and REPORT.md gets its section. The stored run is in docs/rarity/
+# (docs/rarity.md; stored by `make reference-docs NAME=rarity`, which stamps the commit it was made at).
+from retrievegan.runs import RARITY_RUNS, method_info
 
 RARITY = config.get("rarity", {})
 RARITY_DIR = f"{RES}/rarity"

@@ -1,7 +1,7 @@
 # Report: the paper's tables (CSV + Markdown + LaTeX, paper values beside ours), figures (qualitative
 # grids, compatibility bars, loss curves) and REPORT.md. Needs workflow/rules/metrics.smk first.
 # EVAL_TARGETS lists the final outputs; `rule all` takes them once the methods produce samples.
-from retrievegan.eval.methods import config_value, factor_levels
+from retrievegan.runs import config_value, factor_levels
 from retrievegan.eval.report import REPORTED_CONFIG_KEYS
 from retrievegan.eval.tables import ReportConfig
 

@@ -1,22 +1,23 @@
 # RetrieveGAN (+ its three Table 2 ablations), the PasteGAN baseline and the configured variants of them:
-# `train_<run>` and `sample_<run>` rules, one per run (src/retrievegan/models/{retrievegan,patch_gan}.py,
+# `train_<run>` and `sample_<run>` rules, one per run (src/retrievegan/models/{retrievegan,patch_method}.py,
 # models/baselines/pastegan.py; docs/architecture.md "RetrieveGAN and PasteGAN", "Variants").
 #
 # Inputs: the canonical training data, the patch bank (patches.csv for each object's patch id,
 # patches.npy for the pixels), the pre-filter's candidates and, for RetrieveGAN, the frozen patch
 # features (E_p's input) and the co-occurrence embeddings (L_occur), all passed as --input NAME=PATH.
-# The four RetrieveGAN methods share the `retrievegan` section (+ the top-level `retrieval` section);
-# their ablation switches come from retrievegan.eval.methods (the one place that defines Table 2).
-# A variant (config `variants`, declared in retrievegan.eval.methods.VARIANTS) runs its base method on
+# The four RetrieveGAN runs share the `retrievegan` section (+ the top-level `retrieval` section); the ablations'
+# loss switches are overrides in the run catalogue (retrievegan.runs.run_params builds every run's --params).
+# A variant (config `variants`, declared in retrievegan.runs.VARIANTS) runs its base method on
 # run_config(<variant>) (the config with its overrides); a `features` override gives it its own patch
 # features (embed.smk, rule patch_features_variant). Variants are sampled in report.ablation_setting only.
 # One thread per job: with --cores 2 two of these run side by side (see embed.smk on OpenMP threads).
 from snakemake.exceptions import WorkflowError
 
-from retrievegan.eval.methods import method_info
+from retrievegan.runs import METHODS, method_info
 
-RETRIEVEGAN_VARIANTS = ("retrievegan", "retrievegan_no_gt_no_occur", "retrievegan_gt_only", "retrievegan_occur_only")
-PATCH_BASES = RETRIEVEGAN_VARIANTS + ("pastegan",)
+# the patch methods of the catalogue: RetrieveGAN and its Table 2 ablations (the runs reading `retrievegan`), PasteGAN
+RETRIEVEGAN_RUNS = tuple(name for name, info in METHODS.items() if info.section == "retrievegan")
+PATCH_BASES = RETRIEVEGAN_RUNS + ("pastegan",)
 # configured variants (Table 2) + the claims' variant runs + the rarity experiment's arms (common.smk RULE_VARIANTS)
 PATCH_VARIANTS = tuple(v for v in RULE_VARIANTS if VARIANT_DECLARATIONS[v].base in PATCH_BASES)
 PATCH_METHODS = PATCH_BASES + PATCH_VARIANTS
@@ -29,18 +30,6 @@ if _UNSUPPORTED:  # only the patch methods' rules (below) and sg2im's (train.smk
 def patch_method_section(method):
     """The config section a patch method reads (the ablations and RetrieveGAN variants read `retrievegan`)."""
     return method_info(method).section
-
-
-def patch_method_json(method):
-    """--params JSON: the method section (without `train`) of the run's config, for RetrieveGAN plus
-    `retrieval` and the switches."""
-    cfg = run_config(method)
-    section = patch_method_section(method)
-    params = {k: v for k, v in cfg[section].items() if k != "train"}
-    if section == "retrievegan":
-        gt_selection, cooccurrence = method_info(method).ablation
-        params.update(retrieval=cfg["retrieval"], gt_selection=gt_selection, cooccurrence=cooccurrence)
-    return json.dumps(params, sort_keys=True)
 
 
 def patch_features_file(method):
@@ -92,8 +81,8 @@ for _method in PATCH_METHODS:
         params:
             launch=gpu_launcher("train"),
             method=_method,
-            cfg=patch_method_json(_method),
-            train=train_json(patch_method_section(_method), run_config(_method)),
+            cfg=params_json(_method),
+            train=train_json(_method),
             rarity=rarity_options(_method),
             inputs=lambda wildcards, input: input_options(input),
             data_dir=lambda wildcards, input: os.path.dirname(input.vocab),

@@ -9,7 +9,7 @@
 # covers everything that changes the computation, so a changed config starts afresh).
 # Rarity rebalancing (config `rarity`): a run whose config switches it on also reads the rarity scores
 # (rarity.smk) and passes --rarity-params / --rarity-scores (rarity_options, common.smk); otherwise its command is
-# unchanged. sg2im's variants (retrievegan.eval.methods.VARIANTS: the rarity experiment's arms) reuse this rule.
+# unchanged. sg2im's variants (retrievegan.runs.VARIANTS: the rarity experiment's arms) reuse this rule.
 
 MODELS = f"{RES}/models"
 FEATURES = f"{RES}/features"
@@ -33,7 +33,7 @@ rule train_sg2im:
     params:
         launch=gpu_launcher("train"),
         method="sg2im",
-        cfg=section_json("sg2im", drop=("train",)),
+        cfg=params_json("sg2im"),
         train=train_json("sg2im"),
         rarity=rarity_options("sg2im"),
         data_dir=lambda wildcards, input: os.path.dirname(input.vocab),
@@ -72,8 +72,8 @@ if SG2IM_VARIANTS:
         params:
             launch=gpu_launcher("train"),
             method=lambda wildcards: wildcards.variant,
-            cfg=lambda wildcards: section_json("sg2im", drop=("train",), cfg=run_config(wildcards.variant)),
-            train=lambda wildcards: train_json("sg2im", run_config(wildcards.variant)),
+            cfg=lambda wildcards: params_json(wildcards.variant),
+            train=lambda wildcards: train_json(wildcards.variant),
             rarity=lambda wildcards: rarity_options(wildcards.variant),
             data_dir=lambda wildcards, input: os.path.dirname(input.vocab),
             out_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),

@@ -1,5 +1,5 @@
-"""CLI stage implementations: argument parsing only at import; heavy imports (torch) inside ``run``.
+"""CLI stage implementations: argument parsing only at import; heavy imports (torch) inside the run functions.
 
-Each module exposes ``configure(stage, parser)`` and ``run(stage, args)`` for the stages that
-``retrievegan.cli.STAGES`` maps to it.
+Each module declares its stages with ``retrievegan.commands.registry.stage`` (name, help line, arguments, run);
+``retrievegan.cli`` lists the modules and builds its parser from their declarations.
 """

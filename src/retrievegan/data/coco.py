@@ -24,8 +24,15 @@ from pycocotools.coco import COCO
 
 from retrievegan.data import geometry
 from retrievegan.data.rawjson import check_box, load_json, require, require_list
-from retrievegan.data.scene_graph import IMAGE_OBJECT, IN_IMAGE, SceneGraph, SceneObject, Vocab, encode_mask, \
-    with_image_node
+from retrievegan.data.scene_graph import (
+    IMAGE_OBJECT,
+    IN_IMAGE,
+    SceneGraph,
+    SceneObject,
+    Vocab,
+    encode_mask,
+    with_image_node,
+)
 from retrievegan.errors import InputError
 
 OTHER_NAME = "other"
@@ -57,8 +64,11 @@ class CocoStuffConfig:
         """The standard layout under ``root`` (what `retrievegan synth` writes and the README asks for):
         ``annotations/{instances,stuff}_{train,val}2017.json`` and ``images/{train,val}2017/``."""
         root = Path(root)
-        paths = {f"{kind}_{split}": str(root / f"annotations/{kind}_{split}2017.json")
-                 for kind in ("instances", "stuff") for split in ("train", "val")}
+        paths = {
+            f"{kind}_{split}": str(root / f"annotations/{kind}_{split}2017.json")
+            for kind in ("instances", "stuff")
+            for split in ("train", "val")
+        }
         paths |= {f"image_dir_{split}": str(root / f"images/{split}2017") for split in ("train", "val")}
         return cls(**(paths | overrides))  # type: ignore[arg-type]
 
@@ -81,8 +91,9 @@ def _index(path: str, data: object) -> COCO:
     return coco
 
 
-def _validate_records(path: str, data: dict, known_images: dict[int, tuple[int, int]],
-                      known_categories: dict[int, str]) -> None:
+def _validate_records(
+    path: str, data: dict, known_images: dict[int, tuple[int, int]], known_categories: dict[int, str]
+) -> None:
     for i, ann in enumerate(data["annotations"]):
         where = f"annotation #{i}"
         ann_id = require(ann, "id", path, where)
@@ -110,7 +121,7 @@ def _crop_mask(mask: np.ndarray, bbox: Sequence[float], size: int) -> np.ndarray
     x0, x1 = int(round(x)), int(round(x + w))
     y0, y1 = int(round(y)), int(round(y + h))
     x1, y1 = max(x0 + 1, x1), max(y0 + 1, y1)
-    crop = (mask[y0:y1, x0:x1].astype(np.uint8) * 255)
+    crop = mask[y0:y1, x0:x1].astype(np.uint8) * 255
     if crop.size == 0:
         return np.zeros((size, size), dtype=bool)
     resized = np.asarray(Image.fromarray(crop).resize((size, size), Image.BILINEAR))
@@ -126,8 +137,9 @@ def build_vocab(cfg: CocoStuffConfig, instances: dict, stuff: dict, paths: tuple
             cid = require(cat, "id", path, f"category #{i}")
             name = require(cat, "name", path, f"category id {cid}")
             if cid in names and names[cid] != name:
-                raise InputError(path, f"category id {cid} is {name!r} here but {names[cid]!r} elsewhere",
-                                 f"category id {cid}")
+                raise InputError(
+                    path, f"category id {cid} is {name!r} here but {names[cid]!r} elsewhere", f"category id {cid}"
+                )
             names[cid] = name
             kinds.setdefault(cid, kind)
     thing_ok = set(cfg.instance_whitelist) if cfg.instance_whitelist is not None else None
@@ -148,8 +160,9 @@ def build_vocab(cfg: CocoStuffConfig, instances: dict, stuff: dict, paths: tuple
     )
 
 
-def read_split_pair(cfg: CocoStuffConfig, instances_path: str, stuff_path: str, image_dir: str,
-                    vocab: Vocab | None, predicate_seed: int) -> tuple[list[RawImage], Vocab, dict[str, int]]:
+def read_split_pair(
+    cfg: CocoStuffConfig, instances_path: str, stuff_path: str, image_dir: str, vocab: Vocab | None, predicate_seed: int
+) -> tuple[list[RawImage], Vocab, dict[str, int]]:
     """Filter one instances/stuff pair (train2017 or val2017) into scene graphs, in file order.
 
     ``vocab`` None builds it from these files (train); val reuses the train vocab.
@@ -161,8 +174,9 @@ def read_split_pair(cfg: CocoStuffConfig, instances_path: str, stuff_path: str, 
     coco_stuff = _index(stuff_path, stuff)
     if vocab is None:
         vocab = build_vocab(cfg, instances, stuff, (instances_path, stuff_path))
-    all_names = {c["id"]: c["name"] for c in instances["categories"]} | {c["id"]: c["name"] for c in
-                                                                           stuff["categories"]}
+    all_names = {c["id"]: c["name"] for c in instances["categories"]} | {
+        c["id"]: c["name"] for c in stuff["categories"]
+    }
     cid_to_index = {cid: i for i, cid in enumerate(vocab.object_source_ids) if cid is not None}
 
     sizes: dict[int, tuple[int, int]] = {}
@@ -186,9 +200,15 @@ def read_split_pair(cfg: CocoStuffConfig, instances_path: str, stuff_path: str, 
         if image_id not in with_stuff and not coco_things.imgToAnns.get(image_id):
             raise InputError(stuff_path, "image has no annotations in either file", f"image id {image_id}")
 
-    counts = {"images_in_file": len(order), "objects_dropped_small": 0, "objects_dropped_other": 0,
-              "objects_dropped_category": 0, "objects_dropped_invalid_box": 0,
-              "images_dropped_no_stuff": 0, "images_dropped_object_count": 0}
+    counts = {
+        "images_in_file": len(order),
+        "objects_dropped_small": 0,
+        "objects_dropped_other": 0,
+        "objects_dropped_category": 0,
+        "objects_dropped_invalid_box": 0,
+        "images_dropped_no_stuff": 0,
+        "images_dropped_object_count": 0,
+    }
     kept: list[RawImage] = []
     for image_id in order:
         if cfg.stuff_only and image_id not in with_stuff:
@@ -231,15 +251,25 @@ def read_split_pair(cfg: CocoStuffConfig, instances_path: str, stuff_path: str, 
             w, h = min(w, width - x), min(h, height - y)
             mask = _crop_mask(_seg_to_mask(coco, ann, height, width, path), (x, y, w, h), cfg.mask_size)
             box = (x / width, y / height, (x + w) / width, (y + h) / height)
-            scene_objects.append(SceneObject(category=cid_to_index[ann["category_id"]], box=box,
-                                             source_id=int(ann["id"]), mask=encode_mask(mask)))
+            scene_objects.append(
+                SceneObject(
+                    category=cid_to_index[ann["category_id"]], box=box, source_id=int(ann["id"]), mask=encode_mask(mask)
+                )
+            )
             boxes.append(box)
             centers.append(geometry.mask_center(box, mask))
         rng = np.random.default_rng([predicate_seed, int(image_id)])
         triples = [(s, vocab.predicate_index(p), o) for s, p, o in geometry.draw_triples(boxes, centers, rng)]
         objs, trips = with_image_node(scene_objects, triples, cfg.mask_size)
-        graph = SceneGraph(image_id=int(image_id), file_name=str(img["file_name"]), width=width, height=height,
-                           objects=objs, triples=trips, theme=img.get("synth_theme"))
+        graph = SceneGraph(
+            image_id=int(image_id),
+            file_name=str(img["file_name"]),
+            width=width,
+            height=height,
+            objects=objs,
+            triples=trips,
+            theme=img.get("synth_theme"),
+        )
         kept.append(RawImage(graph=graph, path=Path(image_dir) / str(img["file_name"])))
     counts["images_kept"] = len(kept)
     assert vocab.predicate_names[0] == IN_IMAGE
@@ -248,33 +278,46 @@ def read_split_pair(cfg: CocoStuffConfig, instances_path: str, stuff_path: str, 
 
 def filter_summary(cfg: CocoStuffConfig, counts: dict[str, int], file_label: str) -> str:
     """Why images of one file were dropped, with the counts of ``read_split_pair`` (for error messages)."""
-    dropped_objects = (f"objects dropped: {counts['objects_dropped_small']} with a box of at most min_object_size = "
-                       f"{cfg.min_object_size} of the image, {counts['objects_dropped_other']} of category "
-                       f"{OTHER_NAME!r}, {counts['objects_dropped_category']} of a category outside the whitelists, "
-                       f"{counts['objects_dropped_invalid_box']} with an invalid box")
-    return (f"of {counts['images_in_file']} {file_label} images, {counts['images_dropped_no_stuff']} have no stuff "
-            f"annotations (stuff_only = {cfg.stuff_only}) and {counts['images_dropped_object_count']} keep fewer than "
-            f"min_objects_per_image = {cfg.min_objects_per_image} or more than max_objects_per_image = "
-            f"{cfg.max_objects_per_image} objects ({dropped_objects})")
+    dropped_objects = (
+        f"objects dropped: {counts['objects_dropped_small']} with a box of at most min_object_size = "
+        f"{cfg.min_object_size} of the image, {counts['objects_dropped_other']} of category "
+        f"{OTHER_NAME!r}, {counts['objects_dropped_category']} of a category outside the whitelists, "
+        f"{counts['objects_dropped_invalid_box']} with an invalid box"
+    )
+    return (
+        f"of {counts['images_in_file']} {file_label} images, {counts['images_dropped_no_stuff']} have no stuff "
+        f"annotations (stuff_only = {cfg.stuff_only}) and {counts['images_dropped_object_count']} keep fewer than "
+        f"min_objects_per_image = {cfg.min_objects_per_image} or more than max_objects_per_image = "
+        f"{cfg.max_objects_per_image} objects ({dropped_objects})"
+    )
 
 
 def read_coco_stuff(cfg: CocoStuffConfig, predicate_seed: int) -> tuple[dict[str, list[RawImage]], Vocab, dict]:
     """All three splits: train from train2017, val and test from the filtered val2017 images."""
-    train, vocab, train_counts = read_split_pair(cfg, cfg.instances_train, cfg.stuff_train, cfg.image_dir_train,
-                                                 None, predicate_seed)
-    val_all, _, val_counts = read_split_pair(cfg, cfg.instances_val, cfg.stuff_val, cfg.image_dir_val, vocab,
-                                             predicate_seed)
+    train, vocab, train_counts = read_split_pair(
+        cfg, cfg.instances_train, cfg.stuff_train, cfg.image_dir_train, None, predicate_seed
+    )
+    val_all, _, val_counts = read_split_pair(
+        cfg, cfg.instances_val, cfg.stuff_val, cfg.image_dir_val, vocab, predicate_seed
+    )
     needed = cfg.num_val + cfg.num_test
     if len(vocab.object_names) == 1:
-        raise InputError(cfg.instances_train, "no object category is left: every category is 'other' or outside "
-                                              "instance_whitelist / stuff_whitelist")
+        raise InputError(
+            cfg.instances_train,
+            "no object category is left: every category is 'other' or outside instance_whitelist / stuff_whitelist",
+        )
     if not train:
-        raise InputError(cfg.instances_train, "the train split is empty after filtering: "
-                                              + filter_summary(cfg, train_counts, "train2017"))
+        raise InputError(
+            cfg.instances_train,
+            "the train split is empty after filtering: " + filter_summary(cfg, train_counts, "train2017"),
+        )
     if len(val_all) < needed:
-        raise InputError(cfg.instances_val, f"only {len(val_all)} val2017 images pass the filters, but num_val + "
-                                            f"num_test = {needed}: " + filter_summary(cfg, val_counts, "val2017"))
-    splits = {"train": train, "val": val_all[:cfg.num_val], "test": val_all[cfg.num_val:needed]}
+        raise InputError(
+            cfg.instances_val,
+            f"only {len(val_all)} val2017 images pass the filters, but num_val + "
+            f"num_test = {needed}: " + filter_summary(cfg, val_counts, "val2017"),
+        )
+    splits = {"train": train, "val": val_all[: cfg.num_val], "test": val_all[cfg.num_val : needed]}
     for name, images in splits.items():
         if not images:  # only with num_val or num_test = 0: every filtered image is accounted for above
             raise InputError(cfg.instances_val, f"the {name} split is empty: num_{name} = 0")

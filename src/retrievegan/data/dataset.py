@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from retrievegan.data.scene_graph import IMAGE_OBJECT, decode_mask, read_split, read_vocab
 from retrievegan import io
+from retrievegan.data.scene_graph import IMAGE_OBJECT, decode_mask, read_split, read_vocab
 from retrievegan.errors import InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -112,6 +112,7 @@ class SceneGraphBatch:
 
     def _map(self, fn: Any) -> SceneGraphBatch:
         """Apply ``fn`` to every tensor (the fields and the tensors of ``extras``); other values are kept."""
+
         def apply(value: Any) -> Any:
             if isinstance(value, torch.Tensor):
                 return fn(value)
@@ -159,8 +160,7 @@ class SceneGraphDataset(torch.utils.data.Dataset):
     of every real object and the table is checked against the scene graphs.
     """
 
-    def __init__(self, data_dir: str | Path, split: str, patches_csv: str | Path | None = None,
-                 use_masks: bool = True):
+    def __init__(self, data_dir: str | Path, split: str, patches_csv: str | Path | None = None, use_masks: bool = True):
         self.data_dir = Path(data_dir)
         self.split = split
         self.graphs_path = self.data_dir / f"{split}.json"
@@ -171,9 +171,14 @@ class SceneGraphDataset(torch.utils.data.Dataset):
         mask_size = canonical.mask_size if use_masks else None
         self._check_images(len(graphs))
         self.image_size = int(self._image_shape[1])
-        self.spec = DataSpec(num_objects=vocab.num_objects, num_predicates=vocab.num_predicates,
-                             image_size=self.image_size, mask_size=mask_size,
-                             object_names=vocab.object_names, predicate_names=vocab.predicate_names)
+        self.spec = DataSpec(
+            num_objects=vocab.num_objects,
+            num_predicates=vocab.num_predicates,
+            image_size=self.image_size,
+            mask_size=mask_size,
+            object_names=vocab.object_names,
+            predicate_names=vocab.predicate_names,
+        )
         self.image_ids = np.array([g.image_id for g in graphs], dtype=np.int64)
         self._objs: list[np.ndarray] = []
         self._boxes: list[np.ndarray] = []
@@ -187,8 +192,7 @@ class SceneGraphDataset(torch.utils.data.Dataset):
             self._validate(objs, boxes, triples, vocab.num_objects, vocab.num_predicates, record)
             if mask_size:
                 if any(o.mask is None for o in graph.objects):
-                    raise InputError(self.graphs_path, f"mask_size is {mask_size} but an object has no mask",
-                                     record)
+                    raise InputError(self.graphs_path, f"mask_size is {mask_size} but an object has no mask", record)
                 self._masks.append(tuple(o.mask for o in graph.objects))  # type: ignore[misc]
             else:
                 self._masks.append(None)
@@ -207,12 +211,20 @@ class SceneGraphDataset(torch.utils.data.Dataset):
         if images.dtype != np.uint8 or len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2]:
             raise InputError(self.images_path, f"expected (N, S, S, 3) uint8, got {shape} {images.dtype}")
         if shape[0] != num_graphs:
-            raise InputError(self.images_path, f"{shape[0]} images but {self.graphs_path.name} has {num_graphs} "
-                                               "scene graphs")
+            raise InputError(
+                self.images_path, f"{shape[0]} images but {self.graphs_path.name} has {num_graphs} scene graphs"
+            )
         self._image_shape = shape
 
-    def _validate(self, objs: np.ndarray, boxes: np.ndarray, triples: np.ndarray, num_objects: int,
-                  num_predicates: int, record: str) -> None:
+    def _validate(
+        self,
+        objs: np.ndarray,
+        boxes: np.ndarray,
+        triples: np.ndarray,
+        num_objects: int,
+        num_predicates: int,
+        record: str,
+    ) -> None:
         path = self.graphs_path
         if len(objs) < 1 or objs[-1] != 0:
             raise InputError(path, "the last object must be __image__ (vocab index 0)", record)
@@ -233,8 +245,9 @@ class SceneGraphDataset(torch.utils.data.Dataset):
         import pandas as pd
 
         try:
-            table = pd.read_csv(path, usecols=["patch_id", "split", "image_index", "image_id", "object_index"],
-                                dtype={"split": str})
+            table = pd.read_csv(
+                path, usecols=["patch_id", "split", "image_index", "image_id", "object_index"], dtype={"split": str}
+            )
         except FileNotFoundError as exc:
             raise InputError(path, "patch table not found (run `retrievegan patches`)") from exc
         except ValueError as exc:
@@ -242,19 +255,26 @@ class SceneGraphDataset(torch.utils.data.Dataset):
         rows = table[table["split"] == self.split]
         counts = np.array([len(o) - 1 for o in self._objs], dtype=np.int64)
         if len(rows) != counts.sum():
-            raise InputError(path, f"{len(rows)} {self.split} patches but {self.graphs_path.name} has "
-                                   f"{counts.sum()} real objects")
+            raise InputError(
+                path, f"{len(rows)} {self.split} patches but {self.graphs_path.name} has {counts.sum()} real objects"
+            )
         offsets = np.zeros(len(counts), dtype=np.int64)
         if len(rows):
             patch_id = rows["patch_id"].to_numpy()
             image_index = np.repeat(np.arange(len(counts)), counts)
             object_index = np.concatenate([np.arange(c) for c in counts]) if len(counts) else np.zeros(0, int)
-            bad = np.flatnonzero((rows["image_index"].to_numpy() != image_index)
-                                 | (rows["object_index"].to_numpy() != object_index)
-                                 | (rows["image_id"].to_numpy() != self.image_ids[image_index]))
+            bad = np.flatnonzero(
+                (rows["image_index"].to_numpy() != image_index)
+                | (rows["object_index"].to_numpy() != object_index)
+                | (rows["image_id"].to_numpy() != self.image_ids[image_index])
+            )
             if len(bad):
-                raise InputError(path, f"row does not match {self.graphs_path.name} (image {image_index[bad[0]]}, "
-                                       f"object {object_index[bad[0]]})", f"patch_id {patch_id[bad[0]]}")
+                raise InputError(
+                    path,
+                    f"row does not match {self.graphs_path.name} (image {image_index[bad[0]]}, "
+                    f"object {object_index[bad[0]]})",
+                    f"patch_id {patch_id[bad[0]]}",
+                )
             starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
             offsets = patch_id[starts.clip(max=len(patch_id) - 1)]
             if not (np.diff(patch_id) == 1).all():
@@ -336,4 +356,21 @@ def collate_scene_graphs(items: Sequence[SceneGraphItem]) -> SceneGraphBatch:
         objects_per_image=tuple(counts),
         real_rows=torch.from_numpy(np.flatnonzero(real).astype(np.int64)),
         image_rows=torch.from_numpy(np.flatnonzero(~real).astype(np.int64)),
+    )
+
+
+def check_spec(trained: DataSpec, data: DataSpec, where: Path) -> None:
+    """The data must match what the model was trained on (vocab sizes, image and mask sizes)."""
+    for field in ("num_objects", "num_predicates", "image_size", "object_names", "predicate_names"):
+        if getattr(trained, field) != getattr(data, field):
+            raise InputError(
+                where,
+                f"{field} differs from the model's training data "
+                f"({getattr(data, field)!r} vs {getattr(trained, field)!r})",
+            )
+
+
+def sequential_loader(dataset: SceneGraphDataset, batch_size: int, num_workers: int) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_scene_graphs
     )

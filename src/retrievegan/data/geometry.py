@@ -24,8 +24,9 @@ COCO_PREDICATES = ("__in_image__", "left of", "right of", "above", "below", "ins
 Box = tuple[float, float, float, float]
 
 
-def predicate_for(subject_box: Box, object_box: Box, subject_center: tuple[float, float],
-                  object_center: tuple[float, float]) -> str:
+def predicate_for(
+    subject_box: Box, object_box: Box, subject_center: tuple[float, float], object_center: tuple[float, float]
+) -> str:
     """The sg2im predicate name for the ordered pair (subject, object)."""
     sx0, sy0, sx1, sy1 = subject_box
     ox0, oy0, ox1, oy1 = object_box
@@ -55,8 +56,9 @@ def mask_center(box: Box, mask: np.ndarray | None) -> tuple[float, float]:
     return (float(xs[cols].mean()), float(ys[rows].mean()))
 
 
-def draw_triples(boxes: Sequence[Box], centers: Sequence[tuple[float, float]],
-                 rng: np.random.Generator) -> list[tuple[int, str, int]]:
+def draw_triples(
+    boxes: Sequence[Box], centers: Sequence[tuple[float, float]], rng: np.random.Generator
+) -> list[tuple[int, str, int]]:
     """One triple per real object (sg2im's loop), predicates as names. ``boxes``: the real objects only."""
     n = len(boxes)
     triples: list[tuple[int, str, int]] = []

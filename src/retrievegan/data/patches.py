@@ -28,8 +28,20 @@ from retrievegan.data.scene_graph import SPLITS, SceneGraph, read_split, read_vo
 from retrievegan.errors import InputError
 from retrievegan.progressbar import progress_bar
 
-COLUMNS = ("patch_id", "split", "image_index", "image_id", "object_index", "category", "category_name",
-           "x0", "y0", "x1", "y1", "theme")
+COLUMNS = (
+    "patch_id",
+    "split",
+    "image_index",
+    "image_id",
+    "object_index",
+    "category",
+    "category_name",
+    "x0",
+    "y0",
+    "x1",
+    "y1",
+    "theme",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,8 +75,9 @@ def _crop_image(path: Path, graph: SceneGraph, crop_size: int) -> np.ndarray:
     return out
 
 
-def build_patch_bank(data_dir: str | Path, cfg: PatchConfig, out_dir: str | Path,
-                     progress: bool = True) -> pd.DataFrame:
+def build_patch_bank(
+    data_dir: str | Path, cfg: PatchConfig, out_dir: str | Path, progress: bool = True
+) -> pd.DataFrame:
     """Crop every real object of every split in ``data_dir`` (canonical files) into the bank."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     vocab = read_vocab(data_dir / "vocab.json")
@@ -75,16 +88,28 @@ def build_patch_bank(data_dir: str | Path, cfg: PatchConfig, out_dir: str | Path
         for image_index, graph in enumerate(split.graphs):
             jobs.append((Path(split.image_dir) / graph.file_name, graph))
             for k, obj in enumerate(graph.objects[:-1]):
-                rows.append((len(rows), split_name, image_index, graph.image_id, k, obj.category,
-                             vocab.object_names[obj.category], *obj.box,
-                             "" if graph.theme is None else graph.theme))
+                rows.append(
+                    (
+                        len(rows),
+                        split_name,
+                        image_index,
+                        graph.image_id,
+                        k,
+                        obj.category,
+                        vocab.object_names[obj.category],
+                        *obj.box,
+                        "" if graph.theme is None else graph.theme,
+                    )
+                )
     table = pd.DataFrame(rows, columns=list(COLUMNS))
-    with io.atomic_memmap(out_dir / "patches.npy", (len(rows), cfg.crop_size, cfg.crop_size, 3),
-                          np.uint8) as bank, ThreadPoolExecutor(max_workers=max(1, cfg.num_workers)) as pool:
+    with (
+        io.atomic_memmap(out_dir / "patches.npy", (len(rows), cfg.crop_size, cfg.crop_size, 3), np.uint8) as bank,
+        ThreadPoolExecutor(max_workers=max(1, cfg.num_workers)) as pool,
+    ):
         crops = pool.map(_crop_image, [p for p, _ in jobs], [g for _, g in jobs], [cfg.crop_size] * len(jobs))
         offset = 0
         for block in progress_bar(crops, total=len(jobs), desc="patch bank", disable=not progress, unit="img"):
-            bank[offset:offset + len(block)] = block
+            bank[offset : offset + len(block)] = block
             offset += len(block)
         assert offset == len(rows)
         io.write_text(out_dir / "patches.csv", table.to_csv(index=False, float_format="%.6f"))

@@ -47,8 +47,11 @@ def _check_image(raw: RawImage, split: str) -> None:
     except (UnidentifiedImageError, OSError) as exc:
         raise InputError(raw.path, f"cannot read image: {exc}", record) from exc
     if size != (raw.graph.width, raw.graph.height):
-        raise InputError(raw.path, f"image is {size[0]}x{size[1]} but its annotation says "
-                                   f"{raw.graph.width}x{raw.graph.height}", record)
+        raise InputError(
+            raw.path,
+            f"image is {size[0]}x{size[1]} but its annotation says {raw.graph.width}x{raw.graph.height}",
+            record,
+        )
 
 
 def load_resized(path: Path, size: int) -> np.ndarray:
@@ -67,18 +70,28 @@ def read_source(source: str, source_cfg: Any, seed: int) -> tuple[dict[str, list
     raise ValueError(f"unknown source {source!r}; expected one of {SOURCES}")
 
 
-def preprocess(source: str, source_cfg: CocoStuffConfig | VisualGenomeConfig, cfg: PreprocessConfig,
-               out_dir: str | Path, dataset: str, progress: bool = True) -> dict[str, Any]:
+def preprocess(
+    source: str,
+    source_cfg: CocoStuffConfig | VisualGenomeConfig,
+    cfg: PreprocessConfig,
+    out_dir: str | Path,
+    dataset: str,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Read, filter and canonicalise one source; write everything under ``out_dir``; return the stats."""
     out_dir = Path(out_dir)
     splits, vocab, counts = read_source(source, source_cfg, cfg.seed)
     for split in SPLITS:
         for raw in splits[split]:
             _check_image(raw, split)
-    image_dir = {"coco_stuff": {"train": getattr(source_cfg, "image_dir_train", ""),
-                                "val": getattr(source_cfg, "image_dir_val", ""),
-                                "test": getattr(source_cfg, "image_dir_val", "")},
-                 "visual_genome": {s: getattr(source_cfg, "image_dir", "") for s in SPLITS}}[source]
+    image_dir = {
+        "coco_stuff": {
+            "train": getattr(source_cfg, "image_dir_train", ""),
+            "val": getattr(source_cfg, "image_dir_val", ""),
+            "test": getattr(source_cfg, "image_dir_val", ""),
+        },
+        "visual_genome": {s: getattr(source_cfg, "image_dir", "") for s in SPLITS},
+    }[source]
     mask_size = getattr(source_cfg, "mask_size", None)
     row = {
         "dataset": dataset,
@@ -96,23 +109,33 @@ def preprocess(source: str, source_cfg: CocoStuffConfig | VisualGenomeConfig, cf
         for split in SPLITS:
             graphs = tuple(raw.graph for raw in splits[split])
             path = stack.enter_context(io.atomic_path(out_dir / f"{split}.json"))
-            path.write_text(io.dumps_json(Split(source, split, image_dir[split], mask_size, graphs).to_json()),
-                            encoding="utf-8")
-            array = stack.enter_context(io.atomic_memmap(out_dir / f"{split}_images.npy",
-                                                         (len(graphs), cfg.image_size, cfg.image_size, 3), np.uint8))
+            path.write_text(
+                io.dumps_json(Split(source, split, image_dir[split], mask_size, graphs).to_json()), encoding="utf-8"
+            )
+            array = stack.enter_context(
+                io.atomic_memmap(
+                    out_dir / f"{split}_images.npy", (len(graphs), cfg.image_size, cfg.image_size, 3), np.uint8
+                )
+            )
             paths = [raw.path for raw in splits[split]]
             with ThreadPoolExecutor(max_workers=max(1, cfg.num_workers)) as pool:
                 images = pool.map(load_resized, paths, [cfg.image_size] * len(paths))
-                for i, pixels in enumerate(tqdm(images, total=len(paths), desc=f"{source} {split} images",
-                                                disable=not progress, unit="img")):
+                for i, pixels in enumerate(
+                    tqdm(images, total=len(paths), desc=f"{source} {split} images", disable=not progress, unit="img")
+                ):
                     array[i] = pixels
         stack.enter_context(io.atomic_path(out_dir / "vocab.json")).write_text(
-            io.dumps_json(vocab.to_json()), encoding="utf-8")
-        stack.enter_context(io.atomic_path(out_dir / "stats.json")).write_text(io.dumps_json(stats),
-                                                                               encoding="utf-8")
+            io.dumps_json(vocab.to_json()), encoding="utf-8"
+        )
+        stack.enter_context(io.atomic_path(out_dir / "stats.json")).write_text(io.dumps_json(stats), encoding="utf-8")
         stack.enter_context(io.atomic_path(out_dir / "run.json")).write_text(
-            io.dumps_json(runinfo.run_record("preprocess", {"source": source, "source_config": source_cfg,
-                                                            "preprocess": cfg}, cfg.seed)), encoding="utf-8")
+            io.dumps_json(
+                runinfo.run_record(
+                    "preprocess", {"source": source, "source_config": source_cfg, "preprocess": cfg}, cfg.seed
+                )
+            ),
+            encoding="utf-8",
+        )
     runinfo.report_provenance(out_dir / "run.json")
     return stats
 
@@ -129,7 +152,8 @@ def dataset_table(stats_paths: list[str | Path], out_csv: str | Path) -> list[di
             rows.append(json.loads(Path(path).read_text(encoding="utf-8"))["table_row"])
         except (FileNotFoundError, KeyError, json.JSONDecodeError) as exc:
             raise InputError(path, f"not a preprocess stats file: {exc}") from exc
-    frame = pd.DataFrame(rows, columns=["dataset", "source", "train", "val", "test", "categories", "predicates",
-                                        "patches", "image_size"])
+    frame = pd.DataFrame(
+        rows, columns=["dataset", "source", "train", "val", "test", "categories", "predicates", "patches", "image_size"]
+    )
     io.write_text(out_csv, frame.to_csv(index=False))
     return rows

@@ -8,7 +8,7 @@ The KDE includes the evaluated colour itself, so every density is positive and e
 
 **Label map** (which category each pixel belongs to; the supplement's segmentation map ``x``): each real
 object's ``M x M`` mask (COCO-Stuff; **Visual Genome has boxes only: the whole box is used**) is warped into
-its box with the same sampling as the layout (``models.layout.boxes_to_grid``, bilinear), and a pixel belongs
+its box with the same sampling as the layout (``data.box_grid.boxes_to_grid``, bilinear), and a pixel belongs
 to the object when the warped mask is >= 0.5 there. Where objects overlap, the one covering fewer pixels wins
 (ours: the supplement's maps have no overlaps; a small thing lies on top of the stuff around it); ties go to
 the earlier object. Pixels no object covers have no category (-1). The maps are computed at the canonical
@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 from retrievegan import io, runinfo
 from retrievegan.errors import InputError
-from retrievegan.train.checkpoint import sha256_file
+from retrievegan.io import sha256_file
 
 FORMAT = "retrievegan-rarity"
 KDE_ABSENT, KDE_FITTED, KDE_FALLBACK = 0, 1, 2
@@ -85,11 +85,17 @@ class RarityConfig:
 
 
 # --- label maps and the loss mask ------------------------------------------------------------------
-def label_maps(objs: torch.Tensor, boxes: torch.Tensor, masks: torch.Tensor | None, obj_to_img: torch.Tensor,
-               num_images: int, size: int) -> torch.Tensor:
+def label_maps(
+    objs: torch.Tensor,
+    boxes: torch.Tensor,
+    masks: torch.Tensor | None,
+    obj_to_img: torch.Tensor,
+    num_images: int,
+    size: int,
+) -> torch.Tensor:
     """The category of every pixel (module docstring). objs (O,) with ``__image__`` = 0 (ignored), boxes (O, 4),
     masks (O, M, M) in [0, 1] or None (whole boxes), obj_to_img (O,) -> (N, S, S) int64, -1 where no object."""
-    from retrievegan.models.layout import boxes_to_grid, positions_in_image
+    from retrievegan.data.box_grid import boxes_to_grid, positions_in_image
 
     real = objs != 0
     labels = torch.full((num_images, size, size), -1, dtype=torch.int64, device=objs.device)
@@ -102,16 +108,20 @@ def label_maps(objs: torch.Tensor, boxes: torch.Tensor, masks: torch.Tensor | No
     else:
         masks_real = masks[real].float()
     grid = boxes_to_grid(boxes[real].float(), size)
-    warped = F.grid_sample(masks_real.unsqueeze(1), grid, mode="bilinear", padding_mode="zeros",
-                           align_corners=False)[:, 0]
+    warped = F.grid_sample(masks_real.unsqueeze(1), grid, mode="bilinear", padding_mode="zeros", align_corners=False)[
+        :, 0
+    ]
     cover = warped >= MASK_THRESHOLD  # (R, S, S)
     area = cover.flatten(1).sum(1).float()
     key = torch.where(cover, area.view(-1, 1, 1), torch.full_like(warped, float("inf")))
     position, most = positions_in_image(img, num_images)
-    padded = torch.full((num_images, most, size, size), float("inf"), device=objs.device).index_put((img, position), key)
+    padded = torch.full((num_images, most, size, size), float("inf"), device=objs.device).index_put(
+        (img, position), key
+    )
     best, winner = padded.min(dim=1)  # first minimum: the earlier object on ties
     padded_cats = torch.full((num_images, most), -1, dtype=torch.int64, device=objs.device).index_put(
-        (img, position), cats)
+        (img, position), cats
+    )
     labels = padded_cats.gather(1, winner.flatten(1)).view(num_images, size, size)
     return torch.where(torch.isinf(best), torch.full_like(labels, -1), labels)
 
@@ -127,8 +137,10 @@ def rarity_mask(labels: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     unscored = labelled & ~(values > 0)
     if bool(unscored.any()):
         bad = int(torch.nonzero(unscored)[0, 0])
-        raise ValueError(f"image {bad} of the batch has a category without a positive rarity score (category "
-                         f"{int(labels[unscored][0])}): the scores do not belong to these images")
+        raise ValueError(
+            f"image {bad} of the batch has a category without a positive rarity score (category "
+            f"{int(labels[unscored][0])}): the scores do not belong to these images"
+        )
     inf = torch.tensor(float("inf"), dtype=values.dtype, device=values.device)
     high = torch.where(labelled, values, -inf).flatten(1).max(1).values
     low = torch.where(labelled, values, inf).flatten(1).min(1).values
@@ -160,8 +172,12 @@ def mean_colours(labels: np.ndarray, pixels: np.ndarray, num_categories: int, fi
     rgb = pixels[labelled].astype(np.float64) / 255.0
     sums = np.stack([np.bincount(key, weights=rgb[:, c], minlength=n * num_categories) for c in range(3)], 1)
     present = np.flatnonzero(counts)
-    return CategoryColours(image=present // num_categories + first_image, category=present % num_categories,
-                           pixels=counts[present].astype(np.int64), colour=sums[present] / counts[present, None])
+    return CategoryColours(
+        image=present // num_categories + first_image,
+        category=present % num_categories,
+        pixels=counts[present].astype(np.int64),
+        colour=sums[present] / counts[present, None],
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,7 +196,7 @@ def isotropic_log_density(points: np.ndarray, bandwidth: float) -> np.ndarray:
 
     n, d = points.shape
     sq = ((points[:, None, :] - points[None, :, :]) ** 2).sum(-1)
-    log_kernel = -0.5 * sq / bandwidth ** 2 - 0.5 * d * np.log(2 * np.pi * bandwidth ** 2)
+    log_kernel = -0.5 * sq / bandwidth**2 - 0.5 * d * np.log(2 * np.pi * bandwidth**2)
     return logsumexp(log_kernel, axis=1) - np.log(n)
 
 
@@ -205,8 +221,13 @@ def category_kde(colours: np.ndarray, cfg: RarityConfig) -> CategoryKde:
     return CategoryKde(log_density, KDE_FALLBACK, float("nan"), reason)
 
 
-def compute_rarity(data_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], cfg: RarityConfig,
-                   split: str = "train", progress: bool = True) -> Path:
+def compute_rarity(
+    data_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    cfg: RarityConfig,
+    split: str = "train",
+    progress: bool = True,
+) -> Path:
     """``retrievegan rarity``: the rarity scores of every (image, category) pair of ``split`` (module docstring)
     -> ``<out_dir>/{rarity.npz, categories.csv, run.json}``. Returns the npz path."""
     from retrievegan.data.dataset import SceneGraphDataset, collate_scene_graphs
@@ -218,14 +239,16 @@ def compute_rarity(data_dir: str | os.PathLike[str], out_dir: str | os.PathLike[
     pixels = io.load_array(dataset.images_path)
     size = dataset.image_size
     parts = []
-    for start in progress_bar(range(0, len(dataset), cfg.batch_size), desc="rarity: label maps", unit="chunk",
-                      disable=not progress):
+    for start in progress_bar(
+        range(0, len(dataset), cfg.batch_size), desc="rarity: label maps", unit="chunk", disable=not progress
+    ):
         rows = range(start, min(start + cfg.batch_size, len(dataset)))
         batch = collate_scene_graphs([dataset[i] for i in rows])
         labels = label_maps(batch.objs, batch.boxes, batch.masks, batch.obj_to_img, batch.num_images, size).numpy()
-        parts.append(mean_colours(labels, np.asarray(pixels[rows.start:rows.stop]), num_categories, start))
-    entries = CategoryColours(*(np.concatenate([getattr(p, f.name) for p in parts])
-                                for f in dataclasses.fields(CategoryColours)))
+        parts.append(mean_colours(labels, np.asarray(pixels[rows.start : rows.stop]), num_categories, start))
+    entries = CategoryColours(
+        *(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(CategoryColours))
+    )
     log_density = np.zeros(len(entries.image))
     cat_pixels = np.bincount(entries.category, weights=entries.pixels, minlength=num_categories).astype(np.int64)
     cat_images = np.bincount(entries.category, minlength=num_categories).astype(np.int64)
@@ -243,24 +266,43 @@ def compute_rarity(data_dir: str | os.PathLike[str], out_dir: str | os.PathLike[
     out_dir = Path(out_dir)
     npz = out_dir / "rarity.npz"
     arrays = {
-        "format": np.array(FORMAT), "train_sha256": np.array(sha256_file(dataset.graphs_path)),
-        "image_ids": dataset.image_ids, "num_categories": np.array(num_categories),
-        "entry_image": entries.image, "entry_category": entries.category, "entry_pixels": entries.pixels,
-        "entry_colour": entries.colour, "entry_log_density": log_density, "entry_rarity": rarity,
-        "category_pixels": cat_pixels, "category_images": cat_images, "category_kde": cat_kde,
+        "format": np.array(FORMAT),
+        "train_sha256": np.array(sha256_file(dataset.graphs_path)),
+        "image_ids": dataset.image_ids,
+        "num_categories": np.array(num_categories),
+        "entry_image": entries.image,
+        "entry_category": entries.category,
+        "entry_pixels": entries.pixels,
+        "entry_colour": entries.colour,
+        "entry_log_density": log_density,
+        "entry_rarity": rarity,
+        "category_pixels": cat_pixels,
+        "category_images": cat_images,
+        "category_kde": cat_kde,
         "category_factor": cat_factor,
     }
     io.save_npz(npz, arrays)
     table = RarityTable(npz)
     io.write_text(out_dir / "categories.csv", categories_csv(table, names, reasons, cfg))
-    runinfo.write_run_json(out_dir, "rarity", {"rarity": cfg, "data_dir": str(data_dir), "split": split}, None, {
-        "images": len(dataset), "entries": int(len(entries.image)), "image_size": size,
-        "categories_present": int((cat_images > 0).sum()),
-        "categories_fallback": [names[c] for c in np.flatnonzero(cat_kde == KDE_FALLBACK)],
-        "top_categories": [names[c] for c in table.top_categories(cfg.top_categories)]
-        if (cat_images > 0).sum() >= cfg.top_categories else None,
-        "masks": "COCO-Stuff masks warped into their boxes" if dataset.spec.mask_size else
-                 "no masks in this source (Visual Genome): whole boxes"})
+    runinfo.write_run_json(
+        out_dir,
+        "rarity",
+        {"rarity": cfg, "data_dir": str(data_dir), "split": split},
+        None,
+        {
+            "images": len(dataset),
+            "entries": int(len(entries.image)),
+            "image_size": size,
+            "categories_present": int((cat_images > 0).sum()),
+            "categories_fallback": [names[c] for c in np.flatnonzero(cat_kde == KDE_FALLBACK)],
+            "top_categories": [names[c] for c in table.top_categories(cfg.top_categories)]
+            if (cat_images > 0).sum() >= cfg.top_categories
+            else None,
+            "masks": "COCO-Stuff masks warped into their boxes"
+            if dataset.spec.mask_size
+            else "no masks in this source (Visual Genome): whole boxes",
+        },
+    )
     return npz
 
 
@@ -268,17 +310,42 @@ def categories_csv(table: RarityTable, names: tuple[str, ...], reasons: list[str
     """categories.csv: one row per category present in the split, by total area (largest first)."""
     buffer = _io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["area_rank", "category", "name", "images", "pixels", "top_share", "kde", "bandwidth_factor",
-                     "fallback_reason", "rarity_min", "rarity_median", "rarity_max"])
+    writer.writerow(
+        [
+            "area_rank",
+            "category",
+            "name",
+            "images",
+            "pixels",
+            "top_share",
+            "kde",
+            "bandwidth_factor",
+            "fallback_reason",
+            "rarity_min",
+            "rarity_median",
+            "rarity_max",
+        ]
+    )
     top = set(table.top_categories(min(cfg.top_categories, table.present_categories)).tolist())
     for rank, category in enumerate(table.area_order()):
         scores = table.entry_rarity[table.entry_category == category]
         factor = table.category_factor[category]
-        writer.writerow([rank + 1, int(category), names[category] if category < len(names) else "",
-                         int(table.category_images[category]), int(table.category_pixels[category]),
-                         category in top, KDE_NAMES[int(table.category_kde[category])],
-                         "" if np.isnan(factor) else repr(float(factor)), reasons[category],
-                         repr(float(scores.min())), repr(float(np.median(scores))), repr(float(scores.max()))])
+        writer.writerow(
+            [
+                rank + 1,
+                int(category),
+                names[category] if category < len(names) else "",
+                int(table.category_images[category]),
+                int(table.category_pixels[category]),
+                category in top,
+                KDE_NAMES[int(table.category_kde[category])],
+                "" if np.isnan(factor) else repr(float(factor)),
+                reasons[category],
+                repr(float(scores.min())),
+                repr(float(np.median(scores))),
+                repr(float(scores.max())),
+            ]
+        )
     return buffer.getvalue()
 
 
@@ -286,9 +353,22 @@ def categories_csv(table: RarityTable, names: tuple[str, ...], reasons: list[str
 class RarityTable:
     """``rarity.npz`` (:func:`compute_rarity`), checked on the way in; bad files are InputErrors naming them."""
 
-    KEYS = ("format", "train_sha256", "image_ids", "num_categories", "entry_image", "entry_category", "entry_pixels",
-            "entry_colour", "entry_log_density", "entry_rarity", "category_pixels", "category_images",
-            "category_kde", "category_factor")
+    KEYS = (
+        "format",
+        "train_sha256",
+        "image_ids",
+        "num_categories",
+        "entry_image",
+        "entry_category",
+        "entry_pixels",
+        "entry_colour",
+        "entry_log_density",
+        "entry_rarity",
+        "category_pixels",
+        "category_images",
+        "category_kde",
+        "category_factor",
+    )
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
@@ -315,8 +395,12 @@ class RarityTable:
         self.category_kde = arrays["category_kde"].astype(np.int64)
         self.category_factor = arrays["category_factor"].astype(np.float64)
         n, c = len(self.image_ids), self.num_categories
-        if len(self.entry_image) and (self.entry_image.min() < 0 or self.entry_image.max() >= n
-                                      or self.entry_category.min() < 0 or self.entry_category.max() >= c):
+        if len(self.entry_image) and (
+            self.entry_image.min() < 0
+            or self.entry_image.max() >= n
+            or self.entry_category.min() < 0
+            or self.entry_category.max() >= c
+        ):
             raise InputError(self.path, "an entry lies outside the images or the categories")
         if not (np.isfinite(self.entry_rarity).all() and (self.entry_rarity > 0).all()):
             raise InputError(self.path, "rarity scores must be finite and positive")
@@ -330,8 +414,10 @@ class RarityTable:
     def check_dataset(self, image_ids: np.ndarray, graphs_path: str | os.PathLike[str], num_categories: int) -> None:
         """The scores belong to this split: same scene-graph file, image ids and vocabulary size."""
         if self.train_sha256 != sha256_file(Path(graphs_path)) or not np.array_equal(self.image_ids, image_ids):
-            raise InputError(self.path, f"computed from another {Path(graphs_path).name} (re-run `retrievegan "
-                                        "rarity` on the training data)")
+            raise InputError(
+                self.path,
+                f"computed from another {Path(graphs_path).name} (re-run `retrievegan rarity` on the training data)",
+            )
         if self.num_categories != num_categories:
             raise InputError(self.path, f"{self.num_categories} categories, the data has {num_categories}")
 

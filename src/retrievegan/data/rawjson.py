@@ -28,8 +28,9 @@ def require_list(value: Any, path: str | Path, where: str) -> list[Any]:
     return value
 
 
-def check_box(x: Any, y: Any, w: Any, h: Any, width: int, height: int, tolerance: float,
-              path: str | Path, where: str) -> tuple[float, float, float, float]:
+def check_box(
+    x: Any, y: Any, w: Any, h: Any, width: int, height: int, tolerance: float, path: str | Path, where: str
+) -> tuple[float, float, float, float]:
     """Validate an ``(x, y, w, h)`` pixel box against its image; return it as floats.
 
     Raises InputError for non-numbers, zero or negative width/height, or a box that leaves the

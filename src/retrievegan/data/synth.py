@@ -121,8 +121,26 @@ def _shape_polygon(name: str, cx: float, cy: float, size: float, rot: float) -> 
         pts = np.array([[0, -1], [0.65, 0], [0, 1], [-0.65, 0]], dtype=float) * r
     elif name == "cross":
         a, b = 1.0, 0.33
-        pts = np.array([[-b, -a], [b, -a], [b, -b], [a, -b], [a, b], [b, b], [b, a], [-b, a], [-b, b],
-                        [-a, b], [-a, -b], [-b, -b]], dtype=float) * r
+        pts = (
+            np.array(
+                [
+                    [-b, -a],
+                    [b, -a],
+                    [b, -b],
+                    [a, -b],
+                    [a, b],
+                    [b, b],
+                    [b, a],
+                    [-b, a],
+                    [-b, b],
+                    [-a, b],
+                    [-a, -b],
+                    [-b, -b],
+                ],
+                dtype=float,
+            )
+            * r
+        )
     elif name == "star":
         ang = np.linspace(-np.pi / 2, 1.5 * np.pi, 10, endpoint=False)
         rad = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
@@ -150,12 +168,14 @@ def _render_scene(image_id: int, themes: tuple[Theme, ...], cfg: SynthConfig, rn
     top = TOP_STUFF[int(rng.integers(len(TOP_STUFF)))]
     bottom = BOTTOM_STUFF[int(rng.integers(len(BOTTOM_STUFF)))]
     xs = np.arange(width)
-    horizon = height * (rng.uniform(0.35, 0.6) + 0.05 * np.sin(2 * np.pi * xs / width * rng.uniform(0.5, 2.0)
-                                                                + rng.uniform(0, 2 * np.pi)))
+    horizon = height * (
+        rng.uniform(0.35, 0.6)
+        + 0.05 * np.sin(2 * np.pi * xs / width * rng.uniform(0.5, 2.0) + rng.uniform(0, 2 * np.pi))
+    )
     ys = np.arange(height)[:, None]
     top_mask = ys < horizon[None, :]
     bottom_mask = ~top_mask
-    for (cat_id, name, overlay), mask, colours in ((top, top_mask, (0, 3)), (bottom, bottom_mask, (1, 0))):
+    for (_, _, overlay), mask, colours in ((top, top_mask, (0, 3)), (bottom, bottom_mask, (1, 0))):
         layer = paint(theme, colours, height, width, rng.uniform(0, 2 * np.pi), rng.uniform(0.9, 1.05), rng)
         layer *= stuff_overlay(overlay, height, width, rng)[..., None]
         canvas[mask] = layer[mask]
@@ -195,11 +215,11 @@ def _render_scene(image_id: int, themes: tuple[Theme, ...], cfg: SynthConfig, rn
         mask = _polygon_mask(poly, height, width)
         if mask.any():  # paint only the shape's bounding box
             x0, y0, w, h = (int(v) for v in _bbox(mask))
-            local = mask[y0:y0 + h, x0:x0 + w]
+            local = mask[y0 : y0 + h, x0 : x0 + w]
             layer = paint(theme, (2, 3), h, w, rng.uniform(0, 2 * np.pi), rng.uniform(0.85, 1.1), rng)
             edge = local & ~np.roll(local, 1, 0) | local & ~np.roll(local, 1, 1)
             layer[edge] *= 0.5
-            window = canvas[y0:y0 + h, x0:x0 + w]
+            window = canvas[y0 : y0 + h, x0 : x0 + w]
             window[local] = layer[local]
         things_union |= mask
         regions.append(_Region(cat_id, name, "thing", mask, [round(float(v), 2) for v in poly.reshape(-1)]))
@@ -238,8 +258,11 @@ def _coco_files(scenes: list[_Scene], split_name: str) -> tuple[dict[str, Any], 
         }
         for s in scenes
     ]
-    info = {"description": f"RetrieveGAN harness synthetic benchmark ({split_name}2017)", "version": "1.0",
-            "year": 2026}
+    info = {
+        "description": f"RetrieveGAN harness synthetic benchmark ({split_name}2017)",
+        "version": "1.0",
+        "year": 2026,
+    }
     licenses = [{"id": 1, "name": "CC0", "url": ""}]
     things, stuff = [], []
     for scene in scenes:
@@ -248,24 +271,41 @@ def _coco_files(scenes: list[_Scene], split_name: str) -> tuple[dict[str, Any], 
                 continue
             ann_id = scene.image_id * 100 + k
             if region.kind == "thing":
-                things.append({
-                    "id": ann_id, "image_id": scene.image_id, "category_id": region.category_id,
-                    "segmentation": [region.polygon], "area": float(region.mask.sum()),
-                    "bbox": _bbox(region.mask), "iscrowd": 0,
-                })
+                things.append(
+                    {
+                        "id": ann_id,
+                        "image_id": scene.image_id,
+                        "category_id": region.category_id,
+                        "segmentation": [region.polygon],
+                        "area": float(region.mask.sum()),
+                        "bbox": _bbox(region.mask),
+                        "iscrowd": 0,
+                    }
+                )
             else:
                 rle = mask_utils.encode(np.asfortranarray(region.mask.astype(np.uint8)))
-                stuff.append({
-                    "id": ann_id, "image_id": scene.image_id, "category_id": region.category_id,
-                    "segmentation": {"size": [scene.height, scene.width], "counts": rle["counts"].decode("ascii")},
-                    "area": float(region.mask.sum()), "bbox": _bbox(region.mask), "iscrowd": 0,
-                })
+                stuff.append(
+                    {
+                        "id": ann_id,
+                        "image_id": scene.image_id,
+                        "category_id": region.category_id,
+                        "segmentation": {"size": [scene.height, scene.width], "counts": rle["counts"].decode("ascii")},
+                        "area": float(region.mask.sum()),
+                        "bbox": _bbox(region.mask),
+                        "iscrowd": 0,
+                    }
+                )
     thing_cats = [{"id": i, "name": n, "supercategory": "shape"} for i, n in THING_CATEGORIES]
     stuff_cats = [{"id": i, "name": n, "supercategory": "background"} for i, n, _ in TOP_STUFF + BOTTOM_STUFF]
     stuff_cats.append({"id": OTHER_CATEGORY[0], "name": OTHER_CATEGORY[1], "supercategory": "other"})
     instances = {"info": info, "licenses": licenses, "images": images, "annotations": things, "categories": thing_cats}
-    stuff_json = {"info": info, "licenses": licenses, "images": images, "annotations": stuff,
-                  "categories": sorted(stuff_cats, key=lambda c: c["id"])}
+    stuff_json = {
+        "info": info,
+        "licenses": licenses,
+        "images": images,
+        "annotations": stuff,
+        "categories": sorted(stuff_cats, key=lambda c: c["id"]),
+    }
     return instances, stuff_json
 
 
@@ -277,11 +317,17 @@ def _vg_files(scenes: list[_Scene], cfg: SynthConfig) -> dict[str, Any]:
     object_id = 1
     relationship_id = 1
     for vg_id, scene in enumerate(scenes, start=1):
-        image_data.append({
-            "image_id": vg_id, "width": scene.width, "height": scene.height,
-            "url": f"https://cs.stanford.edu/people/rak248/VG_100K/{vg_id}.jpg",
-            "coco_id": scene.image_id, "flickr_id": None, "synth_theme": scene.theme,
-        })
+        image_data.append(
+            {
+                "image_id": vg_id,
+                "width": scene.width,
+                "height": scene.height,
+                "url": f"https://cs.stanford.edu/people/rak248/VG_100K/{vg_id}.jpg",
+                "coco_id": scene.image_id,
+                "flickr_id": None,
+                "synth_theme": scene.theme,
+            }
+        )
         objs, attrs, boxes, centers, ids = [], [], [], [], []
         for region in scene.regions:
             if region.kind == "other" or not region.mask.any():
@@ -293,8 +339,17 @@ def _vg_files(scenes: list[_Scene], cfg: SynthConfig) -> dict[str, Any]:
             objs.append({"object_id": object_id, "x": x, "y": y, "w": w, "h": h, "names": [name], "synsets": []})
             brightness = "bright" if rng.random() < 0.5 else "dark"
             size_word = "large" if w * h > 0.1 * scene.width * scene.height else "small"
-            attrs.append({"object_id": object_id, "x": x, "y": y, "w": w, "h": h, "names": [name],
-                          "attributes": [brightness, size_word]})
+            attrs.append(
+                {
+                    "object_id": object_id,
+                    "x": x,
+                    "y": y,
+                    "w": w,
+                    "h": h,
+                    "names": [name],
+                    "attributes": [brightness, size_word],
+                }
+            )
             box = (x / scene.width, y / scene.height, (x + w) / scene.width, (y + h) / scene.height)
             boxes.append(box)
             centers.append(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2))
@@ -313,13 +368,22 @@ def _vg_files(scenes: list[_Scene], cfg: SynthConfig) -> dict[str, Any]:
             if rng.random() < 0.1:  # VG's raw predicates vary in case and spacing
                 pred = f" {pred.title()} "
             subj, obj = ids[s], ids[o]
-            rels.append({
-                "relationship_id": relationship_id, "predicate": pred, "synsets": [],
-                "subject": {"object_id": subj[0], "x": subj[1], "y": subj[2], "w": subj[3], "h": subj[4],
-                            "name": subj[5]},
-                "object": {"object_id": obj[0], "x": obj[1], "y": obj[2], "w": obj[3], "h": obj[4],
-                           "name": obj[5]},
-            })
+            rels.append(
+                {
+                    "relationship_id": relationship_id,
+                    "predicate": pred,
+                    "synsets": [],
+                    "subject": {
+                        "object_id": subj[0],
+                        "x": subj[1],
+                        "y": subj[2],
+                        "w": subj[3],
+                        "h": subj[4],
+                        "name": subj[5],
+                    },
+                    "object": {"object_id": obj[0], "x": obj[1], "y": obj[2], "w": obj[3], "h": obj[4], "name": obj[5]},
+                }
+            )
             relationship_id += 1
         objects.append({"image_id": vg_id, "objects": objs})
         attributes.append({"image_id": vg_id, "attributes": attrs})
@@ -329,11 +393,16 @@ def _vg_files(scenes: list[_Scene], cfg: SynthConfig) -> dict[str, Any]:
     n_val = int(round(cfg.vg_split_fractions[1] * len(scenes)))
     splits = {
         "train": sorted(int(i) for i in order[:n_train]),
-        "val": sorted(int(i) for i in order[n_train:n_train + n_val]),
-        "test": sorted(int(i) for i in order[n_train + n_val:]),
+        "val": sorted(int(i) for i in order[n_train : n_train + n_val]),
+        "test": sorted(int(i) for i in order[n_train + n_val :]),
     }
-    return {"image_data": image_data, "objects": objects, "relationships": relationships,
-            "attributes": attributes, "splits": splits}
+    return {
+        "image_data": image_data,
+        "objects": objects,
+        "relationships": relationships,
+        "attributes": attributes,
+        "splits": splits,
+    }
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -345,8 +414,9 @@ def _render_job(job: tuple[int, int, int], themes: tuple[Theme, ...], cfg: Synth
     return _render_scene(image_id, themes, cfg, np.random.default_rng([cfg.seed, split_code, index]))
 
 
-def generate(cfg: SynthConfig, out_coco: str | Path, out_vg: str | Path, progress: bool = True,
-             workers: int = 1) -> dict[str, int]:
+def generate(
+    cfg: SynthConfig, out_coco: str | Path, out_vg: str | Path, progress: bool = True, workers: int = 1
+) -> dict[str, int]:
     """Write the COCO-Stuff-format and VG-format synthetic benchmark; return counts.
 
     Deterministic: each image is drawn from ``default_rng([seed, split, index])``, so the same config
@@ -359,8 +429,9 @@ def generate(cfg: SynthConfig, out_coco: str | Path, out_vg: str | Path, progres
         for split_name, count, first_id in (("train", cfg.num_train, 100_000), ("val", cfg.num_val, 500_000)):
             jobs = [(first_id + index, SPLIT_CODES[split_name], index) for index in range(count)]
             rendered = pool.map(functools.partial(_render_job, themes=themes, cfg=cfg), jobs, chunksize=16)
-            scenes_by_split[split_name] = list(tqdm(rendered, total=count, desc=f"synth {split_name}2017",
-                                                    disable=not progress, unit="img"))
+            scenes_by_split[split_name] = list(
+                tqdm(rendered, total=count, desc=f"synth {split_name}2017", disable=not progress, unit="img")
+            )
 
     for split_name, scenes in scenes_by_split.items():
         image_dir = out_coco / "images" / f"{split_name}2017"

@@ -52,8 +52,9 @@ def make_themes(num_themes: int, seed: int) -> tuple[Theme, ...]:
     return tuple(themes)
 
 
-def texture_map(family: str, height: int, width: int, frequency: float, angle: float, phase: float,
-                rng: np.random.Generator) -> np.ndarray:
+def texture_map(
+    family: str, height: int, width: int, frequency: float, angle: float, phase: float, rng: np.random.Generator
+) -> np.ndarray:
     """A (H, W) float map in [0, 1] of the texture family."""
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     k = 2.0 * np.pi * frequency / 32.0
@@ -108,8 +109,15 @@ def stuff_overlay(kind: str, height: int, width: int, rng: np.random.Generator) 
     raise ValueError(f"unknown stuff overlay {kind!r}")
 
 
-def paint(theme: Theme, colour_pair: tuple[int, int], height: int, width: int, phase: float,
-          brightness: float, rng: np.random.Generator) -> np.ndarray:
+def paint(
+    theme: Theme,
+    colour_pair: tuple[int, int],
+    height: int,
+    width: int,
+    phase: float,
+    brightness: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """(H, W, 3) float image of the theme's texture between two palette colours."""
     tex = texture_map(theme.texture, height, width, theme.frequency, theme.angle, phase, rng)
     a = np.asarray(theme.palette[colour_pair[0]], dtype=np.float32)

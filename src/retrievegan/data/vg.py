@@ -20,8 +20,7 @@ import numpy as np
 
 from retrievegan.data.coco import RawImage
 from retrievegan.data.rawjson import check_box, load_json, require, require_list
-from retrievegan.data.scene_graph import IMAGE_OBJECT, IN_IMAGE, SPLITS, SceneGraph, SceneObject, Vocab, \
-    with_image_node
+from retrievegan.data.scene_graph import IMAGE_OBJECT, IN_IMAGE, SPLITS, SceneGraph, SceneObject, Vocab, with_image_node
 from retrievegan.errors import InputError
 
 
@@ -53,9 +52,16 @@ class VisualGenomeConfig:
         """The standard layout under ``root`` (what `retrievegan synth` writes): the json files, sg2im's
         ``vg_splits.json`` and alias files, and ``images/VG_100K*/``."""
         root = Path(root)
-        paths = {"image_data": "image_data.json", "objects": "objects.json", "relationships": "relationships.json",
-                 "attributes": "attributes.json", "splits": "vg_splits.json", "object_aliases": "object_alias.txt",
-                 "predicate_aliases": "predicate_alias.txt", "image_dir": "images"}
+        paths = {
+            "image_data": "image_data.json",
+            "objects": "objects.json",
+            "relationships": "relationships.json",
+            "attributes": "attributes.json",
+            "splits": "vg_splits.json",
+            "object_aliases": "object_alias.txt",
+            "predicate_aliases": "predicate_alias.txt",
+            "image_dir": "images",
+        }
         return cls(**({key: str(root / name) for key, name in paths.items()} | overrides))  # type: ignore[arg-type]
 
 
@@ -89,24 +95,30 @@ def _most_common(counter: Counter) -> str:
     return f"the most frequent, {name!r}, occurs {count} times"
 
 
-def _filter_summary(cfg: VisualGenomeConfig, stats: dict[str, int], vocab: Vocab,
-                    name_counter: Counter, pred_counter: Counter) -> str:
+def _filter_summary(
+    cfg: VisualGenomeConfig, stats: dict[str, int], vocab: Vocab, name_counter: Counter, pred_counter: Counter
+) -> str:
     """Why every image of ``split`` was dropped: the empty vocabulary, else the per-filter image counts."""
     causes = []
     if len(vocab.object_names) == 1:
-        causes.append(f"the object vocabulary is empty: no object name occurs min_object_instances = "
-                      f"{cfg.min_object_instances} times in the train split ({_most_common(name_counter)})")
+        causes.append(
+            f"the object vocabulary is empty: no object name occurs min_object_instances = "
+            f"{cfg.min_object_instances} times in the train split ({_most_common(name_counter)})"
+        )
     if len(vocab.predicate_names) == 1 and cfg.min_relationships_per_image > 0:
-        causes.append(f"the predicate vocabulary is empty: no predicate occurs min_relationship_instances = "
-                      f"{cfg.min_relationship_instances} times between kept train objects "
-                      f"({_most_common(pred_counter)})")
+        causes.append(
+            f"the predicate vocabulary is empty: no predicate occurs min_relationship_instances = "
+            f"{cfg.min_relationship_instances} times between kept train objects "
+            f"({_most_common(pred_counter)})"
+        )
     causes.append(
         f"of {stats['images_in_split']} images, {stats['images_dropped_small']} are smaller than min_image_size = "
         f"{cfg.min_image_size} px, {stats['images_dropped_object_count']} keep fewer than min_objects_per_image = "
         f"{cfg.min_objects_per_image} or more than max_objects_per_image = {cfg.max_objects_per_image} objects, "
         f"{stats['images_dropped_relationship_count']} keep fewer than min_relationships_per_image = "
         f"{cfg.min_relationships_per_image} or more than max_relationships_per_image = "
-        f"{cfg.max_relationships_per_image} relationships")
+        f"{cfg.max_relationships_per_image} relationships"
+    )
     return "; ".join(causes)
 
 
@@ -136,8 +148,13 @@ def read_visual_genome(cfg: VisualGenomeConfig, seed: int) -> tuple[dict[str, li
             if image_id not in images:
                 raise InputError(cfg.splits, f"image id {image_id} is not in {cfg.image_data}", name)
         splits[name] = [i for i in ids if min(images[i]["width"], images[i]["height"]) >= cfg.min_image_size]
-    counts: dict = {name: {"images_in_split": len(raw_splits[name]),
-                           "images_dropped_small": len(raw_splits[name]) - len(splits[name])} for name in SPLITS}
+    counts: dict = {
+        name: {
+            "images_in_split": len(raw_splits[name]),
+            "images_dropped_small": len(raw_splits[name]) - len(splits[name]),
+        }
+        for name in SPLITS
+    }
 
     obj_aliases = load_aliases(cfg.object_aliases)
     pred_aliases = load_aliases(cfg.predicate_aliases)
@@ -177,9 +194,17 @@ def read_visual_genome(cfg: VisualGenomeConfig, seed: int) -> tuple[dict[str, li
         for obj in objects[image_id]:
             where = f"image id {image_id}, object id {obj.get('object_id')}"
             object_id = require(obj, "object_id", cfg.objects, where)
-            box = check_box(require(obj, "x", cfg.objects, where), require(obj, "y", cfg.objects, where),
-                            require(obj, "w", cfg.objects, where), require(obj, "h", cfg.objects, where),
-                            img["width"], img["height"], cfg.box_tolerance_px, cfg.objects, where)
+            box = check_box(
+                require(obj, "x", cfg.objects, where),
+                require(obj, "y", cfg.objects, where),
+                require(obj, "w", cfg.objects, where),
+                require(obj, "h", cfg.objects, where),
+                img["width"],
+                img["height"],
+                cfg.box_tolerance_px,
+                cfg.objects,
+                where,
+            )
             final = next((n for n in names_of(obj, where) if n in name_to_idx), None)
             too_small = box[2] < cfg.min_object_size or box[3] < cfg.min_object_size
             dropped_small += int(too_small)
@@ -190,8 +215,7 @@ def read_visual_genome(cfg: VisualGenomeConfig, seed: int) -> tuple[dict[str, li
         where = f"image id {image_id}, relationship id {rel.get('relationship_id')}"
         subj = require(rel, "subject", cfg.relationships, where)
         obj = require(rel, "object", cfg.relationships, where)
-        return require(subj, "object_id", cfg.relationships, where), require(obj, "object_id", cfg.relationships,
-                                                                            where)
+        return require(subj, "object_id", cfg.relationships, where), require(obj, "object_id", cfg.relationships, where)
 
     pred_counter: Counter = Counter()
     for image_id in train_ids:
@@ -201,10 +225,12 @@ def read_visual_genome(cfg: VisualGenomeConfig, seed: int) -> tuple[dict[str, li
                 pred_counter[normalize_predicate(str(rel.get("predicate", "")), pred_aliases)] += 1
     predicate_names = _ranked(pred_counter, cfg.min_relationship_instances)
     pred_to_idx = {p: i + 1 for i, p in enumerate(predicate_names)}
-    vocab = Vocab(object_names=(IMAGE_OBJECT,) + tuple(object_names),
-                  predicate_names=(IN_IMAGE,) + tuple(predicate_names),
-                  object_source_ids=(None,) * (len(object_names) + 1),
-                  attribute_names=tuple(attribute_names))
+    vocab = Vocab(
+        object_names=(IMAGE_OBJECT,) + tuple(object_names),
+        predicate_names=(IN_IMAGE,) + tuple(predicate_names),
+        object_source_ids=(None,) * (len(object_names) + 1),
+        attribute_names=tuple(attribute_names),
+    )
 
     out: dict[str, list[RawImage]] = {}
     for name in SPLITS:
@@ -236,16 +262,28 @@ def read_visual_genome(cfg: VisualGenomeConfig, seed: int) -> tuple[dict[str, li
                 x, y, w, h = rec["box"]
                 x0, y0 = max(x, 0.0) / width, max(y, 0.0) / height
                 x1, y1 = min(x + w, width) / width, min(y + h, height) / height
-                scene_objects.append(SceneObject(category=rec["name_idx"], box=(x0, y0, x1, y1),
-                                                 source_id=int(obj_ids[old])))
+                scene_objects.append(
+                    SceneObject(category=rec["name_idx"], box=(x0, y0, x1, y1), source_id=int(obj_ids[old]))
+                )
             triples = [(remap[s], p, remap[o]) for s, p, o in rels if s in remap and o in remap]
             objs, trips = with_image_node(scene_objects, triples, None)
-            graph = SceneGraph(image_id=int(image_id), file_name=image_path(img["url"]), width=width,
-                               height=height, objects=objs, triples=trips, theme=img.get("synth_theme"))
+            graph = SceneGraph(
+                image_id=int(image_id),
+                file_name=image_path(img["url"]),
+                width=width,
+                height=height,
+                objects=objs,
+                triples=trips,
+                theme=img.get("synth_theme"),
+            )
             kept.append(RawImage(graph=graph, path=Path(cfg.image_dir) / graph.file_name))
         if not kept:
-            raise InputError(cfg.splits, f"the {name} split is empty after filtering: "
-                             + _filter_summary(cfg, stats, vocab, name_counter, pred_counter), name)
+            raise InputError(
+                cfg.splits,
+                f"the {name} split is empty after filtering: "
+                + _filter_summary(cfg, stats, vocab, name_counter, pred_counter),
+                name,
+            )
         stats["images_kept"] = len(kept)
         out[name] = kept
     counts["objects_dropped_small"] = dropped_small
@@ -258,8 +296,9 @@ def image_path(url: str) -> str:
     return posixpath.join(posixpath.basename(base), filename)
 
 
-def _select_objects(num_objects: int, rels: list[tuple[int, int, int]], cfg: VisualGenomeConfig,
-                    rng: np.random.Generator) -> list[int]:
+def _select_objects(
+    num_objects: int, rels: list[tuple[int, int, int]], cfg: VisualGenomeConfig, rng: np.random.Generator
+) -> list[int]:
     """sg2im's load-time selection: objects in relationships first, then orphans, max_objects_at_load - 1."""
     limit = cfg.max_objects_at_load - 1
     in_rels = {s for s, _, _ in rels} | {o for _, _, o in rels}

@@ -1,4 +1,4 @@
-"""Shared helpers of the embedding stages: the patch bank, per-image keys, the torch device."""
+"""Shared helpers of the embedding stages: the patch bank and per-image keys."""
 
 from __future__ import annotations
 
@@ -6,20 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from retrievegan.data.patches import load_patch_table
 from retrievegan import io
+from retrievegan.data.patches import load_patch_table
 from retrievegan.errors import InputError
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: cuda requested but CUDA is not available")
-    return torch.device(name)
 
 
 def load_bank(patches_dir: str | Path) -> tuple[np.ndarray, pd.DataFrame]:

@@ -37,7 +37,8 @@ import pandas as pd
 import torch
 
 from retrievegan import io, runinfo, seeds
-from retrievegan.embed.bank import image_keys, load_bank, resolve_device
+from retrievegan.device import pick_device
+from retrievegan.embed.bank import image_keys, load_bank
 from retrievegan.embed.nets import CooccurNet, to_input
 from retrievegan.errors import InputError
 from retrievegan.models.init import meta_device
@@ -166,26 +167,38 @@ def theme_precision_at_k(emb: torch.Tensor, themes: np.ndarray, ks: tuple[int, .
     d.fill_diagonal_(float("inf"))
     kmax = min(max(ks), len(th) - 1)
     same = (th[d.topk(kmax, dim=1, largest=False).indices] == th[:, None]).float()
-    return {f"theme_precision@{k}": float(same[:, :min(k, kmax)].mean()) for k in ks}
+    return {f"theme_precision@{k}": float(same[:, : min(k, kmax)].mean()) for k in ks}
 
 
 @torch.no_grad()
-def embed_rows(model: CooccurNet, bank: np.ndarray, rows: np.ndarray | None, batch_size: int,
-               device: torch.device, out: np.ndarray | None = None) -> np.ndarray:
+def embed_rows(
+    model: CooccurNet,
+    bank: np.ndarray,
+    rows: np.ndarray | None,
+    batch_size: int,
+    device: torch.device,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """F_occur of bank ``rows`` (all rows when None) -> ``(len(rows), E)`` float32 (into ``out`` if given)."""
     model.eval()
     total = len(bank) if rows is None else len(rows)
     if out is None:
         out = np.empty((total, model.head.out_features), dtype=np.float32)
     for s in range(0, total, batch_size):
-        chunk = bank[s:s + batch_size] if rows is None else bank[rows[s:s + batch_size]]
-        out[s:s + len(chunk)] = model(to_input(np.asarray(chunk), device)).cpu().numpy()
+        chunk = bank[s : s + batch_size] if rows is None else bank[rows[s : s + batch_size]]
+        out[s : s + len(chunk)] = model(to_input(np.asarray(chunk), device)).cpu().numpy()
     return out
 
 
-def evaluate(model: CooccurNet, bank: np.ndarray, table: pd.DataFrame, cfg: CooccurConfig,
-             device: torch.device, split: str = "val") -> dict[str, Any]:
-    rows = np.flatnonzero(table["split"].to_numpy() == split)[:cfg.eval_max_queries]
+def evaluate(
+    model: CooccurNet,
+    bank: np.ndarray,
+    table: pd.DataFrame,
+    cfg: CooccurConfig,
+    device: torch.device,
+    split: str = "val",
+) -> dict[str, Any]:
+    rows = np.flatnonzero(table["split"].to_numpy() == split)[: cfg.eval_max_queries]
     keys = image_keys(table)[rows]
     if len(rows) < 2 or not (np.unique(keys, return_counts=True)[1] >= 2).any():
         raise InputError("patches.csv", f"the {split} split has no image with two patches: no recall to compute")
@@ -204,25 +217,33 @@ def build_model(cfg: CooccurConfig, device: torch.device) -> CooccurNet:
     return build(lambda: CooccurNet(cfg.channels, cfg.embed_dim), gen).to(device)
 
 
-def train_cooccur(patches_dir: str | Path, cfg: CooccurConfig, model_dir: str | Path, embeddings_path: str | Path,
-                  metrics_path: str | Path, progress: bool = True) -> dict[str, Any]:
+def train_cooccur(
+    patches_dir: str | Path,
+    cfg: CooccurConfig,
+    model_dir: str | Path,
+    embeddings_path: str | Path,
+    metrics_path: str | Path,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Train F_occur on train patches, evaluate on val, embed every bank patch; write all outputs."""
     t0 = time.perf_counter()
     bank, table = load_bank(patches_dir)
-    device = resolve_device(cfg.device)
+    device = pick_device(cfg.device, "cooccur.device")
     keys = image_keys(table)
     train_rows = np.flatnonzero(table["split"].to_numpy() == "train")
     sampler = TripletSampler(train_rows, keys[train_rows])
     if sampler.num_images < 2:
-        raise InputError(Path(patches_dir) / "patches.csv",
-                         "need >= 2 training images with >= 2 patches to train the co-occurrence embedding")
+        raise InputError(
+            Path(patches_dir) / "patches.csv",
+            "need >= 2 training images with >= 2 patches to train the co-occurrence embedding",
+        )
     model = build_model(cfg, device)
     untrained = evaluate(model, bank, table, cfg, device)
-    val_keys = keys[np.flatnonzero(table["split"].to_numpy() == "val")[:cfg.eval_max_queries]]
+    val_keys = keys[np.flatnonzero(table["split"].to_numpy() == "val")[: cfg.eval_max_queries]]
     chance = chance_recall_at_k(val_keys, cfg.recall_k)
     theme = table["theme"]
     if theme.notna().all():
-        val_theme = theme.to_numpy()[np.flatnonzero(table["split"].to_numpy() == "val")[:cfg.eval_max_queries]]
+        val_theme = theme.to_numpy()[np.flatnonzero(table["split"].to_numpy() == "val")[: cfg.eval_max_queries]]
         # chance theme precision: a random other val row has the query's theme (leave-one-out)
         counts = np.bincount(np.asarray(val_theme, dtype=np.int64))
         loo = (counts[np.asarray(val_theme, dtype=np.int64)] - 1) / max(len(val_theme) - 1, 1)
@@ -243,14 +264,23 @@ def train_cooccur(patches_dir: str | Path, cfg: CooccurConfig, model_dir: str | 
         running_active += active
         n_running += 1
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            history.append({"step": step + 1, "loss": running / n_running, "active_triplets": running_active / n_running})
+            history.append(
+                {"step": step + 1, "loss": running / n_running, "active_triplets": running_active / n_running}
+            )
             running, running_active, n_running = 0.0, 0.0, 0
     model.eval()
     trained = evaluate(model, bank, table, cfg, device)
     train_seconds = time.perf_counter() - t0
     model_dir = Path(model_dir)
-    io.save_torch(model_dir / "checkpoint.pt", {"state_dict": model.cpu().state_dict(), "channels": list(cfg.channels),
-                                                "embed_dim": cfg.embed_dim, "config": runinfo.to_jsonable(cfg)})
+    io.save_torch(
+        model_dir / "checkpoint.pt",
+        {
+            "state_dict": model.cpu().state_dict(),
+            "channels": list(cfg.channels),
+            "embed_dim": cfg.embed_dim,
+            "config": runinfo.to_jsonable(cfg),
+        },
+    )
     model.to(device)
     with io.atomic_memmap(embeddings_path, (len(bank), cfg.embed_dim), np.float32) as out:
         embed_rows(model, bank, None, cfg.batch_size, device, out=out)
@@ -259,7 +289,7 @@ def train_cooccur(patches_dir: str | Path, cfg: CooccurConfig, model_dir: str | 
         "queries": int(len(val_keys)),
         "images": int(len(np.unique(val_keys))),
         "definition": "recall@k: share of val patches with >= 1 other patch of their image among their k nearest "
-                      "val patches (L2 in F_occur space, the query itself excluded)",
+        "val patches (L2 in F_occur space, the query itself excluded)",
         "trained": trained,
         "untrained": untrained,
         "chance": chance,
@@ -268,11 +298,21 @@ def train_cooccur(patches_dir: str | Path, cfg: CooccurConfig, model_dir: str | 
     }
     io.write_json(metrics_path, metrics)
     seconds = time.perf_counter() - t0
-    runinfo.write_run_json(model_dir, "cooccur", cfg, cfg.seed, {
-        "patches_dir": str(patches_dir), "embeddings": str(embeddings_path), "metrics": str(metrics_path),
-        "train_images": sampler.num_images, "history": history,
-        "input": "patch pixels (CooccurNet: PatchCNN multi-scale mean/std -> linear -> L2 normalise)"},
-        measured={"train_seconds": round(train_seconds, 3), "seconds": round(seconds, 3)})
+    runinfo.write_run_json(
+        model_dir,
+        "cooccur",
+        cfg,
+        cfg.seed,
+        {
+            "patches_dir": str(patches_dir),
+            "embeddings": str(embeddings_path),
+            "metrics": str(metrics_path),
+            "train_images": sampler.num_images,
+            "history": history,
+            "input": "patch pixels (CooccurNet: PatchCNN multi-scale mean/std -> linear -> L2 normalise)",
+        },
+        measured={"train_seconds": round(train_seconds, 3), "seconds": round(seconds, 3)},
+    )
     return metrics
 
 
@@ -290,5 +330,6 @@ def load_cooccur(path: str | Path) -> CooccurNet:
 
 def load_cooccur_embeddings(path: str | Path, num_patches: int | None = None) -> np.ndarray:
     """``(P, E)`` float32 memmap of ``cooccur_embeddings.npy`` (unit vectors, one per bank row)."""
-    return io.load_table_array(path, np.float32, num_patches,
-                               "co-occurrence embeddings not found (run `retrievegan cooccur`)")
+    return io.load_table_array(
+        path, np.float32, num_patches, "co-occurrence embeddings not found (run `retrievegan cooccur`)"
+    )

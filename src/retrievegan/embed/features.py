@@ -42,7 +42,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from retrievegan import io, runinfo, seeds
-from retrievegan.embed.bank import load_bank, resolve_device
+from retrievegan.device import pick_device
+from retrievegan.embed.bank import load_bank
 from retrievegan.embed.nets import CategoryCNN, mean_std, to_input
 from retrievegan.errors import InputError
 from retrievegan.models.init import meta_device
@@ -91,8 +92,13 @@ def category_classes(table: pd.DataFrame) -> np.ndarray:
     return np.unique(table.loc[table["split"] == "train", "category"].to_numpy())
 
 
-def train_category_cnn(bank: np.ndarray, table: pd.DataFrame, cfg: FeaturesConfig, progress: bool = True,
-                       device: torch.device | None = None) -> tuple[CategoryCNN, dict[str, Any]]:
+def train_category_cnn(
+    bank: np.ndarray,
+    table: pd.DataFrame,
+    cfg: FeaturesConfig,
+    progress: bool = True,
+    device: torch.device | None = None,
+) -> tuple[CategoryCNN, dict[str, Any]]:
     """Train ``CategoryCNN`` on the category labels of the train-split patches (never the theme).
 
     Random horizontal flips; Adam; ``cfg.epochs`` passes. Returns the model (eval mode, CPU) and a
@@ -100,7 +106,7 @@ def train_category_cnn(bank: np.ndarray, table: pd.DataFrame, cfg: FeaturesConfi
     """
     from retrievegan.models.init import build
 
-    device = device or resolve_device(cfg.device)
+    device = device or pick_device(cfg.device, "features.device")
     classes = category_classes(table)
     if len(classes) < 2:
         raise InputError("patches.csv", f"the category CNN needs >= 2 categories in train, got {len(classes)}")
@@ -117,9 +123,13 @@ def train_category_cnn(bank: np.ndarray, table: pd.DataFrame, cfg: FeaturesConfi
         model.train()
         order = rng.permutation(len(train_rows))
         total, count = 0.0, 0
-        for start in tqdm(range(0, len(order), cfg.train_batch_size), desc=f"category cnn epoch {epoch}",
-                          disable=not progress, unit="batch"):
-            idx = torch.as_tensor(order[start:start + cfg.train_batch_size])
+        for start in tqdm(
+            range(0, len(order), cfg.train_batch_size),
+            desc=f"category cnn epoch {epoch}",
+            disable=not progress,
+            unit="batch",
+        ):
+            idx = torch.as_tensor(order[start : start + cfg.train_batch_size])
             x = images[idx]
             flip = torch.as_tensor(rng.random(len(idx)) < 0.5)
             x = torch.where(flip[:, None, None, None], x.flip(3), x).to(device)
@@ -131,23 +141,37 @@ def train_category_cnn(bank: np.ndarray, table: pd.DataFrame, cfg: FeaturesConfi
             count += len(idx)
         history.append({"epoch": epoch, "train_loss": total / count})
     model.eval()
-    record: dict[str, Any] = {"classes": [int(c) for c in classes], "history": history,
-                              "train_patches": int(len(train_rows))}
+    record: dict[str, Any] = {
+        "classes": [int(c) for c in classes],
+        "history": history,
+        "train_patches": int(len(train_rows)),
+    }
     val_rows = np.flatnonzero(table["split"].to_numpy() == "val")
     known = np.isin(table["category"].to_numpy()[val_rows], classes)
     if known.any():
         val_rows = val_rows[known]
         with torch.no_grad():
-            preds = torch.cat([model(to_input(np.asarray(bank[val_rows[s:s + 512]]), device)).argmax(1).cpu()
-                               for s in range(0, len(val_rows), 512)])
+            preds = torch.cat(
+                [
+                    model(to_input(np.asarray(bank[val_rows[s : s + 512]]), device)).argmax(1).cpu()
+                    for s in range(0, len(val_rows), 512)
+                ]
+            )
         truth = torch.as_tensor([lookup[int(c)] for c in table["category"].to_numpy()[val_rows]])
         record["val_accuracy"] = float((preds == truth).float().mean())
     return model.cpu(), record
 
 
 def save_category_cnn(path: str | Path, model: CategoryCNN, cfg: FeaturesConfig, record: dict[str, Any]) -> None:
-    io.save_torch(path, {"state_dict": model.state_dict(), "channels": list(cfg.channels),
-                         "classes": record["classes"], "config": runinfo.to_jsonable(cfg)})
+    io.save_torch(
+        path,
+        {
+            "state_dict": model.state_dict(),
+            "channels": list(cfg.channels),
+            "classes": record["classes"],
+            "config": runinfo.to_jsonable(cfg),
+        },
+    )
 
 
 def load_category_cnn(path: str | Path) -> CategoryCNN:
@@ -170,17 +194,25 @@ def resnet_weights_url(arch: str) -> str:
     """The torchvision URL of the ImageNet weights of ``arch`` (IMAGENET1K_V1); nothing is downloaded."""
     from torchvision import models
 
-    enum = {"resnet18": models.ResNet18_Weights, "resnet34": models.ResNet34_Weights,
-            "resnet50": models.ResNet50_Weights}[arch]
+    enum = {
+        "resnet18": models.ResNet18_Weights,
+        "resnet34": models.ResNet34_Weights,
+        "resnet50": models.ResNet50_Weights,
+    }[arch]
     return enum.IMAGENET1K_V1.url
 
 
 def resolve_resnet_weights(arch: str, configured: str | None) -> Path:
     """The weights file of ``arch``: ``configured`` or the torch hub cache; else MissingWeightsError."""
-    from retrievegan.eval.weights import resolve_weights
+    from retrievegan.weights import resolve_weights
 
-    return resolve_weights(configured, resnet_weights_url(arch), f"ImageNet {arch}", "features.resnet_weights",
-                           "Or use features.backbone: category_cnn.")
+    return resolve_weights(
+        configured,
+        resnet_weights_url(arch),
+        f"ImageNet {arch}",
+        "features.resnet_weights",
+        "Or use features.backbone: category_cnn.",
+    )
 
 
 def load_resnet(arch: str, weights_path: str | Path) -> nn.Module:
@@ -240,8 +272,11 @@ class FeatureExtractor(nn.Module):
         x, stages = self.stages(probe)
         if self.pooling == "last":
             return [{"stage": f"stage{len(stages) - 1}", "stat": "mean", "width": int(stages[-1].shape[1])}]
-        names = ["input"] + (["stem", "layer1", "layer2", "layer3", "layer4"] if self.kind == "resnet"
-                             else [f"stage{i}" for i in range(len(stages))])
+        names = ["input"] + (
+            ["stem", "layer1", "layer2", "layer3", "layer4"]
+            if self.kind == "resnet"
+            else [f"stage{i}" for i in range(len(stages))]
+        )
         out = []
         for name, t in zip(names, [x] + stages):
             out.append({"stage": name, "stat": "mean", "width": int(t.shape[1])})
@@ -277,38 +312,47 @@ def knn_probe(features: np.ndarray, table: pd.DataFrame, max_queries: int) -> di
     k = min(10, len(train))
     nn_idx = torch.cdist(qry, ref).topk(k, largest=False).indices.numpy()  # (Q, k) into train
     cats = table["category"].to_numpy()
-    out: dict[str, Any] = {"queries": int(len(val)), "references": int(len(train)),
-                           "category_1nn_accuracy": float(np.mean(cats[train][nn_idx[:, 0]] == cats[val]))}
+    out: dict[str, Any] = {
+        "queries": int(len(val)),
+        "references": int(len(train)),
+        "category_1nn_accuracy": float(np.mean(cats[train][nn_idx[:, 0]] == cats[val])),
+    }
     theme = table["theme"]
     if theme.notna().all():
         th = theme.to_numpy(dtype=np.int64)
         same = th[train][nn_idx] == th[val][:, None]
         freq = np.bincount(th[train]) / len(train)
-        out.update({f"theme_{k}nn_precision": float(same.mean()),
-                    "theme_chance": float(np.sum(freq[th[val]]) / len(val))})
+        out.update(
+            {f"theme_{k}nn_precision": float(same.mean()), "theme_chance": float(np.sum(freq[th[val]]) / len(val))}
+        )
     return out
 
 
-def extract_patch_features(patches_dir: str | Path, cfg: FeaturesConfig, out_dir: str | Path,
-                           category_cnn: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+def extract_patch_features(
+    patches_dir: str | Path,
+    cfg: FeaturesConfig,
+    out_dir: str | Path,
+    category_cnn: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Write ``<out_dir>/patch_features.npy`` ``(P, F)`` float32 and ``patch_features.run.json``."""
     start_time = time.perf_counter()
     out_dir = Path(out_dir)
     bank, table = load_bank(patches_dir)
-    device = resolve_device(cfg.device)
+    device = pick_device(cfg.device, "features.device")
     extractor = build_extractor(cfg, category_cnn).to(device)
     layout = extractor.layout(torch.from_numpy(np.array(bank[:1])).to(device))
     dim = sum(item["width"] for item in layout)
     train_mask = table["split"].to_numpy() == "train"
     with io.atomic_memmap(out_dir / "patch_features.npy", (len(bank), dim), np.float32) as feats:
-        for s in tqdm(range(0, len(bank), cfg.batch_size), desc="patch features", disable=not progress,
-                      unit="batch"):
-            chunk = torch.from_numpy(np.array(bank[s:s + cfg.batch_size])).to(device)
+        for s in tqdm(range(0, len(bank), cfg.batch_size), desc="patch features", disable=not progress, unit="batch"):
+            chunk = torch.from_numpy(np.array(bank[s : s + cfg.batch_size])).to(device)
             block = extractor(chunk).cpu().numpy()
             if not np.isfinite(block).all():
-                raise InputError(Path(patches_dir) / "patches.npy", "non-finite features",
-                                 f"patches {s}..{s + len(chunk) - 1}")
-            feats[s:s + len(chunk)] = block
+                raise InputError(
+                    Path(patches_dir) / "patches.npy", "non-finite features", f"patches {s}..{s + len(chunk) - 1}"
+                )
+            feats[s : s + len(chunk)] = block
         stats = None
         if cfg.standardize:
             if not train_mask.any():
@@ -317,32 +361,39 @@ def extract_patch_features(patches_dir: str | Path, cfg: FeaturesConfig, out_dir
             total_sq = np.zeros(dim)
             count = int(train_mask.sum())
             for s in range(0, len(feats), 65536):  # chunked: the paper-scale array is gigabytes
-                block = np.asarray(feats[s:s + 65536], dtype=np.float64)[train_mask[s:s + 65536]]
+                block = np.asarray(feats[s : s + 65536], dtype=np.float64)[train_mask[s : s + 65536]]
                 total += block.sum(0)
                 total_sq += np.square(block).sum(0)
             mean = total / count
-            std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))
+            std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
             std = np.where(std > 1e-6, std, 1.0)  # constant dimensions stay centred, not blown up
             for s in range(0, len(feats), 65536):
-                feats[s:s + 65536] = ((feats[s:s + 65536] - mean) / std).astype(np.float32)
+                feats[s : s + 65536] = ((feats[s : s + 65536] - mean) / std).astype(np.float32)
             stats = {"constant_dims": int(np.sum(std == 1.0))}
         probe = knn_probe(feats, table, cfg.probe_max_queries)
     seconds = time.perf_counter() - start_time
-    extra = {"patches_dir": str(patches_dir), "category_cnn": None if category_cnn is None else str(category_cnn),
-             "shape": [int(len(bank)), int(dim)], "layout": layout, "standardize_stats": stats, "probe": probe}
+    extra = {
+        "patches_dir": str(patches_dir),
+        "category_cnn": None if category_cnn is None else str(category_cnn),
+        "shape": [int(len(bank)), int(dim)],
+        "layout": layout,
+        "standardize_stats": stats,
+        "probe": probe,
+    }
     if cfg.backbone == "resnet":
-        from retrievegan.eval.weights import portable_path
+        from retrievegan.weights import portable_path
 
         extra["resnet_weights_file"] = portable_path(resolve_resnet_weights(cfg.resnet_arch, cfg.resnet_weights))
-    io.write_json(out_dir / "patch_features.run.json",
-                  runinfo.run_record("patch-features", cfg, cfg.seed if cfg.backbone == "category_cnn" else None,
-                                     extra))
+    io.write_json(
+        out_dir / "patch_features.run.json",
+        runinfo.run_record("patch-features", cfg, cfg.seed if cfg.backbone == "category_cnn" else None, extra),
+    )
     runinfo.report_provenance(out_dir / "patch_features.run.json", {"seconds": round(seconds, 3)})
     return {**extra, "seconds": seconds}
 
 
 def load_patch_features(path: str | Path, num_patches: int | None = None) -> np.ndarray:
     """``(P, F)`` float32 memmap of ``patch_features.npy``; checks the row count when given."""
-    return io.load_table_array(path, np.float32, num_patches,
-                               "patch features not found (run `retrievegan patch-features`)")
-
+    return io.load_table_array(
+        path, np.float32, num_patches, "patch features not found (run `retrievegan patch-features`)"
+    )

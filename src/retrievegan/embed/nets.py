@@ -43,8 +43,11 @@ class PatchCNN(nn.Module):
         blocks = []
         prev = 3
         for c in self.channels:
-            blocks.append(nn.Sequential(nn.Conv2d(prev, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c),
-                                        nn.ReLU(inplace=True)))
+            blocks.append(
+                nn.Sequential(
+                    nn.Conv2d(prev, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)
+                )
+            )
             prev = c
         self.blocks = nn.ModuleList(blocks)
 

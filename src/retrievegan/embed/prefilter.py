@@ -42,7 +42,8 @@ import torch
 
 from retrievegan import io, runinfo
 from retrievegan.data.patches import load_patch_table
-from retrievegan.embed.bank import check_patch_ids, image_keys, resolve_device
+from retrievegan.device import pick_device
+from retrievegan.embed.bank import check_patch_ids, image_keys
 from retrievegan.errors import ConfigError, InputError
 from retrievegan.progressbar import progress_bar
 
@@ -75,8 +76,9 @@ def _block_topk(d: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return d.gather(1, cols), cols
 
 
-def _merge(best_d: torch.Tensor, best_i: torch.Tensor, new_d: torch.Tensor, new_i: torch.Tensor,
-           k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _merge(
+    best_d: torch.Tensor, best_i: torch.Tensor, new_d: torch.Tensor, new_i: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Running top-k ``(Q, k)`` sorted by (distance, id) + a block's k ``(Q, k)`` with larger, ascending ids."""
     d = torch.cat([best_d, new_d], dim=1)
     i = torch.cat([best_i, new_i], dim=1)
@@ -84,9 +86,16 @@ def _merge(best_d: torch.Tensor, best_i: torch.Tensor, new_d: torch.Tensor, new_
     return d.gather(1, order), i.gather(1, order)
 
 
-def knn_blocked(queries: torch.Tensor, query_keys: torch.Tensor, candidates: torch.Tensor,
-                candidate_ids: torch.Tensor, candidate_keys: torch.Tensor, k: int, candidate_block: int,
-                exclude_same_key: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def knn_blocked(
+    queries: torch.Tensor,
+    query_keys: torch.Tensor,
+    candidates: torch.Tensor,
+    candidate_ids: torch.Tensor,
+    candidate_keys: torch.Tensor,
+    k: int,
+    candidate_block: int,
+    exclude_same_key: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact k nearest candidates of each query (squared L2, ties by smaller id), candidates in blocks.
 
     ``queries`` ``(Q, D)`` float64, ``query_keys`` ``(Q,)``; ``candidates`` ``(C, D)`` float64 with
@@ -100,12 +109,12 @@ def knn_blocked(queries: torch.Tensor, query_keys: torch.Tensor, candidates: tor
     best_i = torch.full((nq, k), -1, dtype=torch.int64, device=device)
     qn = (queries * queries).sum(1, keepdim=True)
     for cs in range(0, candidates.shape[0], candidate_block):
-        cf = candidates[cs:cs + candidate_block]
+        cf = candidates[cs : cs + candidate_block]
         d = qn + (cf * cf).sum(1)[None, :] - 2.0 * (queries @ cf.T)
         d.clamp_(min=0.0)
         if exclude_same_key:
-            d.masked_fill_(query_keys[:, None] == candidate_keys[None, cs:cs + candidate_block], float("inf"))
-        ids = candidate_ids[cs:cs + candidate_block]
+            d.masked_fill_(query_keys[:, None] == candidate_keys[None, cs : cs + candidate_block], float("inf"))
+        ids = candidate_ids[cs : cs + candidate_block]
         if d.shape[1] < k:  # pad a short block with (inf, -1)
             pad = k - d.shape[1]
             d = torch.cat([d, torch.full((nq, pad), float("inf"), dtype=d.dtype, device=device)], dim=1)
@@ -131,16 +140,17 @@ def _check_features(features: np.ndarray, path: str | Path, num_rows: int) -> No
     if len(features) != num_rows:
         raise InputError(path, f"{len(features)} rows but patches.csv has {num_rows}")
     for s in range(0, len(features), 65536):
-        block = np.asarray(features[s:s + 65536])
+        block = np.asarray(features[s : s + 65536])
         if not np.isfinite(block).all():
             bad = s + int(np.flatnonzero(~np.isfinite(block).all(1))[0])
             raise InputError(path, "non-finite feature values", f"row {bad}")
 
 
-def prefilter_candidates(features: np.ndarray, table: pd.DataFrame, cfg: PrefilterConfig,
-                         progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def prefilter_candidates(
+    features: np.ndarray, table: pd.DataFrame, cfg: PrefilterConfig, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """``(candidates (P, k) int64, distances (P, k) float32)`` for every row of ``table`` (see module doc)."""
-    device = resolve_device(cfg.device)
+    device = pick_device(cfg.device, "prefilter.device")
     k = cfg.k
     num = len(table)
     cats = table["category"].to_numpy()
@@ -158,17 +168,30 @@ def prefilter_candidates(features: np.ndarray, table: pd.DataFrame, cfg: Prefilt
         cid = torch.as_tensor(cand_rows, device=device)
         ckey = keys[cid]
         for qs in range(0, len(query_rows), cfg.query_block):
-            qr = query_rows[qs:qs + cfg.query_block]
+            qr = query_rows[qs : qs + cfg.query_block]
             qf = torch.as_tensor(np.asarray(features[qr], dtype=np.float64), device=device)
-            sq, ids = knn_blocked(qf, keys[torch.as_tensor(qr, device=device)], cf, cid, ckey, k,
-                                  cfg.candidate_block, cfg.exclude_same_image)
+            sq, ids = knn_blocked(
+                qf,
+                keys[torch.as_tensor(qr, device=device)],
+                cf,
+                cid,
+                ckey,
+                k,
+                cfg.candidate_block,
+                cfg.exclude_same_image,
+            )
             out_i[qr] = ids.cpu().numpy()
             out_d[qr] = sq.sqrt().cpu().numpy().astype(np.float32)
     return out_i, out_d
 
 
-def brute_force_candidates(features: np.ndarray, table: pd.DataFrame, k: int, exclude_same_image: bool = True,
-                           query_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def brute_force_candidates(
+    features: np.ndarray,
+    table: pd.DataFrame,
+    k: int,
+    exclude_same_image: bool = True,
+    query_rows: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Reference: one query at a time, all its candidates at once, direct ``sum((q - c)^2)``, lexsort.
 
     Slow by design (tests, ``benchmarks/bench_prefilter.py``). ``query_rows``: only these rows (default
@@ -188,8 +211,8 @@ def brute_force_candidates(features: np.ndarray, table: pd.DataFrame, k: int, ex
         rows = np.flatnonzero(ok)
         d = ((feats[rows] - feats[q]) ** 2).sum(1)
         order = np.lexsort((rows, d))[:k]
-        out_i[j, :len(order)] = rows[order]
-        out_d[j, :len(order)] = np.sqrt(d[order])
+        out_i[j, : len(order)] = rows[order]
+        out_d[j, : len(order)] = np.sqrt(d[order])
     return out_i, out_d
 
 
@@ -213,8 +236,9 @@ def theme_coverage(candidates: np.ndarray, table: pd.DataFrame) -> dict[str, flo
     return {s: float(covered[split == s].mean()) for s in ("train", "val", "test") if (split == s).any()}
 
 
-def run_prefilter(features_path: str | Path, patches_csv: str | Path, cfg: PrefilterConfig, out_dir: str | Path,
-                  progress: bool = True) -> dict[str, Any]:
+def run_prefilter(
+    features_path: str | Path, patches_csv: str | Path, cfg: PrefilterConfig, out_dir: str | Path, progress: bool = True
+) -> dict[str, Any]:
     """Write ``candidates.npy``, ``distances.npy`` and ``run.json`` into ``out_dir``; return the summary."""
     t0 = time.perf_counter()
     table = load_patch_table(patches_csv)
@@ -228,16 +252,24 @@ def run_prefilter(features_path: str | Path, patches_csv: str | Path, cfg: Prefi
     train = table["split"].to_numpy() == "train"
     per_cat = table.loc[train, "category_name"].value_counts()
     summary = {
-        "rows": int(len(table)), "k": cfg.k, "feature_dim": int(feats.shape[1]),
-        "rows_with_padding": int((valid < cfg.k).sum()), "rows_without_candidates": int((valid == 0).sum()),
+        "rows": int(len(table)),
+        "k": cfg.k,
+        "feature_dim": int(feats.shape[1]),
+        "rows_with_padding": int((valid < cfg.k).sum()),
+        "rows_without_candidates": int((valid == 0).sum()),
         "categories_with_fewer_than_k_train_patches": {str(n): int(c) for n, c in per_cat.items() if c < cfg.k},
         "mean_distance_1nn": float(np.mean(dist[valid > 0, 0])) if (valid > 0).any() else None,
         "theme_coverage": theme_coverage(cand, table),
     }
     seconds = time.perf_counter() - t0
-    runinfo.write_run_json(out_dir, "prefilter", cfg, None, {"features": str(features_path),
-                                                             "patches_csv": str(patches_csv), **summary},
-                           measured={"seconds": round(seconds, 3)})
+    runinfo.write_run_json(
+        out_dir,
+        "prefilter",
+        cfg,
+        None,
+        {"features": str(features_path), "patches_csv": str(patches_csv), **summary},
+        measured={"seconds": round(seconds, 3)},
+    )
     return {**summary, "seconds": seconds}
 
 
@@ -250,8 +282,9 @@ def load_candidates(path: str | Path, k: int | None = None, num_rows: int | None
     cand = io.load_table_array(path, np.int64, num_rows, "candidates not found (run `retrievegan prefilter`)")
     if k is not None:
         if k > cand.shape[1]:
-            raise ConfigError(f"retrieval k = {k} but {path} holds only {cand.shape[1]} candidates per object "
-                              f"(raise prefilter.k)")
+            raise ConfigError(
+                f"retrieval k = {k} but {path} holds only {cand.shape[1]} candidates per object (raise prefilter.k)"
+            )
         cand = cand[:, :k]
     return cand
 

@@ -45,16 +45,48 @@ Markdown), ``run`` (the stage).
 from __future__ import annotations
 
 from retrievegan.estimate.config import EstimateConfig, estimate_config
-from retrievegan.estimate.flops import (count_flops, evaluation_flops_per_image, gpu_hour_range, gpu_hours, gpu_note,
-                                        steps_from_epochs)
-from retrievegan.estimate.paper import (DatasetScale, dataset_scale, install_random_perceptual, load_paper_config,
-                                        method_params, method_section, random_damsm, read_dataset_stats,
-                                        synthetic_items, synthetic_spec, train_params, write_inputs)
+from retrievegan.estimate.flops import (
+    count_flops,
+    evaluation_flops_per_image,
+    gpu_hour_range,
+    gpu_hours,
+    gpu_note,
+    steps_from_epochs,
+)
+from retrievegan.estimate.paper import (
+    DatasetScale,
+    dataset_scale,
+    install_random_perceptual,
+    load_paper_config,
+    random_damsm,
+    read_dataset_stats,
+    synthetic_items,
+    synthetic_spec,
+    write_inputs,
+)
 from retrievegan.estimate.report import render_markdown, table_totals
 from retrievegan.estimate.run import estimate_dataset, run_estimate
 
-__all__ = ["DatasetScale", "EstimateConfig", "count_flops", "dataset_scale", "estimate_config", "estimate_dataset",
-           "evaluation_flops_per_image", "gpu_hour_range", "gpu_hours", "gpu_note", "install_random_perceptual",
-           "load_paper_config", "method_params", "method_section", "random_damsm", "read_dataset_stats",
-           "render_markdown", "run_estimate", "steps_from_epochs", "synthetic_items", "synthetic_spec", "table_totals",
-           "train_params", "write_inputs"]
+__all__ = [
+    "DatasetScale",
+    "EstimateConfig",
+    "count_flops",
+    "dataset_scale",
+    "estimate_config",
+    "estimate_dataset",
+    "evaluation_flops_per_image",
+    "gpu_hour_range",
+    "gpu_hours",
+    "gpu_note",
+    "install_random_perceptual",
+    "load_paper_config",
+    "random_damsm",
+    "read_dataset_stats",
+    "render_markdown",
+    "run_estimate",
+    "steps_from_epochs",
+    "synthetic_items",
+    "synthetic_spec",
+    "table_totals",
+    "write_inputs",
+]

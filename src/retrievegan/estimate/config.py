@@ -8,8 +8,12 @@ from typing import Any, Literal
 
 from retrievegan.config import from_mapping
 
-
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16")  # fp32: IEEE; tf32: TF32 matmuls / convolutions (CUDA); bf16 / fp16: autocast
+PRECISIONS = (
+    "fp32",
+    "tf32",
+    "bf16",
+    "fp16",
+)  # fp32: IEEE; tf32: TF32 matmuls / convolutions (CUDA); bf16 / fp16: autocast
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,8 +27,16 @@ class EstimateConfig:
     warmup_steps: int = 1  # untimed steps before timing (at the timing batch)
     timed_steps: int = 3  # timed CPU steps (the fastest counts: other processes only ever slow a step down)
     timing_batch_size: int | None = 4  # images per timed CPU step (None: the paper batch); scaled by FLOPs
-    methods: tuple[str, ...] = ("sg2im", "attngan", "layout2im", "pastegan", "retrievegan",
-                                "retrievegan_no_gt_no_occur", "retrievegan_gt_only", "retrievegan_occur_only")
+    methods: tuple[str, ...] = (
+        "sg2im",
+        "attngan",
+        "layout2im",
+        "pastegan",
+        "retrievegan",
+        "retrievegan_no_gt_no_occur",
+        "retrievegan_gt_only",
+        "retrievegan_occur_only",
+    )
     table2_dataset: Literal["coco_stuff", "visual_genome"] = "coco_stuff"  # paper: Table 2 is COCO-Stuff only
     sampling: bool = True  # estimate the sampling cost (2 samples x test graphs x settings)
     evaluation: bool = True  # estimate the FID / IS / DS cost
@@ -57,7 +69,7 @@ class EstimateConfig:
         bad = [m for m in self.modes if m.removesuffix("+compile") not in PRECISIONS]
         if bad or not self.modes:
             raise ValueError(f"modes must be a non-empty list of {PRECISIONS} (optionally +compile), got {bad}")
-        from retrievegan.eval.methods import METHODS
+        from retrievegan.runs import METHODS
 
         unknown = sorted(set(self.methods) - set(METHODS))
         if unknown or not self.methods:

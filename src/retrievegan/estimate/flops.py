@@ -33,9 +33,11 @@ def gpu_hour_range(total_flops: float, peak_tflops: float, utilization: tuple[fl
 
 def gpu_note(cfg: EstimateConfig) -> str:
     """How the peak numbers are meant (the defaults are the NVIDIA A100 datasheet's dense numbers)."""
-    return (f"peak {cfg.peak_tflops_fp32:g} TFLOP/s FP32 and {cfg.peak_tflops_tf32:g} TFLOP/s TF32 tensor cores, "
-            "dense; the paper configs train in FP32 (amp: false), and PyTorch runs cuDNN convolutions in TF32 by "
-            "default on Ampere (torch.backends.cudnn.allow_tf32), matmuls in FP32")
+    return (
+        f"peak {cfg.peak_tflops_fp32:g} TFLOP/s FP32 and {cfg.peak_tflops_tf32:g} TFLOP/s TF32 tensor cores, "
+        "dense; the paper configs train in FP32 (amp: false), and PyTorch runs cuDNN convolutions in TF32 by "
+        "default on Ampere (torch.backends.cudnn.allow_tf32), matmuls in FP32"
+    )
 
 
 def count_flops(fn: Callable[[], Any]) -> tuple[int, dict[str, int]]:
@@ -46,8 +48,10 @@ def count_flops(fn: Callable[[], Any]) -> tuple[int, dict[str, int]]:
 
     with FlopCounterMode(display=False) as counter:
         fn()
-    by_op = {str(op).removeprefix("aten.").split(".")[0]: int(n)
-             for op, n in counter.get_flop_counts().get("Global", {}).items()}
+    by_op = {
+        str(op).removeprefix("aten.").split(".")[0]: int(n)
+        for op, n in counter.get_flop_counts().get("Global", {}).items()
+    }
     return int(counter.get_total_flops()), by_op
 
 

@@ -27,8 +27,9 @@ class StepMeasurement:
         return min(self.seconds) * self.flops / max(self.timing_flops, 1)
 
 
-def measure_step(step: Callable[[Any], Any], full: Any, small: Any, timing_batch: int, cfg: EstimateConfig,
-                 same: bool) -> StepMeasurement:
+def measure_step(
+    step: Callable[[Any], Any], full: Any, small: Any, timing_batch: int, cfg: EstimateConfig, same: bool
+) -> StepMeasurement:
     """Count the FLOPs of ``step(full)``; time ``step(small)`` (``same``: small is full)."""
     flops, by_op = count_flops(lambda: step(full))
     timing_flops = flops if same else count_flops(lambda: step(small))[0]
@@ -64,9 +65,16 @@ def train_overrides(mode: str, compile_mode: str, device: str = "cuda") -> dict[
     """``train`` keys of a measured mode (``fp32``, ``tf32``, ``bf16``, ``fp16``, each optionally ``+compile``)."""
     precision = mode.removesuffix("+compile")
     amp = precision in ("bf16", "fp16")
-    return {"device": device, "amp": amp, "amp_dtype": "float16" if precision == "fp16" else "bfloat16",
-            "compile": mode.endswith("+compile"), "compile_mode": compile_mode, "adam": "auto", "deterministic": False,
-            "num_workers": 0}
+    return {
+        "device": device,
+        "amp": amp,
+        "amp_dtype": "float16" if precision == "fp16" else "bfloat16",
+        "compile": mode.endswith("+compile"),
+        "compile_mode": compile_mode,
+        "adam": "auto",
+        "deterministic": False,
+        "num_workers": 0,
+    }
 
 
 @dataclasses.dataclass(frozen=True)

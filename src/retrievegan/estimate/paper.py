@@ -1,7 +1,8 @@
 """The paper configs and synthetic data at their scale: the methods built by the training code itself.
 
 ``load_paper_config`` layers a paper config on the embedded one (Snakemake's ``--configfile`` merge);
-``method_params`` / ``train_params`` build a method's sections as the rules do; ``DatasetScale`` holds what the
+a method's sections come from the run catalogue as the rules build them (``retrievegan.runs.run_params`` /
+``train_params``); ``DatasetScale`` holds what the
 paper's dataset statistics say; ``synthetic_items`` draws scene graphs like the dataset's and ``write_inputs``
 the retrieval methods' input arrays at paper dimensions (sparse files); ``random_damsm`` /
 ``install_random_perceptual`` give frozen pretrained loss networks random weights (timing / FLOPs / device
@@ -24,33 +25,12 @@ from retrievegan.config import from_mapping, load_yaml, merge
 from retrievegan.errors import ConfigError, InputError
 from retrievegan.estimate.config import EstimateConfig
 from retrievegan.models.init import meta_device
+from retrievegan.runs import run_params, train_params
 
 
 def load_paper_config(base: str | Path, paper: str | Path) -> dict[str, Any]:
     """``paper`` layered on ``base`` (Snakemake's recursive ``--configfile`` merge)."""
     return merge(load_yaml(base), load_yaml(paper))
-
-
-def method_section(method: str) -> str:
-    """The config section a method reads (the RetrieveGAN ablations read ``retrievegan``)."""
-    return "retrievegan" if method.startswith("retrievegan") else method
-
-
-def method_params(config: Mapping[str, Any], method: str) -> dict[str, Any]:
-    """The method's ``--params`` as the rules build them (``section_json`` / ``patch_method_json``)."""
-    section = method_section(method)
-    params = {k: v for k, v in config[section].items() if k != "train"}
-    if section == "retrievegan":
-        from retrievegan.eval.methods import method_info
-
-        gt_selection, cooccurrence = method_info(method).ablation
-        params.update(retrieval=config["retrieval"], gt_selection=gt_selection, cooccurrence=cooccurrence)
-    return params
-
-
-def train_params(config: Mapping[str, Any], method: str) -> dict[str, Any]:
-    """The common ``train`` section with the method section's ``train`` overrides (``train_json``)."""
-    return {**config["train"], **config[method_section(method)].get("train", {})}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,11 +64,15 @@ def read_dataset_stats(path: str | Path) -> dict[str, dict[str, int]]:
         try:
             out[row["dataset"]] = {k: int(row[k]) for k in need if k != "dataset"}
         except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(path, f"expected columns {list(need)} with integer counts ({exc})", f"row {i + 1}") from exc
+            raise InputError(
+                path, f"expected columns {list(need)} with integer counts ({exc})", f"row {i + 1}"
+            ) from exc
     return out
 
 
-def dataset_scale(config: Mapping[str, Any], stats: Mapping[str, Mapping[str, int]], cfg: EstimateConfig) -> DatasetScale:
+def dataset_scale(
+    config: Mapping[str, Any], stats: Mapping[str, Mapping[str, int]], cfg: EstimateConfig
+) -> DatasetScale:
     from retrievegan.data.geometry import COCO_PREDICATES
 
     source = config["model_source"]
@@ -103,11 +87,19 @@ def dataset_scale(config: Mapping[str, Any], stats: Mapping[str, Mapping[str, in
         section = config["visual_genome"]
         objects = (int(section["min_objects_per_image"]), int(section["max_objects_at_load"]) - 1)
         mask_size, predicates = None, cfg.vg_num_predicates
-    return DatasetScale(source=source, train_images=row["train"], val_images=row["val"], test_images=row["test"],
-                        categories=row["categories"], patches=row["patches"],
-                        image_size=int(config["preprocess"]["image_size"]), mask_size=mask_size,
-                        crop_size=int(config["patches"]["crop_size"]), objects_per_image=objects,
-                        num_predicates=predicates)
+    return DatasetScale(
+        source=source,
+        train_images=row["train"],
+        val_images=row["val"],
+        test_images=row["test"],
+        categories=row["categories"],
+        patches=row["patches"],
+        image_size=int(config["preprocess"]["image_size"]),
+        mask_size=mask_size,
+        crop_size=int(config["patches"]["crop_size"]),
+        objects_per_image=objects,
+        num_predicates=predicates,
+    )
 
 
 # --- synthetic data at paper scale ---------------------------------------------------------------------------
@@ -121,8 +113,14 @@ def synthetic_spec(scale: DatasetScale):
         predicates = tuple(COCO_PREDICATES)
     else:
         predicates = ("__in_image__",) + tuple(f"relation{i}" for i in range(1, scale.num_predicates))
-    return DataSpec(num_objects=len(objects), num_predicates=len(predicates), image_size=scale.image_size,
-                    mask_size=scale.mask_size, object_names=objects, predicate_names=predicates)
+    return DataSpec(
+        num_objects=len(objects),
+        num_predicates=len(predicates),
+        image_size=scale.image_size,
+        mask_size=scale.mask_size,
+        object_names=objects,
+        predicate_names=predicates,
+    )
 
 
 def synthetic_items(scale: DatasetScale, spec, count: int, rng: np.random.Generator) -> list:
@@ -153,11 +151,18 @@ def synthetic_items(scale: DatasetScale, spec, count: int, rng: np.random.Genera
             masks[-1] = 1.0
         patch_ids = np.concatenate([np.arange(next_patch, next_patch + n), [-1]]).astype(np.int64)
         next_patch += n
-        items.append(SceneGraphItem(
-            image=torch.from_numpy(rng.standard_normal((3, size, size), dtype=np.float32)),
-            objs=torch.from_numpy(objs), boxes=torch.from_numpy(boxes), masks=masks,
-            triples=torch.tensor(triples, dtype=torch.int64).view(-1, 3), patch_ids=torch.from_numpy(patch_ids),
-            image_id=i, image_index=i))
+        items.append(
+            SceneGraphItem(
+                image=torch.from_numpy(rng.standard_normal((3, size, size), dtype=np.float32)),
+                objs=torch.from_numpy(objs),
+                boxes=torch.from_numpy(boxes),
+                masks=masks,
+                triples=torch.tensor(triples, dtype=torch.int64).view(-1, 3),
+                patch_ids=torch.from_numpy(patch_ids),
+                image_id=i,
+                image_index=i,
+            )
+        )
     return items
 
 
@@ -179,8 +184,9 @@ def patch_feature_dim(features: Mapping[str, Any]) -> int:
         return sum(item["width"] for item in extractor.layout(probe))
 
 
-def write_inputs(folder: Path, config: Mapping[str, Any], scale: DatasetScale, real_objects: int,
-                 rng: np.random.Generator) -> dict[str, Path]:
+def write_inputs(
+    folder: Path, config: Mapping[str, Any], scale: DatasetScale, real_objects: int, rng: np.random.Generator
+) -> dict[str, Path]:
     """The retrieval methods' ``--input`` arrays at paper dimensions (sparse ``.npy`` files): patches ``(P, C, C, 3)``,
     candidates ``(P, prefilter.k)``, patch_features ``(P, F)``, cooccur_embeddings ``(P, cooccur.embed_dim)``.
     Rows ``0 .. real_objects - 1`` (the batch's objects) get random distinct-ish candidates; the rows the batch
@@ -190,15 +196,18 @@ def write_inputs(folder: Path, config: Mapping[str, Any], scale: DatasetScale, r
         raise ConfigError(f"the synthetic batch has {real_objects} objects but the bank only {p} patches")
     candidates = rng.integers(0, p, (real_objects, k), dtype=np.int64)
     used = np.unique(np.concatenate([np.arange(real_objects), candidates.ravel()]))
-    dims = {"patch_features": patch_feature_dim(config["features"]),
-            "cooccur_embeddings": int(config["cooccur"]["embed_dim"])}
+    dims = {
+        "patch_features": patch_feature_dim(config["features"]),
+        "cooccur_embeddings": int(config["cooccur"]["embed_dim"]),
+    }
     paths = {name: folder / f"{name}.npy" for name in ("patches", "candidates", *dims)}
     array = np.lib.format.open_memmap(paths["candidates"], mode="w+", dtype=np.int64, shape=(p, k))
     array[:real_objects] = candidates
     array.flush()
     del array
-    array = np.lib.format.open_memmap(paths["patches"], mode="w+", dtype=np.uint8,
-                                      shape=(p, scale.crop_size, scale.crop_size, 3))
+    array = np.lib.format.open_memmap(
+        paths["patches"], mode="w+", dtype=np.uint8, shape=(p, scale.crop_size, scale.crop_size, 3)
+    )
     array[used] = rng.integers(0, 256, (len(used), scale.crop_size, scale.crop_size, 3), dtype=np.uint8)
     array.flush()
     del array
@@ -219,32 +228,42 @@ def random_damsm(config: Mapping[str, Any], spec, generator: torch.Generator, pa
     with ``path``, also written as a ``retrievegan-damsm`` checkpoint for AttnGAN's ``--input damsm``."""
     from retrievegan.text import WordVocab
     from retrievegan.train import checkpoint as ckpt
-    from retrievegan.train.damsm import (FORMAT, VERSION, Damsm, DamsmConfig, build_image_encoder,
-                                         build_text_encoder)
+    from retrievegan.train.damsm import FORMAT, VERSION, Damsm, DamsmConfig, build_image_encoder, build_text_encoder
 
     cfg = from_mapping(DamsmConfig, config["damsm"], "damsm")
     vocab = WordVocab.from_names(spec.object_names, spec.predicate_names)
     model = Damsm(cfg, spec, vocab, build_text_encoder(cfg, vocab, generator), build_image_encoder(cfg, generator))
     if path is not None:
-        ckpt.save(path, {"format": FORMAT, "version": VERSION, "config": runinfo.to_jsonable(cfg),
-                         "spec": runinfo.to_jsonable(spec), "words": list(vocab.words), "step": 0,
-                         "text_encoder": model.text_encoder.state_dict(),
-                         "image_encoder": model.image_encoder.state_dict()})
+        ckpt.save(
+            path,
+            {
+                "format": FORMAT,
+                "version": VERSION,
+                "config": runinfo.to_jsonable(cfg),
+                "spec": runinfo.to_jsonable(spec),
+                "words": list(vocab.words),
+                "step": 0,
+                "text_encoder": model.text_encoder.state_dict(),
+                "image_encoder": model.image_encoder.state_dict(),
+            },
+        )
     return model
 
 
 def damsm_note(cfg) -> str:
     what = "Inception-v3 trunk" if cfg.image_encoder == "inception" else "CNN"
-    return (f"DAMSM encoders ({what} image encoder) with random weights (FLOPs / timing only; AttnGAN trains with "
-            "the pre-trained DAMSM)")
+    return (
+        f"DAMSM encoders ({what} image encoder) with random weights (FLOPs / timing only; AttnGAN trains with "
+        "the pre-trained DAMSM)"
+    )
 
 
 def install_random_perceptual(method, generator: torch.Generator) -> str | None:
     """A PasteGAN / RetrieveGAN method whose config uses the VGG-19 perceptual loss gets a VGG-19 with RANDOM
     weights as its (lazily loaded) loss network, in this process only; returns a note, None if not used."""
-    from retrievegan.models.patch_gan import PatchGanMethod
+    from retrievegan.models.patch_method import PatchMethod
 
-    if not (isinstance(method, PatchGanMethod) and method.uses_perceptual()):
+    if not (isinstance(method, PatchMethod) and method.uses_perceptual()):
         return None
     from torchvision.models import vgg19
 
@@ -266,11 +285,18 @@ class PaperData:
     weights from one generator seeded from ``(seed, INIT)``, DAMSM first, then each method's VGG-19 in order.
     """
 
-    def __init__(self, config: Mapping[str, Any], scale: DatasetScale, workdir: str | Path, seed: int, count: int,
-                 methods: tuple[str, ...] | list[str]):
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        scale: DatasetScale,
+        workdir: str | Path,
+        seed: int,
+        count: int,
+        methods: tuple[str, ...] | list[str],
+    ):
         import zlib
 
-        from retrievegan.eval.methods import METHODS
+        from retrievegan.runs import METHODS
         from retrievegan.seeds import INIT, derive_seed
 
         self.config, self.scale, self.spec = config, scale, synthetic_spec(scale)
@@ -295,7 +321,7 @@ class PaperData:
 
         if start + size > len(self.items):
             raise ValueError(f"{start + size} scene graphs asked, {len(self.items)} drawn")
-        return collate_scene_graphs(self.items[start:start + size])
+        return collate_scene_graphs(self.items[start : start + size])
 
     def train_config(self, method: str, **overrides: Any):
         """The method's ``train`` section as the rules merge it (``train_params``), with ``overrides``."""
@@ -309,15 +335,22 @@ class PaperData:
 
         names = ("patches", "candidates", "patch_features", "cooccur_embeddings", "damsm")
         inputs = {k: v for k, v in self.inputs.items() if k in names}
-        obj = create_method(name, {**method_params(self.config, name), **(params or {})}, self.spec, inputs)
+        obj = create_method(name, {**run_params(self.config, name), **(params or {})}, self.spec, inputs)
         notes = [n for n in [install_random_perceptual(obj, self.init)] if n]
         if name == "attngan":
             notes += self.damsm_notes
         return obj, notes
 
 
-def paper_data(base: str | Path, paper: str | Path, dataset_stats: str | Path, workdir: str | Path, count: int,
-               methods: tuple[str, ...] | list[str], seed: int = 0) -> PaperData:
+def paper_data(
+    base: str | Path,
+    paper: str | Path,
+    dataset_stats: str | Path,
+    workdir: str | Path,
+    count: int,
+    methods: tuple[str, ...] | list[str],
+    seed: int = 0,
+) -> PaperData:
     """:class:`PaperData` for the paper config ``paper`` layered on ``base``."""
     config = load_paper_config(base, paper)
     cfg = EstimateConfig()
@@ -329,7 +362,15 @@ def write_canonical(folder: str | Path, data: PaperData, split: str = "train", i
     """``data``'s first ``images`` scene graphs as a canonical data folder (``vocab.json``, ``<split>.json``,
     ``<split>_images.npy`` with random pixels), what ``retrievegan train`` reads; for device checks of the whole
     training command without the preprocessing stack (pycocotools)."""
-    from retrievegan.data.scene_graph import SceneGraph, SceneObject, Split, Vocab, encode_mask, write_split, write_vocab
+    from retrievegan.data.scene_graph import (
+        SceneGraph,
+        SceneObject,
+        Split,
+        Vocab,
+        encode_mask,
+        write_split,
+        write_vocab,
+    )
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -339,14 +380,28 @@ def write_canonical(folder: str | Path, data: PaperData, split: str = "train", i
     graphs = []
     for item in items:
         masks = item.masks.numpy() > 0.5 if item.masks is not None else None
-        objects = tuple(SceneObject(category=int(c), box=tuple(float(v) for v in box),
-                                    mask=encode_mask(masks[i]) if masks is not None else None)
-                        for i, (c, box) in enumerate(zip(item.objs.tolist(), item.boxes.tolist())))
-        graphs.append(SceneGraph(image_id=item.image_id, file_name=f"{item.image_id}.png", width=spec.image_size,
-                                 height=spec.image_size, objects=objects,
-                                 triples=tuple(tuple(t) for t in item.triples.tolist())))
+        objects = tuple(
+            SceneObject(
+                category=int(c),
+                box=tuple(float(v) for v in box),
+                mask=encode_mask(masks[i]) if masks is not None else None,
+            )
+            for i, (c, box) in enumerate(zip(item.objs.tolist(), item.boxes.tolist()))
+        )
+        graphs.append(
+            SceneGraph(
+                image_id=item.image_id,
+                file_name=f"{item.image_id}.png",
+                width=spec.image_size,
+                height=spec.image_size,
+                objects=objects,
+                triples=tuple(tuple(t) for t in item.triples.tolist()),
+            )
+        )
     write_split(folder / f"{split}.json", Split(data.scale.source, split, "", spec.mask_size, tuple(graphs)))
     rng = np.random.default_rng(0)
-    np.save(folder / f"{split}_images.npy",
-            rng.integers(0, 256, (len(items), spec.image_size, spec.image_size, 3), dtype=np.uint8))
+    np.save(
+        folder / f"{split}_images.npy",
+        rng.integers(0, 256, (len(items), spec.image_size, spec.image_size, 3), dtype=np.uint8),
+    )
     return folder

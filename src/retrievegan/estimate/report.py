@@ -16,7 +16,7 @@ def table_totals(rows: Sequence[Mapping[str, Any]], cfg: EstimateConfig) -> dict
     ``table2_dataset``) and both together (shared runs once), each over training, DAMSM pre-training,
     sampling and evaluation rows. DAMSM belongs to AttnGAN (Table 1); sg2im, which RetrieveGAN's pre-filter
     needs, is counted in Table 1 only."""
-    from retrievegan.eval.methods import TABLE1_ROWS, TABLE2_ROWS
+    from retrievegan.runs import TABLE1_ROWS, TABLE2_ROWS
 
     table1 = {m for ms in TABLE1_ROWS.values() for m in ms} | {"damsm", "real_data"}
 
@@ -24,23 +24,29 @@ def table_totals(rows: Sequence[Mapping[str, Any]], cfg: EstimateConfig) -> dict
         return row["method"] in table1
 
     def in_table2(row: Mapping[str, Any]) -> bool:
-        return (row["dataset"] == cfg.table2_dataset and row["method"] in TABLE2_ROWS
-                and row.get("setting", "pred_bbox") == "pred_bbox")
+        return (
+            row["dataset"] == cfg.table2_dataset
+            and row["method"] in TABLE2_ROWS
+            and row.get("setting", "pred_bbox") == "pred_bbox"
+        )
 
     out = {}
-    for name, test in (("table1", in_table1), ("table2", in_table2),
-                       ("both", lambda r: in_table1(r) or in_table2(r))):
+    for name, test in (("table1", in_table1), ("table2", in_table2), ("both", lambda r: in_table1(r) or in_table2(r))):
         chosen = [r for r in rows if test(r)]
         total = sum(r["total_flops"] for r in chosen)
         training = [r for r in chosen if r["kind"] in ("train", "damsm")]
         measured = [r.get("measured_gpu_hours") for r in training]
-        out[name] = {"training_runs": len(training), "rows": len(chosen), "total_flops": total,
-                     "measured_gpu_hours_training": sum(measured) if measured and None not in measured else None,
-                     "measured_gpu_hours_max": max(measured) if measured and None not in measured else None,
-                     "training_flops": sum(r["total_flops"] for r in training),
-                     "cpu_hours_training": sum(r.get("cpu_hours", 0.0) for r in training),
-                     "gpu_hours_fp32": list(gpu_hour_range(total, cfg.peak_tflops_fp32, cfg.utilization)),
-                     "gpu_hours_tf32": list(gpu_hour_range(total, cfg.peak_tflops_tf32, cfg.utilization))}
+        out[name] = {
+            "training_runs": len(training),
+            "rows": len(chosen),
+            "total_flops": total,
+            "measured_gpu_hours_training": sum(measured) if measured and None not in measured else None,
+            "measured_gpu_hours_max": max(measured) if measured and None not in measured else None,
+            "training_flops": sum(r["total_flops"] for r in training),
+            "cpu_hours_training": sum(r.get("cpu_hours", 0.0) for r in training),
+            "gpu_hours_fp32": list(gpu_hour_range(total, cfg.peak_tflops_fp32, cfg.utilization)),
+            "gpu_hours_tf32": list(gpu_hour_range(total, cfg.peak_tflops_tf32, cfg.utilization)),
+        }
     return out
 
 
@@ -64,8 +70,12 @@ def render_markdown(result: Mapping[str, Any]) -> str:
     rows = result["rows"]
     measured = cfg.get("device") == "cuda" or cfg.get("measured", False)
     lines = [
-        "# Paper-scale compute estimate" + (" (training steps measured on a GPU; the rest projected from FLOPs)"
-                                            if measured else " (projection, not a measurement on a GPU)"),
+        "# Paper-scale compute estimate"
+        + (
+            " (training steps measured on a GPU; the rest projected from FLOPs)"
+            if measured
+            else " (projection, not a measurement on a GPU)"
+        ),
         "",
         f"GPU-hours projected for one **{cfg['reference_gpu']}** ({result['gpu_note']}) at a model FLOP "
         f"utilisation of {low:g}–{high:g} (the high utilisation gives the low number): GPU-hours = FLOPs / "
@@ -101,45 +111,72 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         if r["kind"] not in ("train", "damsm"):
             continue
         name = "DAMSM pre-training (for AttnGAN)" if r["kind"] == "damsm" else r["method"]
-        cpu = (f"{_num(r['cpu_seconds_per_step'])} ({r['timing_batch']}) | {_num(r['cpu_hours'])}"
-               if r.get("cpu_seconds_per_step") is not None else "— | —")
+        cpu = (
+            f"{_num(r['cpu_seconds_per_step'])} ({r['timing_batch']}) | {_num(r['cpu_hours'])}"
+            if r.get("cpu_seconds_per_step") is not None
+            else "— | —"
+        )
         lines.append(
             f"| {name} | {r['dataset']} | {r['params_trainable'] / 1e6:.2f} | {r['batch_size']} ({r['real_objects']}) | "
             f"{_num(r['flops_per_step'] / 1e9)} | {r['steps']:,} | {r['epochs']:.1f} | {cpu} | "
-            f"{_hours(r['gpu_hours_fp32'])} | {_hours(r['gpu_hours_tf32'])} |")
+            f"{_hours(r['gpu_hours_fp32'])} | {_hours(r['gpu_hours_tf32'])} |"
+        )
     samples = [r for r in rows if r["kind"] == "sample"]
     if samples:
-        lines += ["", "## Sampling", "",
-                  "Two samples per test scene graph in each setting the tables need; forward only, FLOPs counted "
-                  "on the method's training batch and divided by its images.", "",
-                  "| method | dataset | setting | GFLOPs/image | images | GPU-hours FP32 | GPU-hours TF32 |",
-                  "|---|---|---|---:|---:|---:|---:|"]
-        lines += [f"| {r['method']} | {r['dataset']} | {r['setting']} | {_num(r['flops_per_step'] / 1e9)} | "
-                  f"{r['steps']:,} | {_hours(r['gpu_hours_fp32'])} | {_hours(r['gpu_hours_tf32'])} |" for r in samples]
+        lines += [
+            "",
+            "## Sampling",
+            "",
+            "Two samples per test scene graph in each setting the tables need; forward only, FLOPs counted "
+            "on the method's training batch and divided by its images.",
+            "",
+            "| method | dataset | setting | GFLOPs/image | images | GPU-hours FP32 | GPU-hours TF32 |",
+            "|---|---|---|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {r['method']} | {r['dataset']} | {r['setting']} | {_num(r['flops_per_step'] / 1e9)} | "
+            f"{r['steps']:,} | {_hours(r['gpu_hours_fp32'])} | {_hours(r['gpu_hours_tf32'])} |"
+            for r in samples
+        ]
     evaluations = [r for r in rows if r["kind"] == "evaluate"]
     if evaluations:
-        lines += ["", "## Evaluation", "",
-                  "FID + IS: one Inception-v3 pass at 299 px per sample0 image; DS: two AlexNet (LPIPS) passes per "
-                  "sample pair; real data: Inception on the test and val images, once per dataset.", "",
-                  "| dataset | sample runs evaluated | GFLOPs | GPU-hours FP32 | GPU-hours TF32 |",
-                  "|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "## Evaluation",
+            "",
+            "FID + IS: one Inception-v3 pass at 299 px per sample0 image; DS: two AlexNet (LPIPS) passes per "
+            "sample pair; real data: Inception on the test and val images, once per dataset.",
+            "",
+            "| dataset | sample runs evaluated | GFLOPs | GPU-hours FP32 | GPU-hours TF32 |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for dataset in dict.fromkeys(r["dataset"] for r in evaluations):
             chosen = [r for r in evaluations if r["dataset"] == dataset]
             total = sum(r["total_flops"] for r in chosen)
             runs = sum(1 for r in chosen if r["method"] != "real_data")
-            lines.append(f"| {dataset} | {runs} (+ real data) | {_num(total / 1e9)} | "
-                         f"{_hours(gpu_hour_range(total, cfg['peak_tflops_fp32'], cfg['utilization']))} | "
-                         f"{_hours(gpu_hour_range(total, cfg['peak_tflops_tf32'], cfg['utilization']))} |")
-    labels = {"table1": "Table 1 (all its methods x datasets, DAMSM, sampling, evaluation)",
-              "table2": f"Table 2 (the four RetrieveGAN variants on {cfg['table2_dataset']})",
-              "both": "Tables 1 + 2 (shared runs once)"}
-    lines += ["", "## Totals", "",
-              "| tables | training runs | total PFLOPs | CPU-hours (training) | GPU-hours FP32 | GPU-hours TF32 |",
-              "|---|---:|---:|---:|---:|---:|"]
+            lines.append(
+                f"| {dataset} | {runs} (+ real data) | {_num(total / 1e9)} | "
+                f"{_hours(gpu_hour_range(total, cfg['peak_tflops_fp32'], cfg['utilization']))} | "
+                f"{_hours(gpu_hour_range(total, cfg['peak_tflops_tf32'], cfg['utilization']))} |"
+            )
+    labels = {
+        "table1": "Table 1 (all its methods x datasets, DAMSM, sampling, evaluation)",
+        "table2": f"Table 2 (the four RetrieveGAN variants on {cfg['table2_dataset']})",
+        "both": "Tables 1 + 2 (shared runs once)",
+    }
+    lines += [
+        "",
+        "## Totals",
+        "",
+        "| tables | training runs | total PFLOPs | CPU-hours (training) | GPU-hours FP32 | GPU-hours TF32 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for key, total in result["totals"].items():
-        lines.append(f"| {labels[key]} | {total['training_runs']} | {_num(total['total_flops'] / 1e15)} | "
-                     f"{_num(total['cpu_hours_training'])} | {_hours(total['gpu_hours_fp32'])} | "
-                     f"{_hours(total['gpu_hours_tf32'])} |")
+        lines.append(
+            f"| {labels[key]} | {total['training_runs']} | {_num(total['total_flops'] / 1e15)} | "
+            f"{_num(total['cpu_hours_training'])} | {_hours(total['gpu_hours_fp32'])} | "
+            f"{_hours(total['gpu_hours_tf32'])} |"
+        )
     lines += ["", "## Assumptions", ""] + [f"- {a}" for a in result["assumptions"]] + [""]
     return "\n".join(lines)
 
@@ -150,8 +187,11 @@ def _measured_section(result: Mapping[str, Any]) -> list[str]:
     cfg, dev = result["config"], result["device"]
     modes = list(cfg["modes"])
     rows = [r for r in result["rows"] if r["kind"] in ("train", "damsm") and "measured" in r]
-    where = (f"{dev['gpu']} (torch {dev['torch']}, CUDA {dev['cuda']}, cuDNN {dev['cudnn']}, {dev['gpu_memory_gib']} GiB)"
-             if "gpu" in dev else f"the CPU ({result['cpu']}, torch {dev['torch']}, {dev['threads']} threads)")
+    where = (
+        f"{dev['gpu']} (torch {dev['torch']}, CUDA {dev['cuda']}, cuDNN {dev['cudnn']}, {dev['gpu_memory_gib']} GiB)"
+        if "gpu" in dev
+        else f"the CPU ({result['cpu']}, torch {dev['torch']}, {dev['threads']} threads)"
+    )
     lines = [
         f"## Measured on {where}",
         "",
@@ -163,8 +203,9 @@ def _measured_section(result: Mapping[str, Any]) -> list[str]:
         "Syncs = synchronising CUDA calls in one step (`torch.cuda.set_sync_debug_mode`). DAMSM is timed without "
         "compilation.",
         "",
-        "| method | dataset | batch | " + " | ".join(f"{m} s/step" for m in modes) +
-        " | fastest | GPU-hours (measured) | GPU-hours FLOP projection TF32 | peak GiB | syncs/step |",
+        "| method | dataset | batch | "
+        + " | ".join(f"{m} s/step" for m in modes)
+        + " | fastest | GPU-hours (measured) | GPU-hours FLOP projection TF32 | peak GiB | syncs/step |",
         "|---|---|---:|" + "---:|" * len(modes) + "---|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -182,12 +223,15 @@ def _measured_section(result: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"| {name} | {r['dataset']} | {r['batch_size']} | " + " | ".join(cells) + f" | {r['measured_mode']} | "
             f"{_num(r['measured_gpu_hours']) if r['measured_gpu_hours'] is not None else '—'} | "
-            f"{_hours(r['gpu_hours_tf32'])} | {_or_dash(best.get('peak_memory_gib'))} | {_or_dash(best.get('syncs_per_step'))} |")
+            f"{_hours(r['gpu_hours_tf32'])} | {_or_dash(best.get('peak_memory_gib'))} | {_or_dash(best.get('syncs_per_step'))} |"
+        )
     for key, label in (("table1", "Table 1"), ("table2", "Table 2"), ("both", "Tables 1 + 2")):
         total = result["totals"][key].get("measured_gpu_hours_training")
         if total is not None:
-            lines.append(f"\n**{label}, training (all runs measured): {_num(total)} device-hours** on this device "
-                         f"(largest run: {_num(result['totals'][key]['measured_gpu_hours_max'])}).")
+            lines.append(
+                f"\n**{label}, training (all runs measured): {_num(total)} device-hours** on this device "
+                f"(largest run: {_num(result['totals'][key]['measured_gpu_hours_max'])})."
+            )
     return lines + [""]
 
 

@@ -16,9 +16,7 @@ import numpy as np
 import torch
 
 from retrievegan import io, runinfo
-from retrievegan.data.dataset import SceneGraphDataset
-from retrievegan.device import pick_device
-from retrievegan.eval.sampler import check_spec, sequential_loader
+from retrievegan.data.dataset import SceneGraphDataset, sequential_loader
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -44,17 +42,20 @@ def _summary(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     return {"l1": float(np.abs(pred - target).mean()), "mean_iou": float(box_iou(pred, target).mean())}
 
 
-def box_l1(checkpoint: str | Path, data_dir: str | Path, out_json: str | Path, split: str = "val",
-           batch_size: int = 64, device_name: str = "auto") -> dict[str, Any]:
+def box_l1(
+    checkpoint: str | Path,
+    data_dir: str | Path,
+    out_json: str | Path,
+    split: str = "val",
+    batch_size: int = 64,
+    device_name: str = "auto",
+) -> dict[str, Any]:
     """Evaluate the method's predicted boxes on ``split``; write and return the result."""
-    from retrievegan.train.checkpoint import sha256_file
-    from retrievegan.train.loop import load_trained
+    from retrievegan.io import sha256_file
+    from retrievegan.train.loop import load_trained_on
 
-    device = pick_device(device_name)
-    method, nets, payload = load_trained(checkpoint, device)
+    method, nets, payload, dataset, device = load_trained_on(checkpoint, data_dir, split, device_name, use_masks=False)
     train_objs, train_boxes = _real_boxes(SceneGraphDataset(data_dir, "train", use_masks=False))
-    dataset = SceneGraphDataset(data_dir, split, use_masks=False)
-    check_spec(method.spec, dataset.spec, dataset.graphs_path)
     preds, targets, cats = [], [], []
     with torch.no_grad():
         for batch in sequential_loader(dataset, batch_size, 0):
@@ -68,8 +69,10 @@ def box_l1(checkpoint: str | Path, data_dir: str | Path, out_json: str | Path, s
     category_mean = {int(c): train_boxes[train_objs == c].mean(0) for c in np.unique(train_objs)}
     category_pred = np.stack([category_mean.get(int(c), mean_box) for c in cat])
     model = _summary(pred, target)
-    baselines = {"mean_box": _summary(np.broadcast_to(mean_box, target.shape), target),
-                 "category_mean_box": _summary(category_pred, target)}
+    baselines = {
+        "mean_box": _summary(np.broadcast_to(mean_box, target.shape), target),
+        "category_mean_box": _summary(category_pred, target),
+    }
     result = {
         "method": payload["method"],
         "split": split,

@@ -65,8 +65,9 @@ class ControlsConfig:
         if self.search_split not in ("train", "val"):
             raise ValueError(f"controls.search_split must be train or val, got {self.search_split!r}")
         if not self.seeds or self.batch_size < 1 or self.bootstrap_samples < 100 or not 0 < self.confidence < 1:
-            raise ValueError("controls: seeds must not be empty, batch_size >= 1, bootstrap_samples >= 100, "
-                             "confidence in (0, 1)")
+            raise ValueError(
+                "controls: seeds must not be empty, batch_size >= 1, bootstrap_samples >= 100, confidence in (0, 1)"
+            )
 
     def grid(self) -> list[tuple[float | None, bool]]:
         """(scale, gumbel) per grid point; (None, False) is the no-noise point."""
@@ -84,26 +85,31 @@ class SplitRetrieval:
     """The host-prepared batches of one split, and the retrieval of a given embedding at a given scale on them."""
 
     def __init__(self, method: Any, dataset: Any, cfg: ControlsConfig, device: Any, progress: bool = True):
-        from retrievegan.eval.sampler import sequential_loader
+        from retrievegan.data.dataset import sequential_loader
         from retrievegan.progressbar import progress_bar
 
         self.method, self.cfg, self.device = method, cfg, device
-        self.batches = [method.host_prepare(b).to(device) for b in progress_bar(
-            sequential_loader(dataset, cfg.batch_size, 0), desc=f"c1-controls {dataset.split}", disable=not progress)]
+        self.batches = [
+            method.host_prepare(b).to(device)
+            for b in progress_bar(
+                sequential_loader(dataset, cfg.batch_size, 0), desc=f"c1-controls {dataset.split}", disable=not progress
+            )
+        ]
 
     def embeddings(self, embed: Embedder) -> list[Any]:
         """One ``(B, N, K, D)`` embedding per batch (computed once, scaled per grid point)."""
         import torch
 
         with torch.no_grad():
-            return [embed(self.method.with_host_inputs(b, "candidate_ids").extras["candidate_ids"])
-                    for b in self.batches]
+            return [
+                embed(self.method.with_host_inputs(b, "candidate_ids").extras["candidate_ids"]) for b in self.batches
+            ]
 
     def records(self, emb: Sequence[Any], scale: float, gumbel: bool) -> list[dict[str, Any]]:
         """Retrieved patch ids per (scene graph, sample seed index) with the embeddings times ``scale``."""
         import torch
 
-        from retrievegan.models.patch_gan import slot_lists
+        from retrievegan.models.patch_method import slot_lists
         from retrievegan.seeds import SAMPLE_NOISE, image_generators
 
         out: list[dict[str, Any]] = []
@@ -127,56 +133,84 @@ def _table(records: list[dict[str, Any]], patch_table: Any, where: str | os.Path
     return table.sort_values(["image_id", "sample"], kind="stable").reset_index(drop=True)
 
 
-def scale_search(split: SplitRetrieval, emb: Sequence[Any], patch_table: Any, graphs: Mapping[int, Any],
-                 cfg: ControlsConfig, where: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def scale_search(
+    split: SplitRetrieval,
+    emb: Sequence[Any],
+    patch_table: Any,
+    graphs: Mapping[int, Any],
+    cfg: ControlsConfig,
+    where: str | os.PathLike[str],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(one row per grid point: scale, gumbel, label, pairwise same-theme rate on the search split; the chosen row:
     the highest rate, the first grid point on ties)."""
     rows = []
     for scale, gumbel in cfg.grid():
         table = _table(split.records(emb, 1.0 if scale is None else scale, gumbel), patch_table, where, graphs)
-        rows.append({"scale": scale, "gumbel": gumbel, "label": grid_label(scale, gumbel),
-                     "compat_pairwise_same_theme": float(table["pairwise_same_theme"].mean())})
+        rows.append(
+            {
+                "scale": scale,
+                "gumbel": gumbel,
+                "label": grid_label(scale, gumbel),
+                "compat_pairwise_same_theme": float(table["pairwise_same_theme"].mean()),
+            }
+        )
     best = max(range(len(rows)), key=lambda i: (rows[i]["compat_pairwise_same_theme"], -i))
     return rows, rows[best]
 
 
-def _paired(learned: Any, other: Any, clusters: np.ndarray, cfg: ControlsConfig, tag: str, split: str
-            ) -> dict[str, float]:
+def _paired(
+    learned: Any, other: Any, clusters: np.ndarray, cfg: ControlsConfig, tag: str, split: str
+) -> dict[str, float]:
     """The paired difference learned - other of the pairwise same-theme rate per set, with its scene-graph bootstrap
     interval and standard error."""
     from retrievegan.eval.compatibility import bootstrap_seed, cluster_bootstrap_means
 
     diff = (learned["pairwise_same_theme"] - other["pairwise_same_theme"]).to_numpy(float)
-    means = cluster_bootstrap_means(diff, clusters, cfg.bootstrap_samples,
-                                    np.random.default_rng(bootstrap_seed(cfg.seed, tag, split)))
+    means = cluster_bootstrap_means(
+        diff, clusters, cfg.bootstrap_samples, np.random.default_rng(bootstrap_seed(cfg.seed, tag, split))
+    )
     alpha = (1.0 - cfg.confidence) / 2.0
     low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return {"difference": float(diff.mean()), "low": float(low), "high": float(high), "se": float(means.std(ddof=1)),
-            "scene_graphs": int(len(np.unique(clusters)))}
+    return {
+        "difference": float(diff.mean()),
+        "low": float(low),
+        "high": float(high),
+        "se": float(means.std(ddof=1)),
+        "scene_graphs": int(len(np.unique(clusters))),
+    }
 
 
-def c1_controls(checkpoint: str | os.PathLike[str], snapshots: str | os.PathLike[str],
-                data_dir: str | os.PathLike[str], patches_csv: str | os.PathLike[str],
-                out_json: str | os.PathLike[str] | None, cfg: ControlsConfig, test_split: str = "test",
-                device_name: str = "cpu", inputs: Mapping[str, str] | None = None,
-                pastegan_retrievals: str | os.PathLike[str] | None = None, progress: bool = True) -> dict[str, Any]:
+def c1_controls(
+    checkpoint: str | os.PathLike[str],
+    snapshots: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str],
+    patches_csv: str | os.PathLike[str],
+    out_json: str | os.PathLike[str] | None,
+    cfg: ControlsConfig,
+    test_split: str = "test",
+    device_name: str = "cpu",
+    inputs: Mapping[str, str] | None = None,
+    pastegan_retrievals: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Score the learned E_p of a RetrieveGAN run against the fixed embeddings at their val-tuned scales on
     ``test_split`` (module docstring); with ``pastegan_retrievals`` (PasteGAN's ``retrievals.json`` on the same
     split and sample seeds) also PasteGAN's sets, paired per scene graph with the learned arm's. Writes ``out_json``
     if given and returns the record."""
-    from retrievegan.data.dataset import SceneGraphDataset
+    from retrievegan.data.dataset import SceneGraphDataset, check_spec
     from retrievegan.data.patches import load_patch_table
     from retrievegan.data.scene_graph import read_split
+    from retrievegan.device import pick_device
     from retrievegan.eval.compatibility import bootstrap_seed, random_candidate_records, score_means
-    from retrievegan.eval.sampler import check_spec, pick_device
-    from retrievegan.eval.test_retrieval import require_retrieval
-    from retrievegan.models.patch_gan import gather_rows
-    from retrievegan.train.checkpoint import sha256_file
+    from retrievegan.eval.sampled_retrieval import require_retrieval
+    from retrievegan.io import sha256_file
+    from retrievegan.models.patch_method import gather_rows
     from retrievegan.train.loop import load_snapshot, load_trained
 
     if test_split == cfg.search_split:
-        raise InputError(data_dir, f"the scale is searched on {cfg.search_split} and scored on {test_split}: they "
-                                   "must differ")
+        raise InputError(
+            data_dir, f"the scale is searched on {cfg.search_split} and scored on {test_split}: they must differ"
+        )
     device = pick_device(device_name)
     method, nets, payload = load_trained(checkpoint, device, dict(inputs or {}))
     name = payload["method"]
@@ -209,31 +243,55 @@ def c1_controls(checkpoint: str | os.PathLike[str], snapshots: str | os.PathLike
         key = "learned_tuned" if arm == "learned" else arm
         arms[key] = {"search": rows, "chosen": chosen}
     learned_gumbel = bool(method.config.sample_gumbel)
-    as_trained = _table(search[0].records(search[0].embeddings(embedders["learned"]), 1.0, learned_gumbel),
-                        patch_table, patches_csv, search[1])
-    arms["learned"] = {"chosen": {"scale": 1.0, "gumbel": learned_gumbel, "label": "as trained",
-                                  "compat_pairwise_same_theme": float(as_trained["pairwise_same_theme"].mean())}}
-    best_fixed = max(FIXED_ARMS, key=lambda a: (arms[a]["chosen"]["compat_pairwise_same_theme"],
-                                                -FIXED_ARMS.index(a)))
+    as_trained = _table(
+        search[0].records(search[0].embeddings(embedders["learned"]), 1.0, learned_gumbel),
+        patch_table,
+        patches_csv,
+        search[1],
+    )
+    arms["learned"] = {
+        "chosen": {
+            "scale": 1.0,
+            "gumbel": learned_gumbel,
+            "label": "as trained",
+            "compat_pairwise_same_theme": float(as_trained["pairwise_same_theme"].mean()),
+        }
+    }
+    best_fixed = max(FIXED_ARMS, key=lambda a: (arms[a]["chosen"]["compat_pairwise_same_theme"], -FIXED_ARMS.index(a)))
 
     # 2. test, once per arm at its choice
     tables = {}
-    for arm, source in (("learned", "learned"), ("learned_tuned", "learned"), ("ep_init", "ep_init"),
-                        ("identity", "identity")):
+    for arm, source in (
+        ("learned", "learned"),
+        ("learned_tuned", "learned"),
+        ("ep_init", "ep_init"),
+        ("identity", "identity"),
+    ):
         c = arms[arm]["chosen"]
         emb = test[0].embeddings(embedders[source])
-        tables[arm] = _table(test[0].records(emb, 1.0 if c["scale"] is None else c["scale"], c["gumbel"]),
-                             patch_table, patches_csv, test[1])
+        tables[arm] = _table(
+            test[0].records(emb, 1.0 if c["scale"] is None else c["scale"], c["gumbel"]),
+            patch_table,
+            patches_csv,
+            test[1],
+        )
     k = int(method.candidates.shape[1])
-    base = random_candidate_records(test[0].records(test[0].embeddings(embedders["learned"]), 1.0, learned_gumbel),
-                                    patch_table, method.candidates.numpy(), k, test_split, cfg.seed,
-                                    method.inputs["candidates"])
+    base = random_candidate_records(
+        test[0].records(test[0].embeddings(embedders["learned"]), 1.0, learned_gumbel),
+        patch_table,
+        method.candidates.numpy(),
+        k,
+        test_split,
+        cfg.seed,
+        method.inputs["candidates"],
+    )
     tables["random_candidates"] = _table(base, patch_table, patches_csv, test[1])
     if pastegan_retrievals is not None:
         from retrievegan.eval.compatibility import load_retrievals
 
-        tables["pastegan"] = _table(load_retrievals(pastegan_retrievals, "pastegan"), patch_table, pastegan_retrievals,
-                                    test[1])
+        tables["pastegan"] = _table(
+            load_retrievals(pastegan_retrievals, "pastegan"), patch_table, pastegan_retrievals, test[1]
+        )
     keys = tables["learned"][["image_id", "sample"]].to_numpy()
     for arm, table in tables.items():
         own = table[["image_id", "sample"]].to_numpy()
@@ -243,11 +301,15 @@ def c1_controls(checkpoint: str | os.PathLike[str], snapshots: str | os.PathLike
         scores = score_means(table, cfg.bootstrap_samples, cfg.confidence, rng)
         arms.setdefault(arm, {})["test"] = {key: v for key, v in scores.items() if "pairwise" in key}
     clusters = tables["learned"]["image_id"].to_numpy()
-    paired = {"best_fixed": _paired(tables["learned"], tables[best_fixed], clusters, cfg,
-                                    f"c1_controls/{name}/learned-{best_fixed}", test_split)}
+    paired = {
+        "best_fixed": _paired(
+            tables["learned"], tables[best_fixed], clusters, cfg, f"c1_controls/{name}/learned-{best_fixed}", test_split
+        )
+    }
     if "pastegan" in tables:
-        paired["pastegan"] = _paired(tables["learned"], tables["pastegan"], clusters, cfg,
-                                     f"c1_controls/{name}/learned-pastegan", test_split)
+        paired["pastegan"] = _paired(
+            tables["learned"], tables["pastegan"], clusters, cfg, f"c1_controls/{name}/learned-pastegan", test_split
+        )
     result = {
         "method": name,
         "search_split": cfg.search_split,
@@ -268,11 +330,16 @@ def c1_controls(checkpoint: str | os.PathLike[str], snapshots: str | os.PathLike
 def controls_line(rec: Mapping[str, Any]) -> str:
     """One line: each arm's test score at its choice, and the learned arm's difference to the best fixed arm."""
     arms = rec["arms"]
-    parts = [f"{arm} {arms[arm]['test']['compat_pairwise_same_theme']:.3f}"
-             + (f" ({arms[arm]['chosen']['label']})" if "chosen" in arms[arm] else "")
-             for arm in ("learned", "ep_init", "identity", "learned_tuned", "random_candidates")]
-    diffs = [f"learned - {'best fixed (' + rec['best_fixed'] + ')' if k == 'best_fixed' else k} "
-             f"{d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]" for k, d in rec["paired"].items()]
+    parts = [
+        f"{arm} {arms[arm]['test']['compat_pairwise_same_theme']:.3f}"
+        + (f" ({arms[arm]['chosen']['label']})" if "chosen" in arms[arm] else "")
+        for arm in ("learned", "ep_init", "identity", "learned_tuned", "random_candidates")
+    ]
+    diffs = [
+        f"learned - {'best fixed (' + rec['best_fixed'] + ')' if k == 'best_fixed' else k} "
+        f"{d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+        for k, d in rec["paired"].items()
+    ]
     return f"{rec['method']} ({rec['test_split']}): " + ", ".join(parts) + "; " + "; ".join(diffs)
 
 

@@ -36,8 +36,9 @@ from retrievegan import io
 from retrievegan.errors import InputError
 
 
-def load_retrievals(path: str | os.PathLike[str], method: str | None = None,
-                    setting: str | None = None) -> list[dict[str, Any]]:
+def load_retrievals(
+    path: str | os.PathLike[str], method: str | None = None, setting: str | None = None
+) -> list[dict[str, Any]]:
     """The validated records of ``retrievals.json``."""
     from retrievegan.eval.samples import read_json_object
 
@@ -77,17 +78,25 @@ def _set_scores(themes: np.ndarray) -> tuple[float, float]:
 
 def _chance_pairwise(categories: np.ndarray, theme_given_category: dict[int, np.ndarray]) -> float:
     iu = np.triu_indices(len(categories), k=1)
-    return float(np.mean([theme_given_category[categories[i]] @ theme_given_category[categories[j]]
-                          for i, j in zip(*iu)]))
+    return float(
+        np.mean([theme_given_category[categories[i]] @ theme_given_category[categories[j]] for i, j in zip(*iu)])
+    )
 
 
-def score_records(records: list[dict[str, Any]], patch_table: pd.DataFrame, path: str | os.PathLike[str],
-                  split_graphs: dict[int, Any] | None = None) -> pd.DataFrame:
+def score_records(
+    records: list[dict[str, Any]],
+    patch_table: pd.DataFrame,
+    path: str | os.PathLike[str],
+    split_graphs: dict[int, Any] | None = None,
+) -> pd.DataFrame:
     """One row per record with >= 2 patches: image_id, sample, size, single_theme, pairwise_same_theme,
     chance_pairwise_same_theme, category_match (share of patches whose category is the object's)."""
     if patch_table["theme"].isna().any():
-        raise InputError(path, "the patch bank has patches without a theme: the compatibility score needs the "
-                         "synthetic benchmark's themes")
+        raise InputError(
+            path,
+            "the patch bank has patches without a theme: the compatibility score needs the "
+            "synthetic benchmark's themes",
+        )
     bank = patch_table[patch_table["split"] == "train"]
     theme_of = dict(zip(bank["patch_id"].to_numpy(), bank["theme"].to_numpy(dtype=np.int64)))
     category_of = dict(zip(bank["patch_id"].to_numpy(), bank["category"].to_numpy(dtype=np.int64)))
@@ -105,8 +114,9 @@ def score_records(records: list[dict[str, Any]], patch_table: pd.DataFrame, path
         where = f"record {k} (image id {rec['image_id']}, sample {rec['sample']})"
         missing = [i for i in ids if i not in theme_of]
         if missing:
-            raise InputError(path, f"patch id {missing[0]} is not in the retrieval bank (train patches of "
-                             "patches.csv)", where)
+            raise InputError(
+                path, f"patch id {missing[0]} is not in the retrieval bank (train patches of patches.csv)", where
+            )
         category_match = np.nan
         if split_graphs is not None:
             graph = split_graphs.get(rec["image_id"])
@@ -120,14 +130,34 @@ def score_records(records: list[dict[str, Any]], patch_table: pd.DataFrame, path
         themes = np.array([theme_of[i] for i in ids])
         single, pairwise = _set_scores(themes)
         cats = np.array([category_of[i] for i in ids])
-        rows.append((rec["image_id"], rec["sample"], len(ids), single, pairwise,
-                     _chance_pairwise(cats, theme_given_category), category_match))
-    return pd.DataFrame(rows, columns=["image_id", "sample", "size", "single_theme", "pairwise_same_theme",
-                                       "chance_pairwise_same_theme", "category_match"])
+        rows.append(
+            (
+                rec["image_id"],
+                rec["sample"],
+                len(ids),
+                single,
+                pairwise,
+                _chance_pairwise(cats, theme_given_category),
+                category_match,
+            )
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "image_id",
+            "sample",
+            "size",
+            "single_theme",
+            "pairwise_same_theme",
+            "chance_pairwise_same_theme",
+            "category_match",
+        ],
+    )
 
 
-def cluster_bootstrap_means(values: np.ndarray, clusters: np.ndarray, n_boot: int,
-                            rng: np.random.Generator) -> np.ndarray:
+def cluster_bootstrap_means(
+    values: np.ndarray, clusters: np.ndarray, n_boot: int, rng: np.random.Generator
+) -> np.ndarray:
     """``(n_boot,)`` means of ``values``, each over a resample of whole clusters drawn with replacement."""
     labels, inverse = np.unique(clusters, return_inverse=True)
     sums = np.bincount(inverse, weights=values, minlength=len(labels))
@@ -136,8 +166,9 @@ def cluster_bootstrap_means(values: np.ndarray, clusters: np.ndarray, n_boot: in
     return sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
 
 
-def cluster_bootstrap(values: np.ndarray, clusters: np.ndarray, n_boot: int, confidence: float,
-                      rng: np.random.Generator) -> tuple[float, float]:
+def cluster_bootstrap(
+    values: np.ndarray, clusters: np.ndarray, n_boot: int, confidence: float, rng: np.random.Generator
+) -> tuple[float, float]:
     """Percentile interval of the mean of ``values``, resampling whole clusters with replacement."""
     means = cluster_bootstrap_means(values, clusters, n_boot, rng)
     alpha = (1.0 - confidence) / 2.0
@@ -148,8 +179,9 @@ def cluster_bootstrap(values: np.ndarray, clusters: np.ndarray, n_boot: int, con
 SCORES = ("single_theme", "pairwise_same_theme")
 
 
-def score_means(table: pd.DataFrame, n_boot: int, confidence: float, rng: np.random.Generator,
-                prefix: str = "compat_") -> dict[str, float]:
+def score_means(
+    table: pd.DataFrame, n_boot: int, confidence: float, rng: np.random.Generator, prefix: str = "compat_"
+) -> dict[str, float]:
     """``{prefix}<score>`` (mean over the sets of :func:`score_records`' table) and ``_low`` / ``_high`` (percentile
     interval, resampling scene graphs: :func:`cluster_bootstrap`), for both scores."""
     out = {}
@@ -169,8 +201,15 @@ def bootstrap_seed(seed: int, method: str, setting: str) -> list[int]:
 RANDOM_CANDIDATES_TAG = zlib.crc32(b"random_candidates")
 
 
-def random_candidate_records(records: list[dict[str, Any]], patch_table: pd.DataFrame, candidates: np.ndarray,
-                             k: int, split: str, seed: int, path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+def random_candidate_records(
+    records: list[dict[str, Any]],
+    patch_table: pd.DataFrame,
+    candidates: np.ndarray,
+    k: int,
+    split: str,
+    seed: int,
+    path: str | os.PathLike[str],
+) -> list[dict[str, Any]]:
     """The records with each patch replaced by a uniform draw among the first ``k`` pre-filter candidates of
     the same object (objects = the ``split`` rows of the patch table with the record's image id, in object
     order); ``candidates`` ``(P, >= k)`` int64, ``-1`` padding. Seeded per (image_id, sample)."""
@@ -185,8 +224,12 @@ def random_candidate_records(records: list[dict[str, Any]], patch_table: pd.Data
         objects = by_image.get(rec["image_id"])
         where = f"record {n} (image id {rec['image_id']}, sample {rec['sample']})"
         if objects is None or len(objects) != len(rec["patch_ids"]):
-            raise InputError(path, f"image id has {0 if objects is None else len(objects)} {split} patches but the "
-                                   f"record has {len(rec['patch_ids'])} patch ids", where)
+            raise InputError(
+                path,
+                f"image id has {0 if objects is None else len(objects)} {split} patches but the "
+                f"record has {len(rec['patch_ids'])} patch ids",
+                where,
+            )
         rng = np.random.default_rng([int(seed), RANDOM_CANDIDATES_TAG, int(rec["image_id"]), int(rec["sample"])])
         picks = []
         for row in objects:
@@ -199,12 +242,19 @@ def random_candidate_records(records: list[dict[str, Any]], patch_table: pd.Data
     return out
 
 
-def compatibility_score(retrievals_path: str | os.PathLike[str], patches_csv: str | os.PathLike[str],
-                        method: str, setting: str, n_boot: int, confidence: float, seed: int,
-                        split_json: str | os.PathLike[str] | None = None,
-                        out_json: str | os.PathLike[str] | None = None,
-                        candidates: str | os.PathLike[str] | None = None,
-                        candidates_k: int | None = None) -> dict[str, Any]:
+def compatibility_score(
+    retrievals_path: str | os.PathLike[str],
+    patches_csv: str | os.PathLike[str],
+    method: str,
+    setting: str,
+    n_boot: int,
+    confidence: float,
+    seed: int,
+    split_json: str | os.PathLike[str] | None = None,
+    out_json: str | os.PathLike[str] | None = None,
+    candidates: str | os.PathLike[str] | None = None,
+    candidates_k: int | None = None,
+) -> dict[str, Any]:
     """Score one run's ``retrievals.json``; write ``out_json`` if given. With ``candidates`` (needs
     ``split_json``) also the random-among-candidates baseline (module docstring)."""
     from retrievegan.data.patches import load_patch_table
@@ -263,9 +313,11 @@ def compatibility_score(retrievals_path: str | os.PathLike[str], patches_csv: st
             result["metrics"][f"compat_{column}_minus_random_candidates_low"] = low
             result["metrics"][f"compat_{column}_minus_random_candidates_high"] = high
         result["random_candidates"] = {
-            "candidates": str(candidates), "k": k, "split": split,
+            "candidates": str(candidates),
+            "k": k,
+            "split": split,
             "rule": "per object a uniform draw among its first k pre-filter candidates; "
-                    "rng = numpy default_rng([seed, crc32('random_candidates'), image_id, sample])",
+            "rng = numpy default_rng([seed, crc32('random_candidates'), image_id, sample])",
         }
     if table["category_match"].notna().any():
         result["category_match"] = float(table["category_match"].mean())
@@ -292,26 +344,42 @@ def summary_table(compat_files: list[str | os.PathLike[str]], out: str | os.Path
                 return "n/a"
             return f"{m[name]:.3f} [{m[name + '_low']:.3f}, {m[name + '_high']:.3f}]"
 
-        rows.append({
-            "method": rec["method"], "setting": rec["setting"], "sets": rec["num_sets"],
-            "single_theme": cell("compat_single_theme"),
-            "random_candidates_single_theme": cell("compat_random_candidates_single_theme"),
-            "single_theme_minus_random": cell("compat_single_theme_minus_random_candidates"),
-            "pairwise_same_theme": cell("compat_pairwise_same_theme"),
-            "random_candidates_pairwise": cell("compat_random_candidates_pairwise_same_theme"),
-            "chance_pairwise": f"{m['compat_chance_pairwise_same_theme']:.3f}",
-            "k": str(rec.get("random_candidates", {}).get("k", "n/a")),
-        })
+        rows.append(
+            {
+                "method": rec["method"],
+                "setting": rec["setting"],
+                "sets": rec["num_sets"],
+                "single_theme": cell("compat_single_theme"),
+                "random_candidates_single_theme": cell("compat_random_candidates_single_theme"),
+                "single_theme_minus_random": cell("compat_single_theme_minus_random_candidates"),
+                "pairwise_same_theme": cell("compat_pairwise_same_theme"),
+                "random_candidates_pairwise": cell("compat_random_candidates_pairwise_same_theme"),
+                "chance_pairwise": f"{m['compat_chance_pairwise_same_theme']:.3f}",
+                "k": str(rec.get("random_candidates", {}).get("k", "n/a")),
+            }
+        )
     frame = pd.DataFrame(rows).sort_values(["setting", "method"], kind="stable")
     conf = {read_json_object(p, "compatibility file")["bootstrap"]["confidence"] for p in compat_files}
-    header = ["method", "setting", "sets", "single_theme", "random_candidates_single_theme",
-              "single_theme_minus_random", "pairwise_same_theme", "random_candidates_pairwise", "chance_pairwise", "k"]
+    header = [
+        "method",
+        "setting",
+        "sets",
+        "single_theme",
+        "random_candidates_single_theme",
+        "single_theme_minus_random",
+        "pairwise_same_theme",
+        "random_candidates_pairwise",
+        "chance_pairwise",
+        "k",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(r[h]) for h in header) + " |" for r in frame.to_dict("records")]
     lines.append("")
-    lines.append(f"Values: mean [{', '.join(f'{c:.0%}' for c in sorted(conf))} scene-graph bootstrap interval]. "
-                 "random_candidates: one patch per object drawn uniformly among the first k pre-filter candidates "
-                 "(same scene graphs, same sample index); single_theme_minus_random: paired difference.")
+    lines.append(
+        f"Values: mean [{', '.join(f'{c:.0%}' for c in sorted(conf))} scene-graph bootstrap interval]. "
+        "random_candidates: one patch per object drawn uniformly among the first k pre-filter candidates "
+        "(same scene graphs, same sample index); single_theme_minus_random: paired difference."
+    )
     text = "\n".join(lines)
     if out is not None:
         if str(out).endswith(".csv"):

@@ -70,8 +70,9 @@ class ProbeConfig:
 
 
 # --- the composites --------------------------------------------------------------------------------------------
-def draw_pair(cand: np.ndarray, themes: np.ndarray, rng: np.random.Generator
-              ) -> tuple[np.ndarray, np.ndarray, int] | None:
+def draw_pair(
+    cand: np.ndarray, themes: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, int] | None:
     """``cand`` ``(n, K)`` int64 candidate bank rows of an image's ``n`` objects (-1 padding), ``themes`` ``(P,)`` the
     theme of every bank row -> (same-theme ids ``(n,)``, mixed-theme ids ``(n,)``, the theme ``T``), or None when
     the image has no such pair (module docstring)."""
@@ -110,8 +111,9 @@ def auc(positive: np.ndarray, negative: np.ndarray) -> float:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2.0) / (len(pos) * len(neg)))
 
 
-def auc_interval(same: np.ndarray, mixed: np.ndarray, n_boot: int, confidence: float,
-                 rng: np.random.Generator) -> dict[str, float]:
+def auc_interval(
+    same: np.ndarray, mixed: np.ndarray, n_boot: int, confidence: float, rng: np.random.Generator
+) -> dict[str, float]:
     """AUC of paired scores (one same-theme and one mixed-theme score per scene graph), its percentile bootstrap
     interval over scene graphs, and the paired win rate (ties: one half)."""
     same, mixed = np.asarray(same, float), np.asarray(mixed, float)
@@ -122,8 +124,14 @@ def auc_interval(same: np.ndarray, mixed: np.ndarray, n_boot: int, confidence: f
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(boots, [alpha, 1.0 - alpha])
     wins = float(np.mean((same > mixed) + 0.5 * (same == mixed)))
-    return {"auc": auc(same, mixed), "auc_low": float(low), "auc_high": float(high), "paired_win_rate": wins,
-            "mean_same": float(same.mean()), "mean_mixed": float(mixed.mean())}
+    return {
+        "auc": auc(same, mixed),
+        "auc_low": float(low),
+        "auc_high": float(high),
+        "paired_win_rate": wins,
+        "mean_same": float(same.mean()),
+        "mean_mixed": float(mixed.mean()),
+    }
 
 
 def sees_compatibility(rec: Mapping[str, float]) -> bool:
@@ -135,14 +143,21 @@ def sees_compatibility(rec: Mapping[str, float]) -> bool:
 ScoreFn = Callable[[Any, Any], Mapping[str, Any]]  # (batch, chosen ids (B, N)) -> {discriminator: scores (B,)}
 
 
-def probe_scores(dataset: Any, candidates: np.ndarray, themes: np.ndarray, score: ScoreFn, cfg: ProbeConfig,
-                 desc: str = "d-probe", progress: bool = True) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+def probe_scores(
+    dataset: Any,
+    candidates: np.ndarray,
+    themes: np.ndarray,
+    score: ScoreFn,
+    cfg: ProbeConfig,
+    desc: str = "d-probe",
+    progress: bool = True,
+) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
     """Draw the composites of every scene graph of ``dataset`` and score them with ``score``; returns ({scorer:
     {"same": (G,), "mixed": (G,)}}, counts) over the ``G`` scene graphs that have a pair."""
     import torch
 
-    from retrievegan.eval.sampler import sequential_loader
-    from retrievegan.models.patch_gan import slot_rows
+    from retrievegan.data.dataset import sequential_loader
+    from retrievegan.models.patch_method import slot_rows
     from retrievegan.progressbar import progress_bar
 
     out: dict[str, dict[str, list[np.ndarray]]] = {}
@@ -174,7 +189,7 @@ def discriminator_scorer(method: Any, nets: Mapping[str, Any], device: Any) -> S
     D_img (mean logit over its patch map) and D_obj (mean real/fake logit over the image's objects) score them."""
     import torch
 
-    from retrievegan.models.patch_gan import slots_to_objects
+    from retrievegan.models.patch_method import slots_to_objects
 
     def score(batch: Any, chosen: Any) -> dict[str, Any]:
         with torch.no_grad():
@@ -198,55 +213,79 @@ def discriminator_scorer(method: Any, nets: Mapping[str, Any], device: Any) -> S
 def bank_themes(patch_table: Any, path: str | os.PathLike[str]) -> np.ndarray:
     """``(P,)`` int64 theme of every patch-table row (the synthetic benchmark's hidden themes)."""
     if patch_table["theme"].isna().any():
-        raise InputError(path, "the patch bank has patches without a theme: the discriminator probe needs the "
-                               "synthetic benchmark's themes")
+        raise InputError(
+            path,
+            "the patch bank has patches without a theme: the discriminator probe needs the "
+            "synthetic benchmark's themes",
+        )
     return patch_table["theme"].to_numpy(dtype=np.int64)
 
 
-def summarise(run: str, scores: Mapping[str, Mapping[str, np.ndarray]], counts: Mapping[str, int],
-              cfg: ProbeConfig) -> dict[str, Any]:
+def summarise(
+    run: str, scores: Mapping[str, Mapping[str, np.ndarray]], counts: Mapping[str, int], cfg: ProbeConfig
+) -> dict[str, Any]:
     """The probe record of a run from its paired scores (one AUC and interval per scorer)."""
     out: dict[str, Any] = {}
     for name in sorted(scores):
         rng = np.random.default_rng([cfg.seed, zlib.crc32(f"d_probe/{run}/{name}".encode())])
         rec = auc_interval(scores[name]["same"], scores[name]["mixed"], cfg.bootstrap_samples, cfg.confidence, rng)
         out[name] = {**rec, "sees_compatibility": sees_compatibility(rec)}
-    return {"method": run, "split": cfg.split, **counts, "probe": dataclasses.asdict(cfg), "discriminators": out,
-            "sees_compatibility": any(r["sees_compatibility"] for r in out.values())}
+    return {
+        "method": run,
+        "split": cfg.split,
+        **counts,
+        "probe": dataclasses.asdict(cfg),
+        "discriminators": out,
+        "sees_compatibility": any(r["sees_compatibility"] for r in out.values()),
+    }
 
 
-def discriminator_probe(checkpoint: str | os.PathLike[str], data_dir: str | os.PathLike[str],
-                        patches_csv: str | os.PathLike[str], candidates_path: str | os.PathLike[str],
-                        out_json: str | os.PathLike[str] | None, cfg: ProbeConfig, device_name: str = "cpu",
-                        inputs: Mapping[str, str] | None = None, progress: bool = True) -> dict[str, Any]:
+def discriminator_probe(
+    checkpoint: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str],
+    patches_csv: str | os.PathLike[str],
+    candidates_path: str | os.PathLike[str],
+    out_json: str | os.PathLike[str] | None,
+    cfg: ProbeConfig,
+    device_name: str = "cpu",
+    inputs: Mapping[str, str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Probe the discriminators of a trained patch method (RetrieveGAN, its ablations and variants, PasteGAN) on
     ``cfg.split`` (module docstring); writes ``out_json`` if given and returns the record."""
-    from retrievegan.data.dataset import SceneGraphDataset
     from retrievegan.data.patches import load_patch_table
     from retrievegan.embed.prefilter import load_candidates
-    from retrievegan.eval.sampler import check_spec, pick_device
-    from retrievegan.train.checkpoint import sha256_file
-    from retrievegan.train.loop import load_trained
+    from retrievegan.io import sha256_file
+    from retrievegan.train.loop import load_trained_on
 
-    device = pick_device(device_name)
-    method, nets, payload = load_trained(checkpoint, device, dict(inputs or {}))
+    method, nets, payload, dataset, device = load_trained_on(
+        checkpoint, data_dir, cfg.split, device_name, dict(inputs or {}), patches_csv
+    )
     missing = [n for n in ("generator", *DISCRIMINATORS) if n not in nets]
     if missing or not hasattr(method, "bank"):
-        raise InputError(checkpoint, f"{payload['method']} is not a patch method with D_img and D_obj (missing "
-                                     f"{missing or ['a patch bank']})")
-    dataset = SceneGraphDataset(data_dir, cfg.split, patches_csv)
-    check_spec(method.spec, dataset.spec, dataset.graphs_path)
+        raise InputError(
+            checkpoint,
+            f"{payload['method']} is not a patch method with D_img and D_obj (missing {missing or ['a patch bank']})",
+        )
     table = load_patch_table(patches_csv)
     themes = bank_themes(table, patches_csv)
     candidates = np.asarray(load_candidates(candidates_path, cfg.k, len(table)))
     scorer = discriminator_scorer(method, nets, device)
     scores, counts = probe_scores(dataset, candidates, themes, scorer, cfg, f"d-probe {payload['method']}", progress)
     if counts["with_a_pair"] < 2:
-        raise InputError(candidates_path, f"only {counts['with_a_pair']} {cfg.split} scene graph(s) have a same-theme "
-                                          "and a mixed-theme set among their candidates")
+        raise InputError(
+            candidates_path,
+            f"only {counts['with_a_pair']} {cfg.split} scene graph(s) have a same-theme "
+            "and a mixed-theme set among their candidates",
+        )
     result = summarise(payload["method"], scores, counts, cfg)
-    result.update({"checkpoint_sha256": sha256_file(checkpoint), "discriminator_mode": "eval (BatchNorm running "
-                   "statistics)", "composed_at": "ground-truth boxes, by the method's generator"})
+    result.update(
+        {
+            "checkpoint_sha256": sha256_file(checkpoint),
+            "discriminator_mode": "eval (BatchNorm running statistics)",
+            "composed_at": "ground-truth boxes, by the method's generator",
+        }
+    )
     if out_json is not None:
         io.write_json(out_json, result)
     return result
@@ -254,10 +293,15 @@ def discriminator_probe(checkpoint: str | os.PathLike[str], data_dir: str | os.P
 
 def probe_line(rec: Mapping[str, Any]) -> str:
     """One line: each discriminator's AUC and interval, and whether it sees compatibility."""
-    parts = [f"{name} AUC {r['auc']:.3f} [{r['auc_low']:.3f}, {r['auc_high']:.3f}]"
-             for name, r in sorted(rec["discriminators"].items())]
-    return (f"{rec['method']} ({rec['split']}, {rec['with_a_pair']} scene graphs): " + ", ".join(parts)
-            + (": sees compatibility" if rec["sees_compatibility"] else ": blind to compatibility"))
+    parts = [
+        f"{name} AUC {r['auc']:.3f} [{r['auc_low']:.3f}, {r['auc_high']:.3f}]"
+        for name, r in sorted(rec["discriminators"].items())
+    ]
+    return (
+        f"{rec['method']} ({rec['split']}, {rec['with_a_pair']} scene graphs): "
+        + ", ".join(parts)
+        + (": sees compatibility" if rec["sees_compatibility"] else ": blind to compatibility")
+    )
 
 
 def read_probe(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -267,4 +311,3 @@ def read_probe(path: str | os.PathLike[str]) -> dict[str, Any]:
     if "discriminators" not in rec or "sees_compatibility" not in rec:
         raise InputError(path, "not a discriminator probe file (no 'discriminators')")
     return rec
-

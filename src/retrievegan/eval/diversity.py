@@ -3,7 +3,7 @@
 * ``alex`` (the paper's): LPIPS v0.1 from the lpips package: its linear layers ship in the package
   (``lpips/weights/v0.1/alex.pth``); its AlexNet trunk needs torchvision's ImageNet weights, which
   are loaded from an explicit file (configured, or the torch hub cache; see
-  ``retrievegan.eval.weights``) — never downloaded, never replaced by another network.
+  ``retrievegan.weights``) — never downloaded, never replaced by another network.
   Metric names ``ds_lpips_alex_<split>_<pred|gt>``.
 * ``synthnet`` (embedded benchmark, for machines without ImageNet weights): the same LPIPS form —
   channel-normalised features (``lpips.normalize_tensor``), squared difference summed over channels,
@@ -29,8 +29,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from retrievegan import io
+from retrievegan import weights as weights_mod
 from retrievegan.errors import ConfigError, InputError
-from retrievegan.eval import weights as weights_mod
 
 BACKBONES = ("alex", "synthnet")
 
@@ -50,8 +50,10 @@ class LpipsAlex(nn.Module):
 
         lin_path = lpips_linear_weights_path()
         if not lin_path.is_file():
-            raise weights_mod.MissingWeightsError(lin_path, "LPIPS v0.1 linear-layer weights missing from the lpips "
-                                                  "package installation (reinstall lpips==0.1.4)")
+            raise weights_mod.MissingWeightsError(
+                lin_path,
+                "LPIPS v0.1 linear-layer weights missing from the lpips package installation (reinstall lpips==0.1.4)",
+            )
         # pnet_rand: torchvision builds a randomly initialised trunk (no download); fork_rng keeps that
         # initialisation from advancing the global RNG. The trunk is then overwritten from the file.
         with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
@@ -114,21 +116,33 @@ class DsBackbone:
         return self.key == "alex"
 
     def describe(self) -> dict[str, Any]:
-        info = {"key": self.key, "metric_network": self.network, "weights": weights_mod.portable_path(self.weights),
-                "weights_sha256": self.weights_sha256, "comparable_to_paper": self.comparable_to_paper}
+        info = {
+            "key": self.key,
+            "metric_network": self.network,
+            "weights": weights_mod.portable_path(self.weights),
+            "weights_sha256": self.weights_sha256,
+            "comparable_to_paper": self.comparable_to_paper,
+        }
         if self.key == "alex":
-            info.update(lpips_version="0.1", lpips_linear_weights=weights_mod.portable_path(lpips_linear_weights_path()))
+            info.update(
+                lpips_version="0.1", lpips_linear_weights=weights_mod.portable_path(lpips_linear_weights_path())
+            )
         else:
-            info.update(form="LPIPS baseline form (unit-normalised channels, uniform layer weights) on synthnet "
-                             "stem/stage1/stage2/stage3 maps; not LPIPS-calibrated, not comparable to the paper")
+            info.update(
+                form="LPIPS baseline form (unit-normalised channels, uniform layer weights) on synthnet "
+                "stem/stage1/stage2/stage3 maps; not LPIPS-calibrated, not comparable to the paper"
+            )
         return info
 
     def build(self) -> nn.Module:
         return LpipsAlex(self.weights) if self.key == "alex" else LpipsSynthNet(self.weights)
 
 
-def resolve_backbone(kind: str, alex_weights: str | os.PathLike[str] | None = None,
-                     synthnet_weights: str | os.PathLike[str] | None = None) -> DsBackbone:
+def resolve_backbone(
+    kind: str,
+    alex_weights: str | os.PathLike[str] | None = None,
+    synthnet_weights: str | os.PathLike[str] | None = None,
+) -> DsBackbone:
     if kind == "alex":
         path = weights_mod.resolve_alexnet_weights(alex_weights)
     elif kind == "synthnet":
@@ -139,7 +153,7 @@ def resolve_backbone(kind: str, alex_weights: str | os.PathLike[str] | None = No
             raise InputError(path, "synthnet checkpoint not found (the workflow trains it: `retrievegan synthnet`)")
     else:
         raise ConfigError(f"unknown DS backbone {kind!r}; expected one of {BACKBONES}")
-    return DsBackbone(key=kind, weights=path, weights_sha256=weights_mod.sha256_file(path))
+    return DsBackbone(key=kind, weights=path, weights_sha256=io.sha256_file(path))
 
 
 @torch.no_grad()

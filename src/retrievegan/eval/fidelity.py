@@ -29,8 +29,9 @@ import torch
 from torch.utils.data import Dataset
 
 from retrievegan import io
+from retrievegan import weights as weights_mod
+from retrievegan.device import pick_device
 from retrievegan.errors import ConfigError, InputError
-from retrievegan.eval import weights as weights_mod
 
 REFERENCE_FORMAT = "retrievegan-fid-reference-v1"
 FIDELITY_NAMES = {"synthnet": "synthnet", "inception": "inception-v3-compat"}
@@ -52,16 +53,24 @@ class Extractor:
         return self.key == "inception"
 
     def describe(self) -> dict[str, Any]:
-        return {"key": self.key, "torch_fidelity_name": self.fidelity_name,
-                "weights": weights_mod.portable_path(self.weights),
-                "weights_sha256": self.weights_sha256, "fid_layer": self.fid_layer, "isc_layer": self.isc_layer,
-                "comparable_to_paper": self.comparable_to_paper}
+        return {
+            "key": self.key,
+            "torch_fidelity_name": self.fidelity_name,
+            "weights": weights_mod.portable_path(self.weights),
+            "weights_sha256": self.weights_sha256,
+            "fid_layer": self.fid_layer,
+            "isc_layer": self.isc_layer,
+            "comparable_to_paper": self.comparable_to_paper,
+        }
 
 
-def resolve_extractor(kind: str, synthnet_weights: str | os.PathLike[str] | None = None,
-                      inception_weights: str | os.PathLike[str] | None = None) -> Extractor:
+def resolve_extractor(
+    kind: str,
+    synthnet_weights: str | os.PathLike[str] | None = None,
+    inception_weights: str | os.PathLike[str] | None = None,
+) -> Extractor:
     """``kind``: ``synthnet`` (weights: the trained checkpoint) or ``inception`` (weights: configured path
-    or the torch hub cache; :class:`~retrievegan.eval.weights.MissingWeightsError` when absent)."""
+    or the torch hub cache; :class:`~retrievegan.weights.MissingWeightsError` when absent)."""
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
     if kind == "synthnet":
@@ -78,35 +87,31 @@ def resolve_extractor(kind: str, synthnet_weights: str | os.PathLike[str] | None
     else:
         raise ConfigError(f"unknown feature extractor {kind!r}; expected synthnet or inception")
     cls = FEATURE_EXTRACTORS_REGISTRY[FIDELITY_NAMES[kind]]
-    return Extractor(key=kind, fidelity_name=FIDELITY_NAMES[kind], weights=path,
-                     weights_sha256=weights_mod.sha256_file(path),
-                     fid_layer=cls.get_default_feature_layer_for_metric("fid"),
-                     isc_layer=cls.get_default_feature_layer_for_metric("isc"))
+    return Extractor(
+        key=kind,
+        fidelity_name=FIDELITY_NAMES[kind],
+        weights=path,
+        weights_sha256=io.sha256_file(path),
+        fid_layer=cls.get_default_feature_layer_for_metric("fid"),
+        isc_layer=cls.get_default_feature_layer_for_metric("isc"),
+    )
 
 
-def resolve_device(device: str) -> str:
-    """``cpu`` / ``cuda`` / ``auto`` (cuda when available) -> the device used (recorded in the metric file).
-    Asking for cuda without a GPU is an error, never a silent fallback to the CPU."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("evaluation.device is cuda but no CUDA device is available")
-        return device
-    if device != "cpu":
-        raise ConfigError(f"evaluation.device must be cpu, cuda or auto, got {device!r}")
-    return device
-
-
-def extract_features(dataset: Dataset, extractor: Extractor, batch_size: int, device: str = "cpu",
-                     verbose: bool = False) -> dict[str, torch.Tensor]:
+def extract_features(
+    dataset: Dataset, extractor: Extractor, batch_size: int, device: str = "cpu", verbose: bool = False
+) -> dict[str, torch.Tensor]:
     """The FID and IS layers of ``extractor`` for every item of ``dataset`` ((3, H, W) uint8), in order."""
     from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
-    cuda = resolve_device(device) == "cuda"
+    cuda = pick_device(device, "evaluation.device").type == "cuda"
     layers = list(dict.fromkeys([extractor.fid_layer, extractor.isc_layer]))
-    feat_extractor = create_feature_extractor(extractor.fidelity_name, layers, cuda=cuda, verbose=verbose,
-                                              feature_extractor_weights_path=str(extractor.weights))
+    feat_extractor = create_feature_extractor(
+        extractor.fidelity_name,
+        layers,
+        cuda=cuda,
+        verbose=verbose,
+        feature_extractor_weights_path=str(extractor.weights),
+    )
     return get_featuresdict_from_dataset(dataset, feat_extractor, batch_size, cuda, True, verbose)
 
 
@@ -145,16 +150,30 @@ class Reference:
     def check_extractor(self, extractor: Extractor) -> None:
         """Raise if the statistics were computed by another network or other layers."""
         stored = self.meta.get("extractor", {})
-        for key, value in (("key", extractor.key), ("weights_sha256", extractor.weights_sha256),
-                           ("fid_layer", extractor.fid_layer), ("isc_layer", extractor.isc_layer)):
+        for key, value in (
+            ("key", extractor.key),
+            ("weights_sha256", extractor.weights_sha256),
+            ("fid_layer", extractor.fid_layer),
+            ("isc_layer", extractor.isc_layer),
+        ):
             if stored.get(key) != value:
-                raise InputError(self.path, f"reference statistics were computed with extractor {key} "
-                                 f"{stored.get(key)!r}, this evaluation uses {value!r}; recompute them "
-                                 "(`retrievegan real-stats`)")
+                raise InputError(
+                    self.path,
+                    f"reference statistics were computed with extractor {key} "
+                    f"{stored.get(key)!r}, this evaluation uses {value!r}; recompute them "
+                    "(`retrievegan real-stats`)",
+                )
 
 
-def compute_reference(images_path: str | os.PathLike[str], split: str, extractor: Extractor, batch_size: int,
-                      device: str, out_path: str | os.PathLike[str], verbose: bool = False) -> dict[str, Any]:
+def compute_reference(
+    images_path: str | os.PathLike[str],
+    split: str,
+    extractor: Extractor,
+    batch_size: int,
+    device: str,
+    out_path: str | os.PathLike[str],
+    verbose: bool = False,
+) -> dict[str, Any]:
     """Features of the real ``{split}_images.npy`` -> ``out_path`` (.npz: mu, sigma, isc_features, meta)."""
     from retrievegan.eval.image_datasets import ArrayDataset
     from retrievegan.eval.samples import load_image_array
@@ -166,16 +185,22 @@ def compute_reference(images_path: str | os.PathLike[str], split: str, extractor
         "format": REFERENCE_FORMAT,
         "split": split,
         "images": str(images_path),
-        "images_sha256": weights_mod.sha256_file(images_path),
+        "images_sha256": io.sha256_file(images_path),
         "num_images": int(len(images)),
         "image_size": int(images.shape[1]),
         "extractor": extractor.describe(),
         "batch_size": batch_size,
-        "device": resolve_device(device),
+        "device": pick_device(device, "evaluation.device").type,
     }
-    io.save_npz(out_path, {"mu": stats["mu"], "sigma": stats["sigma"],
-                           "isc_features": features[extractor.isc_layer].numpy(),
-                           "meta": np.array(json.dumps(meta, sort_keys=True))})
+    io.save_npz(
+        out_path,
+        {
+            "mu": stats["mu"],
+            "sigma": stats["sigma"],
+            "isc_features": features[extractor.isc_layer].numpy(),
+            "meta": np.array(json.dumps(meta, sort_keys=True)),
+        },
+    )
     return meta
 
 

@@ -11,7 +11,6 @@ it: a qualitative-figure job does not pay for its import):
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import textwrap
@@ -27,7 +26,7 @@ from matplotlib.patches import Rectangle
 
 from retrievegan import io
 from retrievegan.errors import InputError
-from retrievegan.eval.methods import RUN_NAMES, method_info
+from retrievegan.runs import RUN_NAMES, method_info
 
 NON_LOSS_KEYS = {"step", "epoch", "iteration", "time", "wall_time", "timestamp", "lr", "seconds"}
 
@@ -40,6 +39,7 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 110) -> Pa
 
 
 # --- qualitative -------------------------------------------------------------------------------
+
 
 def scene_graph_text(graph, vocab, width: int = 28) -> str:
     """The graph's relationships as lines ``"circle#0 left of square#1"`` (no ``__in_image__``)."""
@@ -62,9 +62,17 @@ def pick_image_ids(image_ids: Sequence[int], n: int, seed: int) -> list[int]:
     return [ids[i] for i in sorted(chosen)]
 
 
-def qualitative_figure(run_dir: str | os.PathLike[str], method: str, setting: str,
-                       data_dir: str | os.PathLike[str], split: str, patches_dir: str | os.PathLike[str] | None,
-                       n_images: int, seed: int, out_png: str | os.PathLike[str]) -> Path:
+def qualitative_figure(
+    run_dir: str | os.PathLike[str],
+    method: str,
+    setting: str,
+    data_dir: str | os.PathLike[str],
+    split: str,
+    patches_dir: str | os.PathLike[str] | None,
+    n_images: int,
+    seed: int,
+    out_png: str | os.PathLike[str],
+) -> Path:
     from retrievegan.data.patches import load_patch_table
     from retrievegan.data.scene_graph import read_split, read_vocab
     from retrievegan.eval.compatibility import load_retrievals
@@ -86,26 +94,41 @@ def qualitative_figure(run_dir: str | os.PathLike[str], method: str, setting: st
             if rec["sample"] == 0:
                 retrieved[rec["image_id"]] = rec["patch_ids"]
         table = load_patch_table(Path(patches_dir) / "patches.csv").set_index("patch_id")
-        bank = io.load_array(Path(patches_dir) / "patches.npy", "patch bank not found (run `retrievegan patches`)",
-                             shape=(None, None, None, 3), dtype=np.uint8)
+        bank = io.load_array(
+            Path(patches_dir) / "patches.npy",
+            "patch bank not found (run `retrievegan patches`)",
+            shape=(None, None, None, 3),
+            dtype=np.uint8,
+        )
         sources = {s: load_image_array(data_dir / f"{s}_images.npy") for s in sorted(set(table["split"]))}
     max_patches = max([len(retrieved.get(i, [])) for i in ids] + [0])
     ncols = 4 + max_patches
     rows_per_graph = 2 if max_patches else 1
     fig = Figure(figsize=(1.6 * ncols + 1.2, 1.75 * rows_per_graph * len(ids) + 0.4))
-    grid = fig.add_gridspec(rows_per_graph * len(ids), ncols, width_ratios=[2.2] + [1] * (ncols - 1),
-                            hspace=0.55, wspace=0.08)
+    grid = fig.add_gridspec(
+        rows_per_graph * len(ids), ncols, width_ratios=[2.2] + [1] * (ncols - 1), hspace=0.55, wspace=0.08
+    )
     size = real.shape[1]
     for r, image_id in enumerate(ids):
         graph = graphs[index_of[image_id]]
         top = r * rows_per_graph
-        ax = fig.add_subplot(grid[top:top + rows_per_graph, 0])
+        ax = fig.add_subplot(grid[top : top + rows_per_graph, 0])
         ax.axis("off")
-        ax.text(0, 1, f"image {image_id}\n" + scene_graph_text(graph, vocab), va="top", ha="left", fontsize=7,
-                family="monospace", transform=ax.transAxes)
-        panels = [("real", real[index_of[image_id]]),
-                  ("sample0", read_png(run.paths(0)[run.image_ids.index(image_id)], (size, size))),
-                  ("sample1", read_png(run.paths(1)[run.image_ids.index(image_id)], (size, size)))]
+        ax.text(
+            0,
+            1,
+            f"image {image_id}\n" + scene_graph_text(graph, vocab),
+            va="top",
+            ha="left",
+            fontsize=7,
+            family="monospace",
+            transform=ax.transAxes,
+        )
+        panels = [
+            ("real", real[index_of[image_id]]),
+            ("sample0", read_png(run.paths(0)[run.image_ids.index(image_id)], (size, size))),
+            ("sample1", read_png(run.paths(1)[run.image_ids.index(image_id)], (size, size))),
+        ]
         for c, (title, image) in enumerate(panels, start=1):
             ax = fig.add_subplot(grid[top, c])
             ax.imshow(image)
@@ -124,17 +147,29 @@ def qualitative_figure(run_dir: str | os.PathLike[str], method: str, setting: st
             ax = fig.add_subplot(grid[top + 1, 4 + k])
             ax.imshow(src)
             s = src.shape[0]
-            ax.add_patch(Rectangle((row["x0"] * s, row["y0"] * s), (row["x1"] - row["x0"]) * s,
-                                   (row["y1"] - row["y0"]) * s, fill=False, edgecolor="red", linewidth=1.2))
+            ax.add_patch(
+                Rectangle(
+                    (row["x0"] * s, row["y0"] * s),
+                    (row["x1"] - row["x0"]) * s,
+                    (row["y1"] - row["y0"]) * s,
+                    fill=False,
+                    edgecolor="red",
+                    linewidth=1.2,
+                )
+            )
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_xlabel(f"{row['split']} image {row['image_id']}", fontsize=5)
-    fig.suptitle(f"{method_info(method).label} ({setting}): scene graph, real image, two samples"
-                 + (", retrieved patches (sample0) above their source images" if max_patches else ""), fontsize=9)
+    fig.suptitle(
+        f"{method_info(method).label} ({setting}): scene graph, real image, two samples"
+        + (", retrieved patches (sample0) above their source images" if max_patches else ""),
+        fontsize=9,
+    )
     return save_figure(fig, out_png)
 
 
 # --- compatibility -----------------------------------------------------------------------------
+
 
 def compatibility_figure(compat_files: Sequence[str | os.PathLike[str]], out_png: str | os.PathLike[str]) -> Path:
     import seaborn as sns
@@ -158,11 +193,19 @@ def compatibility_figure(compat_files: Sequence[str | os.PathLike[str]], out_png
             high = np.array([r["metrics"][f"{key}_high"] for r in records])
             pos = x + (k - 0.5) * width
             ax.bar(pos, values, width, color=palette[k], label=label)
-            ax.errorbar(pos, values, yerr=[values - low, high - values], fmt="none", ecolor="black", capsize=3,
-                        linewidth=1)
+            ax.errorbar(
+                pos, values, yerr=[values - low, high - values], fmt="none", ecolor="black", capsize=3, linewidth=1
+            )
         chance = [r["metrics"]["compat_chance_pairwise_same_theme"] for r in records]
-        ax.scatter(x + 0.5 * width, chance, marker="_", s=400, color="black", zorder=3,
-                   label="pairwise: random same-category retrieval")
+        ax.scatter(
+            x + 0.5 * width,
+            chance,
+            marker="_",
+            s=400,
+            color="black",
+            zorder=3,
+            label="pairwise: random same-category retrieval",
+        )
         ax.set_xticks(x)
         ax.set_xticklabels(labels, fontsize=7)
         ax.set_xlim(-0.6, len(records) - 0.4)
@@ -176,23 +219,11 @@ def compatibility_figure(compat_files: Sequence[str | os.PathLike[str]], out_png
 
 # --- losses ------------------------------------------------------------------------------------
 
+
 def read_losses(path: str | os.PathLike[str]) -> pd.DataFrame:
     """One row per logged step; columns ``step`` and every numeric loss key found in any line."""
-    path = Path(path)
     rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as exc:
-        raise InputError(path, "loss log not found") from exc
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(path, f"malformed JSON: {exc.msg}", f"line {n}") from exc
-        if not isinstance(obj, dict) or "step" not in obj:
-            raise InputError(path, "each line must be a JSON object with a 'step' key", f"line {n}")
+    for obj in io.read_loss_log(path):
         row: dict[str, Any] = {"step": obj["step"]}
         for key, value in obj.items():
             if key in NON_LOSS_KEYS or isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -205,8 +236,9 @@ def read_losses(path: str | os.PathLike[str]) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("step", kind="stable")
 
 
-def losses_figure(loss_file: str | os.PathLike[str], method: str, out_png: str | os.PathLike[str],
-                  smoothing: int = 1) -> Path:
+def losses_figure(
+    loss_file: str | os.PathLike[str], method: str, out_png: str | os.PathLike[str], smoothing: int = 1
+) -> Path:
     import seaborn as sns
 
     frame = read_losses(loss_file)
@@ -221,13 +253,20 @@ def losses_figure(loss_file: str | os.PathLike[str], method: str, out_png: str |
             ax = fig.add_subplot(nrows, ncols, k + 1)
             series = frame[["step", key]].dropna()
             y = series[key].rolling(smoothing, min_periods=1).mean() if smoothing > 1 else series[key]
-            sns.lineplot(x=series["step"].to_numpy(), y=y.to_numpy(), ax=ax, linewidth=1,
-                         marker="o" if len(series) <= 20 else None, markersize=3)
+            sns.lineplot(
+                x=series["step"].to_numpy(),
+                y=y.to_numpy(),
+                ax=ax,
+                linewidth=1,
+                marker="o" if len(series) <= 20 else None,
+                markersize=3,
+            )
             ax.set_title(key, fontsize=8)
             ax.set_xlabel("step", fontsize=7)
             ax.tick_params(labelsize=6)
         label = method_info(method).label if method in RUN_NAMES else method
-        fig.suptitle(f"{label}: training losses" + (f" (rolling mean over {smoothing})" if smoothing > 1 else ""),
-                     fontsize=9)
+        fig.suptitle(
+            f"{label}: training losses" + (f" (rolling mean over {smoothing})" if smoothing > 1 else ""), fontsize=9
+        )
         fig.tight_layout()
     return save_figure(fig, out_png)

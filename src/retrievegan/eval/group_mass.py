@@ -52,29 +52,34 @@ def group_mass_summary(masses: Sequence[np.ndarray]) -> dict[str, Any]:
     }
 
 
-def measure_group_mass(checkpoint: str | os.PathLike[str], data_dir: str | os.PathLike[str],
-                       patches_csv: str | os.PathLike[str], out_json: str | os.PathLike[str] | None,
-                       split: str = "test", seeds: Sequence[int] = (0, 1), batch_size: int = 64,
-                       device_name: str = "auto", inputs: dict[str, str] | None = None,
-                       progress: bool = True) -> dict[str, Any]:
+def measure_group_mass(
+    checkpoint: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str],
+    patches_csv: str | os.PathLike[str],
+    out_json: str | os.PathLike[str] | None,
+    split: str = "test",
+    seeds: Sequence[int] = (0, 1),
+    batch_size: int = 64,
+    device_name: str = "auto",
+    inputs: dict[str, str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Run the trained method's test-time retrieval in ``relaxed`` mode over ``split`` and summarise the
     group masses (module docstring); writes ``out_json`` if given."""
-    from retrievegan.data.dataset import SceneGraphDataset
-    from retrievegan.eval.sampler import check_spec, pick_device
-    from retrievegan.eval.test_retrieval import require_retrieval, test_retrievals
+    from retrievegan.eval.sampled_retrieval import require_retrieval, sampled_retrievals
+    from retrievegan.io import sha256_file
     from retrievegan.models.retrieval import group_masses
-    from retrievegan.train.checkpoint import sha256_file
-    from retrievegan.train.loop import load_trained
+    from retrievegan.train.loop import load_trained_on
 
     checkpoint = Path(checkpoint)
-    device = pick_device(device_name)
-    method, nets, payload = load_trained(checkpoint, device, inputs)
+    method, nets, payload, dataset, device = load_trained_on(
+        checkpoint, data_dir, split, device_name, inputs, patches_csv
+    )
     require_retrieval(method, payload["method"])
-    dataset = SceneGraphDataset(data_dir, split, patches_csv)
-    check_spec(method.spec, dataset.spec, dataset.graphs_path)
     masses: list[np.ndarray] = []
-    for _, _, _, mask, out in test_retrievals(method, nets, dataset, seeds, batch_size, device, "relaxed",
-                                              "group mass", progress):
+    for _, _, _, mask, out in sampled_retrievals(
+        method, nets, dataset, seeds, batch_size, device, "relaxed", "group mass", progress
+    ):
         per_image = group_masses(out.relaxed, mask).cpu().numpy()
         masses += [row[~np.isnan(row)] for row in per_image]
     retrieval = method.config.retrieval
@@ -87,8 +92,8 @@ def measure_group_mass(checkpoint: str | os.PathLike[str], data_dir: str | os.Pa
         "trained_mode": retrieval.mode,
         "measured_mode": "relaxed",
         "protocol": "test-time retrieval (random query candidate, Gumbel noise per sample_gumbel, per-image "
-                    "generators of the sampler's seed rule) with eq. 4 as written; mass = sum of an object's "
-                    "relaxed n-hot entries",
+        "generators of the sampler's seed rule) with eq. 4 as written; mass = sum of an object's "
+        "relaxed n-hot entries",
         "tau": retrieval.tau,
         "k": retrieval.k,
         "greedy": retrieval.greedy,

@@ -91,11 +91,12 @@ def _batches(dataset: Any, batch_size: int, steps: int, seed: int, tag: int) -> 
         yield collate_scene_graphs([dataset[i] for i in take])
 
 
-def _pairs(batch: Any, candidates: np.ndarray, themes: np.ndarray, k: int, seed: int, step: int
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _pairs(
+    batch: Any, candidates: np.ndarray, themes: np.ndarray, k: int, seed: int, step: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Same- and mixed-theme chosen ids ``(B, N)`` of a batch (images without a pair: first candidates, kept False)."""
     from retrievegan.eval.d_probe import draw_pair
-    from retrievegan.models.patch_gan import slot_rows
+    from retrievegan.models.patch_method import slot_rows
 
     rows = slot_rows(batch).numpy()
     same, mixed = np.full(rows.shape, -1, np.int64), np.full(rows.shape, -1, np.int64)
@@ -112,20 +113,24 @@ def _pairs(batch: Any, candidates: np.ndarray, themes: np.ndarray, k: int, seed:
 def composite_of(method: Any, batch: Any, chosen: Any) -> Any:
     """Composites ``(B, 3, S, S)`` of the chosen bank ids ``(B, N)`` at the batch's ground-truth boxes and masks."""
     from retrievegan.models.critic import batch_composite
-    from retrievegan.models.patch_gan import slots_to_objects
+    from retrievegan.models.patch_method import slots_to_objects
 
     return batch_composite(batch, slots_to_objects(method.bank.crops(chosen), batch), method.spec.image_size)
 
 
-def train_critic(method: Any, dataset: Any, candidates: np.ndarray, themes: np.ndarray, cfg: MechanismConfig,
-                 progress: bool = True) -> tuple[Any, list[float]]:
+def train_critic(
+    method: Any, dataset: Any, candidates: np.ndarray, themes: np.ndarray, cfg: MechanismConfig, progress: bool = True
+) -> tuple[Any, list[float]]:
     """The frozen compatibility critic (module docstring, step 1): (critic in eval mode, logged losses)."""
     import torch
 
     from retrievegan.progressbar import progress_bar
 
-    critic = build_critic(cfg.critic_channels, method.spec.image_size,
-                          torch.Generator().manual_seed(int(zlib.crc32(f"critic/{cfg.seed}".encode()))))
+    critic = build_critic(
+        cfg.critic_channels,
+        method.spec.image_size,
+        torch.Generator().manual_seed(int(zlib.crc32(f"critic/{cfg.seed}".encode()))),
+    )
     opt = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr, betas=(0.5, 0.999))
     losses = []
     batches = _batches(dataset, cfg.batch_size, cfg.critic_steps, cfg.seed, zlib.crc32(b"critic"))
@@ -134,8 +139,12 @@ def train_critic(method: Any, dataset: Any, candidates: np.ndarray, themes: np.n
         if not keep.any():
             continue
         idx = torch.from_numpy(np.flatnonzero(keep))
-        images = torch.cat([composite_of(method, batch, torch.from_numpy(same)).index_select(0, idx),
-                            composite_of(method, batch, torch.from_numpy(mixed)).index_select(0, idx)])
+        images = torch.cat(
+            [
+                composite_of(method, batch, torch.from_numpy(same)).index_select(0, idx),
+                composite_of(method, batch, torch.from_numpy(mixed)).index_select(0, idx),
+            ]
+        )
         labels = torch.cat([torch.ones(len(idx)), torch.zeros(len(idx))])
         loss = torch.nn.functional.binary_cross_entropy_with_logits(critic(images), labels)
         opt.zero_grad(set_to_none=True)
@@ -146,14 +155,22 @@ def train_critic(method: Any, dataset: Any, candidates: np.ndarray, themes: np.n
     return critic, losses
 
 
-def train_ep(method: Any, retriever: Any, critic: Any, dataset: Any, mode: str, cfg: MechanismConfig,
-             evaluate: Any = None, progress: bool = True) -> tuple[Any, list[dict[str, float]]]:
+def train_ep(
+    method: Any,
+    retriever: Any,
+    critic: Any,
+    dataset: Any,
+    mode: str,
+    cfg: MechanismConfig,
+    evaluate: Any = None,
+    progress: bool = True,
+) -> tuple[Any, list[dict[str, float]]]:
     """E_p (a copy of ``retriever``) trained under the frozen critic in retrieval ``mode`` (module docstring, step 3);
     ``evaluate(retriever) -> float`` every ``eval_every`` steps and at the end. Returns (E_p, the curve)."""
     import torch
 
     from retrievegan.models.critic import batch_composite
-    from retrievegan.models.patch_gan import slots_to_objects
+    from retrievegan.models.patch_method import slots_to_objects
     from retrievegan.progressbar import progress_bar
     from retrievegan.seeds import image_generators
 
@@ -178,27 +195,34 @@ def train_ep(method: Any, retriever: Any, critic: Any, dataset: Any, mode: str, 
     return ep.eval().requires_grad_(False), curve
 
 
-def c1_mechanism(checkpoint: str | os.PathLike[str], snapshots: str | os.PathLike[str],
-                 data_dir: str | os.PathLike[str], patches_csv: str | os.PathLike[str],
-                 candidates_path: str | os.PathLike[str], controls_json: str | os.PathLike[str] | None,
-                 out_json: str | os.PathLike[str] | None, cfg: MechanismConfig, controls: Any,
-                 test_split: str = "test", inputs: Mapping[str, str] | None = None,
-                 progress: bool = True) -> dict[str, Any]:
+def c1_mechanism(
+    checkpoint: str | os.PathLike[str],
+    snapshots: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str],
+    patches_csv: str | os.PathLike[str],
+    candidates_path: str | os.PathLike[str],
+    controls_json: str | os.PathLike[str] | None,
+    out_json: str | os.PathLike[str] | None,
+    cfg: MechanismConfig,
+    controls: Any,
+    test_split: str = "test",
+    inputs: Mapping[str, str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """The mechanism check of the learned arm's run ``checkpoint`` (module docstring); ``controls``: the
     :class:`~retrievegan.eval.c1_controls.ControlsConfig` (sample seeds, bootstrap) the scores share with C1's
     controls, whose file (``controls_json``, optional) gives the fixed arms' test values to compare with."""
     import torch
 
-    from retrievegan.data.dataset import SceneGraphDataset
+    from retrievegan.data.dataset import SceneGraphDataset, check_spec
     from retrievegan.data.patches import load_patch_table
     from retrievegan.data.scene_graph import read_split
     from retrievegan.embed.prefilter import load_candidates
     from retrievegan.eval.c1_controls import SplitRetrieval, _table, read_controls
     from retrievegan.eval.compatibility import bootstrap_seed, score_means
     from retrievegan.eval.d_probe import ProbeConfig, bank_themes, probe_scores, summarise
-    from retrievegan.eval.sampler import check_spec
-    from retrievegan.eval.test_retrieval import require_retrieval
-    from retrievegan.train.checkpoint import sha256_file
+    from retrievegan.eval.sampled_retrieval import require_retrieval
+    from retrievegan.io import sha256_file
     from retrievegan.train.loop import load_snapshot, load_trained
 
     method, nets, payload = load_trained(checkpoint, "cpu", dict(inputs or {}))
@@ -216,8 +240,9 @@ def c1_mechanism(checkpoint: str | os.PathLike[str], snapshots: str | os.PathLik
         dataset = SceneGraphDataset(data_dir, split, patches_csv)
         check_spec(method.spec, dataset.spec, dataset.graphs_path)
         data[split] = dataset
-    graphs = {s: {g.image_id: g for g in read_split(data[s].graphs_path).graphs} for s in (controls.search_split,
-                                                                                              test_split)}
+    graphs = {
+        s: {g.image_id: g for g in read_split(data[s].graphs_path).graphs} for s in (controls.search_split, test_split)
+    }
     critic, critic_losses = train_critic(method, data["train"], candidates, themes, cfg, progress)
     probe_cfg = ProbeConfig(split=controls.search_split, k=cfg.k, seed=cfg.seed)
 
@@ -225,16 +250,21 @@ def c1_mechanism(checkpoint: str | os.PathLike[str], snapshots: str | os.PathLik
         with torch.no_grad():
             return {"critic": critic(composite_of(method, batch, chosen))}
 
-    scores, counts = probe_scores(data[controls.search_split], candidates, themes, critic_score, probe_cfg,
-                                  "critic probe", progress)
+    scores, counts = probe_scores(
+        data[controls.search_split], candidates, themes, critic_score, probe_cfg, "critic probe", progress
+    )
     critic_probe = summarise(f"{name}/critic", scores, counts, probe_cfg)
     val = SplitRetrieval(method, data[controls.search_split], controls, "cpu", progress)
     test = SplitRetrieval(method, data[test_split], controls, "cpu", progress)
     gumbel = bool(method.config.sample_gumbel)
 
     def score(split: SplitRetrieval, split_name: str, retriever: Any) -> Any:
-        return _table(split.records(split.embeddings(lambda ids: method.embed(retriever, ids)), 1.0, gumbel),
-                      table, patches_csv, graphs[split_name])
+        return _table(
+            split.records(split.embeddings(lambda ids: method.embed(retriever, ids)), 1.0, gumbel),
+            table,
+            patches_csv,
+            graphs[split_name],
+        )
 
     def val_score(retriever: Any) -> float:
         return float(score(val, controls.search_split, retriever)["pairwise_same_theme"].mean())
@@ -254,18 +284,22 @@ def c1_mechanism(checkpoint: str | os.PathLike[str], snapshots: str | os.PathLik
         "search_split": controls.search_split,
         "mechanism": dataclasses.asdict(cfg),
         "checkpoint_sha256": sha256_file(checkpoint),
-        "critic": {"final_loss": float(np.mean(critic_losses[-20:])) if critic_losses else None,
-                   "probe": critic_probe["discriminators"]["critic"], "scene_graphs": critic_probe["with_a_pair"]},
+        "critic": {
+            "final_loss": float(np.mean(critic_losses[-20:])) if critic_losses else None,
+            "probe": critic_probe["discriminators"]["critic"],
+            "scene_graphs": critic_probe["with_a_pair"],
+        },
         "ep_init": {"test": test_scores(init["retriever"], "ep_init")},
         "modes": modes,
     }
     if controls_json is not None:
         rec = read_controls(controls_json)
-        result["fixed"] = {"best_fixed": rec["best_fixed"],
-                           "best_fixed_test": rec["arms"][rec["best_fixed"]]["test"]["compat_pairwise_same_theme"],
-                           "learned_test": rec["arms"]["learned"]["test"]["compat_pairwise_same_theme"],
-                           "random_candidates_test": rec["arms"]["random_candidates"]["test"][
-                               "compat_pairwise_same_theme"]}
+        result["fixed"] = {
+            "best_fixed": rec["best_fixed"],
+            "best_fixed_test": rec["arms"][rec["best_fixed"]]["test"]["compat_pairwise_same_theme"],
+            "learned_test": rec["arms"]["learned"]["test"]["compat_pairwise_same_theme"],
+            "random_candidates_test": rec["arms"]["random_candidates"]["test"]["compat_pairwise_same_theme"],
+        }
     if out_json is not None:
         io.write_json(out_json, result)
     return result
@@ -275,10 +309,17 @@ def mechanism_line(rec: Mapping[str, Any]) -> str:
     p = rec["critic"]["probe"]
     parts = [f"{m} {v['test']['compat_pairwise_same_theme']:.3f}" for m, v in rec["modes"].items()]
     fixed = rec.get("fixed")
-    return (f"{rec['method']}: critic AUC (val) {p['auc']:.3f}; E_p under the critic (test): " + ", ".join(parts)
-            + f"; E_p at init {rec['ep_init']['test']['compat_pairwise_same_theme']:.3f}"
-            + (f"; best fixed ({fixed['best_fixed']}) {fixed['best_fixed_test']:.3f}, learned under the GAN "
-               f"{fixed['learned_test']:.3f}" if fixed else ""))
+    return (
+        f"{rec['method']}: critic AUC (val) {p['auc']:.3f}; E_p under the critic (test): "
+        + ", ".join(parts)
+        + f"; E_p at init {rec['ep_init']['test']['compat_pairwise_same_theme']:.3f}"
+        + (
+            f"; best fixed ({fixed['best_fixed']}) {fixed['best_fixed_test']:.3f}, learned under the GAN "
+            f"{fixed['learned_test']:.3f}"
+            if fixed
+            else ""
+        )
+    )
 
 
 def read_mechanism(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -21,8 +21,9 @@ import time
 from typing import Any, Literal
 
 from retrievegan import io, runinfo
+from retrievegan.device import pick_device
 from retrievegan.errors import InputError
-from retrievegan.eval.methods import METHOD_NAMES, PAPER_NETWORKS, REAL_TAG, SETTINGS, metric_name
+from retrievegan.runs import METHOD_NAMES, PAPER_NETWORKS, REAL_TAG, SETTINGS, metric_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +73,11 @@ def families_of(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
     ``ds_network`` fields (the metric names are built from them)."""
     setting = record.get("setting") or REAL_TAG
     out = {}
-    for family, network in (("fid", record.get("extractor")), ("is", record.get("extractor")),
-                            ("ds", record.get("ds_network"))):
+    for family, network in (
+        ("fid", record.get("extractor")),
+        ("is", record.get("extractor")),
+        ("ds", record.get("ds_network")),
+    ):
         if network is None:
             continue
         name = metric_name(family, network, record["split"], setting)
@@ -82,10 +86,18 @@ def families_of(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def evaluate_run(run_dir: str | os.PathLike[str], method: str, setting: str, split_json: str | os.PathLike[str],
-                 reference_npz: str | os.PathLike[str], cfg: EvaluationConfig, out_json: str | os.PathLike[str],
-                 synthnet_weights: str | os.PathLike[str] | None = None, verbose: bool = False,
-                 details_json: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: str | os.PathLike[str],
+    method: str,
+    setting: str,
+    split_json: str | os.PathLike[str],
+    reference_npz: str | os.PathLike[str],
+    cfg: EvaluationConfig,
+    out_json: str | os.PathLike[str],
+    synthnet_weights: str | os.PathLike[str] | None = None,
+    verbose: bool = False,
+    details_json: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
     """FID + IS of ``sample0`` against the stored reference, DS between ``sample0`` and ``sample1``.
 
     Writes the lean metric file ``out_json`` (what DVC shows) and, if given, ``details_json`` (extractor
@@ -95,27 +107,34 @@ def evaluate_run(run_dir: str | os.PathLike[str], method: str, setting: str, spl
     from retrievegan.eval.samples import open_run
 
     started = time.perf_counter()
-    device = fidelity.resolve_device(cfg.device)
+    device = pick_device(cfg.device, "evaluation.device").type
     run = open_run(run_dir, method, setting, _split_ids(split_json), cfg.require_full_split)
     if run.manifest.get("split", cfg.split) != cfg.split:
-        raise InputError(run.root / "manifest.json", f"samples are of split {run.manifest['split']!r}, the "
-                         f"evaluation uses {cfg.split!r}")
+        raise InputError(
+            run.root / "manifest.json",
+            f"samples are of split {run.manifest['split']!r}, the evaluation uses {cfg.split!r}",
+        )
     extractor = fidelity.resolve_extractor(cfg.feature_extractor, synthnet_weights, cfg.inception_weights)
     backbone = diversity.resolve_backbone(cfg.ds_backbone, cfg.lpips_alex_weights, synthnet_weights)
     reference = fidelity.load_reference(reference_npz)
     reference.check_extractor(extractor)
     if reference.meta.get("split") != cfg.split:
-        raise InputError(reference_npz, f"reference statistics are of split {reference.meta.get('split')!r}, "
-                         f"the evaluation uses {cfg.split!r}")
+        raise InputError(
+            reference_npz,
+            f"reference statistics are of split {reference.meta.get('split')!r}, the evaluation uses {cfg.split!r}",
+        )
     size = (reference.meta["image_size"], reference.meta["image_size"])
     sample0 = PngDataset(run.paths(0), size)
     features = fidelity.extract_features(sample0, extractor, cfg.batch_size, device, verbose)
     fid = fidelity.fid_from_statistics(fidelity.fid_statistics(features[extractor.fid_layer]), reference.stats)
     is_mean, is_std = fidelity.inception_score(features[extractor.isc_layer], cfg.is_splits, cfg.seed)
-    distances = diversity.pair_distances(PairDataset(sample0, PngDataset(run.paths(1), size)), backbone.build(),
-                                         cfg.batch_size, device)
-    names = {family: metric_name(family, network, cfg.split, setting) for family, network in
-             (("fid", extractor.key), ("is", extractor.key), ("ds", backbone.network))}
+    distances = diversity.pair_distances(
+        PairDataset(sample0, PngDataset(run.paths(1), size)), backbone.build(), cfg.batch_size, device
+    )
+    names = {
+        family: metric_name(family, network, cfg.split, setting)
+        for family, network in (("fid", extractor.key), ("is", extractor.key), ("ds", backbone.network))
+    }
     record = {  # the DVC metric file: numbers plus what identifies them
         "method": method,
         "setting": setting,
@@ -139,12 +158,17 @@ def evaluate_run(run_dir: str | os.PathLike[str], method: str, setting: str, spl
         **record,
         "extractor_details": extractor.describe(),
         "ds_backbone_details": backbone.describe(),
-        "reference": {"path": str(reference_npz), **{k: reference.meta[k] for k in
-                                                     ("split", "num_images", "images_sha256", "image_size")}},
-        "protocol": {"fid": "torch-fidelity fid_statistics_to_metric(sample0 features, stored real statistics)",
-                     "is": f"torch-fidelity isc_features_to_metric, {cfg.is_splits} splits, shuffle seed {cfg.seed}",
-                     "ds": "LPIPS(sample0, sample1) per scene graph; mean and std (ddof=0) over the split",
-                     "device": device, "batch_size": cfg.batch_size},
+        "reference": {
+            "path": str(reference_npz),
+            **{k: reference.meta[k] for k in ("split", "num_images", "images_sha256", "image_size")},
+        },
+        "protocol": {
+            "fid": "torch-fidelity fid_statistics_to_metric(sample0 features, stored real statistics)",
+            "is": f"torch-fidelity isc_features_to_metric, {cfg.is_splits} splits, shuffle seed {cfg.seed}",
+            "ds": "LPIPS(sample0, sample1) per scene graph; mean and std (ddof=0) over the split",
+            "device": device,
+            "batch_size": cfg.batch_size,
+        },
         "manifest": {k: v for k, v in run.manifest.items() if k not in ("image_ids", "config")},
         "versions": runinfo.library_versions(),
     }
@@ -155,9 +179,13 @@ def evaluate_run(run_dir: str | os.PathLike[str], method: str, setting: str, spl
     return record
 
 
-def real_data_metrics(test_npz: str | os.PathLike[str], reference_npz: str | os.PathLike[str],
-                      cfg: EvaluationConfig, out_json: str | os.PathLike[str],
-                      synthnet_weights: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+def real_data_metrics(
+    test_npz: str | os.PathLike[str],
+    reference_npz: str | os.PathLike[str],
+    cfg: EvaluationConfig,
+    out_json: str | os.PathLike[str],
+    synthnet_weights: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
     """The tables' "Real data" row from stored statistics only: IS of the real test images and FID
     between the test split and ``real_reference_split`` (ours: the paper does not say which sets)."""
     from retrievegan.eval import fidelity
@@ -178,8 +206,11 @@ def real_data_metrics(test_npz: str | os.PathLike[str], reference_npz: str | os.
         "num_images": test.meta["num_images"],
         "seed": cfg.seed,
         "extractor": extractor.key,
-        "metrics": {fid_name: fidelity.fid_from_statistics(test.stats, other.stats), is_name: is_mean,
-                    is_name + "_std": is_std},
+        "metrics": {
+            fid_name: fidelity.fid_from_statistics(test.stats, other.stats),
+            is_name: is_mean,
+            is_name + "_std": is_std,
+        },
         "fid_reference_split": other.meta["split"],
         "fid_reference_images": other.meta["num_images"],
     }
@@ -196,5 +227,3 @@ def read_metric_file(path: str | os.PathLike[str]) -> dict[str, Any]:
             raise InputError(path, f"not a metric file (missing {key!r})")
     data["families"] = families_of(data)
     return data
-
-

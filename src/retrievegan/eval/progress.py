@@ -16,10 +16,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from retrievegan import io
-from retrievegan.data.dataset import SceneGraphDataset, collate_scene_graphs, to_uint8
+from retrievegan.data.dataset import collate_scene_graphs, to_uint8
 from retrievegan.errors import InputError
-from retrievegan.device import pick_device
-from retrievegan.eval.sampler import check_spec
 from retrievegan.seeds import SAMPLE_NOISE, image_generators
 
 LABEL_WIDTH = 150
@@ -44,18 +42,23 @@ def _row(pixels: np.ndarray, label: str) -> Image.Image:
     return row
 
 
-def progress_figure(checkpoint: str | Path, snapshots_dir: str | Path, data_dir: str | Path, out_png: str | Path,
-                    num_images: int = 8, max_rows: int = 5, split: str = "val", seed: int = 0,
-                    device_name: str = "auto") -> dict[str, Any]:
-    from retrievegan.train.loop import load_snapshot, load_trained
+def progress_figure(
+    checkpoint: str | Path,
+    snapshots_dir: str | Path,
+    data_dir: str | Path,
+    out_png: str | Path,
+    num_images: int = 8,
+    max_rows: int = 5,
+    split: str = "val",
+    seed: int = 0,
+    device_name: str = "auto",
+) -> dict[str, Any]:
+    from retrievegan.train.loop import load_snapshot, load_trained, load_trained_on
 
-    device = pick_device(device_name)
-    method, nets, payload = load_trained(checkpoint, device)
+    method, nets, payload, dataset, device = load_trained_on(checkpoint, data_dir, split, device_name)
     snapshots = sorted(Path(snapshots_dir).glob("step_*.pt"))
     if not snapshots:
         raise InputError(snapshots_dir, "no generator snapshots (step_*.pt) found")
-    dataset = SceneGraphDataset(data_dir, split)
-    check_spec(method.spec, dataset.spec, dataset.graphs_path)
     count = min(num_images, len(dataset))
     batch = method.host_prepare(collate_scene_graphs([dataset[i] for i in range(count)])).to(device)
     ids = batch.image_ids.tolist()

@@ -18,9 +18,9 @@ import torch
 from PIL import Image
 
 from retrievegan import io, runinfo
-from retrievegan.data.dataset import DataSpec, SceneGraphDataset, collate_scene_graphs, to_uint8
+from retrievegan.data.dataset import SceneGraphDataset, check_spec, sequential_loader, to_uint8
 from retrievegan.device import pick_device
-from retrievegan.errors import ConfigError, InputError
+from retrievegan.errors import ConfigError
 from retrievegan.progressbar import progress_bar
 from retrievegan.seeds import SAMPLE_NOISE, image_generators
 
@@ -43,29 +43,23 @@ class SampleConfig:
             raise ValueError("batch_size must be >= 1 and num_workers >= 0")
 
 
-def check_spec(trained: DataSpec, data: DataSpec, where: Path) -> None:
-    """The data must match what the model was trained on (vocab sizes, image and mask sizes)."""
-    for field in ("num_objects", "num_predicates", "image_size", "object_names", "predicate_names"):
-        if getattr(trained, field) != getattr(data, field):
-            raise InputError(where, f"{field} differs from the model's training data "
-                                    f"({getattr(data, field)!r} vs {getattr(trained, field)!r})")
-
-
-def sequential_loader(dataset: SceneGraphDataset, batch_size: int, num_workers: int) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                                       collate_fn=collate_scene_graphs)
-
-
 def write_png(path: Path, pixels: Any) -> None:
     with io.atomic_path(path) as tmp:
         Image.fromarray(pixels).save(tmp, format="PNG")
 
 
-def sample(checkpoint: str | Path, data_dir: str | Path, setting: str, out_dir: str | Path, cfg: SampleConfig,
-           patches_csv: str | Path | None = None, inputs: dict[str, str] | None = None,
-           progress: bool = True) -> dict[str, Any]:
+def sample(
+    checkpoint: str | Path,
+    data_dir: str | Path,
+    setting: str,
+    out_dir: str | Path,
+    cfg: SampleConfig,
+    patches_csv: str | Path | None = None,
+    inputs: dict[str, str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Sample every scene graph of ``cfg.split`` twice; returns the manifest."""
-    from retrievegan.train.checkpoint import sha256_file
+    from retrievegan.io import sha256_file
     from retrievegan.train.loop import load_trained
 
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
@@ -86,7 +80,9 @@ def sample(checkpoint: str | Path, data_dir: str | Path, setting: str, out_dir: 
             target.unlink()
     records: list[dict[str, Any]] = []
     image_ids: list[int] = []
-    bar = progress_bar(total=len(dataset), desc=f"sample {payload['method']} {setting}", unit="img", disable=not progress)
+    bar = progress_bar(
+        total=len(dataset), desc=f"sample {payload['method']} {setting}", unit="img", disable=not progress
+    )
     with torch.no_grad():
         for batch in sequential_loader(dataset, cfg.batch_size, cfg.num_workers):
             ids = batch.image_ids.tolist()
@@ -98,14 +94,17 @@ def sample(checkpoint: str | Path, data_dir: str | Path, setting: str, out_dir: 
                 for n, image_id in enumerate(ids):
                     write_png(out_dir / SAMPLE_DIRS[k] / f"{image_id:012d}.png", pixels[n])
                 if result.patch_ids is not None:
-                    records += [{"image_id": i, "sample": k, "patch_ids": [int(p) for p in pids]}
-                                for i, pids in zip(ids, result.patch_ids)]
+                    records += [
+                        {"image_id": i, "sample": k, "patch_ids": [int(p) for p in pids]}
+                        for i, pids in zip(ids, result.patch_ids)
+                    ]
             image_ids += ids
             bar.update(len(ids))
     bar.close()
     if records:
-        io.write_json(out_dir / "retrievals.json", {"method": payload["method"], "setting": setting,
-                                                    "records": records})
+        io.write_json(
+            out_dir / "retrievals.json", {"method": payload["method"], "setting": setting, "records": records}
+        )
     manifest = {
         "method": payload["method"],
         "setting": setting,

@@ -72,8 +72,13 @@ def _ids_in(folder: Path) -> list[int]:
     return ids
 
 
-def open_run(run_dir: str | os.PathLike[str], method: str | None = None, setting: str | None = None,
-             expected_ids: Sequence[int] | None = None, require_full: bool = True) -> SampleRun:
+def open_run(
+    run_dir: str | os.PathLike[str],
+    method: str | None = None,
+    setting: str | None = None,
+    expected_ids: Sequence[int] | None = None,
+    require_full: bool = True,
+) -> SampleRun:
     """Validate a sample folder: manifest keys, method/setting, identical image ids in sample0 and
     sample1, and (``expected_ids``) ids from the evaluated split, all of them if ``require_full``."""
     root = Path(run_dir)
@@ -94,22 +99,36 @@ def open_run(run_dir: str | os.PathLike[str], method: str | None = None, setting
         only0 = sorted(set(ids0) - set(ids1))
         only1 = sorted(set(ids1) - set(ids0))
         where, record = (root / SAMPLE_DIRS[1], only0[0]) if only0 else (root / SAMPLE_DIRS[0], only1[0])
-        raise InputError(where, f"sample0 and sample1 hold different image ids ({len(only0)} only in sample0, "
-                         f"{len(only1)} only in sample1)", f"image id {record}")
+        raise InputError(
+            where,
+            f"sample0 and sample1 hold different image ids ({len(only0)} only in sample0, "
+            f"{len(only1)} only in sample1)",
+            f"image id {record}",
+        )
     if expected_ids is not None:
         expected = set(int(i) for i in expected_ids)
         extra = sorted(set(ids0) - expected)
         if extra:
-            raise InputError(root / SAMPLE_DIRS[0], f"{len(extra)} image id(s) not in the evaluated split",
-                             f"image id {extra[0]}")
+            raise InputError(
+                root / SAMPLE_DIRS[0], f"{len(extra)} image id(s) not in the evaluated split", f"image id {extra[0]}"
+            )
         missing = sorted(expected - set(ids0))
         if missing and require_full:
-            raise InputError(root / SAMPLE_DIRS[0], f"{len(missing)} of {len(expected)} image(s) of the evaluated "
-                             "split are missing (evaluation.require_full_split)", f"image id {missing[0]}")
+            raise InputError(
+                root / SAMPLE_DIRS[0],
+                f"{len(missing)} of {len(expected)} image(s) of the evaluated "
+                "split are missing (evaluation.require_full_split)",
+                f"image id {missing[0]}",
+            )
     if "num_images" in manifest and manifest["num_images"] != len(ids0):
         raise InputError(manifest_path, f"num_images is {manifest['num_images']!r} but sample0 holds {len(ids0)}")
-    return SampleRun(root=root, method=manifest["method"], setting=manifest["setting"], manifest=manifest,
-                     image_ids=tuple(sorted(ids0)))
+    return SampleRun(
+        root=root,
+        method=manifest["method"],
+        setting=manifest["setting"],
+        manifest=manifest,
+        image_ids=tuple(sorted(ids0)),
+    )
 
 
 def read_png(path: Path, size: tuple[int, int] | None) -> np.ndarray:
@@ -124,8 +143,11 @@ def read_png(path: Path, size: tuple[int, int] | None) -> np.ndarray:
     except OSError as exc:
         raise InputError(path, f"cannot read image: {exc}") from exc
     if size is not None and array.shape[:2] != tuple(size):
-        raise InputError(path, f"image is {array.shape[1]}x{array.shape[0]} px, the real images are "
-                         f"{size[1]}x{size[0]} (metrics compare images at the same resolution)")
+        raise InputError(
+            path,
+            f"image is {array.shape[1]}x{array.shape[0]} px, the real images are "
+            f"{size[1]}x{size[0]} (metrics compare images at the same resolution)",
+        )
     return array
 
 

@@ -73,8 +73,12 @@ class SynthNet(nn.Module):
 
     def __init__(self, num_themes: int, num_categories: int, width: int = 16, image_size: int = 64):
         super().__init__()
-        self.arch = {"num_themes": int(num_themes), "num_categories": int(num_categories), "width": int(width),
-                     "image_size": int(image_size)}
+        self.arch = {
+            "num_themes": int(num_themes),
+            "num_categories": int(num_categories),
+            "width": int(width),
+            "image_size": int(image_size),
+        }
         w = width
         self.stem = _block(3, w, 1)
         self.stage1 = nn.Sequential(_block(w, 2 * w, 2), _block(2 * w, 2 * w, 1))
@@ -105,8 +109,7 @@ class SynthNet(nn.Module):
         y = x.float() / 127.5 - 1.0
         size = self.arch["image_size"]
         if y.shape[-2:] != (size, size):
-            y = F.interpolate(y, size=(size, size), mode="bilinear", align_corners=False,
-                              antialias=y.shape[-1] > size)
+            y = F.interpolate(y, size=(size, size), mode="bilinear", align_corners=False, antialias=y.shape[-1] > size)
         return y
 
     def stage_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -124,9 +127,12 @@ class SynthNet(nn.Module):
 
 def save_synthnet(path: str | os.PathLike[str], model: SynthNet, extra: dict[str, Any] | None = None) -> None:
     """Atomically save the checkpoint (arch + state dict + ``extra`` metadata)."""
-    payload = {"format": CHECKPOINT_FORMAT, "arch": dict(model.arch),
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-               "extra": json.dumps(extra or {}, sort_keys=True)}
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "arch": dict(model.arch),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "extra": json.dumps(extra or {}, sort_keys=True),
+    }
     io.save_torch(path, payload)
 
 
@@ -145,6 +151,7 @@ def load_synthnet(path: str | os.PathLike[str]) -> SynthNet:
 
 # --- torch-fidelity feature extractor ----------------------------------------------------------
 
+
 def _extractor_class():
     """Defined lazily so that importing this module does not import torch_fidelity."""
     from torch_fidelity.feature_extractor_base import FeatureExtractorBase
@@ -156,8 +163,11 @@ def _extractor_class():
         def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
             super().__init__(name, features_list)
             if feature_extractor_weights_path is None:
-                raise InputError("<feature_extractor_weights_path>", "the synthnet feature extractor needs the "
-                                 "path of its trained checkpoint; it is never randomly initialised")
+                raise InputError(
+                    "<feature_extractor_weights_path>",
+                    "the synthnet feature extractor needs the "
+                    "path of its trained checkpoint; it is never randomly initialised",
+                )
             self.net = load_synthnet(feature_extractor_weights_path)
             self.requires_grad_(False)
             self.eval()
@@ -199,23 +209,31 @@ def register_synthnet() -> None:
 
     existing = FEATURE_EXTRACTORS_REGISTRY.get(EXTRACTOR_NAME)
     if existing is not None:
-        if getattr(existing, "__qualname__", "").endswith("SynthNetFeatureExtractor") and \
-                existing.__module__ == __name__:
+        if (
+            getattr(existing, "__qualname__", "").endswith("SynthNetFeatureExtractor")
+            and existing.__module__ == __name__
+        ):
             return
-        raise RuntimeError(f"torch-fidelity already has a different feature extractor named {EXTRACTOR_NAME!r}: "
-                           f"{existing!r}")
+        raise RuntimeError(
+            f"torch-fidelity already has a different feature extractor named {EXTRACTOR_NAME!r}: {existing!r}"
+        )
     register_feature_extractor(EXTRACTOR_NAME, _extractor_class())
 
 
 # --- training ----------------------------------------------------------------------------------
+
 
 def _labels(split, num_categories: int, path: Path) -> tuple[np.ndarray, np.ndarray]:
     themes = np.empty(len(split.graphs), dtype=np.int64)
     cats = np.zeros((len(split.graphs), num_categories), dtype=np.float32)
     for i, graph in enumerate(split.graphs):
         if graph.theme is None:
-            raise InputError(path, "image has no theme: synthnet is for the synthetic benchmark only "
-                             "(use evaluation.feature_extractor: inception for real data)", f"image id {graph.image_id}")
+            raise InputError(
+                path,
+                "image has no theme: synthnet is for the synthetic benchmark only "
+                "(use evaluation.feature_extractor: inception for real data)",
+                f"image id {graph.image_id}",
+            )
         themes[i] = graph.theme
         for obj in graph.objects[:-1]:
             cats[i, obj.category - 1] = 1.0
@@ -230,13 +248,14 @@ def _load_images(path: Path, expected: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_synthnet(model: SynthNet, images: torch.Tensor, themes: np.ndarray, cats: np.ndarray,
-                      batch_size: int = 256) -> dict[str, float]:
+def evaluate_synthnet(
+    model: SynthNet, images: torch.Tensor, themes: np.ndarray, cats: np.ndarray, batch_size: int = 256
+) -> dict[str, float]:
     """Theme accuracy and category (multi-label, threshold 0.5) accuracy / macro F1 on held-out images."""
     model.eval()
     theme_pred, cat_prob = [], []
     for start in range(0, len(images), batch_size):
-        out = model(images[start:start + batch_size])
+        out = model(images[start : start + batch_size])
         theme_pred.append(out["logits_theme"].argmax(1).numpy())
         cat_prob.append(torch.sigmoid(out["logits_category"]).numpy())
     tp = np.concatenate(theme_pred)
@@ -257,8 +276,13 @@ def evaluate_synthnet(model: SynthNet, images: torch.Tensor, themes: np.ndarray,
     }
 
 
-def train_synthnet(data_dir: str | os.PathLike[str], cfg: SynthNetConfig, out_path: str | os.PathLike[str],
-                   eval_split: str = "val", verbose: bool = True) -> dict[str, Any]:
+def train_synthnet(
+    data_dir: str | os.PathLike[str],
+    cfg: SynthNetConfig,
+    out_path: str | os.PathLike[str],
+    eval_split: str = "val",
+    verbose: bool = True,
+) -> dict[str, Any]:
     """Train on ``data_dir/train_images.npy`` (+ themes / categories of ``train.json``), save the
     checkpoint to ``out_path`` and return the quality record (held-out accuracy on ``eval_split``)."""
     from retrievegan.data.scene_graph import read_split, read_vocab
@@ -276,8 +300,9 @@ def train_synthnet(data_dir: str | os.PathLike[str], cfg: SynthNetConfig, out_pa
     image_size = int(t_images.shape[-1])
 
     generator = torch.Generator().manual_seed(cfg.seed)
-    model = SynthNet.initialised(generator, num_themes=num_themes, num_categories=num_categories,
-                                 width=cfg.width, image_size=image_size)
+    model = SynthNet.initialised(
+        generator, num_themes=num_themes, num_categories=num_categories, width=cfg.width, image_size=image_size
+    )
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-len(t_images) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
@@ -289,14 +314,15 @@ def train_synthnet(data_dir: str | os.PathLike[str], cfg: SynthNetConfig, out_pa
         order = torch.randperm(len(t_images), generator=generator)
         total, seen = 0.0, 0
         for start in range(0, len(order), cfg.batch_size):
-            idx = order[start:start + cfg.batch_size]
+            idx = order[start : start + cfg.batch_size]
             x = t_images[idx]
             if cfg.hflip:
                 flip = torch.rand(len(idx), generator=generator) < 0.5
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)
             out = model(x)
-            loss = F.cross_entropy(out["logits_theme"], theme_t[idx]) + cfg.category_loss_weight * \
-                F.binary_cross_entropy_with_logits(out["logits_category"], cats_t[idx])
+            loss = F.cross_entropy(
+                out["logits_theme"], theme_t[idx]
+            ) + cfg.category_loss_weight * F.binary_cross_entropy_with_logits(out["logits_category"], cats_t[idx])
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
@@ -304,12 +330,16 @@ def train_synthnet(data_dir: str | os.PathLike[str], cfg: SynthNetConfig, out_pa
             total += float(loss.detach()) * len(idx)
             seen += len(idx)
         quality = evaluate_synthnet(model, h_images, h_themes, h_cats)
-        history.append({"epoch": epoch + 1, "train_loss": total / seen, **{k: v for k, v in quality.items()
-                                                                            if k != "num_images"}})
+        history.append(
+            {"epoch": epoch + 1, "train_loss": total / seen, **{k: v for k, v in quality.items() if k != "num_images"}}
+        )
         if verbose:
-            print(f"synthnet epoch {epoch + 1}/{cfg.epochs}: loss {total / seen:.4f}, "
-                  f"{eval_split} theme acc {quality['theme_accuracy']:.3f}, "
-                  f"category F1 {quality['category_macro_f1']:.3f}", flush=True)
+            print(
+                f"synthnet epoch {epoch + 1}/{cfg.epochs}: loss {total / seen:.4f}, "
+                f"{eval_split} theme acc {quality['theme_accuracy']:.3f}, "
+                f"category F1 {quality['category_macro_f1']:.3f}",
+                flush=True,
+            )
     model.eval()
     model.requires_grad_(False)
     final = evaluate_synthnet(model, h_images, h_themes, h_cats)

@@ -2,7 +2,7 @@
 
 * Table 1: methods x {pred_bbox, gt_bbox} x {FID, IS, DS} (+ the real-data row);
 * Table 2: ablation of L_gt_sel and L_occur_sel (the paper's four rows) and the configured variants
-  (``retrievegan.eval.methods.VARIANTS``: retrieval mode, L_occur form, patch-feature pooling, ...), in
+  (``retrievegan.runs.VARIANTS``: retrieval mode, L_occur form, patch-feature pooling, ...), in
   ``report.ablation_setting``, with the factors each row used and the compatibility score (95 % interval);
 * the dataset table (Train / Val / Test / #Category / #Patches / image size);
 * the compatibility score of every run that retrieves patches.
@@ -29,7 +29,7 @@ import pandas as pd
 
 from retrievegan import io
 from retrievegan.errors import InputError
-from retrievegan.eval.methods import (
+from retrievegan.runs import (
     METHODS,
     SETTING_TAGS,
     SETTINGS,
@@ -165,8 +165,12 @@ class Table:
 
     def to_markdown(self) -> str:
         marks = self.footnotes()
-        lines = [f"### {self.title}", "", "| " + " | ".join(c.header for c in self.columns) + " |",
-                 "|" + "|".join("---" if c.kind == "text" else "---:" for c in self.columns) + "|"]
+        lines = [
+            f"### {self.title}",
+            "",
+            "| " + " | ".join(c.header for c in self.columns) + " |",
+            "|" + "|".join("---" if c.kind == "text" else "---:" for c in self.columns) + "|",
+        ]
         for row in self.rows:
             lines.append("| " + " | ".join(self._cell_text(v, marks, False) for v in row) + " |")
         if marks:
@@ -180,8 +184,13 @@ class Table:
     def to_latex(self) -> str:
         marks = self.footnotes()
         spec = "".join("l" if c.kind == "text" else "r" for c in self.columns)
-        lines = [f"% {self.title}", f"\\begin{{tabular}}{{{spec}}}", "\\hline",
-                 " & ".join(_latex_escape(c.header) for c in self.columns) + " \\\\", "\\hline"]
+        lines = [
+            f"% {self.title}",
+            f"\\begin{{tabular}}{{{spec}}}",
+            "\\hline",
+            " & ".join(_latex_escape(c.header) for c in self.columns) + " \\\\",
+            "\\hline",
+        ]
         for row in self.rows:
             lines.append(" & ".join(self._cell_text(v, marks, True) for v in row) + " \\\\")
         lines += ["\\hline", "\\end{tabular}"]
@@ -213,17 +222,29 @@ def _letters(n: int) -> str:
 
 
 def _latex_escape(text: str) -> str:
-    repl = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "$": "\\$", "#": "\\#", "_": "\\_",
-            "{": "\\{", "}": "\\}", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}"}
+    repl = {
+        "\\": "\\textbackslash{}",
+        "&": "\\&",
+        "%": "\\%",
+        "$": "\\$",
+        "#": "\\#",
+        "_": "\\_",
+        "{": "\\{",
+        "}": "\\}",
+        "~": "\\textasciitilde{}",
+        "^": "\\textasciicircum{}",
+    }
     return "".join(repl.get(ch, ch) for ch in text)
 
 
 # --- inputs ------------------------------------------------------------------------------------
 
+
 def load_paper_tables(path: str | os.PathLike[str]) -> pd.DataFrame:
     try:
-        table = pd.read_csv(path, dtype={"setting": str, "note": str}, keep_default_na=False,
-                            na_values={"value": [""], "std": [""]})
+        table = pd.read_csv(
+            path, dtype={"setting": str, "note": str}, keep_default_na=False, na_values={"value": [""], "std": [""]}
+        )
     except FileNotFoundError as exc:
         raise InputError(path, "the paper's reference table is missing") from exc
     need = {"table", "dataset", "method", "setting", "metric", "value", "std", "note"}
@@ -259,12 +280,19 @@ class Results:
         return not table2_only(method) or self.variant_setting is None or setting == self.variant_setting
 
 
-def load_results(dataset: str, metric_files: Sequence[str | os.PathLike[str]],
-                 real_file: str | os.PathLike[str] | None, compat_files: Sequence[str | os.PathLike[str]],
-                 methods: Sequence[str], settings: Sequence[str], compatibility_enabled: bool = False,
-                 variants: Sequence[str] = (), variant_setting: str | None = None,
-                 factors: dict[str, dict[str, Any]] | None = None,
-                 config_values: dict[str, Any] | None = None) -> Results:
+def load_results(
+    dataset: str,
+    metric_files: Sequence[str | os.PathLike[str]],
+    real_file: str | os.PathLike[str] | None,
+    compat_files: Sequence[str | os.PathLike[str]],
+    methods: Sequence[str],
+    settings: Sequence[str],
+    compatibility_enabled: bool = False,
+    variants: Sequence[str] = (),
+    variant_setting: str | None = None,
+    factors: dict[str, dict[str, Any]] | None = None,
+    config_values: dict[str, Any] | None = None,
+) -> Results:
     from retrievegan.eval.metrics import read_metric_file
     from retrievegan.eval.samples import read_json_object
 
@@ -280,11 +308,23 @@ def load_results(dataset: str, metric_files: Sequence[str | os.PathLike[str]],
         record = read_json_object(path, "compatibility file")
         compat[(record["method"], record["setting"])] = record
     real = read_metric_file(real_file) if real_file is not None else None
-    return Results(dataset, runs, real, compat, tuple(methods), tuple(settings), compatibility_enabled,
-                   tuple(variants), variant_setting, dict(factors or {}), dict(config_values or {}))
+    return Results(
+        dataset,
+        runs,
+        real,
+        compat,
+        tuple(methods),
+        tuple(settings),
+        compatibility_enabled,
+        tuple(variants),
+        variant_setting,
+        dict(factors or {}),
+        dict(config_values or {}),
+    )
 
 
 # --- cells -------------------------------------------------------------------------------------
+
 
 class PaperValues:
     def __init__(self, table: pd.DataFrame, dataset: str):
@@ -293,13 +333,18 @@ class PaperValues:
 
     def _rows(self, table: str, method: str, setting: str, metric: str) -> pd.DataFrame:
         t = self.table
-        return t[(t["table"] == table) & (t["dataset"] == self.dataset) & (t["method"] == method)
-                 & (t["setting"] == setting) & (t["metric"] == metric)]
+        return t[
+            (t["table"] == table)
+            & (t["dataset"] == self.dataset)
+            & (t["method"] == method)
+            & (t["setting"] == setting)
+            & (t["metric"] == metric)
+        ]
 
     def cell(self, table: str, method: str, setting: str, family: str) -> Cell:
         metric = family.upper()
         if method in VARIANTS:
-            return na("the paper has no such row (a variant of ours: retrievegan.eval.methods.VARIANTS)")
+            return na("the paper has no such row (a variant of ours: retrievegan.runs.VARIANTS)")
         rows = self._rows(table, method, setting, metric)
         reason = None if method == "real_data" else method_info(method).not_applicable_reason(setting)
         if rows.empty and reason is not None:
@@ -338,8 +383,10 @@ def our_cell(results: Results, method: str, setting: str, family: str, network: 
         if reason is not None:
             return na(f"not applicable: {reason}")
         if not results.evaluated(method, setting):
-            return na("not evaluated in this run (not in evaluation.methods / evaluation.settings / variants; "
-                      "Table 2's ablations and variants only in report.ablation_setting)")
+            return na(
+                "not evaluated in this run (not in evaluation.methods / evaluation.settings / variants; "
+                "Table 2's ablations and variants only in report.ablation_setting)"
+            )
         record = results.runs.get((method, setting))
         if record is None:
             return na("no metric file for this run was given to the tables stage")
@@ -358,8 +405,10 @@ def diff_cell(paper: Cell, ours: Cell, family: str, network: str, cfg: ReportCon
         missing = " and ".join(w for w, c in (("paper", paper), ("ours", ours)) if c.is_na)
         return na(f"{missing} value n/a")
     if not cfg.same_data_as_paper:
-        return na(f"different data: ours is '{dataset}', the paper's is {DATASET_LABELS[cfg.paper_dataset]} "
-                  "(report.same_data_as_paper is false)")
+        return na(
+            f"different data: ours is '{dataset}', the paper's is {DATASET_LABELS[cfg.paper_dataset]} "
+            "(report.same_data_as_paper is false)"
+        )
     if network != PAPER_NETWORK[family]:
         return na(f"feature network {network} is not the paper's ({PAPER_NETWORK[family]}): not comparable")
     return Cell(ours.value - paper.value, None, digits=DIGITS[family])
@@ -387,8 +436,15 @@ def _metric_columns(results: Results) -> tuple[list[Column], list[tuple[str, str
     return cols, spec
 
 
-def _metric_row(results: Results, paper: PaperValues, cfg: ReportConfig, table: str, method: str,
-                setting: str, spec: list[tuple[str, str]]) -> list[Cell]:
+def _metric_row(
+    results: Results,
+    paper: PaperValues,
+    cfg: ReportConfig,
+    table: str,
+    method: str,
+    setting: str,
+    spec: list[tuple[str, str]],
+) -> list[Cell]:
     cells = []
     paper_cells = {}
     for family, what in spec:
@@ -405,8 +461,10 @@ def _metric_row(results: Results, paper: PaperValues, cfg: ReportConfig, table: 
 
 
 def _notes(results: Results, cfg: ReportConfig) -> list[str]:
-    notes = [f"Paper values: {DATASET_LABELS[cfg.paper_dataset]} columns of the RetrieveGAN paper "
-             f"({cfg.paper_tables}); ours: dataset '{results.dataset}'. diff = ours - paper."]
+    notes = [
+        f"Paper values: {DATASET_LABELS[cfg.paper_dataset]} columns of the RetrieveGAN paper "
+        f"({cfg.paper_tables}); ours: dataset '{results.dataset}'. diff = ours - paper."
+    ]
     records = list(results.runs.values()) + ([results.real] if results.real else [])
     names = sorted({fam["name"] for r in records for fam in r["families"].values()})
     if names:
@@ -415,20 +473,27 @@ def _notes(results: Results, cfg: ReportConfig) -> list[str]:
 
 
 def pastegan_note(results: Results) -> str:
-    """What the PasteGAN rows are (issue 11): its retrieval rule on the shared generation module."""
+    """What the PasteGAN rows are: its retrieval rule on the shared generation module."""
     pick = results.config_values.get("pastegan.test_pick")
     top = results.config_values.get("pastegan.test_top")
     if pick == "random":
-        what, rule = "random selection", (f"uniform among its first {top} pre-filtered candidates per object and "
-                                          "sample seed, as the RetrieveGAN paper §4.2 describes PasteGAN")
+        what, rule = (
+            "random selection",
+            (
+                f"uniform among its first {top} pre-filtered candidates per object and "
+                "sample seed, as the RetrieveGAN paper §4.2 describes PasteGAN"
+            ),
+        )
     elif pick == "nearest":
         what, rule = "nearest candidate", "its released code's test-time pick; both samples identical, DS 0"
     else:
         what, rule = "selection rule not recorded", "pastegan.test_pick was not passed to the tables stage"
-    return (f"PasteGAN rows: PasteGAN retrieval ({what}) on the shared generation module ({rule}). The module: "
-            "crop encoder, 2-D graph-convolution refiner, object-image fuser, up-sampling decoder with PasteGAN's "
-            "layer counts and losses (docs/architecture.md); PasteGAN's own crop refiner (flow / mask networks) and "
-            "its cascaded refinement decoder on a full-size canvas are not reproduced.")
+    return (
+        f"PasteGAN rows: PasteGAN retrieval ({what}) on the shared generation module ({rule}). The module: "
+        "crop encoder, 2-D graph-convolution refiner, object-image fuser, up-sampling decoder with PasteGAN's "
+        "layer counts and losses (docs/architecture.md); PasteGAN's own crop refiner (flow / mask networks) and "
+        "its cascaded refinement decoder on a full-size canvas are not reproduced."
+    )
 
 
 def table1(results: Results, paper: PaperValues, cfg: ReportConfig) -> Table:
@@ -448,8 +513,10 @@ def compatibility_cell(results: Results, method: str, setting: str, metric: str 
     """A compatibility score with its bootstrap interval, or n/a with the reason."""
     info = method_info(method)
     if not results.compatibility_enabled:
-        return na("compatibility score not computed (evaluation.compatibility is false: it needs the synthetic "
-                  "benchmark's hidden themes; the paper runs a user study)")
+        return na(
+            "compatibility score not computed (evaluation.compatibility is false: it needs the synthetic "
+            "benchmark's hidden themes; the paper runs a user study)"
+        )
     if not info.retrieves_patches:
         return na(f"{info.label} does not retrieve patches")
     record = results.compatibility.get((method, setting))
@@ -469,9 +536,14 @@ def table2(results: Results, paper: PaperValues, cfg: ReportConfig) -> Table:
     factor_columns = [column for column, _ in TABLE2_FACTORS]
     confidence = {r["bootstrap"]["confidence"] for r in results.compatibility.values()}
     compat_header = "Compatibility (single theme" + (
-        f", {', '.join(f'{c:.0%}' for c in sorted(confidence))} CI)" if confidence else ")")
-    columns = ([Column("Method"), Column("L_gt_sel"), Column("L_occur_sel")] + [Column(c) for c in factor_columns]
-               + cols + [Column(compat_header, "cell", with_interval=True)])
+        f", {', '.join(f'{c:.0%}' for c in sorted(confidence))} CI)" if confidence else ")"
+    )
+    columns = (
+        [Column("Method"), Column("L_gt_sel"), Column("L_occur_sel")]
+        + [Column(c) for c in factor_columns]
+        + cols
+        + [Column(compat_header, "cell", with_interval=True)]
+    )
     rows = []
     setting = cfg.ablation_setting
     for method in table2_rows(results):
@@ -479,32 +551,52 @@ def table2(results: Results, paper: PaperValues, cfg: ReportConfig) -> Table:
         levels = results.factors.get(method, {})
         if not occur:  # the form of a loss the run does not have
             levels = {**levels, "L_occur form": "- (no L_occur_sel)"}
-        rows.append([method, "yes" if gt else "-", "yes" if occur else "-"]
-                    + [str(levels.get(c, "-")) for c in factor_columns]
-                    + _metric_row(results, paper, cfg, "table2", method, setting, spec)
-                    + [compatibility_cell(results, method, setting)])
-    rows.append(["Real data", "-", "-"] + ["-"] * len(factor_columns)
-                + _metric_row(results, paper, cfg, "table2", "real_data", "", spec)
-                + [na("real images are not retrieved patch sets")])
-    notes = _notes(results, cfg) + [f"Setting: {setting} ({SETTING_TAGS[setting]}). The paper's Table 2 is only "
-                                    "partly legible in the text we have; illegible values are n/a."]
+        rows.append(
+            [method, "yes" if gt else "-", "yes" if occur else "-"]
+            + [str(levels.get(c, "-")) for c in factor_columns]
+            + _metric_row(results, paper, cfg, "table2", method, setting, spec)
+            + [compatibility_cell(results, method, setting)]
+        )
+    rows.append(
+        ["Real data", "-", "-"]
+        + ["-"] * len(factor_columns)
+        + _metric_row(results, paper, cfg, "table2", "real_data", "", spec)
+        + [na("real images are not retrieved patch sets")]
+    )
+    notes = _notes(results, cfg) + [
+        f"Setting: {setting} ({SETTING_TAGS[setting]}). The paper's Table 2 is only "
+        "partly legible in the text we have; illegible values are n/a."
+    ]
     extra = [v for v in table2_rows(results) if v in VARIANTS]
     if extra:
-        notes.append("Rows after the paper's four are ours (retrievegan.eval.methods.VARIANTS): the full model "
-                     "trained with one config change each, same data, steps and seeds; the paper has no such rows. "
-                     + " ".join(f"{v}: {VARIANTS[v].factor} = {VARIANTS[v].level}, {VARIANTS[v].reason}."
-                                for v in extra))
+        notes.append(
+            "Rows after the paper's four are ours (retrievegan.runs.VARIANTS): the full model "
+            "trained with one config change each, same data, steps and seeds; the paper has no such rows. "
+            + " ".join(f"{v}: {VARIANTS[v].factor} = {VARIANTS[v].level}, {VARIANTS[v].reason}." for v in extra)
+        )
     notes.append(f"Factor columns: the value each run used ({', '.join(f'{c} = {p}' for c, p in TABLE2_FACTORS)}).")
-    return Table("table2", "Table 2: ablation of the retrieval losses, retrieval mode, L_occur form and patch "
-                 "features", columns, rows, notes)
+    return Table(
+        "table2",
+        "Table 2: ablation of the retrieval losses, retrieval mode, L_occur form and patch features",
+        columns,
+        rows,
+        notes,
+    )
 
 
-DATASET_COLUMNS = (("train", "Train"), ("val", "Val"), ("test", "Test"), ("categories", "#Category"),
-                   ("patches", "#Patches"), ("image_size", "Image size"))
+DATASET_COLUMNS = (
+    ("train", "Train"),
+    ("val", "Val"),
+    ("test", "Test"),
+    ("categories", "#Category"),
+    ("patches", "#Patches"),
+    ("image_size", "Image size"),
+)
 
 
-def dataset_table(ours_csv: str | os.PathLike[str], paper_csv: str | os.PathLike[str], dataset: str,
-                  cfg: ReportConfig) -> Table:
+def dataset_table(
+    ours_csv: str | os.PathLike[str], paper_csv: str | os.PathLike[str], dataset: str, cfg: ReportConfig
+) -> Table:
     try:
         ours = pd.read_csv(ours_csv)
         paper = pd.read_csv(paper_csv)
@@ -519,8 +611,11 @@ def dataset_table(ours_csv: str | os.PathLike[str], paper_csv: str | os.PathLike
         match = paper[paper["dataset"] == source]
         out: list[Any] = [f"{DATASET_LABELS.get(source, source)} format ({row['dataset']})"]
         for key, _ in DATASET_COLUMNS:
-            pc = na(f"the paper has no {source} dataset row") if match.empty else \
-                Cell(float(match.iloc[0][key]), digits=0)
+            pc = (
+                na(f"the paper has no {source} dataset row")
+                if match.empty
+                else Cell(float(match.iloc[0][key]), digits=0)
+            )
             oc = Cell(float(row[key]), digits=0)
             if pc.is_na:
                 dc = na("paper value n/a")
@@ -530,17 +625,26 @@ def dataset_table(ours_csv: str | os.PathLike[str], paper_csv: str | os.PathLike
                 dc = Cell(oc.value - pc.value, digits=0)
             out += [pc, oc, dc]
         rows.append(out)
-    notes = ["Paper: the paper's dataset table (supplement) and its 128x128 resolution; ours: "
-             f"{ours_csv}. #Patches counts the retrieval bank (training crops)."]
+    notes = [
+        "Paper: the paper's dataset table (supplement) and its 128x128 resolution; ours: "
+        f"{ours_csv}. #Patches counts the retrieval bank (training crops)."
+    ]
     return Table("dataset", "Dataset statistics", columns, rows, notes)
 
 
 def compatibility_table(results: Results) -> Table:
-    columns = [Column("Method"), Column("Setting"), Column("Single-theme share", "cell"),
-               Column("Single-theme CI low", "cell"), Column("Single-theme CI high", "cell"),
-               Column("Pairwise same-theme", "cell"), Column("Pairwise CI low", "cell"),
-               Column("Pairwise CI high", "cell"), Column("Chance (random same-category)", "cell"),
-               Column("Sets", "cell")]
+    columns = [
+        Column("Method"),
+        Column("Setting"),
+        Column("Single-theme share", "cell"),
+        Column("Single-theme CI low", "cell"),
+        Column("Single-theme CI high", "cell"),
+        Column("Pairwise same-theme", "cell"),
+        Column("Pairwise CI low", "cell"),
+        Column("Pairwise CI high", "cell"),
+        Column("Chance (random same-category)", "cell"),
+        Column("Sets", "cell"),
+    ]
     rows = []
     runs = [(m, s) for m in results.methods for s in results.settings]
     runs += [(v, results.variant_setting) for v in results.variants if (v, results.variant_setting) not in runs]
@@ -556,25 +660,36 @@ def compatibility_table(results: Results) -> Table:
         else:
             m = results.compatibility[(method, setting)]["metrics"]
             n = results.compatibility[(method, setting)]["num_sets"]
-            cells = [Cell(m["compat_single_theme"], digits=3), Cell(m["compat_single_theme_low"], digits=3),
-                     Cell(m["compat_single_theme_high"], digits=3), Cell(m["compat_pairwise_same_theme"], digits=3),
-                     Cell(m["compat_pairwise_same_theme_low"], digits=3),
-                     Cell(m["compat_pairwise_same_theme_high"], digits=3),
-                     Cell(m["compat_chance_pairwise_same_theme"], digits=3), Cell(float(n), digits=0)]
+            cells = [
+                Cell(m["compat_single_theme"], digits=3),
+                Cell(m["compat_single_theme_low"], digits=3),
+                Cell(m["compat_single_theme_high"], digits=3),
+                Cell(m["compat_pairwise_same_theme"], digits=3),
+                Cell(m["compat_pairwise_same_theme_low"], digits=3),
+                Cell(m["compat_pairwise_same_theme_high"], digits=3),
+                Cell(m["compat_chance_pairwise_same_theme"], digits=3),
+                Cell(float(n), digits=0),
+            ]
         rows.append([info.label, setting] + cells)
     conf = {r["bootstrap"]["confidence"] for r in results.compatibility.values()}
-    notes = ["Share of retrieved patch sets from a single hidden theme, and mean share of same-theme patch "
-             "pairs, over both samples of every test scene graph; percentile bootstrap over scene graphs"
-             + (f" ({', '.join(f'{c:.0%}' for c in sorted(conf))} intervals)." if conf else ".")
-             + " The paper measures compatibility with a user study instead; no paper values."]
+    notes = [
+        "Share of retrieved patch sets from a single hidden theme, and mean share of same-theme patch "
+        "pairs, over both samples of every test scene graph; percentile bootstrap over scene graphs"
+        + (f" ({', '.join(f'{c:.0%}' for c in sorted(conf))} intervals)." if conf else ".")
+        + " The paper measures compatibility with a user study instead; no paper values."
+    ]
     return Table("compatibility", "Patch compatibility (synthetic benchmark)", columns, rows, notes)
 
 
-def write_tables(results: Results, cfg: ReportConfig, dataset_csv: str | os.PathLike[str],
-                 out_dir: str | os.PathLike[str]) -> list[Path]:
+def write_tables(
+    results: Results, cfg: ReportConfig, dataset_csv: str | os.PathLike[str], out_dir: str | os.PathLike[str]
+) -> list[Path]:
     paper = PaperValues(load_paper_tables(cfg.paper_tables), cfg.paper_dataset)
-    tables = [table1(results, paper, cfg), table2(results, paper, cfg),
-              dataset_table(dataset_csv, cfg.paper_dataset_stats, results.dataset, cfg)]
+    tables = [
+        table1(results, paper, cfg),
+        table2(results, paper, cfg),
+        dataset_table(dataset_csv, cfg.paper_dataset_stats, results.dataset, cfg),
+    ]
     if results.compatibility_enabled:
         tables.append(compatibility_table(results))
     paths = []

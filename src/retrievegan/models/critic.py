@@ -34,8 +34,14 @@ class CompatCritic(nn.Module):
         return self.head(self.features(images).flatten(1)).squeeze(1)
 
 
-def paste_composite(crops: torch.Tensor, boxes: torch.Tensor, obj_to_img: torch.Tensor, num_images: int, size: int,
-                    masks: torch.Tensor | None = None) -> torch.Tensor:
+def paste_composite(
+    crops: torch.Tensor,
+    boxes: torch.Tensor,
+    obj_to_img: torch.Tensor,
+    num_images: int,
+    size: int,
+    masks: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Paste object crops into their boxes, in object order (later objects on top).
 
     ``crops`` ``(O, 3, C, C)``, ``boxes`` ``(O, 4)`` normalised, ``obj_to_img`` ``(O,)``, ``masks`` ``(O, M, M)`` in
@@ -65,5 +71,11 @@ def batch_composite(batch: Any, crops: torch.Tensor, size: int) -> torch.Tensor:
     source has no masks)."""
     real = batch.real_index()
     masks = None if batch.masks is None else batch.masks.index_select(0, real)
-    return paste_composite(crops.index_select(0, real), batch.boxes.index_select(0, real),
-                           batch.obj_to_img.index_select(0, real), batch.num_images, size, masks)
+    return paste_composite(
+        crops.index_select(0, real),
+        batch.boxes.index_select(0, real),
+        batch.obj_to_img.index_select(0, real),
+        batch.num_images,
+        size,
+        masks,
+    )

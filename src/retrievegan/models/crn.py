@@ -22,8 +22,14 @@ class RefinementModule(nn.Module):
 
     kaiming_normal_init = True
 
-    def __init__(self, layout_dim: int, input_dim: int, output_dim: int, normalization: str = "batch",
-                 activation_name: str = "leakyrelu-0.2"):
+    def __init__(
+        self,
+        layout_dim: int,
+        input_dim: int,
+        output_dim: int,
+        normalization: str = "batch",
+        activation_name: str = "leakyrelu-0.2",
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         for c_in in (layout_dim + input_dim, output_dim):
@@ -50,8 +56,13 @@ class RefinementNetwork(nn.Module):
 
     kaiming_normal_init = True
 
-    def __init__(self, layout_dim: int, dims: Sequence[int] = (1024, 512, 256, 128, 64),
-                 normalization: str = "batch", activation_name: str = "leakyrelu-0.2"):
+    def __init__(
+        self,
+        layout_dim: int,
+        dims: Sequence[int] = (1024, 512, 256, 128, 64),
+        normalization: str = "batch",
+        activation_name: str = "leakyrelu-0.2",
+    ):
         super().__init__()
         if not dims:
             raise ValueError("the refinement network needs at least one module")
@@ -60,8 +71,11 @@ class RefinementNetwork(nn.Module):
         for width in dims:
             self.modules_.append(RefinementModule(layout_dim, previous, width, normalization, activation_name))
             previous = width
-        self.output = nn.Sequential(nn.Conv2d(previous, previous, kernel_size=3, padding=1),
-                                    activation(activation_name), nn.Conv2d(previous, 3, kernel_size=1))
+        self.output = nn.Sequential(
+            nn.Conv2d(previous, previous, kernel_size=3, padding=1),
+            activation(activation_name),
+            nn.Conv2d(previous, 3, kernel_size=1),
+        )
 
     def forward(self, layout: torch.Tensor) -> torch.Tensor:
         num, _, height, width = layout.shape

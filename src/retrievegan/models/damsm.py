@@ -60,8 +60,14 @@ class TextEncoder(nn.Module):
         for param in self.rnn.parameters():
             param.uniform_(-bound, bound, generator=generator)
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None,
-                order: torch.Tensor | None = None, restore: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        lengths: torch.Tensor,
+        generator: torch.Generator | None = None,
+        order: torch.Tensor | None = None,
+        restore: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``order`` / ``restore`` (N,) on the tokens' device (:func:`sort_by_length`), with ``lengths`` then the
         host lengths in ``order``: the rows go through the LSTM longest first and come back in their order, the
         permutations ``pack_padded_sequence`` would make itself, without reading a device tensor on the host (a
@@ -101,8 +107,13 @@ class CnnImageEncoder(nn.Module):
             raise ValueError("the CNN image encoder needs at least two stages")
         stages, previous = [], 3
         for width in channels:
-            stages.append(nn.Sequential(nn.Conv2d(previous, width, 3, stride=2, padding=1, bias=False),
-                                        nn.BatchNorm2d(width), nn.LeakyReLU(0.2)))
+            stages.append(
+                nn.Sequential(
+                    nn.Conv2d(previous, width, 3, stride=2, padding=1, bias=False),
+                    nn.BatchNorm2d(width),
+                    nn.LeakyReLU(0.2),
+                )
+            )
             previous = width
         self.stages = nn.ModuleList(stages)
         self.region_proj = nn.Conv2d(channels[-2], embed_dim, 1, bias=False)
@@ -129,10 +140,23 @@ class InceptionImageEncoder(nn.Module):
         from torchvision.models import inception_v3
 
         net = inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=False)
-        self.trunk_a = nn.Sequential(net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3,
-                                     nn.MaxPool2d(3, stride=2), net.Conv2d_3b_1x1, net.Conv2d_4a_3x3,
-                                     nn.MaxPool2d(3, stride=2), net.Mixed_5b, net.Mixed_5c, net.Mixed_5d,
-                                     net.Mixed_6a, net.Mixed_6b, net.Mixed_6c, net.Mixed_6d, net.Mixed_6e)
+        self.trunk_a = nn.Sequential(
+            net.Conv2d_1a_3x3,
+            net.Conv2d_2a_3x3,
+            net.Conv2d_2b_3x3,
+            nn.MaxPool2d(3, stride=2),
+            net.Conv2d_3b_1x1,
+            net.Conv2d_4a_3x3,
+            nn.MaxPool2d(3, stride=2),
+            net.Mixed_5b,
+            net.Mixed_5c,
+            net.Mixed_5d,
+            net.Mixed_6a,
+            net.Mixed_6b,
+            net.Mixed_6c,
+            net.Mixed_6d,
+            net.Mixed_6e,
+        )
         self.trunk_b = nn.Sequential(net.Mixed_7a, net.Mixed_7b, net.Mixed_7c)
         self.region_proj = nn.Conv2d(768, embed_dim, 1, bias=False)
         self.global_proj = nn.Linear(2048, embed_dim)
@@ -164,9 +188,27 @@ class InceptionImageEncoder(nn.Module):
             raise InputError(path, f"not torchvision Inception-v3 ImageNet weights: {exc}") from exc
         names = dict(reference.named_children())
         own = [m for m in (*self.trunk_a, *self.trunk_b) if not isinstance(m, nn.MaxPool2d)]
-        ref = [names[k] for k in ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1",
-                                  "Conv2d_4a_3x3", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b",
-                                  "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")]
+        ref = [
+            names[k]
+            for k in (
+                "Conv2d_1a_3x3",
+                "Conv2d_2a_3x3",
+                "Conv2d_2b_3x3",
+                "Conv2d_3b_1x1",
+                "Conv2d_4a_3x3",
+                "Mixed_5b",
+                "Mixed_5c",
+                "Mixed_5d",
+                "Mixed_6a",
+                "Mixed_6b",
+                "Mixed_6c",
+                "Mixed_6d",
+                "Mixed_6e",
+                "Mixed_7a",
+                "Mixed_7b",
+                "Mixed_7c",
+            )
+        ]
         for mine, theirs in zip(own, ref, strict=True):
             mine.load_state_dict(theirs.state_dict())
 
@@ -185,10 +227,15 @@ class InceptionImageEncoder(nn.Module):
 
 def resolve_inception_weights(configured: str | None) -> Path:
     """The ImageNet Inception-v3 file: ``configured`` or the torch hub cache; else MissingWeightsError."""
-    from retrievegan.eval.weights import resolve_weights
+    from retrievegan.weights import resolve_weights
 
-    return resolve_weights(configured, INCEPTION_URL, "ImageNet Inception-v3 (AttnGAN's DAMSM image encoder)",
-                           "damsm.inception_weights", "Or use damsm.image_encoder: cnn (trained from scratch here).")
+    return resolve_weights(
+        configured,
+        INCEPTION_URL,
+        "ImageNet Inception-v3 (AttnGAN's DAMSM image encoder)",
+        "damsm.inception_weights",
+        "Or use damsm.image_encoder: cnn (trained from scratch here).",
+    )
 
 
 ImagenetStats = tuple[torch.Tensor, torch.Tensor]  # ImageNet mean, std (1, 3, 1, 1)
@@ -198,8 +245,10 @@ def imagenet_stats(device: torch.device, dtype: torch.dtype) -> ImagenetStats:
     """ImageNet mean and std (1, 3, 1, 1) on ``device``, copied without waiting; made once and passed to
     :func:`to_imagenet_normalized` / :func:`to_tanh_range` (made from a list at every call they were a blocking
     host -> device copy per call on a GPU)."""
-    return tuple(torch.tensor(v, dtype=dtype).view(1, 3, 1, 1).to(device, non_blocking=True)
-                 for v in (IMAGENET_MEAN, IMAGENET_STD))
+    return tuple(
+        torch.tensor(v, dtype=dtype).view(1, 3, 1, 1).to(device, non_blocking=True)
+        for v in (IMAGENET_MEAN, IMAGENET_STD)
+    )
 
 
 def to_imagenet_normalized(images: torch.Tensor, stats: ImagenetStats) -> torch.Tensor:
@@ -214,8 +263,9 @@ def to_tanh_range(images: torch.Tensor, stats: ImagenetStats) -> torch.Tensor:
     return (images * std + mean) * 2 - 1
 
 
-def word_relevance(regions: torch.Tensor, words: torch.Tensor, lengths: torch.Tensor, gamma1: float,
-                   gamma2: float) -> torch.Tensor:
+def word_relevance(
+    regions: torch.Tensor, words: torch.Tensor, lengths: torch.Tensor, gamma1: float, gamma2: float
+) -> torch.Tensor:
     """Word-level image-text relevance of every (image, text) pair of a batch.
 
     regions (N, D, h, w), words (M, D, L) (padding beyond ``lengths`` (M,)) -> (N, M) with entry (i, j) =
@@ -237,9 +287,17 @@ def word_relevance(regions: torch.Tensor, words: torch.Tensor, lengths: torch.Te
     return torch.logsumexp(cos, dim=2)
 
 
-def damsm_losses(regions: torch.Tensor, image_code: torch.Tensor, words: torch.Tensor, sentence: torch.Tensor,
-                 lengths: torch.Tensor, gamma1: float = 4.0, gamma2: float = 5.0, gamma3: float = 10.0,
-                 same_text: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def damsm_losses(
+    regions: torch.Tensor,
+    image_code: torch.Tensor,
+    words: torch.Tensor,
+    sentence: torch.Tensor,
+    lengths: torch.Tensor,
+    gamma1: float = 4.0,
+    gamma2: float = 5.0,
+    gamma3: float = 10.0,
+    same_text: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
     """DAMSM matching losses of a batch of N matching (image i, text i) pairs.
 
     regions (N, D, h, w), image_code (N, D), words (N, D, L), sentence (N, D), lengths (N,);
@@ -250,14 +308,19 @@ def damsm_losses(regions: torch.Tensor, image_code: torch.Tensor, words: torch.T
     n = regions.shape[0]
     labels = torch.arange(n, device=regions.device)
     word_scores = word_relevance(regions, words, lengths, gamma1, gamma2) * gamma3  # (N images, N texts)
-    sentence_scores = F.cosine_similarity(image_code.float().unsqueeze(1), sentence.float().unsqueeze(0), dim=2,
-                                          eps=1e-8) * gamma3
+    sentence_scores = (
+        F.cosine_similarity(image_code.float().unsqueeze(1), sentence.float().unsqueeze(0), dim=2, eps=1e-8) * gamma3
+    )
     if same_text is not None:
         exclude = same_text.to(regions.device) & ~torch.eye(n, dtype=torch.bool, device=regions.device)
         word_scores = word_scores.masked_fill(exclude, float("-inf"))
         sentence_scores = sentence_scores.masked_fill(exclude, float("-inf"))
-    return {"w0": F.cross_entropy(word_scores, labels), "w1": F.cross_entropy(word_scores.t(), labels),
-            "s0": F.cross_entropy(sentence_scores, labels), "s1": F.cross_entropy(sentence_scores.t(), labels)}
+    return {
+        "w0": F.cross_entropy(word_scores, labels),
+        "w1": F.cross_entropy(word_scores.t(), labels),
+        "s0": F.cross_entropy(sentence_scores, labels),
+        "s1": F.cross_entropy(sentence_scores.t(), labels),
+    }
 
 
 def identical_texts(tokens: torch.Tensor) -> torch.Tensor:

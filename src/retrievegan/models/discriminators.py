@@ -22,8 +22,14 @@ SG2IM_D_ARCH = "C4-64-2,C4-128-2,C4-256-2"
 class PatchDiscriminator(nn.Module):
     """images (N, C, S, S) -> patch scores (N, 1, h, w) (logits)."""
 
-    def __init__(self, arch: str = SG2IM_D_ARCH, in_channels: int = 3, normalization: str = "batch",
-                 activation_name: str = "leakyrelu-0.2", padding: str = "valid"):
+    def __init__(
+        self,
+        arch: str = SG2IM_D_ARCH,
+        in_channels: int = 3,
+        normalization: str = "batch",
+        activation_name: str = "leakyrelu-0.2",
+        padding: str = "valid",
+    ):
         super().__init__()
         self.cnn, channels = cnn(arch, in_channels, normalization, activation_name, padding)
         self.classifier = nn.Conv2d(channels, 1, kernel_size=1)
@@ -39,8 +45,16 @@ class AcCropDiscriminator(nn.Module):
     ``crops(...)`` / ``score_crops(crops (O, 3, c, c))`` split the two stages for callers with their own crops.
     """
 
-    def __init__(self, num_classes: int, arch: str = SG2IM_D_ARCH, crop_size: int = 32, normalization: str = "batch",
-                 activation_name: str = "leakyrelu-0.2", padding: str = "valid", fc_dim: int = 1024):
+    def __init__(
+        self,
+        num_classes: int,
+        arch: str = SG2IM_D_ARCH,
+        crop_size: int = 32,
+        normalization: str = "batch",
+        activation_name: str = "leakyrelu-0.2",
+        padding: str = "valid",
+        fc_dim: int = 1024,
+    ):
         super().__init__()
         self.crop_size = crop_size
         self.cnn, channels = cnn(arch, 3, normalization, activation_name, padding)
@@ -55,6 +69,7 @@ class AcCropDiscriminator(nn.Module):
         feats = self.fc(self.cnn(crops).mean(dim=(2, 3)))
         return self.real_head(feats).squeeze(1), self.class_head(feats)
 
-    def forward(self, images: torch.Tensor, boxes: torch.Tensor,
-                obj_to_img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, images: torch.Tensor, boxes: torch.Tensor, obj_to_img: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.score_crops(self.crops(images, boxes, obj_to_img))

@@ -86,29 +86,45 @@ class CropGraphConv(nn.Module):
     new obj_maps (O, C_out, h, w), new pred_maps (T, P_out, h, w).
     """
 
-    def __init__(self, obj_dim: int, pred_dim: int, hidden_dim: int, out_dim: int, pred_out_dim: int,
-                 normalization: str = "batch", activation_name: str = "leakyrelu-0.2", pooling: str = "avg"):
+    def __init__(
+        self,
+        obj_dim: int,
+        pred_dim: int,
+        hidden_dim: int,
+        out_dim: int,
+        pred_out_dim: int,
+        normalization: str = "batch",
+        activation_name: str = "leakyrelu-0.2",
+        pooling: str = "avg",
+    ):
         super().__init__()
         self.hidden_dim, self.pred_out_dim, self.pooling = hidden_dim, pred_out_dim, pooling
-        self.net1 = nn.Sequential(*_conv_block(2 * obj_dim + pred_dim, hidden_dim, 3, normalization, activation_name),
-                                  nn.Conv2d(hidden_dim, 2 * hidden_dim + pred_out_dim, 3, padding=1))
-        self.pred_post = nn.Sequential(*[m for m in (norm2d(normalization, pred_out_dim),) if m is not None],
-                                       activation(activation_name))
-        self.net2 = nn.Sequential(*_conv_block(hidden_dim, hidden_dim, 3, normalization, activation_name),
-                                  nn.Conv2d(hidden_dim, out_dim, 1))
+        self.net1 = nn.Sequential(
+            *_conv_block(2 * obj_dim + pred_dim, hidden_dim, 3, normalization, activation_name),
+            nn.Conv2d(hidden_dim, 2 * hidden_dim + pred_out_dim, 3, padding=1),
+        )
+        self.pred_post = nn.Sequential(
+            *[m for m in (norm2d(normalization, pred_out_dim),) if m is not None], activation(activation_name)
+        )
+        self.net2 = nn.Sequential(
+            *_conv_block(hidden_dim, hidden_dim, 3, normalization, activation_name), nn.Conv2d(hidden_dim, out_dim, 1)
+        )
         self.skip = nn.Conv2d(obj_dim, out_dim, 1)
-        self.post = nn.Sequential(*[m for m in (norm2d(normalization, out_dim),) if m is not None],
-                                  activation(activation_name))
+        self.post = nn.Sequential(
+            *[m for m in (norm2d(normalization, out_dim),) if m is not None], activation(activation_name)
+        )
 
-    def forward(self, obj_maps: torch.Tensor, pred_maps: torch.Tensor, edges: torch.Tensor,
-                counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, obj_maps: torch.Tensor, pred_maps: torch.Tensor, edges: torch.Tensor, counts: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         s_idx, o_idx = edges[:, 0], edges[:, 1]
         num, _, h, w = obj_maps.shape
         t = self.net1(torch.cat([obj_maps[s_idx], pred_maps, obj_maps[o_idx]], dim=1))
         hid, p = self.hidden_dim, self.pred_out_dim
-        subj, pred, obj = t[:, :hid], t[:, hid:hid + p], t[:, hid + p:]
-        pooled = pool_edges(subj.reshape(subj.shape[0], -1), obj.reshape(obj.shape[0], -1), s_idx, o_idx, num,
-                            self.pooling, counts).view(num, hid, h, w)
+        subj, pred, obj = t[:, :hid], t[:, hid : hid + p], t[:, hid + p :]
+        pooled = pool_edges(
+            subj.reshape(subj.shape[0], -1), obj.reshape(obj.shape[0], -1), s_idx, o_idx, num, self.pooling, counts
+        ).view(num, hid, h, w)
         return self.post(self.net2(pooled) + self.skip(obj_maps)), self.pred_post(pred)
 
 
@@ -118,12 +134,20 @@ class CropRefiner(nn.Module):
     crop_maps (O, D_c, h, w), pred_vecs (T, P), edges (T, 2) -> refined crop maps (O, D_c, h, w).
     """
 
-    def __init__(self, crop_dim: int, pred_dim: int, hidden_dim: int, num_layers: int = 2,
-                 normalization: str = "batch", activation_name: str = "leakyrelu-0.2"):
+    def __init__(
+        self,
+        crop_dim: int,
+        pred_dim: int,
+        hidden_dim: int,
+        num_layers: int = 2,
+        normalization: str = "batch",
+        activation_name: str = "leakyrelu-0.2",
+    ):
         super().__init__()
         self.layers = nn.ModuleList(
             CropGraphConv(crop_dim, pred_dim, hidden_dim, crop_dim, pred_dim, normalization, activation_name)
-            for _ in range(num_layers))
+            for _ in range(num_layers)
+        )
 
     def forward(self, crop_maps: torch.Tensor, pred_vecs: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
         h, w = crop_maps.shape[-2:]
@@ -143,8 +167,9 @@ class ObjectImageFuser(nn.Module):
     image must have exactly one image node (its ``u_img`` spans the whole canvas whatever its box).
     """
 
-    def __init__(self, crop_dim: int, obj_dim: int, rel_dim: int, attention_dim: int, canvas_size: int,
-                 lambda_a: float = 1.0):
+    def __init__(
+        self, crop_dim: int, obj_dim: int, rel_dim: int, attention_dim: int, canvas_size: int, lambda_a: float = 1.0
+    ):
         super().__init__()
         dim = crop_dim + obj_dim
         self.f = nn.Conv2d(dim, attention_dim, 1)
@@ -152,8 +177,16 @@ class ObjectImageFuser(nn.Module):
         self.g = nn.Conv2d(dim, dim, 1)
         self.canvas_size, self.lambda_a, self.attention_dim = canvas_size, lambda_a, attention_dim
 
-    def forward(self, crop_maps: torch.Tensor, obj_vecs: torch.Tensor, rel_vecs: torch.Tensor, boxes: torch.Tensor,
-                obj_to_img: torch.Tensor, is_image: torch.Tensor, num_images: int) -> torch.Tensor:
+    def forward(
+        self,
+        crop_maps: torch.Tensor,
+        obj_vecs: torch.Tensor,
+        rel_vecs: torch.Tensor,
+        boxes: torch.Tensor,
+        obj_to_img: torch.Tensor,
+        is_image: torch.Tensor,
+        num_images: int,
+    ) -> torch.Tensor:
         size = self.canvas_size
         num, _, h, w = crop_maps.shape
         u = torch.cat([crop_maps, obj_vecs[:, :, None, None].expand(-1, -1, h, w)], dim=1)  # (O, D, h, w)
@@ -161,8 +194,9 @@ class ObjectImageFuser(nn.Module):
         place = torch.where(is_image[:, None], full, boxes)  # (not from a list: a blocking host copy on a GPU)
         grid = boxes_to_grid(place.to(u.dtype), size)
         warped = F.grid_sample(u, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (O, D, S, S)
-        cover = F.grid_sample(u.new_ones(num, 1, h, w), grid, mode="bilinear", padding_mode="zeros",
-                              align_corners=False)  # (O, 1, S, S) box coverage in [0, 1]
+        cover = F.grid_sample(
+            u.new_ones(num, 1, h, w), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )  # (O, 1, S, S) box coverage in [0, 1]
         real_rows, img_rows = split_objects(is_image, obj_to_img, num_images)
         canvas = warped.index_select(0, img_rows)  # u_img: (N, D, S, S)
         if real_rows.shape[0] == 0:
@@ -186,7 +220,9 @@ class ObjectImageFuser(nn.Module):
         return canvas + self.lambda_a * fused
 
 
-def split_objects(is_image: torch.Tensor, obj_to_img: torch.Tensor, num_images: int) -> tuple[torch.Tensor, torch.Tensor]:
+def split_objects(
+    is_image: torch.Tensor, obj_to_img: torch.Tensor, num_images: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(real rows (R,), image-node rows (N,)) without a host synchronisation: a stable sort puts the real
     objects first, in order. The batch layout (``collate_scene_graphs``: the objects of each image contiguous,
     in image order, its one ``__image__`` node last) is checked on the device (``torch._assert_async``)."""
@@ -195,8 +231,12 @@ def split_objects(is_image: torch.Tensor, obj_to_img: torch.Tensor, num_images: 
     real_rows, img_rows = order[:num], order[num:]
     images = torch.arange(num_images + 1, device=obj_to_img.device)
     after = torch.cat([obj_to_img, images[-1:]]).index_select(0, img_rows + 1)  # the image of the next row
-    ok = ((is_image.sum() == num_images) & (obj_to_img[1:] >= obj_to_img[:-1]).all()
-          & (obj_to_img.index_select(0, img_rows) == images[:-1]).all() & (after == images[1:]).all())
+    ok = (
+        (is_image.sum() == num_images)
+        & (obj_to_img[1:] >= obj_to_img[:-1]).all()
+        & (obj_to_img.index_select(0, img_rows) == images[:-1]).all()
+        & (after == images[1:]).all()
+    )
     torch._assert_async(ok, "every image needs its objects contiguous, in image order, its one __image__ node last")
     return real_rows, img_rows
 
@@ -230,8 +270,14 @@ class Decoder(nn.Module):
     width: nearest x2 up-sampling, 3x3 conv, normalisation, activation; a final 3x3 conv to RGB.
     """
 
-    def __init__(self, in_dim: int, dims: Sequence[int], res_blocks: int = 0, normalization: str = "batch",
-                 activation_name: str = "leakyrelu-0.2"):
+    def __init__(
+        self,
+        in_dim: int,
+        dims: Sequence[int],
+        res_blocks: int = 0,
+        normalization: str = "batch",
+        activation_name: str = "leakyrelu-0.2",
+    ):
         super().__init__()
         if not dims:
             raise ValueError("decoder dims must not be empty")
@@ -270,8 +316,16 @@ class PatchSceneGenerator(nn.Module):
     for PasteGAN's crop-matching loss (``R`` real objects). Every crop set shares one encoding of the graph.
     """
 
-    def __init__(self, encoder: nn.Module, box_net: nn.Module, crop_encoder: CropEncoder, refiner: CropRefiner,
-                 fuser: ObjectImageFuser, decoder: Decoder, crop_size: int):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        box_net: nn.Module,
+        crop_encoder: CropEncoder,
+        refiner: CropRefiner,
+        fuser: ObjectImageFuser,
+        decoder: Decoder,
+        crop_size: int,
+    ):
         super().__init__()
         self.encoder, self.box_net = encoder, box_net
         self.crop_encoder, self.refiner, self.fuser, self.decoder = crop_encoder, refiner, fuser, decoder
@@ -282,9 +336,17 @@ class PatchSceneGenerator(nn.Module):
         obj_vecs, pred_vecs = self.encoder(objs, triples)
         return obj_vecs, pred_vecs, self.box_net(obj_vecs)
 
-    def render(self, crops: torch.Tensor, objs: torch.Tensor, triples: torch.Tensor, obj_to_img: torch.Tensor,
-               num_images: int, boxes: torch.Tensor, obj_vecs: torch.Tensor,
-               pred_vecs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def render(
+        self,
+        crops: torch.Tensor,
+        objs: torch.Tensor,
+        triples: torch.Tensor,
+        obj_to_img: torch.Tensor,
+        num_images: int,
+        boxes: torch.Tensor,
+        obj_vecs: torch.Tensor,
+        pred_vecs: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(images (N, 3, S, S), crop features of the real objects (R, D_c, h, w))."""
         is_image = objs == 0
         real_rows, _ = split_objects(is_image, obj_to_img, num_images)
@@ -296,9 +358,16 @@ class PatchSceneGenerator(nn.Module):
         canvas = self.fuser(refined, obj_vecs, rel, boxes, obj_to_img, is_image, num_images)
         return self.decoder(canvas), feats
 
-    def forward(self, objs: torch.Tensor, triples: torch.Tensor, obj_to_img: torch.Tensor, num_images: int,
-                layout_boxes: torch.Tensor | None, crop_sets: Sequence[torch.Tensor],
-                match_crops: bool = False) -> dict[str, object]:
+    def forward(
+        self,
+        objs: torch.Tensor,
+        triples: torch.Tensor,
+        obj_to_img: torch.Tensor,
+        num_images: int,
+        layout_boxes: torch.Tensor | None,
+        crop_sets: Sequence[torch.Tensor],
+        match_crops: bool = False,
+    ) -> dict[str, object]:
         obj_vecs, pred_vecs, boxes_pred = self.encode(objs, triples)
         boxes = boxes_pred if layout_boxes is None else layout_boxes
         images, feats = [], []
@@ -309,7 +378,8 @@ class PatchSceneGenerator(nn.Module):
         out: dict[str, object] = {"images": images, "boxes": boxes_pred, "obj_vecs": obj_vecs}
         if match_crops:
             real_rows, _ = split_objects(objs == 0, obj_to_img, num_images)
-            generated = crop_boxes(images[0], boxes.index_select(0, real_rows), obj_to_img.index_select(0, real_rows),
-                                   self.crop_size)
+            generated = crop_boxes(
+                images[0], boxes.index_select(0, real_rows), obj_to_img.index_select(0, real_rows), self.crop_size
+            )
             out["crop_match"] = (feats[0], self.crop_encoder(generated))
         return out

@@ -22,12 +22,21 @@ def edge_counts(s_idx: torch.Tensor, o_idx: torch.Tensor, num_objects: int, dtyp
     """(num_objects, 1): how many candidates average-pooling divides each object's sum by (>= 1). The same for
     every layer of a graph: compute it once per forward and pass it to :func:`pool_edges`."""
     ones = torch.ones(s_idx.shape[0], dtype=dtype, device=s_idx.device)
-    counts = torch.zeros(num_objects, dtype=dtype, device=s_idx.device).index_add(0, s_idx, ones).index_add(0, o_idx, ones)
+    counts = (
+        torch.zeros(num_objects, dtype=dtype, device=s_idx.device).index_add(0, s_idx, ones).index_add(0, o_idx, ones)
+    )
     return counts.clamp(min=1).unsqueeze(1)
 
 
-def pool_edges(subject_vecs: torch.Tensor, object_vecs: torch.Tensor, s_idx: torch.Tensor, o_idx: torch.Tensor,
-               num_objects: int, pooling: str = "avg", counts: torch.Tensor | None = None) -> torch.Tensor:
+def pool_edges(
+    subject_vecs: torch.Tensor,
+    object_vecs: torch.Tensor,
+    s_idx: torch.Tensor,
+    o_idx: torch.Tensor,
+    num_objects: int,
+    pooling: str = "avg",
+    counts: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Pool per-triple candidate vectors onto objects.
 
     subject_vecs, object_vecs: (T, H) candidates for the subject / object of each triple.
@@ -56,8 +65,14 @@ class GraphTripleConv(nn.Module):
 
     kaiming_normal_init = True  # sg2im initialises these MLPs with Kaiming-normal weights
 
-    def __init__(self, input_dim: int, output_dim: int | None = None, hidden_dim: int = 512,
-                 pooling: str = "avg", mlp_normalization: str = "none"):
+    def __init__(
+        self,
+        input_dim: int,
+        output_dim: int | None = None,
+        hidden_dim: int = 512,
+        pooling: str = "avg",
+        mlp_normalization: str = "none",
+    ):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -69,14 +84,15 @@ class GraphTripleConv(nn.Module):
         self.net1 = mlp([3 * input_dim, hidden_dim, 2 * hidden_dim + self.output_dim], normalization=mlp_normalization)
         self.net2 = mlp([hidden_dim, hidden_dim, self.output_dim], normalization=mlp_normalization)
 
-    def forward(self, obj_vecs: torch.Tensor, pred_vecs: torch.Tensor, edges: torch.Tensor,
-                counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, obj_vecs: torch.Tensor, pred_vecs: torch.Tensor, edges: torch.Tensor, counts: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         s_idx, o_idx = edges[:, 0], edges[:, 1]
         hidden, d_out = self.hidden_dim, self.output_dim
         triple_vecs = self.net1(torch.cat([obj_vecs[s_idx], pred_vecs, obj_vecs[o_idx]], dim=1))
         subject_cand = triple_vecs[:, :hidden]
-        new_pred_vecs = triple_vecs[:, hidden:hidden + d_out]
-        object_cand = triple_vecs[:, hidden + d_out:]
+        new_pred_vecs = triple_vecs[:, hidden : hidden + d_out]
+        object_cand = triple_vecs[:, hidden + d_out :]
         pooled = pool_edges(subject_cand, object_cand, s_idx, o_idx, obj_vecs.shape[0], self.pooling, counts)
         return self.net2(pooled), new_pred_vecs
 
@@ -84,14 +100,22 @@ class GraphTripleConv(nn.Module):
 class GraphTripleConvNet(nn.Module):
     """``num_layers`` GraphTripleConv layers of constant width: (O, D), (T, D), (T, 2) -> (O, D), (T, D)."""
 
-    def __init__(self, dim: int, num_layers: int = 5, hidden_dim: int = 512, pooling: str = "avg",
-                 mlp_normalization: str = "none"):
+    def __init__(
+        self,
+        dim: int,
+        num_layers: int = 5,
+        hidden_dim: int = 512,
+        pooling: str = "avg",
+        mlp_normalization: str = "none",
+    ):
         super().__init__()
         self.layers = nn.ModuleList(
-            GraphTripleConv(dim, dim, hidden_dim, pooling, mlp_normalization) for _ in range(num_layers))
+            GraphTripleConv(dim, dim, hidden_dim, pooling, mlp_normalization) for _ in range(num_layers)
+        )
 
-    def forward(self, obj_vecs: torch.Tensor, pred_vecs: torch.Tensor, edges: torch.Tensor,
-                counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, obj_vecs: torch.Tensor, pred_vecs: torch.Tensor, edges: torch.Tensor, counts: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         for layer in self.layers:
             obj_vecs, pred_vecs = layer(obj_vecs, pred_vecs, edges, counts)
         return obj_vecs, pred_vecs
@@ -105,8 +129,17 @@ class SceneGraphEncoder(nn.Module):
     embeddings go through one linear layer and the predicate embeddings are returned unchanged.
     """
 
-    def __init__(self, num_objects: int, num_predicates: int, embedding_dim: int = 128, gconv_dim: int = 128,
-                 hidden_dim: int = 512, num_layers: int = 5, pooling: str = "avg", mlp_normalization: str = "none"):
+    def __init__(
+        self,
+        num_objects: int,
+        num_predicates: int,
+        embedding_dim: int = 128,
+        gconv_dim: int = 128,
+        hidden_dim: int = 512,
+        num_layers: int = 5,
+        pooling: str = "avg",
+        mlp_normalization: str = "none",
+    ):
         super().__init__()
         if num_layers < 0:
             raise ValueError("num_layers must be >= 0")

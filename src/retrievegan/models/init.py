@@ -26,8 +26,15 @@ from torch.overrides import TorchFunctionMode
 
 M = TypeVar("M", bound=nn.Module)
 
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.GroupNorm,
-          nn.LayerNorm)
+_NORMS = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.SyncBatchNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.GroupNorm,
+    nn.LayerNorm,
+)
 _CONVS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)
 
 
@@ -89,11 +96,20 @@ def initialize_(root: nn.Module, generator: torch.Generator) -> nn.Module:
 
 
 # the random initialisations module constructors run (reset_parameters); their meta-device forms are skipped
-_RANDOM_INIT = frozenset({
-    torch.Tensor.normal_, torch.Tensor.uniform_, nn.init.normal_, nn.init.uniform_, nn.init.trunc_normal_,
-    nn.init.kaiming_normal_, nn.init.kaiming_uniform_, nn.init.xavier_normal_, nn.init.xavier_uniform_,
-    nn.init.orthogonal_,
-})
+_RANDOM_INIT = frozenset(
+    {
+        torch.Tensor.normal_,
+        torch.Tensor.uniform_,
+        nn.init.normal_,
+        nn.init.uniform_,
+        nn.init.trunc_normal_,
+        nn.init.kaiming_normal_,
+        nn.init.kaiming_uniform_,
+        nn.init.xavier_normal_,
+        nn.init.xavier_uniform_,
+        nn.init.orthogonal_,
+    }
+)
 
 
 class _SkipMetaInit(TorchFunctionMode):

@@ -31,8 +31,9 @@ def norm2d(kind: str, channels: int) -> nn.Module | None:
     raise ValueError(f"unknown normalization {kind!r}; expected one of {NORMALIZATIONS}")
 
 
-def mlp(dims: Sequence[int], activation_name: str = "relu", normalization: str = "none",
-        final_activation: bool = True) -> nn.Sequential:
+def mlp(
+    dims: Sequence[int], activation_name: str = "relu", normalization: str = "none", final_activation: bool = True
+) -> nn.Sequential:
     """Linear layers ``dims[0] -> dims[1] -> ... -> dims[-1]``, each followed by optional BatchNorm1d and
     the activation (the last one only when ``final_activation``, sg2im's default)."""
     if len(dims) < 2:
@@ -49,8 +50,13 @@ def mlp(dims: Sequence[int], activation_name: str = "relu", normalization: str =
     return nn.Sequential(*layers)
 
 
-def cnn(arch: str, in_channels: int = 3, normalization: str = "batch", activation_name: str = "leakyrelu-0.2",
-        padding: str = "valid") -> tuple[nn.Sequential, int]:
+def cnn(
+    arch: str,
+    in_channels: int = 3,
+    normalization: str = "batch",
+    activation_name: str = "leakyrelu-0.2",
+    padding: str = "valid",
+) -> tuple[nn.Sequential, int]:
     """A CNN from a comma-separated spec (sg2im's notation); returns (network, output channels).
 
     ``CK-C`` / ``CK-C-S``: K x K convolution to C channels with stride S (default 1); ``PK``: K x K
@@ -78,8 +84,11 @@ def cnn(arch: str, in_channels: int = 3, normalization: str = "batch", activatio
                 if norm is not None:
                     layers.append(norm)
                 layers.append(activation(activation_name))
-            layers.append(nn.Conv2d(channels, out_channels, kernel, stride=stride,
-                                    padding=kernel // 2 if padding == "same" else 0))
+            layers.append(
+                nn.Conv2d(
+                    channels, out_channels, kernel, stride=stride, padding=kernel // 2 if padding == "same" else 0
+                )
+            )
             channels, first = out_channels, False
         elif spec.startswith("P"):
             factor = int(spec[1:])

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from retrievegan.data.box_grid import boxes_to_grid, positions_in_image
 from retrievegan.models.layers import mlp, norm2d
 
 BOX_ONLY_MASK_SIZE = 8  # sg2im spreads a vector over its box through an 8 x 8 all-ones mask
@@ -57,28 +58,17 @@ class MaskRegressor(nn.Module):
         return self.net(obj_vecs.view(num, -1, 1, 1)).view(num, self.mask_size, self.mask_size)
 
 
-def boxes_to_grid(boxes: torch.Tensor, height: int, width: int | None = None) -> torch.Tensor:
-    """boxes (O, 4) -> sampling grid (O, H, W, 2) that maps each box's [0, 1]^2 local frame onto the image.
-
-    Output pixel ``(y, x)`` reads the source at local coordinates ``((x + .5)/W - x0) / (x1 - x0)`` (same
-    for y), expressed in ``grid_sample``'s [-1, 1] range; outside the box the grid leaves [-1, 1].
-    """
-    width = height if width is None else width
-    x0, y0, x1, y1 = boxes.unbind(1)
-    ww = (x1 - x0).clamp(min=1e-6).view(-1, 1, 1)
-    hh = (y1 - y0).clamp(min=1e-6).view(-1, 1, 1)
-    xs = (torch.arange(width, device=boxes.device, dtype=boxes.dtype) + 0.5) / width
-    ys = (torch.arange(height, device=boxes.device, dtype=boxes.dtype) + 0.5) / height
-    gx = (xs.view(1, 1, width) - x0.view(-1, 1, 1)) / ww
-    gy = (ys.view(1, height, 1) - y0.view(-1, 1, 1)) / hh
-    num = boxes.shape[0]
-    grid = torch.stack([gx.expand(num, height, width), gy.expand(num, height, width)], dim=3)
-    return grid * 2 - 1
-
-
-def masks_to_layout(vecs: torch.Tensor, boxes: torch.Tensor, masks: torch.Tensor | None, obj_to_img: torch.Tensor,
-                    num_images: int, height: int, width: int | None = None, positions: torch.Tensor | None = None,
-                    max_objects: int | None = None) -> torch.Tensor:
+def masks_to_layout(
+    vecs: torch.Tensor,
+    boxes: torch.Tensor,
+    masks: torch.Tensor | None,
+    obj_to_img: torch.Tensor,
+    num_images: int,
+    height: int,
+    width: int | None = None,
+    positions: torch.Tensor | None = None,
+    max_objects: int | None = None,
+) -> torch.Tensor:
     """Scene layout: each object's vector spread over its mask warped into its box, summed per image.
 
     vecs: (O, D); boxes: (O, 4); masks: (O, M, M) soft masks in [0, 1] or None (the whole box);
@@ -103,22 +93,19 @@ def masks_to_layout(vecs: torch.Tensor, boxes: torch.Tensor, masks: torch.Tensor
     dim = vecs.shape[1]
     padded_vecs = vecs.new_zeros(num_images, max_objects, dim).index_put((obj_to_img, position), vecs)
     padded_masks = vecs.new_zeros(num_images, max_objects, height * width).index_put(
-        (obj_to_img, position), sampled.view(num, height * width).to(vecs.dtype))
+        (obj_to_img, position), sampled.view(num, height * width).to(vecs.dtype)
+    )
     return torch.bmm(padded_vecs.transpose(1, 2), padded_masks).view(num_images, dim, height, width)
 
 
-def positions_in_image(obj_to_img: torch.Tensor, num_images: int) -> tuple[torch.Tensor, int]:
-    """(O,) rank of each object among the objects of its image (in batch order), and the largest count."""
-    counts = torch.bincount(obj_to_img, minlength=num_images)
-    starts = torch.cumsum(counts, 0) - counts
-    order = torch.argsort(obj_to_img, stable=True)
-    position = torch.empty_like(obj_to_img)
-    position[order] = torch.arange(obj_to_img.shape[0], device=obj_to_img.device) - starts[obj_to_img[order]]
-    return position, int(counts.max().item()) if counts.numel() else 0
-
-
-def boxes_to_layout(vecs: torch.Tensor, boxes: torch.Tensor, obj_to_img: torch.Tensor, num_images: int,
-                    height: int, width: int | None = None) -> torch.Tensor:
+def boxes_to_layout(
+    vecs: torch.Tensor,
+    boxes: torch.Tensor,
+    obj_to_img: torch.Tensor,
+    num_images: int,
+    height: int,
+    width: int | None = None,
+) -> torch.Tensor:
     """``masks_to_layout`` without masks: (O, D), (O, 4), (O,) -> (N, D, H, W)."""
     return masks_to_layout(vecs, boxes, None, obj_to_img, num_images, height, width)
 

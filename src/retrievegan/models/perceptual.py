@@ -6,7 +6,7 @@ pix2pixHD's); the target's features carry no gradient. Inputs are ImageNet-norma
 Inputs too small for the fifth stage (below 3 x 3 after four poolings) use the first four (PasteGAN).
 
 The weights come only from a configured file or the torch hub cache
-(:func:`retrievegan.eval.weights.resolve_vgg19_weights`): never downloaded, never replaced by another
+(:func:`retrievegan.weights.resolve_vgg19_weights`): never downloaded, never replaced by another
 network; a missing file is an error naming the file, where to put it and its URL.
 """
 
@@ -54,20 +54,23 @@ class VggPerceptualLoss(nn.Module):
             fy = self._features(y)
         if weights is None:
             return sum(w * F.l1_loss(a, b) for w, a, b in zip(LAYER_WEIGHTS, fx, fy))
-        return sum(w * (F.adaptive_avg_pool2d(weights.to(a.dtype), a.shape[-2:]) * (a - b).abs()).mean()
-                   for w, a, b in zip(LAYER_WEIGHTS, fx, fy))
+        return sum(
+            w * (F.adaptive_avg_pool2d(weights.to(a.dtype), a.shape[-2:]) * (a - b).abs()).mean()
+            for w, a, b in zip(LAYER_WEIGHTS, fx, fy)
+        )
 
 
-def load_vgg_perceptual(configured: str | os.PathLike[str] | None, config_key: str,
-                        device: torch.device | str = "cpu") -> VggPerceptualLoss:
+def load_vgg_perceptual(
+    configured: str | os.PathLike[str] | None, config_key: str, device: torch.device | str = "cpu"
+) -> VggPerceptualLoss:
     """The perceptual loss network with VGG-19 weights from ``configured`` or the torch hub cache (never downloaded).
 
-    Raises :class:`retrievegan.eval.weights.MissingWeightsError` (an InputError) naming the file, where to
+    Raises :class:`retrievegan.weights.MissingWeightsError` (an InputError) naming the file, where to
     put it and its URL when the weights are absent.
     """
     from torchvision.models import vgg19
 
-    from retrievegan.eval.weights import resolve_vgg19_weights
+    from retrievegan.weights import resolve_vgg19_weights
 
     path = resolve_vgg19_weights(configured, config_key)
     net = vgg19(weights=None)

@@ -105,8 +105,9 @@ class PatchEmbedder(nn.Module):
         return self.net(x)
 
 
-def embed_candidates(embedder: nn.Module, features: torch.Tensor | np.ndarray, ids: torch.Tensor,
-                     mask: torch.Tensor | None = None) -> torch.Tensor:
+def embed_candidates(
+    embedder: nn.Module, features: torch.Tensor | np.ndarray, ids: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """E_p of a batch's candidates, once per distinct patch and never on padding.
 
     ``features`` ``(P, F)``: the frozen patch features (a tensor, or a numpy array / memmap read only at
@@ -197,8 +198,9 @@ class GroupCounts:
         return max(self.groups, default=0)
 
 
-def draw_randomness(generator: Generators, mask: torch.Tensor, dtype: torch.dtype,
-                    counts: GroupCounts | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def draw_randomness(
+    generator: Generators, mask: torch.Tensor, dtype: torch.dtype, counts: GroupCounts | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The uniforms that pick the random initial query ``(B, N * K)`` and the Gumbel noise ``(N, B, N, K)``.
 
     ``generator``: one ``torch.Generator`` for the batch, or one per image. Per-image generators make an
@@ -218,7 +220,7 @@ def draw_randomness(generator: Generators, mask: torch.Tensor, dtype: torch.dtyp
     noise = torch.zeros((n, b, n, k), device=device, dtype=dtype)
     last = (counts or GroupCounts.of(mask)).span  # n_b per image
     for i, (gen, n_b) in enumerate(zip(generator, last)):  # random draws only; the compute is batched
-        pick[i, :n_b * k] = torch.rand(n_b * k, generator=gen, device=device)
+        pick[i, : n_b * k] = torch.rand(n_b * k, generator=gen, device=device)
         noise[:n_b, i, :n_b] = _gumbel(torch.rand((n_b, n_b, k), generator=gen, device=device, dtype=dtype))
     return pick, noise
 
@@ -274,11 +276,19 @@ def group_capped_softmax(z: torch.Tensor, capacity: torch.Tensor) -> torch.Tenso
     return mass[..., None] * inner
 
 
-def iterative_retrieval(features: torch.Tensor, mask: torch.Tensor, tau: float = 1.0, mode: Mode = "hard",
-                        generator: Generators | None = None, query: torch.Tensor | None = None,
-                        greedy: bool = True, gumbel: bool = True,
-                        noise: torch.Tensor | None = None, counts: GroupCounts | None = None,
-                        loop: Callable[..., tuple[torch.Tensor, ...]] | None = None) -> RetrievalOutput:
+def iterative_retrieval(
+    features: torch.Tensor,
+    mask: torch.Tensor,
+    tau: float = 1.0,
+    mode: Mode = "hard",
+    generator: Generators | None = None,
+    query: torch.Tensor | None = None,
+    greedy: bool = True,
+    gumbel: bool = True,
+    noise: torch.Tensor | None = None,
+    counts: GroupCounts | None = None,
+    loop: Callable[..., tuple[torch.Tensor, ...]] | None = None,
+) -> RetrievalOutput:
     """Select one candidate per object for a batch of images (see the module docstring).
 
     Args:
@@ -317,13 +327,31 @@ def iterative_retrieval(features: torch.Tensor, mask: torch.Tensor, tau: float =
         if query is None:
             query = random_query(features, mask, pick)
     weights, relaxed, probs, index, step, selected, num_sel = (loop or retrieval_loop)(
-        features, mask, query, noise, tau, mode, greedy, gumbel, counts.iterations)
-    return RetrievalOutput(weights=weights, relaxed=relaxed, probs=probs, index=index, step=step,
-                           selected=selected, query=query, num_selected=num_sel)
+        features, mask, query, noise, tau, mode, greedy, gumbel, counts.iterations
+    )
+    return RetrievalOutput(
+        weights=weights,
+        relaxed=relaxed,
+        probs=probs,
+        index=index,
+        step=step,
+        selected=selected,
+        query=query,
+        num_selected=num_sel,
+    )
 
 
-def retrieval_loop(features: torch.Tensor, mask: torch.Tensor, query: torch.Tensor, noise: torch.Tensor | None,
-                   tau: float, mode: Mode, greedy: bool, gumbel: bool, iterations: int) -> tuple[torch.Tensor, ...]:
+def retrieval_loop(
+    features: torch.Tensor,
+    mask: torch.Tensor,
+    query: torch.Tensor,
+    noise: torch.Tensor | None,
+    tau: float,
+    mode: Mode,
+    greedy: bool,
+    gumbel: bool,
+    iterations: int,
+) -> tuple[torch.Tensor, ...]:
     """The iterations of :func:`iterative_retrieval` on its checked inputs: ``features`` ``(B, N, K, D)`` with zeros
     at padding, ``mask`` ``(B, N, K)`` bool, ``query`` ``(B, D)``, ``noise`` ``(N, B, N, K)`` (when ``gumbel``),
     ``iterations`` the images' largest number of groups (a host int). Returns :class:`RetrievalOutput`'s
@@ -408,8 +436,9 @@ def retrieval_loop(features: torch.Tensor, mask: torch.Tensor, query: torch.Tens
     return weights, relaxed, probs, index, step, selected, num_sel
 
 
-def gt_selection_loss(out: RetrievalOutput, gt_position: torch.Tensor, include: torch.Tensor,
-                      eps: float = 1e-8) -> torch.Tensor:
+def gt_selection_loss(
+    out: RetrievalOutput, gt_position: torch.Tensor, include: torch.Tensor, eps: float = 1e-8
+) -> torch.Tensor:
     """Ground-truth selection loss: ``-log probs[gt]`` averaged over the ``include`` objects.
 
     ``gt_position`` ``(B, N)`` int64 column of each object's ground-truth patch among its candidates
@@ -426,8 +455,9 @@ OccurForm = Literal["sum", "mean"]
 OCCUR_FORMS: tuple[str, ...] = ("sum", "mean")
 
 
-def cooccurrence_loss(embeddings: torch.Tensor, valid: torch.Tensor, form: OccurForm = "sum",
-                      eps: float = 1e-12) -> torch.Tensor:
+def cooccurrence_loss(
+    embeddings: torch.Tensor, valid: torch.Tensor, form: OccurForm = "sum", eps: float = 1e-12
+) -> torch.Tensor:
     """L_occur^sel: pairwise L2 distances between the selected patches in the co-occurrence space.
 
     ``embeddings`` ``(B, N, E)`` (e.g. ``out.select(cooccur_emb[candidate_ids])``), ``valid`` ``(B, N)`` bool.
@@ -443,7 +473,7 @@ def cooccurrence_loss(embeddings: torch.Tensor, valid: torch.Tensor, form: Occur
     if form not in OCCUR_FORMS:
         raise ValueError(f"form must be one of {OCCUR_FORMS}, got {form!r}")
     diff = embeddings[:, :, None, :] - embeddings[:, None, :, :]
-    dist = torch.sqrt((diff ** 2).sum(-1) + eps)  # (B, N, N)
+    dist = torch.sqrt((diff**2).sum(-1) + eps)  # (B, N, N)
     n = embeddings.shape[1]
     pair = valid[:, :, None] & valid[:, None, :] & ~torch.eye(n, dtype=torch.bool, device=valid.device)
     per_image = (dist * pair).sum((1, 2))

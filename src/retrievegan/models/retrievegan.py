@@ -13,7 +13,7 @@ Per training step (``generator_step``), for a batch of ``B`` images with at most
    each image's own ``torch.Generator``; the selection weights (``retrieval.mode``: straight-through
    one-hot, group-capped soft, or eq. 4's relaxed n-hot vector) weight the patch pixels, so the
    generator's losses reach E_p;
-4. the shared generator (:mod:`retrievegan.models.patch_gan`) renders the retrieved patches (``fake``)
+4. the shared generator (:mod:`retrievegan.models.patch_method`) renders the retrieved patches (``fake``)
    and the ground-truth patches (``recon``), both at the ground-truth boxes;
 5. losses (eq. 5 + supplement): ``gt_sel`` (a random object's ground-truth patch as query, the other
    objects' ground-truth patches as targets), ``occur_sel`` (eq. 3: the sum of the pairwise distances of
@@ -21,9 +21,8 @@ Per training step (``generator_step``), for a batch of ``B`` images with at most
    averages over the pairs instead), adversarial image / object + auxiliary classification on ``fake``,
    L1 reconstruction + perceptual on ``recon``, box L1.
 
-The ablations of the paper's Table 2 are the switches ``gt_selection`` and ``cooccurrence``; each
-registered name (``retrievegan``, ``retrievegan_no_gt_no_occur``, ``retrievegan_gt_only``,
-``retrievegan_occur_only``) requires the switch values of ``retrievegan.eval.methods.METHODS``.
+The ablations of the paper's Table 2 are the switches ``gt_selection`` and ``cooccurrence``; the run catalogue
+(``retrievegan.runs``) declares each ablation as this method with the switches set in its ``--params``.
 
 Sampling: the same retrieval in hard mode (whatever the training mode: the generator gets one real patch
 per object and ``retrievals.json`` one bank id) on the test objects' candidates, query = a random
@@ -43,33 +42,54 @@ from torch import nn
 
 from retrievegan.data.dataset import DataSpec, SceneGraphBatch
 from retrievegan.embed.prefilter import add_ground_truth, gather_candidates, load_candidates
-from retrievegan.errors import ConfigError
 from retrievegan.models.critic import CompatCritic, batch_composite
 from retrievegan.models.init import build
-from retrievegan.models.patch_gan import (PatchGanConfig, PatchGanMethod, check_settings, gather_rows, load_rows,
-                                          per_image_uniform, slot_lists, slot_rows, slots_to_objects)
-from retrievegan.models.retrieval import (GroupCounts, OccurForm, PatchEmbedder, RetrievalConfig, RetrievalOutput,
-                                          cooccurrence_loss, gt_selection_loss, iterative_retrieval, retrieval_loop)
+from retrievegan.models.patch_method import (
+    PatchMethod,
+    PatchMethodConfig,
+    check_settings,
+    gather_rows,
+    load_rows,
+    per_image_uniform,
+    slot_lists,
+    slot_rows,
+    slots_to_objects,
+)
+from retrievegan.models.retrieval import (
+    GroupCounts,
+    OccurForm,
+    PatchEmbedder,
+    RetrievalConfig,
+    RetrievalOutput,
+    cooccurrence_loss,
+    gt_selection_loss,
+    iterative_retrieval,
+    retrieval_loop,
+)
 from retrievegan.train import losses
 from retrievegan.train.config import AdamConfig
 from retrievegan.train.method import Role, SampleOutput, StepContext, StepOutput
 
 
 @dataclasses.dataclass(frozen=True)
-class RetrieveGanConfig(PatchGanConfig):
-    """The ``retrievegan`` config section (the rules add ``retrieval`` from the top-level section and the
-    ablation switches from ``retrievegan.eval.methods``)."""
+class RetrieveGanConfig(PatchMethodConfig):
+    """The ``retrievegan`` config section, with ``retrieval`` from the top-level section and the ablation switches
+    (``retrievegan.runs.run_params``)."""
 
     retrieval: RetrievalConfig = RetrievalConfig()  # tau, k, mode, greedy, gumbel, E_p sizes
     gt_selection: bool = True  # ablation switch: L_gt^sel
     cooccurrence: bool = True  # ablation switch: L_occur^sel
     gt_sel_weight: float = 0.1  # lambda_gt^sel (supplement)
     occur_sel_weight: float = 0.001  # lambda_occur^sel (supplement)
-    occur_form: OccurForm = "sum"  # paper eq. 3: sum over the pairs of an image (mean: the former average)
+    occur_form: OccurForm = "sum"  # paper eq. 3: sum over the pairs of an image (mean: divided by the number of pairs)
     gt_query: Literal["random", "first"] = "random"  # ours: whose GT patch is the L_gt query (per image)
     sample_gumbel: bool = True  # ours: Gumbel noise at test time (the two samples differ by their retrieval seed)
-    freeze_retriever: bool = False  # ours (claim C1's control arm): E_p keeps its initial weights (no gradient, no update)
-    trace_retriever: bool = True  # ours (diagnostics, no effect on training): on logged steps, losses.jsonl ``meta`` gets
+    freeze_retriever: bool = (
+        False  # ours (claim C1's control arm): E_p keeps its initial weights (no gradient, no update)
+    )
+    trace_retriever: bool = (
+        True  # ours (diagnostics, no effect on training): on logged steps, losses.jsonl ``meta`` gets
+    )
     # the norm of the gradient reaching E_p from each loss group and the retrieval's sharpness (:meth:`RetrieveGan.trace`)
     composite_adv_weight: float = 0.0  # ours (claim C1's `claims_c1` setting; 0: off, the paper): the generator's
     # adversarial loss from D_comp, a discriminator with a whole-image receptive field (models.critic.CompatCritic) that
@@ -116,7 +136,7 @@ def unique_rows(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return uniq, index
 
 
-class RetrieveGan(PatchGanMethod):
+class RetrieveGan(PatchMethod):
     name = "retrievegan"
     config_class = RetrieveGanConfig
     settings = ("pred_bbox", "gt_bbox")
@@ -124,15 +144,10 @@ class RetrieveGan(PatchGanMethod):
 
     def __init__(self, config: RetrieveGanConfig, spec: DataSpec, inputs: Mapping[str, Any] | None = None):
         super().__init__(config, spec, inputs)
-        from retrievegan.eval.methods import method_info
-
-        expected = method_info(self.name).ablation
-        if (config.gt_selection, config.cooccurrence) != expected:
-            raise ConfigError(f"{self.name} trains with gt_selection={expected[0]}, cooccurrence={expected[1]} "
-                              f"(paper Table 2); the config has {config.gt_selection}, {config.cooccurrence}")
         num = len(self.bank)
-        self.candidates = torch.from_numpy(np.array(
-            load_candidates(self.inputs["candidates"], config.retrieval.k, num)))  # (P, k)
+        self.candidates = torch.from_numpy(
+            np.array(load_candidates(self.inputs["candidates"], config.retrieval.k, num))
+        )  # (P, k)
         self.features = load_rows(self.inputs["patch_features"], num, "patch features")  # (P, F)
         self.cooccur = load_rows(self.inputs["cooccur_embeddings"], num, "co-occurrence embeddings")  # (P, E)
         self.retrieval_loop: Callable[..., tuple[torch.Tensor, ...]] = retrieval_loop  # compile_functions: compiled
@@ -149,7 +164,7 @@ class RetrieveGan(PatchGanMethod):
         return {"retriever": retriever}
 
     def build_networks(self, generator: torch.Generator) -> dict[str, nn.Module]:
-        """PatchGanMethod's networks (+ E_p), and D_comp last when ``composite_adv_weight`` > 0 (so the others are
+        """PatchMethod's networks (+ E_p), and D_comp last when ``composite_adv_weight`` > 0 (so the others are
         initialised from the same draws either way)."""
         nets = super().build_networks(generator)
         if self.config.composite_adv_weight > 0:
@@ -171,20 +186,26 @@ class RetrieveGan(PatchGanMethod):
         return batch_composite(batch, crops, self.spec.image_size)
 
     def discriminator_terms(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, cache: Any) -> losses.LossSum:
-        """PatchGanMethod's D_img / D_obj terms, and D_comp's (real: the own patches' composite; fake: the retrieved
+        """PatchMethod's D_img / D_obj terms, and D_comp's (real: the own patches' composite; fake: the retrieved
         patches') when it exists."""
         terms = super().discriminator_terms(nets, batch, cache)
         if "d_comp" in nets:
             d_comp = nets["d_comp"]
-            terms.add("comp_adv", losses.discriminator_adversarial(d_comp(cache["comp_real"]), d_comp(cache["comp_fake"]),
-                                                                   self.config.gan_loss))
+            terms.add(
+                "comp_adv",
+                losses.discriminator_adversarial(
+                    d_comp(cache["comp_real"]), d_comp(cache["comp_fake"]), self.config.gan_loss
+                ),
+            )
         return terms
 
     def notes(self) -> dict[str, str]:
         notes = dict(super().notes())
         if self.config.composite_adv_weight > 0:
-            notes["d_comp"] = (f"composite discriminator on, weight {self.config.composite_adv_weight:g} (claims_c1 "
-                               "setting: not the paper's training)")
+            notes["d_comp"] = (
+                f"composite discriminator on, weight {self.config.composite_adv_weight:g} (claims_c1 "
+                "setting: not the paper's training)"
+            )
         if self.config.freeze_retriever:
             notes["retriever"] = "frozen at its initialisation (freeze_retriever: true): E_p gets no update"
         return notes
@@ -223,16 +244,33 @@ class RetrieveGan(PatchGanMethod):
     def compile_functions(self, compile: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
         """The retrieval's iterations (``retrieval_loop``: its random draws stay eager) compiled; recompiled per
         distinct number of iterations (a host int: the most objects with candidates of an image); and the
-        perceptual loss's VGG-19 (``PatchGanMethod``)."""
+        perceptual loss's VGG-19 (``PatchMethod``)."""
         super().compile_functions(compile)
         self.retrieval_loop = compile(retrieval_loop)
 
-    def retrieve(self, emb: torch.Tensor, mask: torch.Tensor, generators: Sequence[torch.Generator],
-                 mode: str, gumbel: bool, query: torch.Tensor | None = None,
-                 counts: GroupCounts | None = None) -> RetrievalOutput:
+    def retrieve(
+        self,
+        emb: torch.Tensor,
+        mask: torch.Tensor,
+        generators: Sequence[torch.Generator],
+        mode: str,
+        gumbel: bool,
+        query: torch.Tensor | None = None,
+        counts: GroupCounts | None = None,
+    ) -> RetrievalOutput:
         r = self.config.retrieval
-        return iterative_retrieval(emb, mask, tau=r.tau, mode=mode, generator=list(generators), query=query,
-                                   greedy=r.greedy, gumbel=gumbel, counts=counts, loop=self.retrieval_loop)
+        return iterative_retrieval(
+            emb,
+            mask,
+            tau=r.tau,
+            mode=mode,
+            generator=list(generators),
+            query=query,
+            greedy=r.greedy,
+            gumbel=gumbel,
+            counts=counts,
+            loop=self.retrieval_loop,
+        )
 
     def select_pixels(self, out: RetrievalOutput, ids: torch.Tensor, mode: str | None = None) -> torch.Tensor:
         """(B, N, 3, C, C): the selected patches, weighted by the (straight-through) selection weights. ``mode``: the
@@ -262,12 +300,14 @@ class RetrieveGan(PatchGanMethod):
         k = ids.shape[2]
         # one E_p pass over the candidates and the ground-truth patches (the retrieval uses the first k columns)
         emb_all = nets["retriever"](host["embed_rows"], host["embed_index"])
-        out = self.retrieve(emb_all[:, :, :k], mask, ctx.generators, cfg.retrieval.mode, cfg.retrieval.gumbel,
-                            counts=host["counts"])
+        out = self.retrieve(
+            emb_all[:, :, :k], mask, ctx.generators, cfg.retrieval.mode, cfg.retrieval.gumbel, counts=host["counts"]
+        )
         selected = slots_to_objects(self.select_pixels(out, ids, cfg.retrieval.mode), batch)  # (O, 3, C, C)
         gt_crops = self.bank.crops(batch.patch_ids)  # (O, 3, C, C), zeros for image nodes
-        gen = nets["generator"](batch.objs, batch.triples, batch.obj_to_img, batch.num_images, batch.boxes,
-                                [selected, gt_crops])
+        gen = nets["generator"](
+            batch.objs, batch.triples, batch.obj_to_img, batch.num_images, batch.boxes, [selected, gt_crops]
+        )
         fake, recon = gen["images"]
         terms = losses.LossSum()
         self.box_term(terms, batch, gen["boxes"])
@@ -278,32 +318,53 @@ class RetrieveGan(PatchGanMethod):
         cache: dict[str, Any] = {}
         if cfg.composite_adv_weight > 0:  # the retrieved patches' composite: E_p's only route into this term
             comp_fake = self.composite(batch, selected)
-            terms.add("adv_comp", losses.generator_adversarial(nets["d_comp"](comp_fake), cfg.gan_loss),
-                      cfg.composite_adv_weight)
+            terms.add(
+                "adv_comp",
+                losses.generator_adversarial(nets["d_comp"](comp_fake), cfg.gan_loss),
+                cfg.composite_adv_weight,
+            )
             cache.update(comp_fake=comp_fake.detach(), comp_real=self.composite(batch, gt_crops).detach())
         groups = {"generation": terms.total}  # every term so far: E_p's only route into them is the selected path
         if cfg.cooccurrence and cfg.occur_sel_weight > 0:
-            groups["occur_sel"] = cfg.occur_sel_weight * cooccurrence_loss(out.select(host["cooccur"]), mask.any(-1),
-                                                                           cfg.occur_form)
+            groups["occur_sel"] = cfg.occur_sel_weight * cooccurrence_loss(
+                out.select(host["cooccur"]), mask.any(-1), cfg.occur_form
+            )
             terms.add("occur_sel", groups["occur_sel"])
         if cfg.gt_selection and cfg.gt_sel_weight > 0:  # drawn last from each image's generators (others unaffected)
             ids_gt, gt_pos = host["gt_ids"], host["gt_position"]  # (B, N, k + 1), (B, N)
             slots = self.gt_query_slots(rows, ctx.generators)
             arange = torch.arange(rows.shape[0], device=rows.device)
             query = emb_all[arange, slots, gt_pos[arange, slots].clamp(min=0)]
-            out_gt = self.retrieve(emb_all, ids_gt >= 0, ctx.generators, cfg.retrieval.mode, cfg.retrieval.gumbel,
-                                   query=query, counts=host["gt_counts"])
+            out_gt = self.retrieve(
+                emb_all,
+                ids_gt >= 0,
+                ctx.generators,
+                cfg.retrieval.mode,
+                cfg.retrieval.gumbel,
+                query=query,
+                counts=host["gt_counts"],
+            )
             include = (rows >= 0) & (torch.arange(rows.shape[1], device=rows.device)[None] != slots[:, None])
             groups["gt_sel"] = cfg.gt_sel_weight * gt_selection_loss(out_gt, gt_pos, include)
             terms.add("gt_sel", groups["gt_sel"])
-        meta = self.trace(nets["retriever"], groups, out, emb_all[:, :, :k], mask) \
-            if ctx.log_step and cfg.trace_retriever else {}
+        meta = (
+            self.trace(nets["retriever"], groups, out, emb_all[:, :, :k], mask)
+            if ctx.log_step and cfg.trace_retriever
+            else {}
+        )
         recon_cache = recon.detach() if cfg.adversarial_on_reconstruction else None
-        return StepOutput(terms.result(), terms.logs, cache={"fake": fake.detach(), "recon": recon_cache, **cache},
-                          meta=meta)
+        return StepOutput(
+            terms.result(), terms.logs, cache={"fake": fake.detach(), "recon": recon_cache, **cache}, meta=meta
+        )
 
-    def trace(self, retriever: nn.Module, groups: Mapping[str, torch.Tensor], out: RetrievalOutput,
-              emb: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    def trace(
+        self,
+        retriever: nn.Module,
+        groups: Mapping[str, torch.Tensor],
+        out: RetrievalOutput,
+        emb: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
         """Diagnostics of one step for losses.jsonl ``meta`` (claim C1: does the generation loss reach E_p?).
 
         * ``ep_grad/<group>``: L2 norm of the gradient of a weighted loss group w.r.t. E_p's parameters, for
@@ -327,8 +388,9 @@ class RetrieveGan(PatchGanMethod):
                 if loss is None or not loss.requires_grad:
                     continue
                 grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-                vectors[name] = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
-                                           for g, p in zip(grads, params)])
+                vectors[name] = torch.cat(
+                    [(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)]
+                )
                 meta[f"ep_grad/{name}"] = vectors[name].norm().detach()
             if vectors:
                 meta["ep_grad/total"] = torch.stack(list(vectors.values())).sum(0).norm().detach()
@@ -348,40 +410,37 @@ class RetrieveGan(PatchGanMethod):
         return meta
 
     # --- inference ---
-    def test_retrieval(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch,
-                       generators: Sequence[torch.Generator], mode: str = "hard"
-                       ) -> tuple[torch.Tensor, torch.Tensor, RetrievalOutput]:
+    def sample_retrieval(
+        self,
+        nets: Mapping[str, nn.Module],
+        batch: SceneGraphBatch,
+        generators: Sequence[torch.Generator],
+        mode: str = "hard",
+    ) -> tuple[torch.Tensor, torch.Tensor, RetrievalOutput]:
         """The retrieval of ``sample`` on a batch: (candidate ids (B, N, k), mask (B, N, k), output) in ``mode``
         (sampling: hard; ``mode="relaxed"`` measures eq. 4's group masses of the trained E_p)."""
         host = self.with_host_inputs(batch, "candidate_ids").extras
         ids = host["candidate_ids"]
         mask = ids >= 0
-        return ids, mask, self.retrieve(self.embed(nets["retriever"], ids), mask, generators, mode,
-                                        self.config.sample_gumbel, counts=host["counts"])
+        return (
+            ids,
+            mask,
+            self.retrieve(
+                self.embed(nets["retriever"], ids),
+                mask,
+                generators,
+                mode,
+                self.config.sample_gumbel,
+                counts=host["counts"],
+            ),
+        )
 
-    def sample(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, setting: str,
-               generators: Sequence[torch.Generator]) -> SampleOutput:
+    def sample(
+        self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, setting: str, generators: Sequence[torch.Generator]
+    ) -> SampleOutput:
         check_settings(self, setting)
-        ids, _, out = self.test_retrieval(nets, batch, generators, "hard")
+        ids, _, out = self.sample_retrieval(nets, batch, generators, "hard")
         chosen = self.chosen_ids(out, ids)  # (B, N)
         crops = slots_to_objects(self.bank.crops(chosen), batch)
         images = self.render(nets["generator"], batch, crops, setting)
         return SampleOutput(images=images, patch_ids=slot_lists(chosen, batch))
-
-
-class RetrieveGanNoGtNoOccur(RetrieveGan):
-    """Table 2: without L_gt^sel and L_occur^sel."""
-
-    name = "retrievegan_no_gt_no_occur"
-
-
-class RetrieveGanGtOnly(RetrieveGan):
-    """Table 2: with L_gt^sel only."""
-
-    name = "retrievegan_gt_only"
-
-
-class RetrieveGanOccurOnly(RetrieveGan):
-    """Table 2: with L_occur^sel only."""
-
-    name = "retrievegan_occur_only"

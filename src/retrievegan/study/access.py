@@ -25,10 +25,22 @@ import secrets
 MIN_ADMIN_SECRET = 24
 MIN_LINK_SECRET = 32
 # what documentation and tutorials show as example secrets: refused whatever their length
-PLACEHOLDER_SECRETS = frozenset({
-    "a long random string", "change me", "changeme", "change-me", "secret", "password", "your secret here",
-    "replace me", "replace-with-a-long-random-string", "admin", "example", "xxxxxxxxxxxxxxxxxxxxxxxx",
-})
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "a long random string",
+        "change me",
+        "changeme",
+        "change-me",
+        "secret",
+        "password",
+        "your secret here",
+        "replace me",
+        "replace-with-a-long-random-string",
+        "admin",
+        "example",
+        "xxxxxxxxxxxxxxxxxxxxxxxx",
+    }
+)
 BACKOFF_CAP_S = 15 * 60
 SIGNATURE_HEX = 32
 PROLIFIC_ID_RE = re.compile(r"[0-9a-f]{24}")
@@ -57,7 +69,7 @@ def backoff_seconds(failures: int) -> float:
 
 def sign_participant(link_secret: str, participant_id: str) -> str:
     """The link signature of ``participant_id``: HMAC-SHA256 under ``link_secret``, first 32 hex digits."""
-    mac = hmac.new(link_secret.encode("utf-8"), f"participant:{participant_id}".encode("utf-8"), hashlib.sha256)
+    mac = hmac.new(link_secret.encode("utf-8"), f"participant:{participant_id}".encode(), hashlib.sha256)
     return mac.hexdigest()[:SIGNATURE_HEX]
 
 

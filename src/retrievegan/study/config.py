@@ -102,8 +102,12 @@ class AccessConfig:
 @dataclasses.dataclass(frozen=True)
 class UserStudyConfig:
     reference: str = "retrievegan"
-    methods: tuple[str, ...] = ("pastegan", "retrievegan_occur_only", "retrievegan_gt_only",
-                                "retrievegan_no_gt_no_occur")
+    methods: tuple[str, ...] = (
+        "pastegan",
+        "retrievegan_occur_only",
+        "retrievegan_gt_only",
+        "retrievegan_no_gt_no_occur",
+    )
     setting: str = "pred_bbox"
     # None: sqlite:///<repo>/userstudy/data/responses-<dataset>.sqlite; never with a password (study.dburl)
     database_url: str | None = None

@@ -29,9 +29,9 @@ def load_consent(path: str | Path) -> Consent:
     except FileNotFoundError as exc:
         raise InputError(path, "consent text not found") from exc
     first, _, body = raw.partition("\n")
-    if not first.startswith(HEADER) or not first[len(HEADER):].strip():
+    if not first.startswith(HEADER) or not first[len(HEADER) :].strip():
         raise InputError(path, f"the first line must be '{HEADER} <label>'", "line 1")
-    label = first[len(HEADER):].strip()
+    label = first[len(HEADER) :].strip()
     body = body.strip()
     if not body:
         raise InputError(path, "empty consent text")

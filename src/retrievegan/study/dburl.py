@@ -20,9 +20,11 @@ import sqlalchemy as sa
 from retrievegan.errors import ConfigError
 
 ENV_DB_URL = "RETRIEVEGAN_STUDY_DB_URL"
-PASSWORD_HELP = (f"put the full URL in the environment variable {ENV_DB_URL} or as database_url in "
-                 "userstudy/.streamlit/secrets.toml, or leave the password out of the URL and let the driver "
-                 "read it (PostgreSQL: PGPASSWORD or ~/.pgpass)")
+PASSWORD_HELP = (
+    f"put the full URL in the environment variable {ENV_DB_URL} or as database_url in "
+    "userstudy/.streamlit/secrets.toml, or leave the password out of the URL and let the driver "
+    "read it (PostgreSQL: PGPASSWORD or ~/.pgpass)"
+)
 
 
 def parse(url: str, source: str) -> sa.engine.URL:
@@ -30,8 +32,10 @@ def parse(url: str, source: str) -> sa.engine.URL:
     try:
         return sa.engine.make_url(url)
     except (sa.exc.ArgumentError, ValueError) as exc:
-        raise ConfigError(f"{source}: not a database URL (expected e.g. sqlite:////abs/path.sqlite or "
-                          "postgresql+psycopg://user@host/db)") from exc
+        raise ConfigError(
+            f"{source}: not a database URL (expected e.g. sqlite:////abs/path.sqlite or "
+            "postgresql+psycopg://user@host/db)"
+        ) from exc
 
 
 def has_password(url: str) -> bool:
@@ -41,8 +45,10 @@ def has_password(url: str) -> bool:
 def refuse_password(url: str | None, source: str) -> None:
     """ConfigError if ``url`` (from ``source``: a config key, a command-line flag...) carries a password."""
     if url is not None and parse(url, source).password is not None:
-        raise ConfigError(f"{source}: the database URL contains a password, which would be written into "
-                          f"command lines, logs, the study bundle and run.json; {PASSWORD_HELP}")
+        raise ConfigError(
+            f"{source}: the database URL contains a password, which would be written into "
+            f"command lines, logs, the study bundle and run.json; {PASSWORD_HELP}"
+        )
 
 
 def shown(url: str) -> str:
@@ -62,14 +68,18 @@ def default_url(userstudy_dir: str | Path, dataset: str) -> str:
 def absolute(url: str, cwd: str | Path | None = None) -> str:
     """``url`` with a relative SQLite file path resolved against ``cwd`` (default: the current directory)."""
     parsed = parse(url, "database URL")
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:") \
-            or parsed.database.startswith("file:"):
+    if (
+        parsed.get_backend_name() != "sqlite"
+        or parsed.database in (None, "", ":memory:")
+        or parsed.database.startswith("file:")
+    ):
         return url
     path = Path(parsed.database)
     if path.is_absolute():
         return url
-    return parsed.set(database=str((Path(cwd) if cwd is not None else Path.cwd()).resolve() / path)) \
-        .render_as_string(hide_password=False)
+    return parsed.set(database=str((Path(cwd) if cwd is not None else Path.cwd()).resolve() / path)).render_as_string(
+        hide_password=False
+    )
 
 
 def sqlite_path(url: str) -> Path | None:

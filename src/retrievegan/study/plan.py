@@ -45,7 +45,7 @@ def mint_participant_id() -> str:
 
 def plan_seed(study_seed: int, participant_id: str) -> int:
     """The participant's plan seed: 63 bits of sha256(study seed, participant id)."""
-    digest = hashlib.sha256(f"{study_seed}\x00{participant_id}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{study_seed}\x00{participant_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") >> 1
 
 
@@ -67,15 +67,27 @@ class Trial:
         raise ValueError(f"side must be 'left' or 'right', got {side!r}")
 
     def to_json(self) -> dict[str, Any]:
-        return {"trial_id": self.trial_id, "kind": self.kind, "image_id": self.image_id,
-                "left_method": self.left_method, "right_method": self.right_method,
-                "left_patches": list(self.left_patches), "right_patches": list(self.right_patches)}
+        return {
+            "trial_id": self.trial_id,
+            "kind": self.kind,
+            "image_id": self.image_id,
+            "left_method": self.left_method,
+            "right_method": self.right_method,
+            "left_patches": list(self.left_patches),
+            "right_patches": list(self.right_patches),
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Trial:
-        return cls(str(data["trial_id"]), data["kind"], int(data["image_id"]), str(data["left_method"]),
-                   str(data["right_method"]), tuple(int(p) for p in data["left_patches"]),
-                   tuple(int(p) for p in data["right_patches"]))
+        return cls(
+            str(data["trial_id"]),
+            data["kind"],
+            int(data["image_id"]),
+            str(data["left_method"]),
+            str(data["right_method"]),
+            tuple(int(p) for p in data["left_patches"]),
+            tuple(int(p) for p in data["right_patches"]),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,13 +98,21 @@ class Plan:
     trials: tuple[Trial, ...]
 
     def to_json(self) -> dict[str, Any]:
-        return {"participant_id": self.participant_id, "study_id": self.study_id, "seed": self.seed,
-                "trials": [t.to_json() for t in self.trials]}
+        return {
+            "participant_id": self.participant_id,
+            "study_id": self.study_id,
+            "seed": self.seed,
+            "trials": [t.to_json() for t in self.trials],
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
-        return cls(str(data["participant_id"]), str(data["study_id"]), int(data["seed"]),
-                   tuple(Trial.from_json(t) for t in data["trials"]))
+        return cls(
+            str(data["participant_id"]),
+            str(data["study_id"]),
+            int(data["seed"]),
+            tuple(Trial.from_json(t) for t in data["trials"]),
+        )
 
     def trial(self, trial_id: str) -> Trial:
         for t in self.trials:
@@ -130,12 +150,22 @@ def make_plan(bundle: Bundle, participant_id: str) -> Plan:
         items = _pick(list(bundle.pairs[other]), bundle.trials_per_pair, used, rng)
         for item, ref_left in zip(items, _balanced_sides(len(items), rng)):
             left, right = ((bundle.reference, item.reference), (other, item.other))[:: 1 if ref_left else -1]
-            trials.append(Trial(f"{other}:{item.image_id}", "pair", item.image_id, left[0], right[0],
-                                tuple(left[1]), tuple(right[1])))
+            trials.append(
+                Trial(
+                    f"{other}:{item.image_id}",
+                    "pair",
+                    item.image_id,
+                    left[0],
+                    right[0],
+                    tuple(left[1]),
+                    tuple(right[1]),
+                )
+            )
     catch = _pick(list(bundle.catch), bundle.catch_trials, used, rng)
     for item, real_left in zip(catch, _balanced_sides(len(catch), rng)):
         left, right = ((CATCH_REAL, item.real), (CATCH_FOIL, item.foil))[:: 1 if real_left else -1]
-        trials.append(Trial(f"catch:{item.image_id}", "catch", item.image_id, left[0], right[0],
-                            tuple(left[1]), tuple(right[1])))
+        trials.append(
+            Trial(f"catch:{item.image_id}", "catch", item.image_id, left[0], right[0], tuple(left[1]), tuple(right[1]))
+        )
     order = rng.permutation(len(trials))
     return Plan(participant_id, bundle.study_id, seed, tuple(trials[int(i)] for i in order))

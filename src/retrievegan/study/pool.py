@@ -86,14 +86,6 @@ class Bundle:
         return np.stack([self.patches[self.patch_rows[int(p)]] for p in patch_ids])
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def graph_text(graph: SceneGraph, vocab: Vocab) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(object names in object order, distinct relations "subject (i) predicate object (j)").
 
@@ -111,8 +103,9 @@ def graph_text(graph: SceneGraph, vocab: Vocab) -> tuple[tuple[str, ...], tuple[
     return names, tuple(relations)
 
 
-def read_retrievals(path: str | Path, method: str, setting: str, graphs: Mapping[int, SceneGraph],
-                    table: pd.DataFrame) -> dict[int, tuple[int, ...]]:
+def read_retrievals(
+    path: str | Path, method: str, setting: str, graphs: Mapping[int, SceneGraph], table: pd.DataFrame
+) -> dict[int, tuple[int, ...]]:
     """Sample-0 patch sets of one method: image id -> bank patch ids (object order), validated.
 
     Each patch must be a training-bank patch (``split == "train"``) of the object's category, and each
@@ -153,22 +146,31 @@ def read_retrievals(path: str | Path, method: str, setting: str, graphs: Mapping
             if not 0 <= patch_id < len(table):
                 raise InputError(path, f"patch id {patch_id} (object {k}) is not in the patch bank", where)
             if bank_split[patch_id] != "train":
-                raise InputError(path, f"patch id {patch_id} (object {k}) is a {bank_split[patch_id]} patch, "
-                                       "not from the training bank", where)
+                raise InputError(
+                    path,
+                    f"patch id {patch_id} (object {k}) is a {bank_split[patch_id]} patch, not from the training bank",
+                    where,
+                )
             if int(bank_category[patch_id]) != obj.category:
-                raise InputError(path, f"patch id {patch_id} (object {k}) has category "
-                                       f"{int(bank_category[patch_id])}, the object {obj.category}", where)
+                raise InputError(
+                    path,
+                    f"patch id {patch_id} (object {k}) has category "
+                    f"{int(bank_category[patch_id])}, the object {obj.category}",
+                    where,
+                )
         out[image_id] = tuple(ids)
     if not out:
         raise InputError(path, "no sample-0 records")
     return out
 
 
-def _catch_items(graphs: Mapping[int, SceneGraph], table: pd.DataFrame, patch_table_path: Path,
-                 count: int, rng: np.random.Generator) -> list[CatchItem]:
+def _catch_items(
+    graphs: Mapping[int, SceneGraph], table: pd.DataFrame, patch_table_path: Path, count: int, rng: np.random.Generator
+) -> list[CatchItem]:
     test = table[table["split"] == "test"]
-    by_image = {int(image_id): rows.sort_values("object_index")
-                for image_id, rows in test.groupby("image_id", sort=True)}
+    by_image = {
+        int(image_id): rows.sort_values("object_index") for image_id, rows in test.groupby("image_id", sort=True)
+    }
     by_category = {int(c): rows for c, rows in test.groupby("category", sort=True)}
     candidates = [i for i in sorted(graphs) if i in by_image and len(by_image[i]) >= 2]
     if count and len(candidates) < 2:
@@ -181,8 +183,11 @@ def _catch_items(graphs: Mapping[int, SceneGraph], table: pd.DataFrame, patch_ta
         image_id = candidates[position]
         rows = by_image[image_id]
         if len(rows) != graphs[image_id].num_real_objects:
-            raise InputError(patch_table_path, f"{len(rows)} test patches for "
-                             f"{graphs[image_id].num_real_objects} objects", f"image_id {image_id}")
+            raise InputError(
+                patch_table_path,
+                f"{len(rows)} test patches for {graphs[image_id].num_real_objects} objects",
+                f"image_id {image_id}",
+            )
         used_images = {image_id}
         foil, foil_images = [], []
         for category in rows["category"].to_numpy():
@@ -198,14 +203,22 @@ def _catch_items(graphs: Mapping[int, SceneGraph], table: pd.DataFrame, patch_ta
             continue  # not enough distinct test images with these categories; try another image
         items.append(CatchItem(image_id, tuple(int(p) for p in rows["patch_id"]), tuple(foil), tuple(foil_images)))
     if len(items) < count:
-        raise InputError(patch_table_path, f"only {len(items)} catch items could be built, {count} requested "
-                         "(too few test images share categories)")
+        raise InputError(
+            patch_table_path,
+            f"only {len(items)} catch items could be built, {count} requested (too few test images share categories)",
+        )
     return items
 
 
-def build_bundle(retrievals: Mapping[str, str | Path], data_dir: str | Path, patch_dir: str | Path,
-                 cfg: UserStudyConfig, out_dir: str | Path, dataset: str = "",
-                 database_url: str | None = None) -> dict[str, Any]:
+def build_bundle(
+    retrievals: Mapping[str, str | Path],
+    data_dir: str | Path,
+    patch_dir: str | Path,
+    cfg: UserStudyConfig,
+    out_dir: str | Path,
+    dataset: str = "",
+    database_url: str | None = None,
+) -> dict[str, Any]:
     """Write ``trials.json`` and ``patches.npy`` to ``out_dir``; return the trials.json content."""
     data_dir, patch_dir, out_dir = Path(data_dir), Path(patch_dir), Path(out_dir)
     dburl.refuse_password(database_url, "study bundle database_url")
@@ -226,23 +239,35 @@ def build_bundle(retrievals: Mapping[str, str | Path], data_dir: str | Path, pat
     identical: dict[str, int] = {}
     for other in cfg.methods:
         common = sorted(set(sets[cfg.reference]) & set(sets[other]))
-        items = [{"image_id": i, "reference": list(sets[cfg.reference][i]), "other": list(sets[other][i])}
-                 for i in common if sets[cfg.reference][i] != sets[other][i]]
+        items = [
+            {"image_id": i, "reference": list(sets[cfg.reference][i]), "other": list(sets[other][i])}
+            for i in common
+            if sets[cfg.reference][i] != sets[other][i]
+        ]
         identical[other] = len(common) - len(items)
         if len(items) < cfg.plan.trials_per_pair:
-            raise InputError(retrievals[other], f"only {len(items)} test scene graphs where {other!r} and "
-                             f"{cfg.reference!r} retrieved different sets; trials_per_pair is "
-                             f"{cfg.plan.trials_per_pair}")
+            raise InputError(
+                retrievals[other],
+                f"only {len(items)} test scene graphs where {other!r} and "
+                f"{cfg.reference!r} retrieved different sets; trials_per_pair is "
+                f"{cfg.plan.trials_per_pair}",
+            )
         pairs[other] = items
 
     rng = np.random.default_rng([cfg.plan.seed, 0xCA7C])
     catch = _catch_items(graphs, table, table_path, cfg.plan.catch_pool if cfg.plan.catch_trials else 0, rng)
 
     used_images = sorted({it["image_id"] for items in pairs.values() for it in items} | {c.image_id for c in catch})
-    patch_ids = sorted({p for items in pairs.values() for it in items for p in (*it["reference"], *it["other"])}
-                       | {p for c in catch for p in (*c.real, *c.foil)})
-    bank = io.load_array(patch_dir / "patches.npy", "patch bank not found (run `retrievegan patches`)",
-                         shape=(len(table), None, None, 3), dtype=np.uint8)
+    patch_ids = sorted(
+        {p for items in pairs.values() for it in items for p in (*it["reference"], *it["other"])}
+        | {p for c in catch for p in (*c.real, *c.foil)}
+    )
+    bank = io.load_array(
+        patch_dir / "patches.npy",
+        "patch bank not found (run `retrievegan patches`)",
+        shape=(len(table), None, None, 3),
+        dtype=np.uint8,
+    )
     graph_texts = {}
     for i in used_images:
         names, relations = graph_text(graphs[i], vocab)
@@ -262,8 +287,8 @@ def build_bundle(retrievals: Mapping[str, str | Path], data_dir: str | Path, pat
         "identical": identical,
         "catch": [dataclasses.asdict(c) for c in catch],
         "patch_ids": patch_ids,
-        "sources": {m: {"path": str(retrievals[m]), "sha256": _sha256(Path(retrievals[m]))} for m in needed},
-        "patch_bank_sha256": _sha256(patch_dir / "patches.npy"),
+        "sources": {m: {"path": str(retrievals[m]), "sha256": io.sha256_file(Path(retrievals[m]))} for m in needed},
+        "patch_bank_sha256": io.sha256_file(patch_dir / "patches.npy"),
     }
     # The id names the trials shown, not where responses go or who may answer: those are left out of it.
     hashed = {k: v for k, v in content.items() if k not in UNHASHED}
@@ -306,8 +331,10 @@ class _Checker:
 
     def integer(self, value: Any, where: str, minimum: int | None = None) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
-            raise self.fail(where, f"expected an integer{f' >= {minimum}' if minimum is not None else ''}, "
-                                   f"got {type(value).__name__}")
+            raise self.fail(
+                where,
+                f"expected an integer{f' >= {minimum}' if minimum is not None else ''}, got {type(value).__name__}",
+            )
         return value
 
     def flag(self, value: Any, where: str) -> bool:
@@ -339,10 +366,15 @@ def load_bundle(study_dir: str | Path) -> Bundle:
     data = check.mapping(io.read_json(path, "study bundle not found (run `retrievegan study-trials`)"), "top level")
     version = data.get("format_version")
     if version != FORMAT_VERSION:
-        raise check.fail("format_version", f"unsupported format_version {version!r}, expected {FORMAT_VERSION} "
-                                           "(rebuild the bundle with `retrievegan study-trials`)")
-    methods = tuple(check.text(m, f"methods[{i}]")
-                    for i, m in enumerate(check.items(check.get(data, "methods", "top level"), "methods", True)))
+        raise check.fail(
+            "format_version",
+            f"unsupported format_version {version!r}, expected {FORMAT_VERSION} "
+            "(rebuild the bundle with `retrievegan study-trials`)",
+        )
+    methods = tuple(
+        check.text(m, f"methods[{i}]")
+        for i, m in enumerate(check.items(check.get(data, "methods", "top level"), "methods", True))
+    )
     reference = check.text(check.get(data, "reference", "top level"), "reference")
     if reference in methods or len(set(methods)) != len(methods):
         raise check.fail("methods", "the reference and the compared methods must be distinct")
@@ -355,13 +387,17 @@ def load_bundle(study_dir: str | Path) -> Bundle:
             raise check.fail("database_url", str(exc).split(": ", 1)[1]) from exc
     access = check.mapping(data.get("access", {}), "access")
     plan = check.mapping(check.get(data, "plan", "top level"), "plan")
-    plan_ints = {k: check.integer(check.get(plan, k, "plan"), f"plan.{k}", 0)
-                 for k in ("seed", "trials_per_pair", "catch_trials", "min_response_ms")}
+    plan_ints = {
+        k: check.integer(check.get(plan, k, "plan"), f"plan.{k}", 0)
+        for k in ("seed", "trials_per_pair", "catch_trials", "min_response_ms")
+    }
     if plan_ints["trials_per_pair"] < 1:
         raise check.fail("plan.trials_per_pair", "must be >= 1")
 
-    patch_ids = [check.integer(p, f"patch_ids[{i}]", 0)
-                 for i, p in enumerate(check.items(check.get(data, "patch_ids", "top level"), "patch_ids", True))]
+    patch_ids = [
+        check.integer(p, f"patch_ids[{i}]", 0)
+        for i, p in enumerate(check.items(check.get(data, "patch_ids", "top level"), "patch_ids", True))
+    ]
     patch_rows = {p: row for row, p in enumerate(patch_ids)}
     if len(patch_rows) != len(patch_ids):
         raise check.fail("patch_ids", "duplicate patch ids")
@@ -372,10 +408,14 @@ def load_bundle(study_dir: str | Path) -> Bundle:
         if not key.isdigit():
             raise check.fail(where, "scene graph keys must be image ids")
         value = check.mapping(value, where)
-        objects = tuple(check.text(o, f"{where}.objects[{i}]")
-                        for i, o in enumerate(check.items(check.get(value, "objects", where), f"{where}.objects", True)))
-        relations = tuple(check.text(r, f"{where}.relations[{i}]")
-                          for i, r in enumerate(check.items(check.get(value, "relations", where), f"{where}.relations")))
+        objects = tuple(
+            check.text(o, f"{where}.objects[{i}]")
+            for i, o in enumerate(check.items(check.get(value, "objects", where), f"{where}.objects", True))
+        )
+        relations = tuple(
+            check.text(r, f"{where}.relations[{i}]")
+            for i, r in enumerate(check.items(check.get(value, "relations", where), f"{where}.relations"))
+        )
         graphs[int(key)] = (objects, relations)
 
     def graph_objects(image_id: Any, where: str) -> int:
@@ -393,27 +433,47 @@ def load_bundle(study_dir: str | Path) -> Bundle:
             at = f"{where}[{i}]"
             item = check.mapping(item, at)
             n = graph_objects(check.get(item, "image_id", at), at)
-            items.append(PairItem(int(item["image_id"]), check.ids(check.get(item, "reference", at), f"{at}.reference",
-                                                                   patch_rows, n),
-                                  check.ids(check.get(item, "other", at), f"{at}.other", patch_rows, n)))
+            items.append(
+                PairItem(
+                    int(item["image_id"]),
+                    check.ids(check.get(item, "reference", at), f"{at}.reference", patch_rows, n),
+                    check.ids(check.get(item, "other", at), f"{at}.other", patch_rows, n),
+                )
+            )
         if len(items) < plan_ints["trials_per_pair"]:
-            raise check.fail(where, f"{len(items)} items, fewer than plan.trials_per_pair = "
-                                    f"{plan_ints['trials_per_pair']}")
+            raise check.fail(
+                where, f"{len(items)} items, fewer than plan.trials_per_pair = {plan_ints['trials_per_pair']}"
+            )
         pairs[method] = tuple(items)
     catch = []
     for i, item in enumerate(check.items(check.get(data, "catch", "top level"), "catch")):
         at = f"catch[{i}]"
         item = check.mapping(item, at)
         n = graph_objects(check.get(item, "image_id", at), at)
-        foil_images = tuple(check.integer(x, f"{at}.foil_image_ids[{k}]") for k, x in
-                            enumerate(check.items(check.get(item, "foil_image_ids", at), f"{at}.foil_image_ids")))
-        catch.append(CatchItem(int(item["image_id"]), check.ids(check.get(item, "real", at), f"{at}.real", patch_rows, n),
-                               check.ids(check.get(item, "foil", at), f"{at}.foil", patch_rows, n), foil_images))
+        foil_images = tuple(
+            check.integer(x, f"{at}.foil_image_ids[{k}]")
+            for k, x in enumerate(check.items(check.get(item, "foil_image_ids", at), f"{at}.foil_image_ids"))
+        )
+        catch.append(
+            CatchItem(
+                int(item["image_id"]),
+                check.ids(check.get(item, "real", at), f"{at}.real", patch_rows, n),
+                check.ids(check.get(item, "foil", at), f"{at}.foil", patch_rows, n),
+                foil_images,
+            )
+        )
     if len(catch) < plan_ints["catch_trials"]:
-        raise check.fail("catch", f"{len(catch)} catch items, fewer than plan.catch_trials = {plan_ints['catch_trials']}")
+        raise check.fail(
+            "catch", f"{len(catch)} catch items, fewer than plan.catch_trials = {plan_ints['catch_trials']}"
+        )
 
-    patches = io.load_array(study_dir / "patches.npy", "bundle patches not found (copy the whole study folder)",
-                            mmap=False, shape=(len(patch_ids), None, None, 3), dtype=np.uint8)
+    patches = io.load_array(
+        study_dir / "patches.npy",
+        "bundle patches not found (copy the whole study folder)",
+        mmap=False,
+        shape=(len(patch_ids), None, None, 3),
+        dtype=np.uint8,
+    )
     if patches.shape[1] != patches.shape[2] or patches.shape[1] < 1:
         raise InputError(study_dir / "patches.npy", f"expected square patches, got shape {patches.shape}")
     return Bundle(

@@ -31,8 +31,9 @@ def patch_set_alt(name: str, objects: Sequence[str]) -> str:
     return f"{name}: " + ", ".join(f"{i + 1}. {o}" for i, o in enumerate(objects))
 
 
-def patch_grid(patches: np.ndarray, labels: Sequence[str] | None = None, tile: int = 104, gap: int = 8,
-               per_row: int = 2) -> np.ndarray:
+def patch_grid(
+    patches: np.ndarray, labels: Sequence[str] | None = None, tile: int = 104, gap: int = 8, per_row: int = 2
+) -> np.ndarray:
     """(K, C, C, 3) uint8 patches -> one (H, W, 3) uint8 image: up to ``per_row`` tiles a row, numbered labels.
 
     Two ``tile``-pixel tiles a row keep a set narrow enough to show two sets side by side on a phone

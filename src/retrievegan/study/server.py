@@ -22,12 +22,13 @@ import dataclasses
 import os
 import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
+from retrievegan import io
 from retrievegan.errors import ConfigError, InputError
 from retrievegan.study import access, dburl
 from retrievegan.study.consent import Consent, load_consent
@@ -70,8 +71,16 @@ def _text_secret(secrets: Mapping[str, Any], name: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def resolve(app_dir: Path, bundle_for: Any, study_dir: str | None, consent: str | None, db_url: str | None,
-            environ: Mapping[str, str], secrets: Mapping[str, Any], cwd: Path | None = None) -> Settings:
+def resolve(
+    app_dir: Path,
+    bundle_for: Any,
+    study_dir: str | None,
+    consent: str | None,
+    db_url: str | None,
+    environ: Mapping[str, str],
+    secrets: Mapping[str, Any],
+    cwd: Path | None = None,
+) -> Settings:
     """The settings of one start; ``bundle_for(study_dir)`` loads the bundle (its database_url and dataset)."""
     cwd = cwd or Path.cwd()
     study = Path(study_dir or environ.get(ENV_STUDY_DIR) or app_dir.parent / DEFAULT_STUDY_DIR)
@@ -87,9 +96,12 @@ def resolve(app_dir: Path, bundle_for: Any, study_dir: str | None, consent: str 
         url, source = bundle.database_url, "userstudy.database_url in the bundle"
         if not url:
             url, source = dburl.default_url(app_dir, bundle.dataset), "default"
-    return Settings(study if study.is_absolute() else (cwd / study).resolve(),
-                    consent_path if consent_path.is_absolute() else (cwd / consent_path).resolve(),
-                    dburl.absolute(url, cwd), source)
+    return Settings(
+        study if study.is_absolute() else (cwd / study).resolve(),
+        consent_path if consent_path.is_absolute() else (cwd / consent_path).resolve(),
+        dburl.absolute(url, cwd),
+        source,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,8 +119,10 @@ def check_secrets(secrets: Mapping[str, Any], bundle: Bundle) -> bool:
     if admin is not None:
         problem = access.secret_problem(admin)
         if problem:
-            raise ConfigError(f"secrets file: {problem}; generate one with "
-                              "python -c \"import secrets; print(secrets.token_urlsafe(32))\"")
+            raise ConfigError(
+                f"secrets file: {problem}; generate one with "
+                'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+            )
     if bundle.signed_links:
         problem = access.secret_problem(secrets.get("link_secret"), "link_secret", access.MIN_LINK_SECRET)
         if problem:
@@ -121,12 +135,21 @@ def open_store(settings: Settings, create: bool) -> Store:
     try:
         return Store(settings.database_url, create=create)
     except sa.exc.SQLAlchemyError as exc:
-        raise ConfigError(f"{dburl.shown(settings.database_url)} ({settings.database_source}): cannot open the "
-                          f"study database ({type(exc).__name__})") from exc
+        raise ConfigError(
+            f"{dburl.shown(settings.database_url)} ({settings.database_source}): cannot open the "
+            f"study database ({type(exc).__name__})"
+        ) from exc
 
 
-def prepare(app_file: str | Path, study_dir: str | None, consent: str | None, db_url: str | None, init: bool,
-            environ: Mapping[str, str], secrets: Mapping[str, Any]) -> Prepared:
+def prepare(
+    app_file: str | Path,
+    study_dir: str | None,
+    consent: str | None,
+    db_url: str | None,
+    init: bool,
+    environ: Mapping[str, str],
+    secrets: Mapping[str, Any],
+) -> Prepared:
     """Every check of a start: bundle (completely), consent, secrets, database (created only with ``init``)."""
     app_dir = app_dir_of(app_file)
     settings = resolve(app_dir, load_bundle, study_dir, consent, db_url, environ, secrets)
@@ -140,27 +163,43 @@ def prepare(app_file: str | Path, study_dir: str | None, consent: str | None, db
         store.dispose()
     path = dburl.sqlite_path(settings.database_url)
     where = f"SQLite file {path}" if path is not None else dburl.shown(settings.database_url)
-    summary = (f"study {bundle.study_id} ({bundle.dataset or 'no dataset name'}, {bundle.setting}): "
-               f"{sum(len(v) for v in bundle.pairs.values())} pair items, {len(bundle.catch)} catch items; "
-               f"consent {consent_text.version}; database {where} ({settings.database_source}): "
-               f"{participants} participants, {responses} responses; admin page "
-               f"{'on' if admin else 'off (no admin_secret)'}; links: "
-               f"{'signed' if bundle.signed_links else 'unsigned'}"
-               f"{', Prolific ids only' if bundle.prolific_only else ''}")
+    summary = (
+        f"study {bundle.study_id} ({bundle.dataset or 'no dataset name'}, {bundle.setting}): "
+        f"{sum(len(v) for v in bundle.pairs.values())} pair items, {len(bundle.catch)} catch items; "
+        f"consent {consent_text.version}; database {where} ({settings.database_source}): "
+        f"{participants} participants, {responses} responses; admin page "
+        f"{'on' if admin else 'off (no admin_secret)'}; links: "
+        f"{'signed' if bundle.signed_links else 'unsigned'}"
+        f"{', Prolific ids only' if bundle.prolific_only else ''}"
+    )
     return Prepared(settings, bundle, consent_text, admin, summary)
 
 
 def streamlit_argv(app_file: str | Path, address: str, port: int) -> list[str]:
     """``streamlit run`` of the app; everything else comes from userstudy/.streamlit/config.toml."""
-    return [sys.executable, "-m", "streamlit", "run", str(Path(app_file).resolve()),
-            "--server.address", address, "--server.port", str(port)]
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(Path(app_file).resolve()),
+        "--server.address",
+        address,
+        "--server.port",
+        str(port),
+    ]
 
 
 def streamlit_environ(prepared: Prepared, environ: Mapping[str, str]) -> dict[str, str]:
     """The app's environment: resolved absolute settings (the database URL goes here, never into argv)."""
     env = dict(environ)
-    env.update({ENV_STUDY_DIR: str(prepared.settings.study_dir), ENV_CONSENT: str(prepared.settings.consent_path),
-                dburl.ENV_DB_URL: prepared.settings.database_url})
+    env.update(
+        {
+            ENV_STUDY_DIR: str(prepared.settings.study_dir),
+            ENV_CONSENT: str(prepared.settings.consent_path),
+            dburl.ENV_DB_URL: prepared.settings.database_url,
+        }
+    )
     return env
 
 
@@ -212,3 +251,39 @@ def signed_links(ids_file: Path, base_url: str, secrets: Mapping[str, Any]) -> A
     if not rows:
         raise InputError(ids_file, "no participant ids")
     return pd.DataFrame(rows)
+
+
+def app_file_or_default(app: str | Path | None) -> Path:
+    """``app`` (``--app``), else this checkout's ``userstudy/app.py``."""
+    return Path(app) if app else default_app_file()
+
+
+def serve(
+    app: str | Path | None,
+    study_dir: str | None,
+    consent: str | None,
+    db_url: str | None,
+    init: bool,
+    address: str,
+    port: int,
+    check_only: bool,
+    say: Callable[[str], None],
+) -> Prepared:
+    """``retrievegan study-serve``: every start-up check (:func:`prepare`, with the app's secrets files), its summary
+    told to ``say``; then, unless ``check_only``, this process becomes the Streamlit server."""
+    app_file = app_file_or_default(app)
+    secrets = read_secrets_files(app_dir_of(app_file))
+    prepared = prepare(app_file, study_dir, consent, db_url, init, os.environ, secrets)
+    say(prepared.summary)
+    if not check_only:
+        say(f"serving http://{address}:{port}/ (Streamlit in {app_dir_of(app_file)})")
+        exec_streamlit(app_file, prepared, address, port)
+    return prepared
+
+
+def write_signed_links(ids_file: str | Path, base_url: str, app: str | Path | None, out: str | Path) -> Any:
+    """:func:`signed_links` under the ``link_secret`` of the app's secrets files, written as CSV to ``out``."""
+    app_file = app_file_or_default(app)
+    links = signed_links(Path(ids_file), base_url, read_secrets_files(app_dir_of(app_file)))
+    io.write_text(out, links.to_csv(index=False))
+    return links

@@ -17,22 +17,25 @@ against it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from retrievegan import io
 from retrievegan.data.patches import load_patch_table
 from retrievegan.errors import InputError
 from retrievegan.study.config import SimulationConfig
 from retrievegan.study.plan import Plan, Trial, make_plan
-from retrievegan.study.pool import Bundle
+from retrievegan.study.pool import Bundle, load_bundle
 from retrievegan.study.store import Store
 
 SIMULATED_APP_VERSION = "simulated"
 SIMULATED_CONSENT = "simulated"
-SIMULATION_EPOCH = _dt.datetime(2000, 1, 1, tzinfo=_dt.timezone.utc)  # simulated time starts here
+SIMULATION_EPOCH = _dt.datetime(2000, 1, 1, tzinfo=_dt.UTC)  # simulated time starts here
 
 
 class SimulatedClock:
@@ -55,8 +58,11 @@ def patch_themes(patch_table: str | Path, bundle: Bundle) -> dict[int, int]:
     out = {}
     for patch_id in bundle.patch_rows:
         if patch_id not in themes.index or pd.isna(themes.loc[patch_id]):
-            raise InputError(patch_table, "patch has no theme: simulated participants need the synthetic "
-                             "benchmark", f"patch_id {patch_id}")
+            raise InputError(
+                patch_table,
+                "patch has no theme: simulated participants need the synthetic benchmark",
+                f"patch_id {patch_id}",
+            )
         out[patch_id] = int(themes.loc[patch_id])
     return out
 
@@ -77,8 +83,9 @@ def choice_probability_left(trial: Trial, themes: dict[int, int], cfg: Simulatio
     return (1.0 - cfg.noise) * judged + cfg.noise * random_left
 
 
-def simulate(bundle: Bundle, themes: dict[int, int], cfg: SimulationConfig, store: Store,
-             clock: SimulatedClock | None = None) -> pd.DataFrame:
+def simulate(
+    bundle: Bundle, themes: dict[int, int], cfg: SimulationConfig, store: Store, clock: SimulatedClock | None = None
+) -> pd.DataFrame:
     """Run ``cfg.participants`` simulated participants into ``store``; return who they were. ``clock``: the
     store's simulated clock, advanced by every simulated response time."""
     rows = []
@@ -99,8 +106,9 @@ def simulate(bundle: Bundle, themes: dict[int, int], cfg: SimulationConfig, stor
     return pd.DataFrame(rows)
 
 
-def truth(bundle: Bundle, themes: dict[int, int], cfg: SimulationConfig, plans: list[Plan],
-          attentive: dict[str, bool]) -> pd.DataFrame:
+def truth(
+    bundle: Bundle, themes: dict[int, int], cfg: SimulationConfig, plans: list[Plan], attentive: dict[str, bool]
+) -> pd.DataFrame:
     """Per simulated participant and pair: trials, and the expected number preferring the reference.
 
     Summed over the participants an analysis includes (``truth_shares``), this is the exact expected
@@ -116,9 +124,16 @@ def truth(bundle: Bundle, themes: dict[int, int], cfg: SimulationConfig, plans: 
                     continue
                 p_left = choice_probability_left(trial, themes, cfg, attentive[plan.participant_id])
                 probs.append(p_left if trial.left_method == bundle.reference else 1.0 - p_left)
-            rows.append({"participant_id": plan.participant_id, "attentive": attentive[plan.participant_id],
-                         "reference": bundle.reference, "other": other, "n_trials": len(probs),
-                         "expected_prefer_reference": float(np.sum(probs))})
+            rows.append(
+                {
+                    "participant_id": plan.participant_id,
+                    "attentive": attentive[plan.participant_id],
+                    "reference": bundle.reference,
+                    "other": other,
+                    "n_trials": len(probs),
+                    "expected_prefer_reference": float(np.sum(probs)),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -128,3 +143,47 @@ def truth_shares(expected: pd.DataFrame, participants: list[str] | None = None) 
         expected = expected[expected["participant_id"].isin(participants)]
     sums = expected.groupby("other")[["expected_prefer_reference", "n_trials"]].sum()
     return (sums["expected_prefer_reference"] / sums["n_trials"]).rename("true_share_simulated")
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulatedStudy:
+    """One simulated population of a bundle (every table labelled ``population = simulated``)."""
+
+    people: pd.DataFrame  # participant_id, attentive, plan_seed
+    responses: pd.DataFrame  # exported responses, ``population`` first
+    expected: pd.DataFrame  # ``truth`` per participant and pair, ``population`` last
+
+
+def simulate_study(study_dir: str | Path, patch_table: str | Path, cfg: SimulationConfig) -> SimulatedStudy:
+    """``cfg.participants`` simulated participants through a throwaway SQLite store on simulated time (the same
+    responses on every run), with their exact expected preferences."""
+    bundle = load_bundle(study_dir)
+    themes = patch_themes(patch_table, bundle)
+    with tempfile.TemporaryDirectory(prefix="study-sim-") as tmp:
+        clock = SimulatedClock()  # created_at: simulated time, the same on every run
+        store = Store(f"sqlite:///{Path(tmp) / 'simulated.sqlite'}", create=True, clock=clock)
+        try:
+            people = simulate(bundle, themes, cfg, store, clock)
+            responses = store.export_responses()
+            plans = [store.get_plan(p) for p in people["participant_id"]]
+        finally:
+            store.dispose()
+    attentive = dict(zip(people["participant_id"], people["attentive"]))
+    expected = truth(bundle, themes, cfg, [p for p in plans if p is not None], attentive)
+    responses.insert(0, "population", "simulated")
+    return SimulatedStudy(people, responses, expected.assign(population="simulated"))
+
+
+def write_simulated_study(
+    study_dir: str | Path,
+    patch_table: str | Path,
+    cfg: SimulationConfig,
+    responses_csv: str | Path,
+    truth_csv: str | Path,
+) -> SimulatedStudy:
+    """:func:`simulate_study`, its responses written to ``responses_csv`` and its expected preferences to
+    ``truth_csv``."""
+    study = simulate_study(study_dir, patch_table, cfg)
+    io.write_text(responses_csv, study.responses.to_csv(index=False))
+    io.write_text(truth_csv, study.expected.to_csv(index=False, float_format="%.6g"))
+    return study

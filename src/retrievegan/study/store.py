@@ -42,13 +42,31 @@ from retrievegan.study.plan import SIDES, Plan, Trial, validate_participant_id
 
 T = TypeVar("T")
 
-EXPORT_COLUMNS = ("participant_id", "id_source", "study_id", "n_trials", "trial_index", "trial_id", "kind",
-                  "image_id", "method_left", "method_right", "chosen_side", "chosen_method",
-                  "response_time_ms", "plan_seed", "app_version", "consent_version", "first_shown_at", "created_at")
+EXPORT_COLUMNS = (
+    "participant_id",
+    "id_source",
+    "study_id",
+    "n_trials",
+    "trial_index",
+    "trial_id",
+    "kind",
+    "image_id",
+    "method_left",
+    "method_right",
+    "chosen_side",
+    "chosen_method",
+    "response_time_ms",
+    "plan_seed",
+    "app_version",
+    "consent_version",
+    "first_shown_at",
+    "created_at",
+)
 
 _METADATA = sa.MetaData()
 PLANS = sa.Table(
-    "plans", _METADATA,
+    "plans",
+    _METADATA,
     sa.Column("participant_id", sa.String(64), primary_key=True),
     sa.Column("id_source", sa.String(16), nullable=False),  # prolific | pid | minted | simulated
     sa.Column("study_id", sa.String(32), nullable=False),
@@ -59,13 +77,15 @@ PLANS = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 CONSENTS = sa.Table(
-    "consents", _METADATA,
+    "consents",
+    _METADATA,
     sa.Column("participant_id", sa.String(64), primary_key=True),
     sa.Column("consent_version", sa.String(80), primary_key=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 RESPONSES = sa.Table(
-    "responses", _METADATA,
+    "responses",
+    _METADATA,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("participant_id", sa.String(64), nullable=False),
     sa.Column("trial_id", sa.String(160), nullable=False),
@@ -87,13 +107,15 @@ RESPONSES = sa.Table(
     sa.UniqueConstraint("participant_id", "trial_id", name="uq_responses_participant_trial"),
 )
 DISPLAYS = sa.Table(
-    "displays", _METADATA,
+    "displays",
+    _METADATA,
     sa.Column("participant_id", sa.String(64), primary_key=True),
     sa.Column("trial_id", sa.String(160), primary_key=True),
     sa.Column("shown_at", sa.DateTime(timezone=True), nullable=False),
 )
 COMPLETIONS = sa.Table(
-    "completions", _METADATA,
+    "completions",
+    _METADATA,
     sa.Column("participant_id", sa.String(64), primary_key=True),
     sa.Column("completion_code", sa.String(64), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -102,7 +124,7 @@ _TABLES = (PLANS, CONSENTS, RESPONSES, DISPLAYS, COMPLETIONS)
 
 
 def _now() -> _dt.datetime:
-    return _dt.datetime.now(_dt.timezone.utc)
+    return _dt.datetime.now(_dt.UTC)
 
 
 class StoreError(RuntimeError):
@@ -116,8 +138,9 @@ class DatabaseMissing(ConfigError):
 class Store:
     """Thread-safe handle on the study database (share one per process, e.g. ``st.cache_resource``)."""
 
-    def __init__(self, url: str, *, busy_timeout_s: float = 30.0, create: bool = False,
-                 clock: Callable[[], _dt.datetime] = _now):
+    def __init__(
+        self, url: str, *, busy_timeout_s: float = 30.0, create: bool = False, clock: Callable[[], _dt.datetime] = _now
+    ):
         """Open the study database at ``url``; ``create`` makes the file and the tables if missing. ``clock``:
         the time stamped into ``created_at`` / ``shown_at`` (UTC now; simulated participants pass a simulated
         clock, so that their exported responses are the same bytes on every run)."""
@@ -136,8 +159,10 @@ class Store:
                 if create:
                     path.parent.mkdir(parents=True, exist_ok=True)
                 elif not path.is_file():
-                    raise DatabaseMissing(f"{self.shown_url}: no study database at {path} (create it once with "
-                                          "`retrievegan study-serve --init`)")
+                    raise DatabaseMissing(
+                        f"{self.shown_url}: no study database at {path} (create it once with "
+                        "`retrievegan study-serve --init`)"
+                    )
             elif not create:
                 raise DatabaseMissing(f"{self.shown_url}: an in-memory database exists only once created (create=True)")
         else:
@@ -145,8 +170,10 @@ class Store:
         try:
             self.engine = sa.create_engine(sa_url, **kwargs)
         except ModuleNotFoundError as exc:
-            raise ConfigError(f"{self.shown_url}: database driver {exc.name!r} is not "
-                              "installed (PostgreSQL: pip install psycopg, URL postgresql+psycopg://...)") from exc
+            raise ConfigError(
+                f"{self.shown_url}: database driver {exc.name!r} is not "
+                "installed (PostgreSQL: pip install psycopg, URL postgresql+psycopg://...)"
+            ) from exc
         if self.dialect == "sqlite":
             sa.event.listen(self.engine, "connect", self._sqlite_pragmas)
         if create:
@@ -160,14 +187,18 @@ class Store:
         for table in _TABLES:
             if not inspector.has_table(table.name):
                 self.dispose()
-                raise DatabaseMissing(f"{self.shown_url}: no {table.name!r} table: not a study database, or not "
-                                      "created yet (`retrievegan study-serve --init`)")
+                raise DatabaseMissing(
+                    f"{self.shown_url}: no {table.name!r} table: not a study database, or not "
+                    "created yet (`retrievegan study-serve --init`)"
+                )
             have = {c["name"] for c in inspector.get_columns(table.name)}
             missing = [c.name for c in table.columns if c.name not in have]
             if missing:
                 self.dispose()
-                raise DatabaseMissing(f"{self.shown_url}: table {table.name!r} lacks columns {missing}: written "
-                                      "by an older version of the app; start a new database for this version")
+                raise DatabaseMissing(
+                    f"{self.shown_url}: table {table.name!r} lacks columns {missing}: written "
+                    "by an older version of the app; start a new database for this version"
+                )
 
     def _sqlite_pragmas(self, dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
@@ -186,7 +217,8 @@ class Store:
                     for op in ("UPDATE", "DELETE"):
                         conn.exec_driver_sql(
                             f"CREATE TRIGGER IF NOT EXISTS {table.name}_no_{op.lower()} BEFORE {op} ON {table.name} "
-                            f"BEGIN SELECT RAISE(ABORT, '{table.name} is append-only'); END")
+                            f"BEGIN SELECT RAISE(ABORT, '{table.name} is append-only'); END"
+                        )
 
     def _retry(self, func: Callable[[], T], attempts: int = 8) -> T:
         """Retry on SQLite lock errors that the busy handler cannot wait out (e.g. schema races)."""
@@ -195,10 +227,13 @@ class Store:
                 return func()
             except OperationalError as exc:
                 text = str(exc).lower()
-                if self.dialect != "sqlite" or attempt == attempts - 1 or not (
-                        "locked" in text or "busy" in text or "already exists" in text):
+                if (
+                    self.dialect != "sqlite"
+                    or attempt == attempts - 1
+                    or not ("locked" in text or "busy" in text or "already exists" in text)
+                ):
                     raise
-                time.sleep(0.05 * 2 ** attempt)
+                time.sleep(0.05 * 2**attempt)
         raise AssertionError("unreachable")
 
     def _insert_ignore(self, table: sa.Table, values: dict[str, Any], keys: list[str]) -> bool:
@@ -213,6 +248,7 @@ class Store:
             def run() -> bool:
                 with self.engine.begin() as conn:
                     return conn.execute(stmt).rowcount == 1
+
             return self._retry(run)
         try:
             with self.engine.begin() as conn:
@@ -227,41 +263,71 @@ class Store:
         """Store ``plan`` unless the participant has one; return the stored plan (first one wins)."""
         if validate_participant_id(plan.participant_id) is None:
             raise StoreError("invalid participant id")
-        self._insert_ignore(PLANS, {
-            "participant_id": plan.participant_id, "id_source": id_source, "study_id": plan.study_id,
-            "plan_seed": plan.seed, "n_trials": len(plan.trials), "plan_json": json.dumps(plan.to_json()),
-            "app_version": app_version, "created_at": self._clock()}, ["participant_id"])
+        self._insert_ignore(
+            PLANS,
+            {
+                "participant_id": plan.participant_id,
+                "id_source": id_source,
+                "study_id": plan.study_id,
+                "plan_seed": plan.seed,
+                "n_trials": len(plan.trials),
+                "plan_json": json.dumps(plan.to_json()),
+                "app_version": app_version,
+                "created_at": self._clock(),
+            },
+            ["participant_id"],
+        )
         stored = self.get_plan(plan.participant_id)
         assert stored is not None
         return stored
 
     def get_plan(self, participant_id: str) -> Plan | None:
         with self.engine.connect() as conn:
-            text = conn.execute(sa.select(PLANS.c.plan_json).where(PLANS.c.participant_id == participant_id)
-                                ).scalar_one_or_none()
+            text = conn.execute(
+                sa.select(PLANS.c.plan_json).where(PLANS.c.participant_id == participant_id)
+            ).scalar_one_or_none()
         return None if text is None else Plan.from_json(json.loads(text))
 
     def record_consent(self, participant_id: str, consent_version: str) -> bool:
         if validate_participant_id(participant_id) is None:
             raise StoreError("invalid participant id")
-        return self._insert_ignore(CONSENTS, {"participant_id": participant_id, "consent_version": consent_version,
-                                              "created_at": self._clock()}, ["participant_id", "consent_version"])
+        return self._insert_ignore(
+            CONSENTS,
+            {"participant_id": participant_id, "consent_version": consent_version, "created_at": self._clock()},
+            ["participant_id", "consent_version"],
+        )
 
     def has_consent(self, participant_id: str, consent_version: str) -> bool:
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.count()).select_from(CONSENTS).where(
-                CONSENTS.c.participant_id == participant_id,
-                CONSENTS.c.consent_version == consent_version)).scalar_one() > 0
+            return (
+                conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(CONSENTS)
+                    .where(CONSENTS.c.participant_id == participant_id, CONSENTS.c.consent_version == consent_version)
+                ).scalar_one()
+                > 0
+            )
 
     # --- responses -------------------------------------------------------------------------------
 
     def record_display(self, participant_id: str, trial_id: str) -> None:
         """Note that ``trial_id`` is on the participant's screen (the first call per trial stands)."""
-        self._insert_ignore(DISPLAYS, {"participant_id": participant_id, "trial_id": trial_id, "shown_at": self._clock()},
-                            ["participant_id", "trial_id"])
+        self._insert_ignore(
+            DISPLAYS,
+            {"participant_id": participant_id, "trial_id": trial_id, "shown_at": self._clock()},
+            ["participant_id", "trial_id"],
+        )
 
-    def record_response(self, plan: Plan, trial_id: str, chosen_side: str, response_time_ms: int,
-                        app_version: str, consent_version: str, browser_token: str = "") -> bool:
+    def record_response(
+        self,
+        plan: Plan,
+        trial_id: str,
+        chosen_side: str,
+        response_time_ms: int,
+        app_version: str,
+        consent_version: str,
+        browser_token: str = "",
+    ) -> bool:
         """Append the answer to one trial of the stored ``plan``; False if it was already answered.
 
         ``browser_token`` is the hash (``access.token_hash``) of the answering browser's token, "" if none.
@@ -273,28 +339,51 @@ class Store:
         except KeyError as exc:
             raise StoreError("trial is not in the participant's plan") from exc
         index = next(i for i, t in enumerate(plan.trials) if t.trial_id == trial_id)
-        return self._insert_ignore(RESPONSES, {
-            "participant_id": plan.participant_id, "trial_id": trial_id, "trial_index": index, "kind": trial.kind,
-            "image_id": trial.image_id, "method_left": trial.left_method, "method_right": trial.right_method,
-            "chosen_side": chosen_side, "chosen_method": trial.method(chosen_side),
-            "response_time_ms": max(0, min(int(response_time_ms), 2**31 - 1)), "plan_seed": plan.seed,
-            "study_id": plan.study_id, "app_version": app_version, "consent_version": consent_version,
-            "first_shown_at": self._first_shown(plan.participant_id, trial_id), "browser_token": browser_token,
-            "created_at": self._clock()}, ["participant_id", "trial_id"])
+        return self._insert_ignore(
+            RESPONSES,
+            {
+                "participant_id": plan.participant_id,
+                "trial_id": trial_id,
+                "trial_index": index,
+                "kind": trial.kind,
+                "image_id": trial.image_id,
+                "method_left": trial.left_method,
+                "method_right": trial.right_method,
+                "chosen_side": chosen_side,
+                "chosen_method": trial.method(chosen_side),
+                "response_time_ms": max(0, min(int(response_time_ms), 2**31 - 1)),
+                "plan_seed": plan.seed,
+                "study_id": plan.study_id,
+                "app_version": app_version,
+                "consent_version": consent_version,
+                "first_shown_at": self._first_shown(plan.participant_id, trial_id),
+                "browser_token": browser_token,
+                "created_at": self._clock(),
+            },
+            ["participant_id", "trial_id"],
+        )
 
     def _first_shown(self, participant_id: str, trial_id: str) -> _dt.datetime | None:
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(DISPLAYS.c.shown_at).where(
-                DISPLAYS.c.participant_id == participant_id, DISPLAYS.c.trial_id == trial_id)).scalar_one_or_none()
+            return conn.execute(
+                sa.select(DISPLAYS.c.shown_at).where(
+                    DISPLAYS.c.participant_id == participant_id, DISPLAYS.c.trial_id == trial_id
+                )
+            ).scalar_one_or_none()
 
     def answered_in_browser(self, participant_id: str, browser_token: str) -> bool:
         """Whether a response of the participant came from the browser whose token hashes to ``browser_token``."""
         if not browser_token:
             return False
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.count()).select_from(RESPONSES).where(
-                RESPONSES.c.participant_id == participant_id,
-                RESPONSES.c.browser_token == browser_token)).scalar_one() > 0
+            return (
+                conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(RESPONSES)
+                    .where(RESPONSES.c.participant_id == participant_id, RESPONSES.c.browser_token == browser_token)
+                ).scalar_one()
+                > 0
+            )
 
     def answered(self, participant_id: str) -> set[str]:
         with self.engine.connect() as conn:
@@ -314,49 +403,103 @@ class Store:
         done = self.answered(plan.participant_id)
         if any(t.trial_id not in done for t in plan.trials):
             return None
-        self._insert_ignore(COMPLETIONS, {"participant_id": plan.participant_id,
-                                          "completion_code": secrets.token_hex(4).upper(),
-                                          "created_at": self._clock()}, ["participant_id"])
+        self._insert_ignore(
+            COMPLETIONS,
+            {
+                "participant_id": plan.participant_id,
+                "completion_code": secrets.token_hex(4).upper(),
+                "created_at": self._clock(),
+            },
+            ["participant_id"],
+        )
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(COMPLETIONS.c.completion_code).where(
-                COMPLETIONS.c.participant_id == plan.participant_id)).scalar_one()
+            return conn.execute(
+                sa.select(COMPLETIONS.c.completion_code).where(COMPLETIONS.c.participant_id == plan.participant_id)
+            ).scalar_one()
 
     # --- admin -----------------------------------------------------------------------------------
 
     def export_responses(self) -> pd.DataFrame:
         """Every response with its plan's id source and trial count (EXPORT_COLUMNS), in insertion order."""
-        query = (sa.select(RESPONSES.c.participant_id, PLANS.c.id_source, RESPONSES.c.study_id, PLANS.c.n_trials,
-                           RESPONSES.c.trial_index, RESPONSES.c.trial_id, RESPONSES.c.kind, RESPONSES.c.image_id,
-                           RESPONSES.c.method_left, RESPONSES.c.method_right, RESPONSES.c.chosen_side,
-                           RESPONSES.c.chosen_method, RESPONSES.c.response_time_ms, RESPONSES.c.plan_seed,
-                           RESPONSES.c.app_version, RESPONSES.c.consent_version, RESPONSES.c.first_shown_at,
-                           RESPONSES.c.created_at)
-                 .select_from(RESPONSES.outerjoin(PLANS, RESPONSES.c.participant_id == PLANS.c.participant_id))
-                 .order_by(RESPONSES.c.id))
+        query = (
+            sa.select(
+                RESPONSES.c.participant_id,
+                PLANS.c.id_source,
+                RESPONSES.c.study_id,
+                PLANS.c.n_trials,
+                RESPONSES.c.trial_index,
+                RESPONSES.c.trial_id,
+                RESPONSES.c.kind,
+                RESPONSES.c.image_id,
+                RESPONSES.c.method_left,
+                RESPONSES.c.method_right,
+                RESPONSES.c.chosen_side,
+                RESPONSES.c.chosen_method,
+                RESPONSES.c.response_time_ms,
+                RESPONSES.c.plan_seed,
+                RESPONSES.c.app_version,
+                RESPONSES.c.consent_version,
+                RESPONSES.c.first_shown_at,
+                RESPONSES.c.created_at,
+            )
+            .select_from(RESPONSES.outerjoin(PLANS, RESPONSES.c.participant_id == PLANS.c.participant_id))
+            .order_by(RESPONSES.c.id)
+        )
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         return pd.DataFrame([tuple(r) for r in rows], columns=list(EXPORT_COLUMNS))
 
     def progress(self) -> pd.DataFrame:
         """Per participant: id source, trials answered / planned, catch failures, consent and completion times."""
-        answered = (sa.select(RESPONSES.c.participant_id,
-                              sa.func.count().label("answered"),
-                              sa.func.sum(sa.case((sa.and_(RESPONSES.c.kind == "catch",
-                                                           RESPONSES.c.chosen_method != "catch_real"), 1),
-                                                  else_=0)).label("catch_failed"),
-                              sa.func.max(RESPONSES.c.created_at).label("last_response"))
-                    .group_by(RESPONSES.c.participant_id).subquery())
-        query = (sa.select(PLANS.c.participant_id, PLANS.c.id_source, PLANS.c.study_id, PLANS.c.n_trials,
-                           sa.func.coalesce(answered.c.answered, 0), sa.func.coalesce(answered.c.catch_failed, 0),
-                           PLANS.c.created_at, answered.c.last_response, COMPLETIONS.c.created_at)
-                 .select_from(PLANS.outerjoin(answered, answered.c.participant_id == PLANS.c.participant_id)
-                              .outerjoin(COMPLETIONS, COMPLETIONS.c.participant_id == PLANS.c.participant_id))
-                 .order_by(PLANS.c.created_at))
+        answered = (
+            sa.select(
+                RESPONSES.c.participant_id,
+                sa.func.count().label("answered"),
+                sa.func.sum(
+                    sa.case(
+                        (sa.and_(RESPONSES.c.kind == "catch", RESPONSES.c.chosen_method != "catch_real"), 1), else_=0
+                    )
+                ).label("catch_failed"),
+                sa.func.max(RESPONSES.c.created_at).label("last_response"),
+            )
+            .group_by(RESPONSES.c.participant_id)
+            .subquery()
+        )
+        query = (
+            sa.select(
+                PLANS.c.participant_id,
+                PLANS.c.id_source,
+                PLANS.c.study_id,
+                PLANS.c.n_trials,
+                sa.func.coalesce(answered.c.answered, 0),
+                sa.func.coalesce(answered.c.catch_failed, 0),
+                PLANS.c.created_at,
+                answered.c.last_response,
+                COMPLETIONS.c.created_at,
+            )
+            .select_from(
+                PLANS.outerjoin(answered, answered.c.participant_id == PLANS.c.participant_id).outerjoin(
+                    COMPLETIONS, COMPLETIONS.c.participant_id == PLANS.c.participant_id
+                )
+            )
+            .order_by(PLANS.c.created_at)
+        )
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-        return pd.DataFrame([tuple(r) for r in rows], columns=[
-            "participant_id", "id_source", "study_id", "n_trials", "answered", "catch_failed", "started_at",
-            "last_response_at", "completed_at"])
+        return pd.DataFrame(
+            [tuple(r) for r in rows],
+            columns=[
+                "participant_id",
+                "id_source",
+                "study_id",
+                "n_trials",
+                "answered",
+                "catch_failed",
+                "started_at",
+                "last_response_at",
+                "completed_at",
+            ],
+        )
 
     def count_responses(self) -> int:
         with self.engine.connect() as conn:

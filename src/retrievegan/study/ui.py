@@ -57,8 +57,10 @@ STYLE = """<style>
 h3#trial-question { font-size: 1.2rem; line-height: 1.35; padding-top: 0.25rem; padding-bottom: 0.25rem; }
 h3#trial-question:focus { outline: none; }
 </style>"""
-UNAVAILABLE = ("The study is not available at the moment. Please try again later; if this persists, contact the "
-               "researchers and quote reference {ref}.")
+UNAVAILABLE = (
+    "The study is not available at the moment. Please try again later; if this persists, contact the "
+    "researchers and quote reference {ref}."
+)
 
 # Runs in the participant's page (Streamlit components v2, no iframe): once a new trial is rendered, scroll
 # to its top and put the keyboard focus on the question, so a screen reader reads it and arrow keys answer.
@@ -148,12 +150,14 @@ def _failure() -> str:
 def _guarded(callback: Callable[..., None]) -> Callable[..., None]:
     """A widget callback whose failure is logged and shown as the generic page (callbacks run before the
     script, outside :func:`main`'s handler)."""
+
     @functools.wraps(callback)
     def run(*args: Any) -> None:
         try:
             callback(*args)
         except Exception:  # noqa: BLE001 - the callbacks' share of the one top-level handler
             st.session_state["failure_ref"] = _failure()
+
     return run
 
 
@@ -192,6 +196,7 @@ def _app(app_file: str | Path) -> None:
 
 
 # --- participant page ----------------------------------------------------------------------------
+
 
 def _participant(bundle: Bundle, secret_values: Mapping[str, Any]) -> tuple[str, str] | None:
     """(participant id, id source) from the query string, minted if absent and allowed; None if refused."""
@@ -234,8 +239,16 @@ def _on_consent(store: Store, bundle: Bundle, pid: str, source: str, consent_ver
 
 
 @_guarded
-def _on_choose(store: Store, plan: Plan, trial_id: str, side: str, shown_key: str, consent_version: str,
-               min_response_ms: int, browser: str) -> None:
+def _on_choose(
+    store: Store,
+    plan: Plan,
+    trial_id: str,
+    side: str,
+    shown_key: str,
+    consent_version: str,
+    min_response_ms: int,
+    browser: str,
+) -> None:
     shown = st.session_state.get(shown_key)
     elapsed_ms = int((time.monotonic() - shown) * 1000) if isinstance(shown, float) else 0
     if elapsed_ms < min_response_ms:
@@ -260,8 +273,10 @@ def _on_decline() -> None:
 
 def _refused() -> None:
     st.title(TITLE)
-    st.error("The link you opened is not valid for this study. Please open the study through the link you "
-             "were given, or contact the researchers.")
+    st.error(
+        "The link you opened is not valid for this study. Please open the study through the link you "
+        "were given, or contact the researchers."
+    )
 
 
 def participant_page(store: Store, bundle: Bundle, consent: Consent, secret_values: Mapping[str, Any]) -> None:
@@ -280,10 +295,15 @@ def participant_page(store: Store, bundle: Bundle, consent: Consent, secret_valu
             st.title(TITLE)  # the consent text brings its own heading otherwise
         st.markdown(consent.text)
         yes, no = st.columns(2)
-        yes.button("I agree and want to take part", key="consent-agree", type="primary", width="stretch",
-                   on_click=_on_consent, args=(store, bundle, pid, source, consent.version))
-        no.button("I do not agree", key="consent-decline", width="stretch",
-                  on_click=_on_decline)
+        yes.button(
+            "I agree and want to take part",
+            key="consent-agree",
+            type="primary",
+            width="stretch",
+            on_click=_on_consent,
+            args=(store, bundle, pid, source, consent.version),
+        )
+        no.button("I do not agree", key="consent-decline", width="stretch", on_click=_on_decline)
         return
     plan = store.get_plan(pid) or store.save_plan(make_plan(bundle, pid), source, APP_VERSION)
     if plan.study_id != bundle.study_id:
@@ -302,8 +322,9 @@ def participant_page(store: Store, bundle: Bundle, consent: Consent, secret_valu
     st.progress(done / len(plan.trials), text=progress_text)
     stale = st.session_state.pop("stale", None)
     if stale is not None:
-        st.info("Your last click was not counted: that trial was already answered in another tab. Here is the "
-                "next trial.")
+        st.info(
+            "Your last click was not counted: that trial was already answered in another tab. Here is the next trial."
+        )
     if st.session_state.pop("too_fast", None) == trial.trial_id:
         st.warning("That click came too quickly to count. Please look at both sets, then choose.")
     st.subheader(escape_markdown(bundle.question), anchor="trial-question")
@@ -314,18 +335,31 @@ def participant_page(store: Store, bundle: Bundle, consent: Consent, secret_valu
         st.session_state[shown_key] = time.monotonic()
         store.record_display(pid, trial.trial_id)  # the first display time survives reloads
     columns = st.columns(2, gap="small", wrap=False, width=PAIR_WIDTH_PX)  # side by side on a phone too
-    for column, side, patches, key in ((columns[0], "left", trial.left_patches, "Left"),
-                                       (columns[1], "right", trial.right_patches, "Right")):
+    for column, side, patches, key in (
+        (columns[0], "left", trial.left_patches, "Left"),
+        (columns[1], "right", trial.right_patches, "Right"),
+    ):
         with column:
-            st.image(patch_grid(bundle.patch_images(patches), labels=objects), caption=f"{side.capitalize()} set",
-                     width="stretch", alt=patch_set_alt(f"{side.capitalize()} set", objects))
-            st.button(f"{side.capitalize()} set", key=f"choose:{trial.trial_id}:{side}", type="primary",
-                      width="stretch", shortcut=key, help=f"The {side} set is more compatible (key: {key} arrow)",
-                      on_click=_on_choose, args=(store, plan, trial.trial_id, side, shown_key, consent.version,
-                                                 bundle.min_response_ms, browser))
+            st.image(
+                patch_grid(bundle.patch_images(patches), labels=objects),
+                caption=f"{side.capitalize()} set",
+                width="stretch",
+                alt=patch_set_alt(f"{side.capitalize()} set", objects),
+            )
+            st.button(
+                f"{side.capitalize()} set",
+                key=f"choose:{trial.trial_id}:{side}",
+                type="primary",
+                width="stretch",
+                shortcut=key,
+                help=f"The {side} set is more compatible (key: {key} arrow)",
+                on_click=_on_choose,
+                args=(store, plan, trial.trial_id, side, shown_key, consent.version, bundle.min_response_ms, browser),
+            )
     st.caption(f"Choose with a click or the ← / → arrow key. Participant id: {escape_markdown(pid)}")
-    _focus_component()(key="trial-focus", data={"trial": trial.trial_id, "progress": progress_text},
-                       height=0, width="stretch")
+    _focus_component()(
+        key="trial-focus", data={"trial": trial.trial_id, "progress": progress_text}, height=0, width="stretch"
+    )
 
 
 def _finished(store: Store, plan: Plan, browser: str, secret_values: Mapping[str, Any]) -> None:
@@ -334,8 +368,10 @@ def _finished(store: Store, plan: Plan, browser: str, secret_values: Mapping[str
     st.success("Thank you! You have finished the study.")
     if not store.answered_in_browser(plan.participant_id, browser):
         # someone who only knows the participant id, or the participant in another browser
-        st.info("The completion code is shown in the browser window where the answers were given. If you lost "
-                "it, contact the researchers and quote your participant id.")
+        st.info(
+            "The completion code is shown in the browser window where the answers were given. If you lost "
+            "it, contact the researchers and quote your participant id."
+        )
         return
     code = store.complete(plan)
     if code is None:  # pragma: no cover - remaining is empty only when every trial is stored
@@ -347,6 +383,7 @@ def _finished(store: Store, plan: Plan, browser: str, secret_values: Mapping[str
 
 
 # --- admin page ----------------------------------------------------------------------------------
+
 
 @_guarded
 def _on_admin_secret(secret: str) -> None:
@@ -367,8 +404,12 @@ def _on_admin_secret(secret: str) -> None:
     failures = st.session_state.get("admin_failures", 0) + 1
     delay = access.backoff_seconds(failures)
     st.session_state.update(admin_failures=failures, admin_locked_until=now + delay, admin_message="wrong")
-    LOG.warning("failed admin login: attempt %d of this session (ip %s); next attempt allowed in %.0f s",
-                failures, st.context.ip_address or "unknown", delay)
+    LOG.warning(
+        "failed admin login: attempt %d of this session (ip %s); next attempt allowed in %.0f s",
+        failures,
+        st.context.ip_address or "unknown",
+        delay,
+    )
 
 
 def admin_page(store: Store, bundle: Bundle, secret_values: Mapping[str, Any]) -> None:
@@ -376,13 +417,14 @@ def admin_page(store: Store, bundle: Bundle, secret_values: Mapping[str, Any]) -
     secret = secret_values.get("admin_secret")
     problem = access.secret_problem(secret)
     if problem is not None:
-        st.error(f"The admin page is disabled: {problem}. Set admin_secret (at least {access.MIN_ADMIN_SECRET} "
-                 "random characters) in userstudy/.streamlit/secrets.toml.")
+        st.error(
+            f"The admin page is disabled: {problem}. Set admin_secret (at least {access.MIN_ADMIN_SECRET} "
+            "random characters) in userstudy/.streamlit/secrets.toml."
+        )
         return
     assert isinstance(secret, str)
     if not st.session_state.get("admin_ok"):
-        st.text_input("Admin secret", type="password", key="admin-secret", on_change=_on_admin_secret,
-                      args=(secret,))
+        st.text_input("Admin secret", type="password", key="admin-secret", on_change=_on_admin_secret, args=(secret,))
         wait = st.session_state.get("admin_locked_until", 0.0) - time.monotonic()
         message = st.session_state.get("admin_message")
         if message == "wrong":
@@ -398,9 +440,16 @@ def admin_page(store: Store, bundle: Bundle, secret_values: Mapping[str, Any]) -
     a.metric("Participants", len(progress))
     b.metric("Completed", finished)
     c.metric("Responses", store.count_responses())
-    st.caption(f"Study bundle {bundle.study_id} ({bundle.dataset}, {bundle.setting}); app {APP_VERSION}; "
-               f"database {escape_markdown(dburl.shown(store.url))}")
+    st.caption(
+        f"Study bundle {bundle.study_id} ({bundle.dataset}, {bundle.setting}); app {APP_VERSION}; "
+        f"database {escape_markdown(dburl.shown(store.url))}"
+    )
     st.dataframe(progress, hide_index=True)
     responses = store.export_responses()
-    st.download_button("Download raw responses (CSV)", data=responses.to_csv(index=False).encode("utf-8"),
-                       file_name=f"responses_{bundle.study_id}.csv", mime="text/csv", key="export")
+    st.download_button(
+        "Download raw responses (CSV)",
+        data=responses.to_csv(index=False).encode("utf-8"),
+        file_name=f"responses_{bundle.study_id}.csv",
+        mime="text/csv",
+        key="export",
+    )

@@ -16,7 +16,6 @@ between two otherwise identical runs. Same computation, same bytes (``make verif
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +42,3 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     if payload.get("version") != VERSION:
         raise InputError(path, f"unsupported checkpoint version {payload.get('version')!r} (expected {VERSION})")
     return payload
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()

@@ -53,5 +53,16 @@ class TrainConfig:
             raise ValueError("num_workers and snapshot_every must be >= 0")
 
     # keys that do not change what a run computes: a run may resume with other values for them
-    OPERATIONAL = ("steps", "num_workers", "checkpoint_every", "snapshot_every", "log_every", "compile",
-                   "compile_backend", "compile_mode", "adam", "channels_last", "device")
+    OPERATIONAL = (
+        "steps",
+        "num_workers",
+        "checkpoint_every",
+        "snapshot_every",
+        "log_every",
+        "compile",
+        "compile_backend",
+        "compile_mode",
+        "adam",
+        "channels_last",
+        "device",
+    )

@@ -5,9 +5,9 @@ CPU autocast (``torch.autocast("cpu")``) and CUDA autocast cast different ops: C
 low-precision dtype, and promotes mixed inputs of ``dot``, ``grid_sample``, ``index_put``, ``scatter_add`` (...) to
 the widest, where CPU autocast leaves many of these alone. Code that mixes the two (a float32 softmax weighting a
 bfloat16 convolution's output, then ``index_add`` into a bfloat16 buffer) passes under CPU autocast and fails on a
-GPU: issue 13's PasteGAN / RetrieveGAN crash (``index_add_(): self (BFloat16) and source (Float) must have the same
-scalar type``) was of this kind, and the CPU bf16 test did not see it (with this policy it does: put the crashing
-line back and ``tests/test_gpu_path.py``'s emulated test fails with that message).
+GPU (PasteGAN / RetrieveGAN met ``index_add_(): self (BFloat16) and source (Float) must have the same scalar type``
+there, which a plain CPU bf16 test does not see; under this policy ``tests/train/test_gpu_path.py``'s emulated test
+fails with that message).
 
 :class:`CudaAutocastPolicy` is a ``TorchFunctionMode`` that applies CUDA's policy (the op lists of PyTorch's
 ``aten/src/ATen/autocast_mode.cpp`` for CUDA: lower precision, float32, promote to the widest input type, banned;
@@ -29,24 +29,118 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 # CUDA autocast's lists (torch 2.x, aten/src/ATen/autocast_mode.cpp), as the Python names that reach them
-LOWER_PRECISION = frozenset({
-    "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "conv_tbc",
-    "convolution", "_convolution", "prelu", "addmm", "addmv", "addr", "matmul", "__matmul__", "__rmatmul__", "einsum",
-    "mm", "mv", "linear", "addbmm", "baddbmm", "bmm", "chain_matmul", "multi_dot", "vecdot", "lstm_cell", "gru_cell",
-    "rnn_tanh_cell", "rnn_relu_cell", "scaled_dot_product_attention",
-})
-FLOAT32 = frozenset({
-    "acos", "asin", "cosh", "erfinv", "exp", "expm1", "log", "log10", "log2", "log1p", "reciprocal", "rsqrt", "sinh",
-    "tan", "pow", "__pow__", "__rpow__", "softplus", "layer_norm", "group_norm", "norm", "frobenius_norm",
-    "nuclear_norm", "cosine_similarity", "poisson_nll_loss", "cosine_embedding_loss", "nll_loss", "cross_entropy",
-    "hinge_embedding_loss", "kl_div", "l1_loss", "smooth_l1_loss", "huber_loss", "mse_loss", "margin_ranking_loss",
-    "multilabel_margin_loss", "soft_margin_loss", "triplet_margin_loss", "multi_margin_loss",
-    "binary_cross_entropy_with_logits", "dist", "pdist", "cdist", "renorm", "logsumexp", "interpolate", "upsample",
-    "upsample_nearest", "upsample_bilinear", "prod", "cumprod", "cumsum", "softmax", "log_softmax", "sum",
-    "vector_norm", "matrix_norm",
-})
-PROMOTE = frozenset({"addcdiv", "addcmul", "atan2", "bilinear", "cross", "dot", "vdot", "grid_sample", "grid_sampler",
-                     "index_put", "tensordot", "scatter_add"})
+LOWER_PRECISION = frozenset(
+    {
+        "conv1d",
+        "conv2d",
+        "conv3d",
+        "conv_transpose1d",
+        "conv_transpose2d",
+        "conv_transpose3d",
+        "conv_tbc",
+        "convolution",
+        "_convolution",
+        "prelu",
+        "addmm",
+        "addmv",
+        "addr",
+        "matmul",
+        "__matmul__",
+        "__rmatmul__",
+        "einsum",
+        "mm",
+        "mv",
+        "linear",
+        "addbmm",
+        "baddbmm",
+        "bmm",
+        "chain_matmul",
+        "multi_dot",
+        "vecdot",
+        "lstm_cell",
+        "gru_cell",
+        "rnn_tanh_cell",
+        "rnn_relu_cell",
+        "scaled_dot_product_attention",
+    }
+)
+FLOAT32 = frozenset(
+    {
+        "acos",
+        "asin",
+        "cosh",
+        "erfinv",
+        "exp",
+        "expm1",
+        "log",
+        "log10",
+        "log2",
+        "log1p",
+        "reciprocal",
+        "rsqrt",
+        "sinh",
+        "tan",
+        "pow",
+        "__pow__",
+        "__rpow__",
+        "softplus",
+        "layer_norm",
+        "group_norm",
+        "norm",
+        "frobenius_norm",
+        "nuclear_norm",
+        "cosine_similarity",
+        "poisson_nll_loss",
+        "cosine_embedding_loss",
+        "nll_loss",
+        "cross_entropy",
+        "hinge_embedding_loss",
+        "kl_div",
+        "l1_loss",
+        "smooth_l1_loss",
+        "huber_loss",
+        "mse_loss",
+        "margin_ranking_loss",
+        "multilabel_margin_loss",
+        "soft_margin_loss",
+        "triplet_margin_loss",
+        "multi_margin_loss",
+        "binary_cross_entropy_with_logits",
+        "dist",
+        "pdist",
+        "cdist",
+        "renorm",
+        "logsumexp",
+        "interpolate",
+        "upsample",
+        "upsample_nearest",
+        "upsample_bilinear",
+        "prod",
+        "cumprod",
+        "cumsum",
+        "softmax",
+        "log_softmax",
+        "sum",
+        "vector_norm",
+        "matrix_norm",
+    }
+)
+PROMOTE = frozenset(
+    {
+        "addcdiv",
+        "addcmul",
+        "atan2",
+        "bilinear",
+        "cross",
+        "dot",
+        "vdot",
+        "grid_sample",
+        "grid_sampler",
+        "index_put",
+        "tensordot",
+        "scatter_add",
+    }
+)
 BANNED = frozenset({"binary_cross_entropy"})  # CUDA autocast raises: "unsafe to autocast"
 # cuDNN's RNNs (``_cudnn_rnn``, aten/src/ATen/cudnn/AutocastRNN.cpp) cast input, states and weights to float16
 # whatever autocast's dtype: an LSTM under bf16 autocast returns float16 on a GPU
@@ -108,6 +202,7 @@ class CudaAutocastPolicy(TorchFunctionMode):
         def cast(t: torch.Tensor) -> torch.Tensor:
             # autocast casts floating tensors of the other float types only (never integers, bools, float64)
             return t.to(dtype) if t.dtype in (torch.float32, *_LOW) and t.dtype != dtype else t
+
         return cast
 
 

@@ -39,9 +39,8 @@ from torch import nn
 
 from retrievegan import io, runinfo
 from retrievegan.config import from_mapping
-from retrievegan.device import pick_device
-from retrievegan.progressbar import progress_bar
 from retrievegan.data.dataset import DataSpec, SceneGraphBatch, SceneGraphDataset, collate_scene_graphs
+from retrievegan.device import pick_device
 from retrievegan.errors import ConfigError, InputError
 from retrievegan.models.damsm import (
     CnnImageEncoder,
@@ -52,6 +51,7 @@ from retrievegan.models.damsm import (
     resolve_inception_weights,
 )
 from retrievegan.models.init import build
+from retrievegan.progressbar import progress_bar
 from retrievegan.seeds import INIT, derive_seed, tag
 from retrievegan.text import SentenceConfig, WordVocab, batch_tokens
 
@@ -116,8 +116,16 @@ class Damsm:
 
     def tokens(self, batch: SceneGraphBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, L) token ids and (N,) lengths of the batch's sentences (CPU)."""
-        return batch_tokens(batch.objs.cpu(), batch.triples.cpu(), batch.obj_to_img.cpu(), batch.num_images,
-                            self.spec.object_names, self.spec.predicate_names, self.vocab, self.config.sentences)
+        return batch_tokens(
+            batch.objs.cpu(),
+            batch.triples.cpu(),
+            batch.obj_to_img.cpu(),
+            batch.num_images,
+            self.spec.object_names,
+            self.spec.predicate_names,
+            self.vocab,
+            self.config.sentences,
+        )
 
 
 def build_text_encoder(cfg: DamsmConfig, vocab: WordVocab, generator: torch.Generator) -> TextEncoder:
@@ -170,23 +178,26 @@ def load_damsm(path: str | Path, spec: DataSpec | None = None) -> Damsm:
 
 def _batches(dataset: SceneGraphDataset, order: np.ndarray, batch_size: int):
     for start in range(0, len(order) - batch_size + 1, batch_size):  # drop_last, as AttnGAN
-        yield collate_scene_graphs([dataset[int(i)] for i in order[start:start + batch_size]])
+        yield collate_scene_graphs([dataset[int(i)] for i in order[start : start + batch_size]])
 
 
-def _losses(model: Damsm, batch: SceneGraphBatch, device: torch.device,
-            generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+def _losses(
+    model: Damsm, batch: SceneGraphBatch, device: torch.device, generator: torch.Generator | None
+) -> dict[str, torch.Tensor]:
     tokens, lengths = model.tokens(batch)
     tokens = tokens.to(device)
     words, sentence = model.text_encoder(tokens, lengths, generator)
     regions, code = model.image_encoder(batch.images.to(device))
     cfg = model.config
-    return damsm_losses(regions, code, words, sentence, lengths, cfg.gamma1, cfg.gamma2, cfg.gamma3,
-                        identical_texts(tokens))
+    return damsm_losses(
+        regions, code, words, sentence, lengths, cfg.gamma1, cfg.gamma2, cfg.gamma3, identical_texts(tokens)
+    )
 
 
 @torch.no_grad()
-def evaluate(model: Damsm, dataset: SceneGraphDataset, batch_size: int, max_batches: int,
-             device: torch.device) -> dict[str, float]:
+def evaluate(
+    model: Damsm, dataset: SceneGraphDataset, batch_size: int, max_batches: int, device: torch.device
+) -> dict[str, float]:
     """Mean matching losses and in-batch top-1 image->text retrieval accuracy (sentence and word level) over
     the first ``max_batches`` batches of ``dataset`` (fixed order), encoders in eval mode."""
     from retrievegan.models.damsm import word_relevance
@@ -204,8 +215,9 @@ def evaluate(model: Damsm, dataset: SceneGraphDataset, batch_size: int, max_batc
         words, sentence = model.text_encoder(tokens, lengths)
         regions, code = model.image_encoder(batch.images.to(device))
         cfg = model.config
-        terms = damsm_losses(regions, code, words, sentence, lengths, cfg.gamma1, cfg.gamma2, cfg.gamma3,
-                             identical_texts(tokens))
+        terms = damsm_losses(
+            regions, code, words, sentence, lengths, cfg.gamma1, cfg.gamma2, cfg.gamma3, identical_texts(tokens)
+        )
         same = identical_texts(tokens)
         sentence_scores = torch.nn.functional.cosine_similarity(code.unsqueeze(1), sentence.unsqueeze(0), dim=2)
         word_scores = word_relevance(regions, words, lengths, cfg.gamma1, cfg.gamma2)
@@ -225,10 +237,12 @@ def evaluate(model: Damsm, dataset: SceneGraphDataset, batch_size: int, max_batc
     return out
 
 
-def pretrain_damsm(cfg: DamsmConfig, data_dir: str | Path, out_dir: str | Path, progress: bool = True,
-                   eval_split: str = "val") -> dict[str, Any]:
+def pretrain_damsm(
+    cfg: DamsmConfig, data_dir: str | Path, out_dir: str | Path, progress: bool = True, eval_split: str = "val"
+) -> dict[str, Any]:
     """Train the DAMSM encoders on ``<data_dir>/train.json``; write the run folder; return the evaluation."""
-    from retrievegan.train.checkpoint import save, sha256_file
+    from retrievegan.io import sha256_file
+    from retrievegan.train.checkpoint import save
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     device = pick_device(cfg.device, "damsm.device")
@@ -266,8 +280,13 @@ def pretrain_damsm(cfg: DamsmConfig, data_dir: str | Path, out_dir: str | Path, 
             step += 1
             bar.update(1)
             if step % cfg.log_every == 0 or step == total:
-                record = {"step": step, "epoch": epoch, "lr": lr,
-                          "loss": round(float(loss.detach()), 6), **{k: round(float(v.detach()), 6) for k, v in terms.items()}}
+                record = {
+                    "step": step,
+                    "epoch": epoch,
+                    "lr": lr,
+                    "loss": round(float(loss.detach()), 6),
+                    **{k: round(float(v.detach()), 6) for k, v in terms.items()},
+                }
                 lines.append(json.dumps(record, sort_keys=True) + "\n")
         if lr > cfg.lr / 10:
             lr *= cfg.lr_decay
@@ -276,20 +295,46 @@ def pretrain_damsm(cfg: DamsmConfig, data_dir: str | Path, out_dir: str | Path, 
     model.text_encoder.cpu().eval()
     model.image_encoder.cpu().eval()
     after = evaluate(model, eval_set, eval_batch, cfg.eval_batches, torch.device("cpu"))
-    evaluation = {"split": eval_split, "batch_size": eval_batch, "chance_r1": 1.0 / eval_batch,
-                  "before": before, "after": after, "steps": step}
-    payload = {"format": FORMAT, "version": VERSION, "config": runinfo.to_jsonable(cfg),
-               "spec": runinfo.to_jsonable(train_set.spec), "words": list(model.vocab.words), "step": step,
-               "text_encoder": model.text_encoder.state_dict(), "image_encoder": model.image_encoder.state_dict()}
+    evaluation = {
+        "split": eval_split,
+        "batch_size": eval_batch,
+        "chance_r1": 1.0 / eval_batch,
+        "before": before,
+        "after": after,
+        "steps": step,
+    }
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": runinfo.to_jsonable(cfg),
+        "spec": runinfo.to_jsonable(train_set.spec),
+        "words": list(model.vocab.words),
+        "step": step,
+        "text_encoder": model.text_encoder.state_dict(),
+        "image_encoder": model.image_encoder.state_dict(),
+    }
     save(out_dir / "checkpoint.pt", payload)
     io.write_text(out_dir / "losses.jsonl", "".join(lines))
     io.write_json(out_dir / "evaluation.json", evaluation)
-    runinfo.write_run_json(out_dir, "pretrain-damsm", cfg, cfg.seed, {
-        "data_dir": str(data_dir), "device": str(device), "steps": step,
-        "image_encoder": ("inception: ImageNet Inception-v3, frozen trunk (AttnGAN)" if cfg.image_encoder == "inception"
-                          else "cnn: trained from scratch here; substitutes AttnGAN's ImageNet Inception-v3"),
-        "checkpoint_sha256": sha256_file(out_dir / "checkpoint.pt"), "evaluation": evaluation},
-        measured={"train_seconds": round(wall, 3)})
+    runinfo.write_run_json(
+        out_dir,
+        "pretrain-damsm",
+        cfg,
+        cfg.seed,
+        {
+            "data_dir": str(data_dir),
+            "device": str(device),
+            "steps": step,
+            "image_encoder": (
+                "inception: ImageNet Inception-v3, frozen trunk (AttnGAN)"
+                if cfg.image_encoder == "inception"
+                else "cnn: trained from scratch here; substitutes AttnGAN's ImageNet Inception-v3"
+            ),
+            "checkpoint_sha256": sha256_file(out_dir / "checkpoint.pt"),
+            "evaluation": evaluation,
+        },
+        measured={"train_seconds": round(wall, 3)},
+    )
     return {**evaluation, "train_seconds": round(wall, 3)}
 
 

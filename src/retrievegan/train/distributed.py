@@ -54,15 +54,14 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-
-
 class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
     """Index batches of one epoch: a permutation from ``(seed, epoch)``, cut into global batches of
     ``batch_size`` (the remainder dropped), starting at batch ``start``; each process gets its contiguous
     ``batch_size / world_size`` share of every global batch."""
 
-    def __init__(self, num_items: int, batch_size: int, seed: int, epoch: int, start: int = 0,
-                 rank: int = 0, world_size: int = 1):
+    def __init__(
+        self, num_items: int, batch_size: int, seed: int, epoch: int, start: int = 0, rank: int = 0, world_size: int = 1
+    ):
         if batch_size % world_size:
             raise ValueError(f"batch_size {batch_size} is not divisible by the {world_size} processes")
         if num_items < batch_size:
@@ -80,5 +79,5 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
         gen = torch.Generator().manual_seed(derive_seed(self.seed, DATA_ORDER, self.epoch))
         order = torch.randperm(self.num_items, generator=gen)[: self.num_batches * self.batch_size]
         share = self.batch_size // self.world_size
-        for batch in order.view(self.num_batches, self.batch_size)[self.start:]:
-            yield batch[self.rank * share:(self.rank + 1) * share].tolist()
+        for batch in order.view(self.num_batches, self.batch_size)[self.start :]:
+            yield batch[self.rank * share : (self.rank + 1) * share].tolist()

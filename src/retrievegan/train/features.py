@@ -15,19 +15,25 @@ import numpy as np
 import torch
 
 from retrievegan import io, runinfo
-from retrievegan.data.dataset import SceneGraphDataset
+from retrievegan.data.dataset import SceneGraphDataset, check_spec, sequential_loader
 from retrievegan.data.patches import load_patch_table
 from retrievegan.data.scene_graph import SPLITS
 from retrievegan.device import pick_device
 from retrievegan.errors import InputError
-from retrievegan.eval.sampler import check_spec, sequential_loader
 from retrievegan.progressbar import progress_bar
 
 
-def gcn_features(checkpoint: str | Path, data_dir: str | Path, patches_csv: str | Path, out_path: str | Path,
-                 batch_size: int = 64, device_name: str = "auto", progress: bool = True) -> np.ndarray:
+def gcn_features(
+    checkpoint: str | Path,
+    data_dir: str | Path,
+    patches_csv: str | Path,
+    out_path: str | Path,
+    batch_size: int = 64,
+    device_name: str = "auto",
+    progress: bool = True,
+) -> np.ndarray:
     """Write ``out_path`` (P, D) float32 aligned with ``patches_csv`` and ``<stem>.run.json`` beside it."""
-    from retrievegan.train.checkpoint import sha256_file
+    from retrievegan.io import sha256_file
     from retrievegan.train.loop import load_trained
 
     checkpoint, patches_csv, out_path = Path(checkpoint), Path(patches_csv), Path(out_path)
@@ -40,8 +46,12 @@ def gcn_features(checkpoint: str | Path, data_dir: str | Path, patches_csv: str 
         for split in SPLITS:
             dataset = SceneGraphDataset(data_dir, split, patches_csv)
             check_spec(method.spec, dataset.spec, dataset.graphs_path)
-            for batch in progress_bar(sequential_loader(dataset, batch_size, 0), desc=f"gcn features {split}",
-                              disable=not progress, unit="batch"):
+            for batch in progress_bar(
+                sequential_loader(dataset, batch_size, 0),
+                desc=f"gcn features {split}",
+                disable=not progress,
+                unit="batch",
+            ):
                 batch = batch.to(device)
                 vecs = method.object_features(nets, batch).float().cpu().numpy()
                 real = batch.real_objects.cpu().numpy()
@@ -49,16 +59,28 @@ def gcn_features(checkpoint: str | Path, data_dir: str | Path, patches_csv: str 
                 if features is None:
                     features = np.zeros((num_patches, vecs.shape[1]), dtype=np.float32)
                 if filled[rows].any():
-                    raise InputError(patches_csv, "a patch row is claimed by two objects", f"patch_id {rows[filled[rows]][0]}")
+                    raise InputError(
+                        patches_csv, "a patch row is claimed by two objects", f"patch_id {rows[filled[rows]][0]}"
+                    )
                 features[rows] = vecs[real]
                 filled[rows] = True
     if features is None or not filled.all():
         missing = int((~filled).sum())
         raise InputError(patches_csv, f"{missing} patch rows have no object in the scene graphs of {data_dir}")
     io.save_npy(out_path, features)
-    record: dict[str, Any] = runinfo.run_record("gcn-features", {"batch_size": batch_size, "device": str(device)}, None, {
-        "checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint), "method": payload["method"],
-        "data_dir": str(data_dir), "patches_csv": str(patches_csv), "shape": list(features.shape)})
+    record: dict[str, Any] = runinfo.run_record(
+        "gcn-features",
+        {"batch_size": batch_size, "device": str(device)},
+        None,
+        {
+            "checkpoint": str(checkpoint),
+            "checkpoint_sha256": sha256_file(checkpoint),
+            "method": payload["method"],
+            "data_dir": str(data_dir),
+            "patches_csv": str(patches_csv),
+            "shape": list(features.shape),
+        },
+    )
     io.write_json(out_path.with_name(out_path.stem + ".run.json"), record)
     runinfo.report_provenance(out_path.with_name(out_path.stem + ".run.json"))
     return features

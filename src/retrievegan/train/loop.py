@@ -45,8 +45,9 @@ from typing import Any
 
 import torch
 from torch import nn
+
 from retrievegan import io, runinfo
-from retrievegan.data.dataset import DataSpec, SceneGraphBatch, SceneGraphDataset, collate_scene_graphs
+from retrievegan.data.dataset import DataSpec, SceneGraphBatch, SceneGraphDataset, check_spec, collate_scene_graphs
 from retrievegan.data.rarity import RarityConfig
 from retrievegan.device import pick_device
 from retrievegan.errors import ConfigError, InputError
@@ -75,8 +76,12 @@ class TrainResult:
 def torch_flags(cfg: TrainConfig, device: torch.device) -> Iterator[None]:
     """Deterministic algorithms (warn-only on CUDA, where some kernels have no deterministic version) or
     cuDNN autotuning; the previous process-wide settings come back afterwards."""
-    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-                torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    previous = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+    )
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
@@ -118,9 +123,11 @@ def compile_settings(limit: int = COMPILE_RECOMPILE_LIMIT) -> Iterator[None]:
     convolutions on the CPU (mkldnn), on CUDA only to graphs whose convolutions have static shapes."""
     import torch._inductor.config
 
-    with torch._dynamo.config.patch(recompile_limit=limit, fail_on_recompile_limit_hit=True), \
-            torch._functorch.config.patch(donated_buffer=False), \
-            torch._inductor.config.patch(layout_optimization=False):
+    with (
+        torch._dynamo.config.patch(recompile_limit=limit, fail_on_recompile_limit_hit=True),
+        torch._functorch.config.patch(donated_buffer=False),
+        torch._inductor.config.patch(layout_optimization=False),
+    ):
         yield
 
 
@@ -154,8 +161,14 @@ class Trainer:
     update" numbers exactly.
     """
 
-    def __init__(self, method: Method, cfg: TrainConfig, device: torch.device, dist_info: DistInfo = DistInfo(),
-                 rebalance: Rebalancing | None = None):
+    def __init__(
+        self,
+        method: Method,
+        cfg: TrainConfig,
+        device: torch.device,
+        dist_info: DistInfo = DistInfo(),
+        rebalance: Rebalancing | None = None,
+    ):
         self.method, self.cfg, self.device, self.dist = method, cfg, device, dist_info
         self.rebalance = rebalance
         self.roles = dict(method.roles())
@@ -173,27 +186,32 @@ class Trainer:
         for name, net in self.nets.items():
             opt = method.optimizer(name)
             kernels = {"fused": True} if self.adam == "fused" else {"foreach": True}
-            self.optimizers[name] = torch.optim.Adam(net.parameters(), lr=opt.lr, betas=opt.betas, eps=opt.eps,
-                                                     weight_decay=opt.weight_decay, **kernels)
+            self.optimizers[name] = torch.optim.Adam(
+                net.parameters(), lr=opt.lr, betas=opt.betas, eps=opt.eps, weight_decay=opt.weight_decay, **kernels
+            )
         self.amp = cfg.amp
         self.amp_dtype = torch.float16 if cfg.amp_dtype == "float16" else torch.bfloat16
         scale = self.amp and self.amp_dtype == torch.float16
-        self.scalers = {phase: torch.amp.GradScaler(device.type, enabled=scale)
-                        for phase in ("generator", "discriminator")}
+        self.scalers = {
+            phase: torch.amp.GradScaler(device.type, enabled=scale) for phase in ("generator", "discriminator")
+        }
         # no synchronisation per step: fused kernels take the skip flags on the device (a grad scaler sets its own)
         self.device_skip = self.adam == "fused" and not scale
         self._pending: list[torch.Tensor] = []  # device skip flags of steps not yet read by the host
         self.wrapped: dict[str, nn.Module] = {}  # as trained in its own role's phase: DDP, compiled
         self.frozen: dict[str, nn.Module] = {}  # as called, frozen, in the other role's phase: compiled, no DDP
-        compiled = functools.partial(torch.compile, backend=cfg.compile_backend,
-                                     mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
+        compiled = functools.partial(
+            torch.compile, backend=cfg.compile_backend, mode=None if cfg.compile_mode == "default" else cfg.compile_mode
+        )
         for name, net in self.nets.items():
             ddp = dist_info.enabled and any(p.requires_grad for p in net.parameters())
             module: nn.Module = net
             if ddp:
                 module = nn.parallel.DistributedDataParallel(
-                    net, device_ids=[device.index] if device.type == "cuda" else None,
-                    find_unused_parameters=method.ddp_find_unused_parameters)
+                    net,
+                    device_ids=[device.index] if device.type == "cuda" else None,
+                    find_unused_parameters=method.ddp_find_unused_parameters,
+                )
             self.wrapped[name] = compiled(module) if cfg.compile else module
             if not cfg.compile:
                 self.frozen[name] = net
@@ -216,8 +234,12 @@ class Trainer:
     @contextlib.contextmanager
     def _frozen(self, role: str) -> Iterator[None]:
         """Freeze every network that is not of ``role`` (no gradient, no DDP hook) for one phase."""
-        saved = [(param, param.requires_grad) for n, r in self.roles.items() if r != role
-                 for param in self.nets[n].parameters()]
+        saved = [
+            (param, param.requires_grad)
+            for n, r in self.roles.items()
+            if r != role
+            for param in self.nets[n].parameters()
+        ]
         for param, _ in saved:
             param.requires_grad_(False)
         try:
@@ -284,8 +306,9 @@ class Trainer:
         weights = None if self.rebalance is None else self.rebalance.pixel_weights(batch)
         if weights is not None:
             weights = weights.to(self.device, non_blocking=True)
-        return StepContext(step=step, epoch=epoch, device=self.device, generators=gens, log_step=log_step,
-                           pixel_weights=weights)
+        return StepContext(
+            step=step, epoch=epoch, device=self.device, generators=gens, log_step=log_step, pixel_weights=weights
+        )
 
     def is_log_step(self, step: int) -> bool:
         """Whether the step after ``step`` completed steps is written to losses.jsonl."""
@@ -320,7 +343,8 @@ class Trainer:
                 f"train.compile: a compiled function of {self.method.name} needed more than "
                 f"{COMPILE_RECOMPILE_LIMIT} graphs (COMPILE_RECOMPILE_LIMIT), i.e. it recompiled for new input shapes "
                 "batch after batch (TORCH_LOGS=recompiles names the failing guards; docs/architecture.md, "
-                "'torch.compile'); it is not run eager instead. Train without train.compile.") from exc
+                "'torch.compile'); it is not run eager instead. Train without train.compile."
+            ) from exc
 
     def _step(self, batch: SceneGraphBatch, ctx: StepContext) -> dict[str, Any]:
         self.method.train_modes(self.nets, ctx.step)
@@ -395,21 +419,34 @@ class Trainer:
                 scaler.load_state_dict(payload["scalers"][name])
 
 
-def make_loader(dataset: SceneGraphDataset, cfg: TrainConfig, epoch: int, start: int, dist_info: DistInfo,
-                device: torch.device, rebalance: Rebalancing | None = None) -> torch.utils.data.DataLoader:
+def make_loader(
+    dataset: SceneGraphDataset,
+    cfg: TrainConfig,
+    epoch: int,
+    start: int,
+    dist_info: DistInfo,
+    device: torch.device,
+    rebalance: Rebalancing | None = None,
+) -> torch.utils.data.DataLoader:
     if rebalance is not None and rebalance.sampler is not None:  # rarity.dataset: global batches = step numbers
         per_epoch = len(dataset) // cfg.batch_size
         sampler = rebalance.sampler.batches(epoch * per_epoch + start, per_epoch - start)
     else:
-        sampler = EpochBatchSampler(len(dataset), cfg.batch_size, cfg.seed, epoch, start, dist_info.rank,
-                                    dist_info.world_size)
+        sampler = EpochBatchSampler(
+            len(dataset), cfg.batch_size, cfg.seed, epoch, start, dist_info.rank, dist_info.world_size
+        )
     return torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=collate_scene_graphs, num_workers=cfg.num_workers,
-        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(0))
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate_scene_graphs,
+        num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(0),
+    )
 
 
 def _sha256_or_none(path: Path | None) -> str | None:
-    return None if path is None else ckpt.sha256_file(path)
+    return None if path is None else io.sha256_file(path)
 
 
 def config_hash(record: Mapping[str, Any]) -> str:
@@ -458,10 +495,19 @@ def _snapshot(trainer: Trainer, method_name: str, step: int, path: Path) -> None
     ckpt.save(path, {"format": SNAPSHOT_FORMAT, "method": method_name, "step": step, "networks": nets})
 
 
-def train(method_name: str, method_params: Mapping[str, Any] | None, cfg: TrainConfig, data_dir: str | Path,
-          out_dir: str | Path, patches_csv: str | Path | None = None, inputs: Mapping[str, str | Path] | None = None,
-          resume: bool = False, progress: bool = True, rarity: RarityConfig | None = None,
-          rarity_scores: str | Path | None = None) -> TrainResult:
+def train(
+    method_name: str,
+    method_params: Mapping[str, Any] | None,
+    cfg: TrainConfig,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    patches_csv: str | Path | None = None,
+    inputs: Mapping[str, str | Path] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    rarity: RarityConfig | None = None,
+    rarity_scores: str | Path | None = None,
+) -> TrainResult:
     """Train ``method_name`` on ``<data_dir>/train.json`` and write its run folder ``out_dir``. ``rarity``: the
     ``rarity`` section (dataset / loss rebalancing; None: off), ``rarity_scores``: its ``rarity.npz``."""
     out_dir = Path(out_dir)
@@ -471,27 +517,54 @@ def train(method_name: str, method_params: Mapping[str, Any] | None, cfg: TrainC
     owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     dist_info = init_distributed(device.type == "cuda")
     try:
-        return _train(method_name, method_params, cfg, data_dir, out_dir, patches, inputs, resume, progress, device,
-                      dist_info, rarity or RarityConfig(), rarity_scores)
+        return _train(
+            method_name,
+            method_params,
+            cfg,
+            data_dir,
+            out_dir,
+            patches,
+            inputs,
+            resume,
+            progress,
+            device,
+            dist_info,
+            rarity or RarityConfig(),
+            rarity_scores,
+        )
     finally:
         if dist_info.enabled and owns_group:
             torch.distributed.destroy_process_group()
 
 
-def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: TrainConfig, data_dir: Path,
-           out_dir: Path, patches: Path | None, inputs: Mapping[str, str | Path] | None, resume: bool, progress: bool,
-           device: torch.device, dist_info: DistInfo, rarity: RarityConfig,
-           rarity_scores: str | Path | None) -> TrainResult:
+def _train(
+    method_name: str,
+    method_params: Mapping[str, Any] | None,
+    cfg: TrainConfig,
+    data_dir: Path,
+    out_dir: Path,
+    patches: Path | None,
+    inputs: Mapping[str, str | Path] | None,
+    resume: bool,
+    progress: bool,
+    device: torch.device,
+    dist_info: DistInfo,
+    rarity: RarityConfig,
+    rarity_scores: str | Path | None,
+) -> TrainResult:
     with torch_flags(cfg, device):
         dataset = SceneGraphDataset(data_dir, "train", patches)
         method = create_method(method_name, method_params, dataset.spec, inputs)
         if method.needs_patch_ids and patches is None:
             raise ConfigError(f"{method_name} needs the patch table (--patches)")
         if rarity.loss and not method.supports_rarity_loss:
-            raise ConfigError(f"rarity.loss: {method_name} has no reconstruction loss to weight (supported: sg2im, "
-                              "RetrieveGAN and PasteGAN)")
-        rebalance = rebalancing(rarity, rarity_scores, dataset, cfg.batch_size, cfg.seed, dist_info.rank,
-                                dist_info.world_size)
+            raise ConfigError(
+                f"rarity.loss: {method_name} has no reconstruction loss to weight (supported: sg2im, "
+                "RetrieveGAN and PasteGAN)"
+            )
+        rebalance = rebalancing(
+            rarity, rarity_scores, dataset, cfg.batch_size, cfg.seed, dist_info.rank, dist_info.world_size
+        )
         resolved = {
             "method": method_name,
             "method_config": method.config,
@@ -508,7 +581,7 @@ def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: Train
             "method": method_name,
             "method_config": method.config,
             "train": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in TrainConfig.OPERATIONAL},
-            "train_sha256": ckpt.sha256_file(dataset.graphs_path),
+            "train_sha256": io.sha256_file(dataset.graphs_path),
             "patches_sha256": _sha256_or_none(patches),
             "inputs": {k: str(v) for k, v in method.inputs.items()},
         }
@@ -553,13 +626,26 @@ def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: Train
             raise ConfigError(f"train.batch_size {cfg.batch_size} exceeds the {len(dataset)} training images")
 
         def payload_at(current: int) -> dict[str, Any]:
-            return {"format": ckpt.FORMAT, "version": ckpt.VERSION, "method": method_name,
-                    "method_config": runinfo.to_jsonable(method.config), "train_config": runinfo.to_jsonable(cfg),
-                    "spec": runinfo.to_jsonable(dataset.spec), "inputs": {k: str(v) for k, v in method.inputs.items()},
-                    "config_hash": chash, "step": current, "epoch": current // steps_per_epoch,
-                    "world_size": dist_info.world_size, **trainer.state(),
-                    **({"batch_sampler": rebalance.sampler.state_dict(current)}
-                       if rebalance is not None and rebalance.sampler is not None else {})}
+            return {
+                "format": ckpt.FORMAT,
+                "version": ckpt.VERSION,
+                "method": method_name,
+                "method_config": runinfo.to_jsonable(method.config),
+                "train_config": runinfo.to_jsonable(cfg),
+                "spec": runinfo.to_jsonable(dataset.spec),
+                "inputs": {k: str(v) for k, v in method.inputs.items()},
+                "config_hash": chash,
+                "step": current,
+                "epoch": current // steps_per_epoch,
+                "world_size": dist_info.world_size,
+                **trainer.state(),
+                **(
+                    {"batch_sampler": rebalance.sampler.state_dict(current)}
+                    if rebalance is not None and rebalance.sampler is not None
+                    else {}
+                ),
+            }
+
         log = None
         if dist_info.is_main:
             state_dir.mkdir(parents=True, exist_ok=True)
@@ -572,9 +658,15 @@ def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: Train
                 if int(stale.stem.split("_")[1]) > step:
                     stale.unlink()
         start_step, start_time = step, time.perf_counter()
-        bar = progress_bar(total=cfg.steps, initial=step, desc=f"train {method_name}", unit="step",
-                   disable=not (progress and dist_info.is_main), dynamic_ncols=True,
-                   mininterval=0.5 if sys.stderr.isatty() else 30.0)
+        bar = progress_bar(
+            total=cfg.steps,
+            initial=step,
+            desc=f"train {method_name}",
+            unit="step",
+            disable=not (progress and dist_info.is_main),
+            dynamic_ncols=True,
+            mininterval=0.5 if sys.stderr.isatty() else 30.0,
+        )
         try:
             while step < cfg.steps:
                 epoch, offset = divmod(step, steps_per_epoch)
@@ -587,7 +679,7 @@ def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: Train
                     if log is not None and (step % cfg.log_every == 0 or step == cfg.steps):
                         flat = _flat_logs(logs)
                         skipped = flat.pop("skipped")
-                        meta = {k[len("meta/"):]: flat.pop(k) for k in list(flat) if k.startswith("meta/")}
+                        meta = {k[len("meta/") :]: flat.pop(k) for k in list(flat) if k.startswith("meta/")}
                         # no wall times here (a tracked output: byte-identical across runs); those go to
                         # the provenance line of the job log and Snakemake's benchmark file
                         log.write({"step": step, "epoch": epoch, "meta": {"skipped": skipped, **meta}, **flat})
@@ -620,23 +712,38 @@ def _train(method_name: str, method_params: Mapping[str, Any] | None, cfg: Train
             os.replace(state_dir / "snapshots", snapshots)
             # resumed_from and the times differ between an interrupted and an uninterrupted run of the same
             # computation: provenance (job log), not run.json
-            runinfo.write_run_json(out_dir, "train", resolved, cfg.seed, {
-                "config_hash": chash, "steps": step, "world_size": dist_info.world_size,
-                "method_notes": dict(method.notes()), "device": str(device),
-                "checkpoint_sha256": ckpt.sha256_file(final)},
-                measured={"resumed_from": resumed_from, "wall_seconds_this_invocation": round(wall, 3),
-                          "images_per_second_this_invocation": round(throughput, 3)})
+            runinfo.write_run_json(
+                out_dir,
+                "train",
+                resolved,
+                cfg.seed,
+                {
+                    "config_hash": chash,
+                    "steps": step,
+                    "world_size": dist_info.world_size,
+                    "method_notes": dict(method.notes()),
+                    "device": str(device),
+                    "checkpoint_sha256": io.sha256_file(final),
+                },
+                measured={
+                    "resumed_from": resumed_from,
+                    "wall_seconds_this_invocation": round(wall, 3),
+                    "images_per_second_this_invocation": round(throughput, 3),
+                },
+            )
             shutil.rmtree(state_dir, ignore_errors=True)
             with contextlib.suppress(OSError):
                 (out_dir / "state").rmdir()
         barrier(dist_info)
-    return TrainResult(checkpoint=final, steps=step, resumed_from=resumed_from, wall_seconds=wall,
-                       images_per_second=throughput)
+    return TrainResult(
+        checkpoint=final, steps=step, resumed_from=resumed_from, wall_seconds=wall, images_per_second=throughput
+    )
 
 
 # --- trained methods --------------------------------------------------------------------------------
-def load_trained(checkpoint_path: str | Path, device: torch.device | str = "cpu",
-                 inputs: Mapping[str, str | Path] | None = None) -> tuple[Method, dict[str, nn.Module], dict[str, Any]]:
+def load_trained(
+    checkpoint_path: str | Path, device: torch.device | str = "cpu", inputs: Mapping[str, str | Path] | None = None
+) -> tuple[Method, dict[str, nn.Module], dict[str, Any]]:
     """Rebuild a trained method and its networks (eval mode) from a checkpoint; returns (method, nets, payload).
 
     ``inputs`` overrides the extra input paths recorded at training time (e.g. after moving files)."""
@@ -654,6 +761,24 @@ def load_trained(checkpoint_path: str | Path, device: torch.device | str = "cpu"
             raise InputError(checkpoint_path, f"network {name!r} does not match the method's config: {exc}") from exc
         net.to(device).eval()
     return method, nets, payload
+
+
+def load_trained_on(
+    checkpoint_path: str | Path,
+    data_dir: str | Path,
+    split: str,
+    device_name: str = "cpu",
+    inputs: Mapping[str, str | Path] | None = None,
+    patches_csv: str | Path | None = None,
+    use_masks: bool = True,
+) -> tuple[Method, dict[str, nn.Module], dict[str, Any], SceneGraphDataset, torch.device]:
+    """A trained run ready to evaluate on a split: (method, nets (eval mode), checkpoint payload, the split's dataset
+    checked against the model's training data, the device of ``device_name``)."""
+    device = pick_device(device_name)
+    method, nets, payload = load_trained(checkpoint_path, device, inputs)
+    dataset = SceneGraphDataset(data_dir, split, patches_csv, use_masks=use_masks)
+    check_spec(method.spec, dataset.spec, dataset.graphs_path)
+    return method, nets, payload, dataset, device
 
 
 def load_snapshot(path: str | Path, nets: Mapping[str, nn.Module]) -> int:

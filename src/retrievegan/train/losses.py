@@ -41,11 +41,13 @@ def discriminator_adversarial(scores_real: torch.Tensor, scores_fake: torch.Tens
     _check_kind(kind)
     scores_real, scores_fake = scores_real.float(), scores_fake.float()
     if kind == "gan":
-        return (F.binary_cross_entropy_with_logits(scores_real, torch.ones_like(scores_real))
-                + F.binary_cross_entropy_with_logits(scores_fake, torch.zeros_like(scores_fake)))
+        return F.binary_cross_entropy_with_logits(
+            scores_real, torch.ones_like(scores_real)
+        ) + F.binary_cross_entropy_with_logits(scores_fake, torch.zeros_like(scores_fake))
     if kind == "lsgan":
-        return (F.mse_loss(scores_real.sigmoid(), torch.ones_like(scores_real))
-                + F.mse_loss(scores_fake.sigmoid(), torch.zeros_like(scores_fake)))
+        return F.mse_loss(scores_real.sigmoid(), torch.ones_like(scores_real)) + F.mse_loss(
+            scores_fake.sigmoid(), torch.zeros_like(scores_fake)
+        )
     return F.relu(1.0 - scores_real).mean() + F.relu(1.0 + scores_fake).mean()
 
 
@@ -90,8 +92,9 @@ def weighted(value: torch.Tensor, weight: float) -> torch.Tensor:
     return value if weight == 1.0 else value * weight
 
 
-def weighted_bce_sum(logits: Sequence[torch.Tensor], targets: Sequence[float],
-                     weights: Sequence[float]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+def weighted_bce_sum(
+    logits: Sequence[torch.Tensor], targets: Sequence[float], weights: Sequence[float]
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """``sum_i weights[i] * bce_to(logits[i], targets[i])`` added left to right, as ``LossSum.add`` would term by
     term (the same numbers eager), and the weighted terms, detached, for the log. One function so that
     ``torch.compile`` makes the adversarial terms of a step one graph (AttnGAN: 6 generator and 15 discriminator

@@ -143,15 +143,17 @@ class Method(abc.ABC):
     def generator_step(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, ctx: StepContext) -> StepOutput:
         """Generator loss for one batch."""
 
-    def discriminator_step(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, cache: Any,
-                           ctx: StepContext) -> StepOutput | None:
+    def discriminator_step(
+        self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, cache: Any, ctx: StepContext
+    ) -> StepOutput | None:
         """Discriminator loss for one batch (None: the method has no discriminator)."""
         return None
 
     # --- inference --------------------------------------------------------------------------------
     @abc.abstractmethod
-    def sample(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, setting: str,
-               generators: Sequence[torch.Generator]) -> SampleOutput:
+    def sample(
+        self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, setting: str, generators: Sequence[torch.Generator]
+    ) -> SampleOutput:
         """Images for a batch of scene graphs in ``setting`` (networks are in eval mode, no grad)."""
 
     def predict_boxes(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch) -> torch.Tensor:

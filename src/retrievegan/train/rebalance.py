@@ -36,8 +36,8 @@ import torch
 
 from retrievegan.data.rarity import RarityConfig, RarityTable, label_maps, rarity_mask
 from retrievegan.errors import ConfigError, InputError
+from retrievegan.io import sha256_file
 from retrievegan.seeds import numpy_rng, tag
-from retrievegan.train.checkpoint import sha256_file
 
 REBALANCE_ORDER = tag("rarity-rebalance")
 SAMPLER_KIND = "rarity"
@@ -49,8 +49,9 @@ class RarityBatchSampler:
     scores (N, C) float: R_p(k), 0 where absent; categories (T,) the categories with a batch share.
     """
 
-    def __init__(self, scores: np.ndarray, categories: np.ndarray, batch_size: int, seed: int, rank: int = 0,
-                 world_size: int = 1):
+    def __init__(
+        self, scores: np.ndarray, categories: np.ndarray, batch_size: int, seed: int, rank: int = 0, world_size: int = 1
+    ):
         if batch_size % world_size:
             raise ValueError(f"batch_size {batch_size} is not divisible by the {world_size} processes")
         self.categories = np.asarray(categories, dtype=np.int64)
@@ -91,7 +92,7 @@ class RarityBatchSampler:
     def local_batch(self, batch: int) -> list[int]:
         """This process's contiguous share of global batch ``batch``."""
         slots = self.local_slots
-        return self.global_batch(batch)[slots.start:slots.stop].tolist()
+        return self.global_batch(batch)[slots.start : slots.stop].tolist()
 
     def batches(self, first: int, count: int) -> BatchRange:
         """A DataLoader batch sampler over global batches ``first .. first + count - 1``."""
@@ -99,9 +100,14 @@ class RarityBatchSampler:
 
     def state_dict(self, next_batch: int) -> dict[str, Any]:
         """What the checkpoint stores: the stream's definition and the next global batch."""
-        return {"kind": SAMPLER_KIND, "seed": int(self.seed), "batch_size": int(self.batch_size),
-                "categories": [int(c) for c in self.categories], "probabilities_sha256": self.fingerprint,
-                "next_batch": int(next_batch)}
+        return {
+            "kind": SAMPLER_KIND,
+            "seed": int(self.seed),
+            "batch_size": int(self.batch_size),
+            "categories": [int(c) for c in self.categories],
+            "probabilities_sha256": self.fingerprint,
+            "next_batch": int(next_batch),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> int:
         """Check a stored state against this sampler; returns its next global batch (ValueError if it is the
@@ -154,14 +160,22 @@ class Rebalancing:
         """(N, 1, S, S) float32 rarity mask of a (CPU) batch, or None without loss rebalancing."""
         if not self.cfg.loss:
             return None
-        labels = label_maps(batch.objs, batch.boxes, batch.masks, batch.obj_to_img, batch.num_images,
-                            int(batch.images.shape[-1]))
+        labels = label_maps(
+            batch.objs, batch.boxes, batch.masks, batch.obj_to_img, batch.num_images, int(batch.images.shape[-1])
+        )
         rows = torch.from_numpy(self.scores[batch.image_index.cpu().numpy()])
         return rarity_mask(labels, rows.to(labels.device))
 
 
-def rebalancing(cfg: RarityConfig | None, scores_path: str | Path | None, dataset: Any, batch_size: int, seed: int,
-                rank: int = 0, world_size: int = 1) -> Rebalancing | None:
+def rebalancing(
+    cfg: RarityConfig | None,
+    scores_path: str | Path | None,
+    dataset: Any,
+    batch_size: int,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Rebalancing | None:
     """The rebalancing of a run (None when ``rarity.dataset`` and ``rarity.loss`` are off). ``dataset``: the
     training :class:`~retrievegan.data.dataset.SceneGraphDataset` (the scores must belong to it)."""
     if cfg is None or not cfg.enabled:
@@ -174,8 +188,9 @@ def rebalancing(cfg: RarityConfig | None, scores_path: str | Path | None, datase
     sampler = None
     if cfg.dataset:
         try:
-            sampler = RarityBatchSampler(scores, table.top_categories(cfg.top_categories), batch_size, seed, rank,
-                                         world_size)
+            sampler = RarityBatchSampler(
+                scores, table.top_categories(cfg.top_categories), batch_size, seed, rank, world_size
+            )
         except ValueError as exc:
             raise InputError(table.path, str(exc)) from exc
     return Rebalancing(cfg, table, scores, sampler, sha256_file(table.path))

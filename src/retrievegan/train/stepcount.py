@@ -48,22 +48,63 @@ from torch.utils._pytree import tree_flatten
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 
 # ops whose output shape (or returned Python value) depends on tensor data: a device -> host sync on CUDA
-DATA_DEPENDENT = frozenset({
-    "aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::_unique", "aten::_unique2",
-    "aten::unique_dim", "aten::unique_consecutive", "aten::unique_dim_consecutive", "aten::bincount",
-    "aten::equal", "aten::histc", "aten::_assert_scalar",
-})
+DATA_DEPENDENT = frozenset(
+    {
+        "aten::_local_scalar_dense",
+        "aten::nonzero",
+        "aten::masked_select",
+        "aten::_unique",
+        "aten::_unique2",
+        "aten::unique_dim",
+        "aten::unique_consecutive",
+        "aten::unique_dim_consecutive",
+        "aten::bincount",
+        "aten::equal",
+        "aten::histc",
+        "aten::_assert_scalar",
+    }
+)
 HOST_READS = ("tolist", "numpy", "cpu", "__array__")
 # ops that launch no kernel (views, detach, reading a scalar)
-VIEW_OPS = frozenset({
-    "aten::view", "aten::t", "aten::slice", "aten::expand", "aten::unsqueeze", "aten::squeeze", "aten::select",
-    "aten::detach", "aten::transpose", "aten::permute", "aten::_unsafe_view", "aten::alias", "aten::as_strided",
-    "aten::unbind", "aten::split", "aten::unsafe_split", "aten::chunk", "aten::split_with_sizes",
-    "aten::_reshape_alias", "aten::lift_fresh", "aten::_local_scalar_dense",
-})
+VIEW_OPS = frozenset(
+    {
+        "aten::view",
+        "aten::t",
+        "aten::slice",
+        "aten::expand",
+        "aten::unsqueeze",
+        "aten::squeeze",
+        "aten::select",
+        "aten::detach",
+        "aten::transpose",
+        "aten::permute",
+        "aten::_unsafe_view",
+        "aten::alias",
+        "aten::as_strided",
+        "aten::unbind",
+        "aten::split",
+        "aten::unsafe_split",
+        "aten::chunk",
+        "aten::split_with_sizes",
+        "aten::_reshape_alias",
+        "aten::lift_fresh",
+        "aten::_local_scalar_dense",
+    }
+)
 # composite ops that are views unless they have to copy (then an aten op below them does)
-MAYBE_VIEW_OPS = frozenset({"aten::reshape", "aten::flatten", "aten::view_as", "aten::expand_as", "aten::narrow",
-                            "aten::contiguous", "aten::unflatten", "aten::movedim", "aten::numpy_T"})
+MAYBE_VIEW_OPS = frozenset(
+    {
+        "aten::reshape",
+        "aten::flatten",
+        "aten::view_as",
+        "aten::expand_as",
+        "aten::narrow",
+        "aten::contiguous",
+        "aten::unflatten",
+        "aten::movedim",
+        "aten::numpy_T",
+    }
+)
 # profiler names of kernels that torch.compile generated: inductor's C++ kernels ("graph_<n>_cpp_fused_...")
 # and Triton kernels
 GENERATED_KERNEL = re.compile(r"(^|_)(cpp_fused|triton_)")
@@ -90,7 +131,7 @@ def _site() -> str:
     frames = traceback.extract_stack()[:-2]
     ours = [f for f in frames if f.filename.startswith(_PACKAGE_ROOT) and not f.filename.endswith("stepcount.py")]
     frame = ours[-1] if ours else frames[-1]
-    path = frame.filename[len(_PACKAGE_ROOT) + 1:] if frame.filename.startswith(_PACKAGE_ROOT) else frame.filename
+    path = frame.filename[len(_PACKAGE_ROOT) + 1 :] if frame.filename.startswith(_PACKAGE_ROOT) else frame.filename
     return f"{path}:{frame.lineno}"
 
 
@@ -103,7 +144,8 @@ class _Tracker(TorchDispatchMode):
         super().__init__()
         # id -> tensor, weakly: a dead tensor's id may be reused by a new (host) tensor
         self.device: weakref.WeakValueDictionary[int, torch.Tensor] = weakref.WeakValueDictionary(
-            (id(t), t) for t in device_tensors)
+            (id(t), t) for t in device_tensors
+        )
         self.ops: collections.Counter[str] = collections.Counter()
         self.sites: collections.Counter[str] = collections.Counter()
 
@@ -120,11 +162,18 @@ class _Tracker(TorchDispatchMode):
         flat, _ = tree_flatten((args, kwargs))
         device_input = any(self.on_device(v) for v in flat)
         if device_input:
-            if name in DATA_DEPENDENT or (name == "aten::repeat_interleave" and kwargs.get("output_size") is None
-                                          and isinstance(args[0], torch.Tensor) and len(args) < 3):
+            if name in DATA_DEPENDENT or (
+                name == "aten::repeat_interleave"
+                and kwargs.get("output_size") is None
+                and isinstance(args[0], torch.Tensor)
+                and len(args) < 3
+            ):
                 self.sync(name.removeprefix("aten::"))
-            elif name in ("aten::index", "aten::index_put", "aten::index_put_", "aten::_index_put_impl_") and \
-                    len(args) > 1 and any(_is_bool_index(i) for i in (args[1] or ())):
+            elif (
+                name in ("aten::index", "aten::index_put", "aten::index_put_", "aten::_index_put_impl_")
+                and len(args) > 1
+                and any(_is_bool_index(i) for i in (args[1] or ()))
+            ):
                 self.sync(f"{name.removeprefix('aten::')} with a boolean mask")
         out = func(*args, **kwargs)
         factory = not any(isinstance(v, torch.Tensor) for v in flat)
@@ -165,6 +214,7 @@ def _host_transfers(tracker: _Tracker) -> Iterator[None]:
             if tracker.on_device(self):
                 tracker.sync(f"Tensor.{name}")
             return original(self, *args, **kwargs)
+
         return method
 
     def to(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
@@ -190,6 +240,7 @@ def _host_transfers(tracker: _Tracker) -> Iterator[None]:
                 tracker.sync(f"torch.{name}(host data, device=...)")
                 tracker.device[id(out)] = out
             return out
+
         return make
 
     for name in HOST_READS:
@@ -212,8 +263,12 @@ def count_ops(fn: Callable[[], Any], device_tensors: Iterable[torch.Tensor] = ()
     tracker = _Tracker(device_tensors)
     with _host_transfers(tracker), tracker:
         result = fn()
-    return result, OpCounts(ops=sum(tracker.ops.values()), syncs=sum(tracker.sites.values()),
-                            ops_by_name=dict(tracker.ops), sync_sites=dict(tracker.sites))
+    return result, OpCounts(
+        ops=sum(tracker.ops.values()),
+        syncs=sum(tracker.sites.values()),
+        ops_by_name=dict(tracker.ops),
+        sync_sites=dict(tracker.sites),
+    )
 
 
 def module_tensors(modules: Iterable[torch.nn.Module]) -> list[torch.Tensor]:
@@ -285,5 +340,6 @@ def _is_view(event: Any) -> bool:
     """A profiler event of an aten op that launches no kernel: a view, or a composite op whose aten ops are."""
     if event.name in VIEW_OPS:
         return True
-    return event.name in MAYBE_VIEW_OPS and all(_is_view(child) for child in event.cpu_children
-                                                 if child.name.startswith("aten::"))
+    return event.name in MAYBE_VIEW_OPS and all(
+        _is_view(child) for child in event.cpu_children if child.name.startswith("aten::")
+    )

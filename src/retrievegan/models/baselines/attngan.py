@@ -48,8 +48,15 @@ from torch import nn
 
 from retrievegan.data.dataset import DataSpec, SceneGraphBatch
 from retrievegan.errors import ConfigError
-from retrievegan.models.damsm import (ImagenetStats, damsm_losses, identical_texts, imagenet_stats, sort_by_length,
-                                     to_imagenet_normalized, to_tanh_range)
+from retrievegan.models.damsm import (
+    ImagenetStats,
+    damsm_losses,
+    identical_texts,
+    imagenet_stats,
+    sort_by_length,
+    to_imagenet_normalized,
+    to_tanh_range,
+)
 from retrievegan.models.init import build, meta_device
 from retrievegan.train import losses
 from retrievegan.train.config import AdamConfig
@@ -100,8 +107,12 @@ def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
 
 def up_block(in_channels: int, out_channels: int) -> nn.Sequential:
     """(N, in, H, W) -> (N, out, 2H, 2W): nearest upsampling, 3x3 conv, BN, GLU."""
-    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), conv3x3(in_channels, out_channels * 2),
-                         nn.BatchNorm2d(out_channels * 2), GLU())
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="nearest"),
+        conv3x3(in_channels, out_channels * 2),
+        nn.BatchNorm2d(out_channels * 2),
+        GLU(),
+    )
 
 
 class ResBlock(nn.Module):
@@ -109,8 +120,13 @@ class ResBlock(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.block = nn.Sequential(conv3x3(channels, channels * 2), nn.BatchNorm2d(channels * 2), GLU(),
-                                   conv3x3(channels, channels), nn.BatchNorm2d(channels))
+        self.block = nn.Sequential(
+            conv3x3(channels, channels * 2),
+            nn.BatchNorm2d(channels * 2),
+            GLU(),
+            conv3x3(channels, channels),
+            nn.BatchNorm2d(channels),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.block(x)
@@ -127,7 +143,7 @@ class ConditioningAugmentation(nn.Module):
 
     def forward(self, sentence: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.glu(self.fc(sentence))
-        mu, logvar = x[:, :self.condition_dim], x[:, self.condition_dim:]
+        mu, logvar = x[:, : self.condition_dim], x[:, self.condition_dim :]
         return mu + torch.exp(0.5 * logvar) * eps, mu, logvar
 
 
@@ -136,11 +152,13 @@ class InitialStage(nn.Module):
 
     def __init__(self, in_dim: int, gf_dim: int, upsamplings: int):
         super().__init__()
-        self.channels = gf_dim * 2 ** upsamplings
-        self.fc = nn.Sequential(nn.Linear(in_dim, self.channels * 16 * 2, bias=False),
-                                nn.BatchNorm1d(self.channels * 16 * 2), GLU())
-        self.up = nn.Sequential(*[up_block(self.channels // 2 ** k, self.channels // 2 ** (k + 1))
-                                  for k in range(upsamplings)])
+        self.channels = gf_dim * 2**upsamplings
+        self.fc = nn.Sequential(
+            nn.Linear(in_dim, self.channels * 16 * 2, bias=False), nn.BatchNorm1d(self.channels * 16 * 2), GLU()
+        )
+        self.up = nn.Sequential(
+            *[up_block(self.channels // 2**k, self.channels // 2 ** (k + 1)) for k in range(upsamplings)]
+        )
 
     def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         x = self.fc(torch.cat([c, z], dim=1)).view(z.shape[0], self.channels, 4, 4)
@@ -155,8 +173,9 @@ class WordAttention(nn.Module):
         super().__init__()
         self.project = nn.Conv1d(word_dim, channels, 1, bias=False)
 
-    def forward(self, features: torch.Tensor, words: torch.Tensor,
-                padding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, features: torch.Tensor, words: torch.Tensor, padding: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         n, c, h, w = features.shape
         source = self.project(words)  # (N, C, L)
         logits = torch.bmm(features.view(n, c, h * w).transpose(1, 2), source)  # (N, HW, L)
@@ -193,17 +212,21 @@ class AttnGanGenerator(nn.Module):
         super().__init__()
         base = image_size // 2 ** (cfg.stages - 1)
         upsamplings = int(math.log2(base // 4)) if base >= 4 else -1
-        if base * 2 ** (cfg.stages - 1) != image_size or upsamplings < 0 or 4 * 2 ** upsamplings != base:
-            raise ConfigError(f"attngan: image size {image_size} with {cfg.stages} stages needs a first stage of "
-                              f"4 * 2^u px (got {image_size} / 2^{cfg.stages - 1})")
+        if base * 2 ** (cfg.stages - 1) != image_size or upsamplings < 0 or 4 * 2**upsamplings != base:
+            raise ConfigError(
+                f"attngan: image size {image_size} with {cfg.stages} stages needs a first stage of "
+                f"4 * 2^u px (got {image_size} / 2^{cfg.stages - 1})"
+            )
         self.ca = ConditioningAugmentation(text_dim, cfg.condition_dim)
         self.initial = InitialStage(cfg.z_dim + cfg.condition_dim, cfg.gf_dim, upsamplings)
-        self.next_stages = nn.ModuleList([AttentionStage(cfg.gf_dim, text_dim, cfg.r_num)
-                                          for _ in range(cfg.stages - 1)])
+        self.next_stages = nn.ModuleList(
+            [AttentionStage(cfg.gf_dim, text_dim, cfg.r_num) for _ in range(cfg.stages - 1)]
+        )
         self.heads = nn.ModuleList([nn.Sequential(conv3x3(cfg.gf_dim, 3), nn.Tanh()) for _ in range(cfg.stages)])
 
-    def forward(self, z: torch.Tensor, sentence: torch.Tensor, words: torch.Tensor, padding: torch.Tensor,
-                eps: torch.Tensor) -> AttnGanOutput:
+    def forward(
+        self, z: torch.Tensor, sentence: torch.Tensor, words: torch.Tensor, padding: torch.Tensor, eps: torch.Tensor
+    ) -> AttnGanOutput:
         c, mu, logvar = self.ca(sentence, eps)
         h = self.initial(z, c)
         images = [self.heads[0](h)]
@@ -227,13 +250,16 @@ class StageDiscriminator(nn.Module):
     def __init__(self, image_size: int, df_dim: int, text_dim: int, unconditional: bool):
         super().__init__()
         downs = int(math.log2(image_size // 4))
-        if image_size < 8 or 4 * 2 ** downs != image_size:
+        if image_size < 8 or 4 * 2**downs != image_size:
             raise ConfigError(f"attngan: a stage of {image_size} px is not 4 * 2^k with k >= 1")
         layers: list[nn.Module] = [nn.Conv2d(3, df_dim, 4, 2, 1, bias=False), nn.LeakyReLU(0.2)]
         channels = df_dim
         for _ in range(downs - 1):
-            layers += [nn.Conv2d(channels, channels * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(channels * 2),
-                       nn.LeakyReLU(0.2)]
+            layers += [
+                nn.Conv2d(channels, channels * 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(channels * 2),
+                nn.LeakyReLU(0.2),
+            ]
             channels *= 2
         if channels != df_dim * 8:
             layers.append(_leaky_block(channels, df_dim * 8))
@@ -247,8 +273,9 @@ class StageDiscriminator(nn.Module):
         tiled = sentence.view(-1, self.text_dim, 1, 1).expand(-1, -1, 4, 4)
         return self.cond_logit(self.joint(torch.cat([features, tiled], dim=1))).view(-1)
 
-    def forward(self, images: torch.Tensor, sentence: torch.Tensor,
-                wrong: bool = False) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, images: torch.Tensor, sentence: torch.Tensor, wrong: bool = False
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
         features = self.encode(images)
         uncond = self.uncond_logit(features).view(-1) if self.uncond_logit is not None else None
         mismatched = self._cond(features[:-1], sentence[1:]) if wrong and images.shape[0] > 1 else None
@@ -263,8 +290,12 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 def tanh_range_stages(images: torch.Tensor, stats: ImagenetStats, sizes: tuple[int, ...]) -> list[torch.Tensor]:
     """ImageNet-normalised images (N, 3, S, S) in [-1, 1] at every size of ``sizes`` (antialiased bilinear)."""
     real = to_tanh_range(images, stats)
-    return [real if s == real.shape[-1] else
-            F.interpolate(real, size=(s, s), mode="bilinear", antialias=True, align_corners=False) for s in sizes]
+    return [
+        real
+        if s == real.shape[-1]
+        else F.interpolate(real, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
+        for s in sizes
+    ]
 
 
 class AttnGanMethod(Method):
@@ -298,15 +329,20 @@ class AttnGanMethod(Method):
         self.real_stages_of = compile(tanh_range_stages)
 
     def notes(self) -> Mapping[str, str]:
-        from retrievegan.train.checkpoint import sha256_file
+        from retrievegan.io import sha256_file
 
         encoder = self.damsm.config.image_encoder
-        what = ("ImageNet Inception-v3 (frozen trunk), as AttnGAN" if encoder == "inception" else
-                "a small CNN trained from scratch on this benchmark (substitutes AttnGAN's ImageNet Inception-v3)")
-        return {"damsm_checkpoint": str(self.inputs["damsm"]),
-                "damsm_checkpoint_sha256": sha256_file(self.inputs["damsm"]),
-                "damsm_image_encoder": f"{encoder}: {what}",
-                "generator_average": "none (AttnGAN samples from a moving average of G, decay 0.999)"}
+        what = (
+            "ImageNet Inception-v3 (frozen trunk), as AttnGAN"
+            if encoder == "inception"
+            else "a small CNN trained from scratch on this benchmark (substitutes AttnGAN's ImageNet Inception-v3)"
+        )
+        return {
+            "damsm_checkpoint": str(self.inputs["damsm"]),
+            "damsm_checkpoint_sha256": sha256_file(self.inputs["damsm"]),
+            "damsm_image_encoder": f"{encoder}: {what}",
+            "generator_average": "none (AttnGAN samples from a moving average of G, decay 0.999)",
+        }
 
     @property
     def text_dim(self) -> int:
@@ -320,11 +356,14 @@ class AttnGanMethod(Method):
         cfg, size = self.config, self.spec.image_size
         nets: dict[str, nn.Module] = {"generator": build(lambda: AttnGanGenerator(cfg, self.text_dim, size), generator)}
         for name, stage_size in zip(self.d_names(), self.stage_sizes):
-            nets[name] = build(lambda s=stage_size: StageDiscriminator(s, cfg.df_dim, self.text_dim,
-                                                                       cfg.unconditional_loss), generator)
+            nets[name] = build(
+                lambda s=stage_size: StageDiscriminator(s, cfg.df_dim, self.text_dim, cfg.unconditional_loss), generator
+            )
         # copies of the pre-trained DAMSM encoders, frozen (AttnGAN never updates them while training the GAN)
-        for name, net in (("text_encoder", copy.deepcopy(self.damsm.text_encoder)),
-                          ("image_encoder", copy.deepcopy(self.damsm.image_encoder))):
+        for name, net in (
+            ("text_encoder", copy.deepcopy(self.damsm.text_encoder)),
+            ("image_encoder", copy.deepcopy(self.damsm.image_encoder)),
+        ):
             for param in net.parameters():
                 param.requires_grad_(False)
             nets[name] = net.eval()
@@ -359,8 +398,14 @@ class AttnGanMethod(Method):
         ``sorted_lengths_host`` stays on the host for the LSTM's packing)."""
         tokens, lengths = self.damsm.tokens(batch)
         order, restore = sort_by_length(lengths)
-        extras = {**batch.extras, "tokens": tokens, "token_lengths": lengths, "token_order": order,
-                  "token_restore": restore, "sorted_lengths_host": tuple(lengths[order].tolist())}
+        extras = {
+            **batch.extras,
+            "tokens": tokens,
+            "token_lengths": lengths,
+            "token_order": order,
+            "token_restore": restore,
+            "sorted_lengths_host": tuple(lengths[order].tolist()),
+        }
         return dataclasses.replace(batch, extras=extras)
 
     def encode_text(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch) -> tuple[torch.Tensor, ...]:
@@ -369,9 +414,12 @@ class AttnGanMethod(Method):
         batch = self.with_host_inputs(batch, "tokens")
         tokens, lengths = batch.extras["tokens"], batch.extras["token_lengths"]
         with torch.no_grad():
-            words, sentence = nets["text_encoder"](tokens, torch.tensor(batch.extras["sorted_lengths_host"]),
-                                                   order=batch.extras["token_order"],
-                                                   restore=batch.extras["token_restore"])
+            words, sentence = nets["text_encoder"](
+                tokens,
+                torch.tensor(batch.extras["sorted_lengths_host"]),
+                order=batch.extras["token_order"],
+                restore=batch.extras["token_restore"],
+            )
         return tokens, lengths, words, sentence, tokens == 0
 
     def noise(self, batch: SceneGraphBatch, generators: Sequence[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -381,7 +429,7 @@ class AttnGanMethod(Method):
         device, cfg = batch.images.device, self.config
         draws = [torch.randn(cfg.z_dim + cfg.condition_dim, generator=g, device=device) for g in generators]
         stacked = torch.stack(draws)
-        return stacked[:, :cfg.z_dim], stacked[:, cfg.z_dim:]
+        return stacked[:, : cfg.z_dim], stacked[:, cfg.z_dim :]
 
     def real_stages(self, batch: SceneGraphBatch) -> list[torch.Tensor]:
         """The real images in [-1, 1] at every stage's size, smallest first."""
@@ -404,16 +452,26 @@ class AttnGanMethod(Method):
         if cfg.lambda_damsm > 0:
             fake = out.images[-1]
             regions, code = nets["image_encoder"](to_imagenet_normalized(fake, self.imagenet(fake)))
-            match = self.matching_losses(regions, code, words, sentence, lengths, damsm_cfg.gamma1, damsm_cfg.gamma2,
-                                         damsm_cfg.gamma3, identical_texts(tokens))
+            match = self.matching_losses(
+                regions,
+                code,
+                words,
+                sentence,
+                lengths,
+                damsm_cfg.gamma1,
+                damsm_cfg.gamma2,
+                damsm_cfg.gamma3,
+                identical_texts(tokens),
+            )
             terms.add("damsm_words", match["w0"] + match["w1"], cfg.lambda_damsm)
             terms.add("damsm_sentence", match["s0"] + match["s1"], cfg.lambda_damsm)
         terms.add("kl", self.kl_loss(out.mu, out.logvar), cfg.kl_weight)
         cache = {"fakes": [f.detach() for f in out.images], "sentence": sentence}
         return StepOutput(terms.result(), terms.logs, cache=cache)
 
-    def discriminator_step(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, cache: Any,
-                           ctx: StepContext) -> StepOutput | None:
+    def discriminator_step(
+        self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, cache: Any, ctx: StepContext
+    ) -> StepOutput | None:
         sentence = cache["sentence"]
         adversarial = losses.BceTerms()
         for k, (name, fake, real) in enumerate(zip(self.d_names(), cache["fakes"], self.real_stages(batch)), start=1):
@@ -438,8 +496,9 @@ class AttnGanMethod(Method):
         return StepOutput(terms.result(), terms.logs)
 
     # --- inference ---
-    def sample(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, setting: str,
-               generators: Sequence[torch.Generator]) -> SampleOutput:
+    def sample(
+        self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, setting: str, generators: Sequence[torch.Generator]
+    ) -> SampleOutput:
         if setting not in self.settings:
             raise ValueError(f"attngan has no setting {setting!r} (it takes no boxes)")
         _, _, words, sentence, padding = self.encode_text(nets, batch)

@@ -85,16 +85,24 @@ class Layout2ImConfig:
         if len(self.crop_encoder_dims) < 1 or len(self.layout_encoder_dims) < 1 or not self.clstm_dims:
             raise ValueError("encoder and conv-LSTM dims must not be empty")
         if len(self.decoder_dims) != len(self.layout_encoder_dims):
-            raise ValueError("decoder_dims must have as many entries as layout_encoder_dims (same number of "
-                             "upsamplings as downsamplings)")
+            raise ValueError(
+                "decoder_dims must have as many entries as layout_encoder_dims (same number of "
+                "upsamplings as downsamplings)"
+            )
         if self.clstm_kernel % 2 == 0 or self.clstm_kernel < 1:
             raise ValueError("clstm_kernel must be odd")
         if min(self.embedding_dim, self.z_dim, self.crop_size) < 1 or self.res_blocks < 0:
             raise ValueError("embedding_dim, z_dim, crop_size must be >= 1 and res_blocks >= 0")
         if len(self.d_img_dims) < 1 or len(self.d_obj_dims) < 1:
             raise ValueError("discriminator dims must not be empty")
-        weights = (self.lambda_img_rec, self.lambda_z_rec, self.lambda_img_adv, self.lambda_obj_adv,
-                   self.lambda_obj_cls, self.kl_weight)
+        weights = (
+            self.lambda_img_rec,
+            self.lambda_z_rec,
+            self.lambda_img_adv,
+            self.lambda_obj_adv,
+            self.lambda_obj_cls,
+            self.kl_weight,
+        )
         if min(weights) < 0:
             raise ValueError("loss weights must be >= 0")
 
@@ -164,7 +172,7 @@ def spectral_weights(layers: Sequence[_SpectralNorm]) -> list[torch.Tensor]:
     of its forward pass: the vector normalisations and the buffer updates become foreach ops over the layers (8
     per call instead of 8 per layer), and sigma reuses the iteration's ``W v`` (computed once, with its graph).
     The same values as the layers' own ``normalized_weight()``, bit for bit on the CPU (checked by
-    ``tests/test_baselines.py``). Layers without spectral normalisation, and evaluation, use the per-layer path.
+    ``tests/models/test_baselines.py``). Layers without spectral normalisation, and evaluation, use the per-layer path.
     """
     active = [layer for layer in layers if layer.spectral and layer.training]
     if not active:
@@ -179,8 +187,10 @@ def spectral_weights(layers: Sequence[_SpectralNorm]) -> list[torch.Tensor]:
             torch._foreach_copy_([layer.sn_v for layer in active], vs)
             torch._foreach_copy_([layer.sn_u for layer in active], us)
         sigmas = iter([torch.dot(u, wv) for u, wv in zip(us, wvs)])
-    return [layer.weight / next(sigmas) if layer.spectral and layer.training else layer.normalized_weight()
-            for layer in layers]
+    return [
+        layer.weight / next(sigmas) if layer.spectral and layer.training else layer.normalized_weight()
+        for layer in layers
+    ]
 
 
 class SNConv2d(_SpectralNorm, nn.Conv2d):
@@ -220,8 +230,8 @@ class ConditionalBatchNorm2d(nn.Module):
     @torch.no_grad()
     def init_parameters(self, generator: torch.Generator) -> None:
         self.norm.reset_running_stats()
-        self.embed.weight[:, :self.channels].normal_(1.0, 0.02, generator=generator)  # layout2im
-        self.embed.weight[:, self.channels:].zero_()
+        self.embed.weight[:, : self.channels].normal_(1.0, 0.02, generator=generator)  # layout2im
+        self.embed.weight[:, self.channels :].zero_()
 
     def forward(self, x: torch.Tensor, categories: torch.Tensor) -> torch.Tensor:
         gamma, beta = self.embed(categories).chunk(2, dim=1)
@@ -269,9 +279,13 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
-                                  nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(channels))
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -310,8 +324,16 @@ class LayoutEncoder(nn.Module):
         self.cells = nn.ModuleList([ConvLSTMCell(i, h, cfg.clstm_kernel) for i, h in zip(inputs, cfg.clstm_dims)])
         self.residual = nn.Sequential(*[ResidualBlock(cfg.clstm_dims[-1]) for _ in range(cfg.res_blocks)])
 
-    def forward(self, categories: torch.Tensor, boxes: torch.Tensor, z: torch.Tensor, obj_to_img: torch.Tensor,
-                positions: torch.Tensor, num_images: int, steps: int | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        categories: torch.Tensor,
+        boxes: torch.Tensor,
+        z: torch.Tensor,
+        obj_to_img: torch.Tensor,
+        positions: torch.Tensor,
+        num_images: int,
+        steps: int | None = None,
+    ) -> torch.Tensor:
         vec = torch.cat([self.embedding(categories), z], dim=1)
         # the first 1x1 conv (no bias) of the vector spread over its box mask, computed as
         # (W vec) * mask: the same numbers without convolving the (O, E + Z, S, S) map
@@ -323,14 +345,17 @@ class LayoutEncoder(nn.Module):
             if k < last:  # layout2im: no activation after the last conv before the conv-LSTM
                 x = F.relu(x)
         counts = torch.zeros(num_images, dtype=torch.int64, device=obj_to_img.device).index_add(
-            0, obj_to_img, torch.ones_like(obj_to_img))
+            0, obj_to_img, torch.ones_like(obj_to_img)
+        )
         if steps is None:
             steps = int(counts.max()) if counts.numel() and len(categories) else 0
         _, channels, height, width = x.shape
         sequence = x.new_zeros(num_images, max(steps, 1), channels, height, width)
         sequence[obj_to_img, positions] = x
-        states = [(x.new_zeros(num_images, cell.hidden, height, width),
-                   x.new_zeros(num_images, cell.hidden, height, width)) for cell in self.cells]
+        states = [
+            (x.new_zeros(num_images, cell.hidden, height, width), x.new_zeros(num_images, cell.hidden, height, width))
+            for cell in self.cells
+        ]
         outputs = [states[-1][0]]  # the last layer's h after 0, 1, ..., steps objects
         for t in range(steps):
             inp = sequence[:, t]
@@ -349,8 +374,11 @@ class Decoder(nn.Module):
 
     def __init__(self, in_channels: int, dims: Sequence[int]):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, dims[0], 3, padding=1, bias=False),
-                                   nn.BatchNorm2d(dims[0]), nn.ReLU()]
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, dims[0], 3, padding=1, bias=False),
+            nn.BatchNorm2d(dims[0]),
+            nn.ReLU(),
+        ]
         for a, b in zip(dims[:-1], dims[1:]):
             layers += [nn.ConvTranspose2d(a, b, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU()]
         layers.append(nn.Conv2d(dims[-1], 3, 7, padding=3))
@@ -387,13 +415,30 @@ class Layout2ImGenerator(nn.Module):
         self.layout_encoder = LayoutEncoder(cfg, spec.num_objects, spec.image_size)
         self.decoder = Decoder(cfg.clstm_dims[-1], cfg.decoder_dims)
 
-    def render(self, categories: torch.Tensor, boxes: torch.Tensor, obj_to_img: torch.Tensor, positions: torch.Tensor,
-               num_images: int, z: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+    def render(
+        self,
+        categories: torch.Tensor,
+        boxes: torch.Tensor,
+        obj_to_img: torch.Tensor,
+        positions: torch.Tensor,
+        num_images: int,
+        z: torch.Tensor,
+        steps: int | None = None,
+    ) -> torch.Tensor:
         return self.decoder(self.layout_encoder(categories, boxes, z, obj_to_img, positions, num_images, steps))
 
-    def forward(self, categories: torch.Tensor, boxes: torch.Tensor, obj_to_img: torch.Tensor, positions: torch.Tensor,
-                num_images: int, z_rand: torch.Tensor, images: torch.Tensor | None = None,
-                eps: torch.Tensor | None = None, steps: int | None = None) -> Layout2ImOutput:
+    def forward(
+        self,
+        categories: torch.Tensor,
+        boxes: torch.Tensor,
+        obj_to_img: torch.Tensor,
+        positions: torch.Tensor,
+        num_images: int,
+        z_rand: torch.Tensor,
+        images: torch.Tensor | None = None,
+        eps: torch.Tensor | None = None,
+        steps: int | None = None,
+    ) -> Layout2ImOutput:
         image_rand = self.render(categories, boxes, obj_to_img, positions, num_images, z_rand, steps)
         if images is None:
             return Layout2ImOutput(image_rand, None, None, None, None, None, None, None)
@@ -422,8 +467,11 @@ class DBlock(nn.Module):
         hidden = out_channels if first else in_channels
         self.conv1 = SNConv2d(in_channels, hidden, 3, padding=1, spectral=spectral)
         self.conv2 = SNConv2d(hidden, out_channels, 3, padding=1, spectral=spectral)
-        self.shortcut = (SNConv2d(in_channels, out_channels, 1, spectral=spectral)
-                         if first or downsample or in_channels != out_channels else None)
+        self.shortcut = (
+            SNConv2d(in_channels, out_channels, 1, spectral=spectral)
+            if first or downsample or in_channels != out_channels
+            else None
+        )
 
     def spectral_layers(self) -> list[_SpectralNorm]:
         """The block's weight layers in the order ``forward`` takes their weights."""
@@ -460,7 +508,7 @@ def _run_trunk(trunk: nn.Sequential, x: torch.Tensor, weights: Sequence[torch.Te
     start = 0
     for block in trunk:
         count = len(block.spectral_layers())
-        x = block(x, weights[start:start + count])
+        x = block(x, weights[start : start + count])
         start += count
     return x
 
@@ -503,16 +551,22 @@ class Layout2ImMethod(Method):
         super().__init__(config, spec, inputs)
         scale = 2 ** (len(config.layout_encoder_dims) - 1)
         if spec.image_size % scale:
-            raise ConfigError(f"layout2im: image size {spec.image_size} is not divisible by 2^"
-                              f"{len(config.layout_encoder_dims) - 1} (layout encoder downsamplings)")
+            raise ConfigError(
+                f"layout2im: image size {spec.image_size} is not divisible by 2^"
+                f"{len(config.layout_encoder_dims) - 1} (layout encoder downsamplings)"
+            )
         if config.crop_size < 2 ** (max(len(config.d_obj_dims), len(config.crop_encoder_dims)) - 1):
-            raise ConfigError(f"layout2im: crop_size {config.crop_size} is too small for the crop encoder / "
-                              "object discriminator downsamplings")
+            raise ConfigError(
+                f"layout2im: crop_size {config.crop_size} is too small for the crop encoder / "
+                "object discriminator downsamplings"
+            )
 
     def notes(self) -> Mapping[str, str]:
-        return {"update_order": "generator, then discriminators (the shared loop; layout2im updates D first)",
-                "kl": f"weight {self.config.kl_weight} x KL summed over an image's objects and latent dims, averaged "
-                      "over images (layout2im: 0.01 x the sum over its batch of 8)"}
+        return {
+            "update_order": "generator, then discriminators (the shared loop; layout2im updates D first)",
+            "kl": f"weight {self.config.kl_weight} x KL summed over an image's objects and latent dims, averaged "
+            "over images (layout2im: 0.01 x the sum over its batch of 8)",
+        }
 
     # --- networks ---
     def build_networks(self, generator: torch.Generator) -> dict[str, nn.Module]:
@@ -527,12 +581,14 @@ class Layout2ImMethod(Method):
         return {"generator": "generator", "d_img": "discriminator", "d_obj": "discriminator"}
 
     def optimizer(self, network: str) -> AdamConfig:
-        return {"generator": self.config.optim_generator, "d_img": self.config.optim_d_img,
-                "d_obj": self.config.optim_d_obj}[network]
+        return {
+            "generator": self.config.optim_generator,
+            "d_img": self.config.optim_d_img,
+            "d_obj": self.config.optim_d_obj,
+        }[network]
 
     # --- helpers ---
-    def objects(self, batch: SceneGraphBatch, generators: Sequence[torch.Generator],
-                with_eps: bool) -> dict[str, Any]:
+    def objects(self, batch: SceneGraphBatch, generators: Sequence[torch.Generator], with_eps: bool) -> dict[str, Any]:
         """The real objects of the batch, their conv-LSTM positions and per-object noise.
 
         Per image n, from ``generators[n]``: the object order (a random permutation when
@@ -559,9 +615,14 @@ class Layout2ImMethod(Method):
         if order:  # object j of image n takes sequence slot inverse(order_n)[j]: one scatter for the batch
             start = torch.arange(local.shape[0], device=device) - local  # first real row of each object's image
             positions = torch.empty_like(local).index_put_((start + torch.cat(order),), local)
-        return {"categories": batch.objs.index_select(0, real_rows), "boxes": batch.boxes.index_select(0, real_rows),
-                "obj_to_img": obj_to_img, "positions": positions, "z_rand": torch.cat(z_rand) if z_rand else None,
-                "eps": torch.cat(eps) if with_eps else None}
+        return {
+            "categories": batch.objs.index_select(0, real_rows),
+            "boxes": batch.boxes.index_select(0, real_rows),
+            "obj_to_img": obj_to_img,
+            "positions": positions,
+            "z_rand": torch.cat(z_rand) if z_rand else None,
+            "eps": torch.cat(eps) if with_eps else None,
+        }
 
     @staticmethod
     def object_counts(batch: SceneGraphBatch) -> list[int]:
@@ -586,8 +647,17 @@ class Layout2ImMethod(Method):
     def generator_step(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, ctx: StepContext) -> StepOutput:
         cfg = self.config
         o = self.objects(batch, ctx.generators, with_eps=True)
-        out = nets["generator"](o["categories"], o["boxes"], o["obj_to_img"], o["positions"], batch.num_images,
-                                o["z_rand"], batch.images, o["eps"], steps=max(self.object_counts(batch)))
+        out = nets["generator"](
+            o["categories"],
+            o["boxes"],
+            o["obj_to_img"],
+            o["positions"],
+            batch.num_images,
+            o["z_rand"],
+            batch.images,
+            o["eps"],
+            steps=max(self.object_counts(batch)),
+        )
         terms = losses.LossSum()
         terms.add("img_rec", losses.pixel_l1(out.image_rec, batch.images), cfg.lambda_img_rec)
         terms.add("z_rec", F.l1_loss(out.z_rand_rec.float(), o["z_rand"].float()), cfg.lambda_z_rec)
@@ -598,36 +668,62 @@ class Layout2ImMethod(Method):
         terms.add("img_adv", img_adv, cfg.lambda_img_adv)
         (real_rec, cls_rec), (real_rand, cls_rand) = self.scores(nets["d_obj"], [out.crops_rec, out.crops_rand])
         terms.add("obj_adv", 0.5 * (losses.bce_to(real_rec, 1.0) + losses.bce_to(real_rand, 1.0)), cfg.lambda_obj_adv)
-        terms.add("obj_cls", 0.5 * (losses.auxiliary_classification(cls_rec, o["categories"])
-                                    + losses.auxiliary_classification(cls_rand, o["categories"])), cfg.lambda_obj_cls)
-        cache = {"image_rec": out.image_rec.detach(), "image_rand": out.image_rand.detach(),
-                 "crops_rec": out.crops_rec.detach(), "crops_rand": out.crops_rand.detach(),
-                 "crops_real": out.crops_real.detach(), "categories": o["categories"]}
+        terms.add(
+            "obj_cls",
+            0.5
+            * (
+                losses.auxiliary_classification(cls_rec, o["categories"])
+                + losses.auxiliary_classification(cls_rand, o["categories"])
+            ),
+            cfg.lambda_obj_cls,
+        )
+        cache = {
+            "image_rec": out.image_rec.detach(),
+            "image_rand": out.image_rand.detach(),
+            "crops_rec": out.crops_rec.detach(),
+            "crops_rand": out.crops_rand.detach(),
+            "crops_real": out.crops_real.detach(),
+            "categories": o["categories"],
+        }
         return StepOutput(terms.result(), terms.logs, cache=cache)
 
-    def discriminator_step(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, cache: Any,
-                           ctx: StepContext) -> StepOutput | None:
+    def discriminator_step(
+        self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, cache: Any, ctx: StepContext
+    ) -> StepOutput | None:
         cfg = self.config
         terms = losses.LossSum()
-        img_rec, img_rand, img_real = self.scores(nets["d_img"], [cache["image_rec"], cache["image_rand"], batch.images])
+        img_rec, img_rand, img_real = self.scores(
+            nets["d_img"], [cache["image_rec"], cache["image_rand"], batch.images]
+        )
         img_fake = 0.5 * (losses.bce_to(img_rec, 0.0) + losses.bce_to(img_rand, 0.0))
         terms.add("img_adv_real", losses.bce_to(img_real, 1.0), cfg.lambda_img_adv)
         terms.add("img_adv_fake", img_fake, cfg.lambda_img_adv)
         (fake_rec, _), (fake_rand, _), (real, real_cls) = self.scores(
-            nets["d_obj"], [cache["crops_rec"], cache["crops_rand"], cache["crops_real"]])
+            nets["d_obj"], [cache["crops_rec"], cache["crops_rand"], cache["crops_real"]]
+        )
         terms.add("obj_adv_real", losses.bce_to(real, 1.0), cfg.lambda_obj_adv)
-        terms.add("obj_adv_fake", 0.5 * (losses.bce_to(fake_rec, 0.0) + losses.bce_to(fake_rand, 0.0)), cfg.lambda_obj_adv)
+        terms.add(
+            "obj_adv_fake", 0.5 * (losses.bce_to(fake_rec, 0.0) + losses.bce_to(fake_rand, 0.0)), cfg.lambda_obj_adv
+        )
         terms.add("obj_cls_real", losses.auxiliary_classification(real_cls, cache["categories"]), cfg.lambda_obj_cls)
         if not terms.logs:  # every discriminator weight is zero
             return None
         return StepOutput(terms.result(), terms.logs)
 
     # --- inference ---
-    def sample(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, setting: str,
-               generators: Sequence[torch.Generator]) -> SampleOutput:
+    def sample(
+        self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, setting: str, generators: Sequence[torch.Generator]
+    ) -> SampleOutput:
         if setting not in self.settings:
             raise ValueError(f"layout2im has no setting {setting!r} (it needs ground-truth boxes)")
         o = self.objects(batch, generators, with_eps=False)
-        out = nets["generator"](o["categories"], o["boxes"], o["obj_to_img"], o["positions"], batch.num_images,
-                                o["z_rand"], steps=max(self.object_counts(batch)))
+        out = nets["generator"](
+            o["categories"],
+            o["boxes"],
+            o["obj_to_img"],
+            o["positions"],
+            batch.num_images,
+            o["z_rand"],
+            steps=max(self.object_counts(batch)),
+        )
         return SampleOutput(images=out.image_rand)

@@ -17,7 +17,7 @@ and the crop is picked among them
   candidate (its released code's test-time pick), so both samples are identical and DS is exactly 0 (no
   other randomness: its ``canvas_noise_dim`` is 0).
 
-Generation: the shared generator (:mod:`retrievegan.models.patch_gan`; the paper: RetrieveGAN "adopts a
+Generation: the shared generator (:mod:`retrievegan.models.patch_method`; the paper: RetrieveGAN "adopts a
 similar architecture to PasteGAN") with PasteGAN's values (4 graph layers, 4 refiner layers, 6 canvas
 residual blocks, lr 5e-4). What of PasteGAN's own published generator is *not* reproduced: its crop
 refiner's flow / mask networks (here: the shared 2-D graph-convolution refiner), and its cascaded
@@ -43,15 +43,22 @@ from torch import nn
 
 from retrievegan.data.dataset import DataSpec, SceneGraphBatch
 from retrievegan.embed.prefilter import gather_candidates, load_candidates
-from retrievegan.models.patch_gan import (PatchGanConfig, PatchGanMethod, check_settings, per_image_uniform,
-                                          slot_lists, slot_rows, slots_to_objects)
+from retrievegan.models.patch_method import (
+    PatchMethod,
+    PatchMethodConfig,
+    check_settings,
+    per_image_uniform,
+    slot_lists,
+    slot_rows,
+    slots_to_objects,
+)
 from retrievegan.train import losses
 from retrievegan.train.config import AdamConfig
 from retrievegan.train.method import SampleOutput, StepContext, StepOutput
 
 
 @dataclasses.dataclass(frozen=True)
-class PasteGanConfig(PatchGanConfig):
+class PasteGanConfig(PatchMethodConfig):
     """The ``pastegan`` section. Defaults: PasteGAN's released code (options/coco/paste_gan_coco.yaml,
     options/opts.py, train.py)."""
 
@@ -81,7 +88,7 @@ class PasteGanConfig(PatchGanConfig):
             raise ValueError("loss weights must be >= 0")
 
 
-class PasteGan(PatchGanMethod):
+class PasteGan(PatchMethod):
     name = "pastegan"
     config_class = PasteGanConfig
     settings = ("pred_bbox", "gt_bbox")
@@ -89,8 +96,9 @@ class PasteGan(PatchGanMethod):
 
     def __init__(self, config: PasteGanConfig, spec: DataSpec, inputs: Mapping[str, Any] | None = None):
         super().__init__(config, spec, inputs)
-        self.candidates = torch.from_numpy(np.array(load_candidates(
-            self.inputs["candidates"], max(config.train_top, config.test_top), len(self.bank))))  # (P, top)
+        self.candidates = torch.from_numpy(
+            np.array(load_candidates(self.inputs["candidates"], max(config.train_top, config.test_top), len(self.bank)))
+        )  # (P, top)
 
     def uses_perceptual(self) -> bool:
         return super().uses_perceptual() or self.config.p_sel_weight > 0
@@ -101,8 +109,9 @@ class PasteGan(PatchGanMethod):
         (B, N, top), host ``slot_counts``; :meth:`pools`): a step reads nothing from the device."""
         rows = slot_rows(batch)
         cand, counts = self.pools(rows)
-        return dataclasses.replace(batch, extras={**batch.extras, "slot_rows": rows, "candidate_ids": cand,
-                                                  "slot_counts": counts})
+        return dataclasses.replace(
+            batch, extras={**batch.extras, "slot_rows": rows, "candidate_ids": cand, "slot_counts": counts}
+        )
 
     def pools(self, rows: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
         """(the first ``max(train_top, test_top)`` candidates of every slot (B, N, top), -1 padding, on the host;
@@ -110,8 +119,13 @@ class PasteGan(PatchGanMethod):
         host = rows.cpu()
         return gather_candidates(self.candidates, host)[0], tuple((host >= 0).sum(1).tolist())
 
-    def select(self, rows: torch.Tensor, generators: Sequence[torch.Generator], training: bool,
-               pools: tuple[torch.Tensor, Sequence[int]] | None = None) -> torch.Tensor:
+    def select(
+        self,
+        rows: torch.Tensor,
+        generators: Sequence[torch.Generator],
+        training: bool,
+        pools: tuple[torch.Tensor, Sequence[int]] | None = None,
+    ) -> torch.Tensor:
         """(B, N) bank id of the crop of every slot (-1: none). rows (B, N): the objects' own patch ids (-1 padding);
         ``pools``: :meth:`pools` of ``rows`` from the batch's host side (None: made here, reading ``rows``).
 
@@ -124,11 +138,11 @@ class PasteGan(PatchGanMethod):
         if not training and cfg.test_pick == "nearest":
             return cand[..., 0]
         if not training:
-            pool = cand[..., :cfg.test_top]
+            pool = cand[..., : cfg.test_top]
         elif cfg.train_pool_includes_ground_truth:
-            pool = torch.cat([rows[..., None], cand[..., :cfg.train_top - 1]], dim=-1)
+            pool = torch.cat([rows[..., None], cand[..., : cfg.train_top - 1]], dim=-1)
         else:
-            pool = cand[..., :cfg.train_top]
+            pool = cand[..., : cfg.train_top]
         valid = pool >= 0  # a prefix of every row (candidates are padded at the end)
         count = valid.sum(-1)  # (B, N)
         u = per_image_uniform(generators, counts, rows.shape[1], rows.device)
@@ -143,8 +157,15 @@ class PasteGan(PatchGanMethod):
         chosen = self.select(host["slot_rows"], ctx.generators, True, (host["candidate_ids"], host["slot_counts"]))
         selected = slots_to_objects(self.bank.crops(chosen), batch)
         gt_crops = self.bank.crops(batch.patch_ids)
-        gen = nets["generator"](batch.objs, batch.triples, batch.obj_to_img, batch.num_images, batch.boxes,
-                                [selected, gt_crops], match_crops=cfg.crop_match_weight > 0)
+        gen = nets["generator"](
+            batch.objs,
+            batch.triples,
+            batch.obj_to_img,
+            batch.num_images,
+            batch.boxes,
+            [selected, gt_crops],
+            match_crops=cfg.crop_match_weight > 0,
+        )
         fake, recon = gen["images"]
         terms = losses.LossSum()
         self.box_term(terms, batch, gen["boxes"])
@@ -161,8 +182,9 @@ class PasteGan(PatchGanMethod):
         return StepOutput(terms.result(), terms.logs, cache={"fake": fake.detach(), "recon": recon_cache})
 
     # --- inference ---
-    def sample(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, setting: str,
-               generators: Sequence[torch.Generator]) -> SampleOutput:
+    def sample(
+        self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, setting: str, generators: Sequence[torch.Generator]
+    ) -> SampleOutput:
         check_settings(self, setting)
         host = self.with_host_inputs(batch, "candidate_ids").extras
         chosen = self.select(host["slot_rows"], generators, False, (host["candidate_ids"], host["slot_counts"]))

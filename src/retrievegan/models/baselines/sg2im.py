@@ -105,18 +105,34 @@ class Sg2ImGenerator(nn.Module):
         super().__init__()
         self.image_size = spec.image_size
         self.noise_dim = cfg.layout_noise_dim
-        self.encoder = SceneGraphEncoder(spec.num_objects, spec.num_predicates, cfg.embedding_dim, cfg.gconv_dim,
-                                         cfg.gconv_hidden_dim, cfg.gconv_num_layers, cfg.gconv_pooling,
-                                         cfg.mlp_normalization)
+        self.encoder = SceneGraphEncoder(
+            spec.num_objects,
+            spec.num_predicates,
+            cfg.embedding_dim,
+            cfg.gconv_dim,
+            cfg.gconv_hidden_dim,
+            cfg.gconv_num_layers,
+            cfg.gconv_pooling,
+            cfg.mlp_normalization,
+        )
         self.box_net = BoxRegressor(cfg.gconv_dim, cfg.gconv_hidden_dim, cfg.mlp_normalization)
         self.mask_net = MaskRegressor(cfg.gconv_dim, cfg.mask_size, cfg.mask_normalization) if cfg.mask_size else None
-        self.crn = RefinementNetwork(cfg.gconv_dim + cfg.layout_noise_dim, cfg.refinement_dims, cfg.normalization,
-                                     cfg.activation)
+        self.crn = RefinementNetwork(
+            cfg.gconv_dim + cfg.layout_noise_dim, cfg.refinement_dims, cfg.normalization, cfg.activation
+        )
 
-    def forward(self, objs: torch.Tensor, triples: torch.Tensor, obj_to_img: torch.Tensor, num_images: int,
-                noise: torch.Tensor | None = None, boxes: torch.Tensor | None = None,
-                masks: torch.Tensor | None = None, positions: torch.Tensor | None = None,
-                max_objects: int | None = None) -> Sg2ImOutput:
+    def forward(
+        self,
+        objs: torch.Tensor,
+        triples: torch.Tensor,
+        obj_to_img: torch.Tensor,
+        num_images: int,
+        noise: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        masks: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        max_objects: int | None = None,
+    ) -> Sg2ImOutput:
         obj_vecs, _ = self.encoder(objs, triples)
         boxes_pred = self.box_net(obj_vecs)
         mask_logits = self.mask_net(obj_vecs) if self.mask_net is not None else None
@@ -124,12 +140,22 @@ class Sg2ImGenerator(nn.Module):
         layout_masks = masks
         if layout_masks is None and mask_logits is not None:
             layout_masks = mask_logits.sigmoid()
-        layout = masks_to_layout(obj_vecs, layout_boxes, layout_masks, obj_to_img, num_images, self.image_size,
-                                 positions=positions, max_objects=max_objects)
+        layout = masks_to_layout(
+            obj_vecs,
+            layout_boxes,
+            layout_masks,
+            obj_to_img,
+            num_images,
+            self.image_size,
+            positions=positions,
+            max_objects=max_objects,
+        )
         if self.noise_dim:
             expected = (num_images, self.noise_dim, self.image_size, self.image_size)
             if noise is None or tuple(noise.shape) != expected:
-                raise ValueError(f"noise must have shape {expected}, got {None if noise is None else tuple(noise.shape)}")
+                raise ValueError(
+                    f"noise must have shape {expected}, got {None if noise is None else tuple(noise.shape)}"
+                )
             layout = torch.cat([layout, noise.to(layout.dtype)], dim=1)
         return Sg2ImOutput(self.crn(layout), boxes_pred, mask_logits, obj_vecs)
 
@@ -144,10 +170,16 @@ class Sg2ImMethod(Method):
         super().__init__(config, spec, inputs)
         scale = 2 ** len(config.refinement_dims)
         if spec.image_size % scale:
-            raise ConfigError(f"sg2im: image size {spec.image_size} is not divisible by 2^{len(config.refinement_dims)}"
-                              " (one halving per refinement module)")
-        if spec.mask_size and config.mask_size and spec.mask_size != config.mask_size and (
-                config.mask_weight > 0 or config.gt_masks_in_training):
+            raise ConfigError(
+                f"sg2im: image size {spec.image_size} is not divisible by 2^{len(config.refinement_dims)}"
+                " (one halving per refinement module)"
+            )
+        if (
+            spec.mask_size
+            and config.mask_size
+            and spec.mask_size != config.mask_size
+            and (config.mask_weight > 0 or config.gt_masks_in_training)
+        ):
             raise ConfigError(f"sg2im: mask_size {config.mask_size} differs from the data's {spec.mask_size}")
 
     # --- networks ---
@@ -155,12 +187,23 @@ class Sg2ImMethod(Method):
         cfg, spec = self.config, self.spec
         nets: dict[str, nn.Module] = {"generator": build(lambda: Sg2ImGenerator(cfg, spec), generator)}
         if cfg.d_weight > 0 and cfg.d_img_weight > 0:
-            nets["d_img"] = build(lambda: PatchDiscriminator(cfg.d_img_arch, 3, cfg.d_normalization, cfg.d_activation,
-                                                             cfg.d_padding), generator)
+            nets["d_img"] = build(
+                lambda: PatchDiscriminator(cfg.d_img_arch, 3, cfg.d_normalization, cfg.d_activation, cfg.d_padding),
+                generator,
+            )
         if cfg.d_weight > 0 and (cfg.d_obj_weight > 0 or cfg.ac_weight > 0):
-            nets["d_obj"] = build(lambda: AcCropDiscriminator(spec.num_objects, cfg.d_obj_arch, cfg.crop_size,
-                                                              cfg.d_normalization, cfg.d_activation, cfg.d_padding,
-                                                              cfg.d_obj_fc_dim), generator)
+            nets["d_obj"] = build(
+                lambda: AcCropDiscriminator(
+                    spec.num_objects,
+                    cfg.d_obj_arch,
+                    cfg.crop_size,
+                    cfg.d_normalization,
+                    cfg.d_activation,
+                    cfg.d_padding,
+                    cfg.d_obj_fc_dim,
+                ),
+                generator,
+            )
         return nets
 
     def roles(self) -> Mapping[str, Role]:
@@ -173,8 +216,11 @@ class Sg2ImMethod(Method):
         return roles
 
     def optimizer(self, network: str) -> AdamConfig:
-        return {"generator": self.config.optim_generator, "d_img": self.config.optim_d_img,
-                "d_obj": self.config.optim_d_obj}[network]
+        return {
+            "generator": self.config.optim_generator,
+            "d_img": self.config.optim_d_img,
+            "d_obj": self.config.optim_d_obj,
+        }[network]
 
     def train_modes(self, nets: Mapping[str, nn.Module], step: int) -> None:
         super().train_modes(nets, step)
@@ -193,10 +239,25 @@ class Sg2ImMethod(Method):
         device = batch.images.device
         return torch.stack([torch.randn(shape, generator=g, device=device) for g in generators])
 
-    def _run(self, generator: nn.Module, batch: SceneGraphBatch, noise: torch.Tensor | None,
-             boxes: torch.Tensor | None, masks: torch.Tensor | None) -> Sg2ImOutput:
-        return generator(batch.objs, batch.triples, batch.obj_to_img, batch.num_images, noise, boxes, masks,
-                         positions=batch.object_index, max_objects=batch.max_objects)
+    def _run(
+        self,
+        generator: nn.Module,
+        batch: SceneGraphBatch,
+        noise: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        masks: torch.Tensor | None,
+    ) -> Sg2ImOutput:
+        return generator(
+            batch.objs,
+            batch.triples,
+            batch.obj_to_img,
+            batch.num_images,
+            noise,
+            boxes,
+            masks,
+            positions=batch.object_index,
+            max_objects=batch.max_objects,
+        )
 
     # --- losses ---
     def generator_step(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, ctx: StepContext) -> StepOutput:
@@ -213,12 +274,16 @@ class Sg2ImMethod(Method):
             terms.add("ac_obj", losses.auxiliary_classification(class_logits, batch.objs), cfg.ac_weight)
             terms.add("adv_obj", losses.generator_adversarial(scores, cfg.gan_loss), cfg.d_weight * cfg.d_obj_weight)
         if "d_img" in nets:
-            terms.add("adv_img", losses.generator_adversarial(nets["d_img"](out.images), cfg.gan_loss),
-                      cfg.d_weight * cfg.d_img_weight)
+            terms.add(
+                "adv_img",
+                losses.generator_adversarial(nets["d_img"](out.images), cfg.gan_loss),
+                cfg.d_weight * cfg.d_img_weight,
+            )
         return StepOutput(terms.result(), terms.logs, cache=out.images.detach())
 
-    def discriminator_step(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, cache: Any,
-                           ctx: StepContext) -> StepOutput | None:
+    def discriminator_step(
+        self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, cache: Any, ctx: StepContext
+    ) -> StepOutput | None:
         fake, kind = cache, self.config.gan_loss
         terms = losses.LossSum()
         if "d_obj" in nets:
@@ -238,8 +303,9 @@ class Sg2ImMethod(Method):
         return StepOutput(terms.result(), terms.logs)
 
     # --- inference ---
-    def sample(self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, setting: str,
-               generators: Sequence[torch.Generator]) -> SampleOutput:
+    def sample(
+        self, nets: Mapping[str, nn.Module], batch: SceneGraphBatch, setting: str, generators: Sequence[torch.Generator]
+    ) -> SampleOutput:
         if setting not in self.settings:
             raise ValueError(f"sg2im has no setting {setting!r}")
         boxes = batch.boxes if setting == "gt_bbox" else None

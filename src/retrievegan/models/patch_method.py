@@ -267,7 +267,10 @@ def normalise_pixels(pixels: torch.Tensor, scale: torch.Tensor, shift: torch.Ten
     return x.reshape(x.shape[0], -1)
 
 
-SELECT_BACKWARD_BYTES = 1 << 30  # WeightedRows.backward gathers at most this many bytes of patch rows at once
+SELECT_BACKWARD_BYTES = (
+    4 << 20
+)  # WeightedRows.backward gathers at most this many bytes of patch rows at once (cache-sized:
+# one 48 MB gather costs page faults; benchmarks/bench_patch_select.py)
 
 
 class WeightedRows(torch.autograd.Function):

@@ -13,7 +13,7 @@ change is comparable, never the values.
 
 Outputs (``<out_dir>/``): ``rarity_experiment.{csv,md,tex}`` (the table), ``rarity_runs.csv`` (one row per run:
 arm, seed, every metric), ``rarity_experiment.png`` (the figure), ``rarity_section.md`` (what REPORT.md shows:
-conclusions, the table; REPORT.md embeds the figure after it; docs/rarity.md keeps the reference run's copy).
+conclusions, the table; REPORT.md embeds the figure after it; docs/rarity/ keeps the reference run's copy, stored by `make reference-docs NAME=rarity`).
 """
 
 from __future__ import annotations

@@ -35,10 +35,8 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 
 def registered_stages() -> list[registry.Stage]:
-    """Every stage, in help order (importing the command modules registers them)."""
-    for name in COMMAND_MODULES:
-        importlib.import_module(name)
-    return registry.stages(COMMAND_MODULES)
+    """Every stage, in help order (the command modules declare them)."""
+    return registry.stages(importlib.import_module(name) for name in COMMAND_MODULES)
 
 
 def _stage_modules() -> dict[str, str]:

@@ -120,8 +120,12 @@ def test_threads_count(default, value, count):
 
 def _replaced(monkeypatch, name: str, run) -> None:
     """Stage ``name`` with ``run`` as its work (everything else as declared)."""
-    cli.registered_stages()
-    monkeypatch.setitem(registry._STAGES, name, dataclasses.replace(registry._STAGES[name], run=run))
+    import importlib
+
+    declared = {s.name: s for s in cli.registered_stages()}[name]
+    module = importlib.import_module(declared.module)
+    (function,) = [f for f in vars(module).values() if getattr(f, registry.STAGE_ATTRIBUTE, None) == declared]
+    monkeypatch.setattr(function, registry.STAGE_ATTRIBUTE, dataclasses.replace(declared, run=run))
 
 
 def test_main_applies_threads_and_wait_policy_before_the_stage_runs(monkeypatch, tmp_path):
@@ -184,6 +188,18 @@ def test_main_exit_status(monkeypatch, capsys):
 
 
 def test_a_stage_name_belongs_to_one_module():
+    import importlib
+    import types
+
     declared = cli.registered_stages()[0]
-    with pytest.raises(ValueError, match="registered by"):
-        registry.stage(declared.name, help="x", arguments=lambda parser: None)(lambda args: None)
+    other = types.ModuleType("retrievegan.commands.other")
+    run = registry.stage(declared.name, help="x", arguments=lambda parser: None)(lambda args: None)
+    run.__module__ = other.__name__
+    setattr(
+        run,
+        registry.STAGE_ATTRIBUTE,
+        dataclasses.replace(getattr(run, registry.STAGE_ATTRIBUTE), module=other.__name__),
+    )
+    other.run = run
+    with pytest.raises(ValueError, match="declared by"):
+        registry.stages([importlib.import_module(declared.module), other])

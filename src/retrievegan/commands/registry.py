@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import os
 from collections.abc import Callable, Iterable
+from types import ModuleType
 
 Arguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], "int | None"]
@@ -80,27 +81,35 @@ class Stage:
     passive_wait: bool = False
 
 
-_STAGES: dict[str, Stage] = {}
+STAGE_ATTRIBUTE = "__stage__"  # where stage() puts a run function's Stage (no registry outside the modules)
 
 
 def stage(name: str, *, help: str, arguments: Arguments, passive_wait: bool = False) -> Callable[[Run], Run]:
-    """Register the decorated ``run(args)`` as the stage ``name``; the function is returned unchanged."""
+    """Declare the decorated ``run(args)`` as the stage ``name`` (its :class:`Stage` rides on the function, so the
+    command module itself is the registry); the function is returned unchanged."""
 
-    def register(run: Run) -> Run:
-        known = _STAGES.get(name)
-        if known is not None and known.module != run.__module__:
-            raise ValueError(f"stage {name!r} registered by {known.module} and {run.__module__}")
-        _STAGES[name] = Stage(name, help, arguments, run, run.__module__, passive_wait)
+    def declare(run: Run) -> Run:
+        setattr(run, STAGE_ATTRIBUTE, Stage(name, help, arguments, run, run.__module__, passive_wait))
         return run
 
-    return register
+    return declare
 
 
-def stages(modules: Iterable[str]) -> list[Stage]:
-    """The registered stages of ``modules`` (imported already), module by module in declaration order."""
-    order = {module: index for index, module in enumerate(modules)}
-    found = [s for s in _STAGES.values() if s.module in order]
-    return sorted(found, key=lambda s: order[s.module])  # stable: declaration order within a module
+def stages(modules: Iterable[ModuleType]) -> list[Stage]:
+    """The stages declared in ``modules``, module by module in declaration order; a name declared twice is an
+    error naming both modules."""
+    found: dict[str, Stage] = {}
+    for module in modules:
+        for value in vars(module).values():
+            declared = getattr(value, STAGE_ATTRIBUTE, None)
+            if not isinstance(declared, Stage) or declared.module != module.__name__:
+                continue
+            if declared.name in found:
+                raise ValueError(
+                    f"stage {declared.name!r} declared by {found[declared.name].module} and {declared.module}"
+                )
+            found[declared.name] = declared
+    return list(found.values())
 
 
 def prepare_process(chosen: Stage, args: argparse.Namespace) -> None:
